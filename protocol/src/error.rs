@@ -1,0 +1,24 @@
+//! The one error type of the protocol crate.
+
+/// Why bytes could not be turned into an Orchard or Apple message.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    /// The body is not a well-formed property list.
+    #[error("body is not a valid property list: {0}")]
+    Plist(#[from] plist::Error),
+    /// The property list is well formed but its top level is not a dictionary.
+    #[error("expected a dictionary at the top level of the property list")]
+    NotADictionary,
+    /// A key every message of this channel carries is absent.
+    #[error("required key {key} is missing")]
+    MissingKey {
+        /// Apple's name of the missing key.
+        key: &'static str,
+    },
+    /// A key has a value of the wrong type or outside its allowed values.
+    #[error("key {key} has an invalid value")]
+    InvalidValue {
+        /// Apple's name of the key.
+        key: &'static str,
+    },
+}

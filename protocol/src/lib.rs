@@ -1,0 +1,17 @@
+//! Orchard's wire types: Apple MDM check-in messages, the command channel and the
+//! commands Orchard sends, and Orchard's enrollment exchange. XML plist, no IO.
+//!
+//! Every channel has one decode entry point: [`checkin::CheckinMessage::from_xml`],
+//! [`report::CommandReport::from_xml`], [`command::CommandEnvelope::from_xml`] and
+//! [`enroll::EnrollRequest::from_xml`] / [`enroll::EnrollResponse::from_xml`].
+
+pub mod checkin;
+pub mod command;
+pub mod enroll;
+mod error;
+pub mod ids;
+pub mod report;
+mod xml;
+
+pub use error::ProtocolError;
+pub use ids::{AdamId, CommandUuid, SerialNumber, Udid};
