@@ -1,4 +1,5 @@
 //! Decoders read plists in the format real devices send (captures from NanoMDM's test data).
+#![allow(clippy::unwrap_used)]
 
 use orchard_protocol::checkin::CheckinMessage;
 use orchard_protocol::command::DeviceInformationResponse;
