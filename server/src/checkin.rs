@@ -1,0 +1,76 @@
+//! The check-in core: Authenticate, TokenUpdate and CheckOut, named after Apple's
+//! messages. Transport-neutral: it gets the device identity and the body.
+
+use orchard_protocol::checkin::CheckinMessage;
+use orchard_protocol::command::{Command, DeviceInformation};
+
+use crate::error::{ServerError, ServerResult};
+use crate::identity::{self, DeviceIdentity};
+use crate::state::ServerState;
+use crate::store::{AuthenticateFacts, EnrollmentStatus};
+use crate::{clock, command_queue};
+
+/// The queries Orchard asks every device on its first TokenUpdate.
+pub const DEVICE_QUERIES: [&str; 10] = [
+    "UDID",
+    "DeviceName",
+    "OSVersion",
+    "BuildVersion",
+    "ProductName",
+    "Model",
+    "SerialNumber",
+    "IsSupervised",
+    "iTunesStoreAccountIsActive",
+    "iTunesStoreAccountHash",
+];
+
+/// Handles one check-in body. The answer is always an empty 200 body.
+pub async fn handle(
+    state: &ServerState,
+    identity: &DeviceIdentity,
+    body: &[u8],
+) -> ServerResult<()> {
+    let message = CheckinMessage::from_xml(body)?;
+    let udid = match &message {
+        CheckinMessage::Authenticate(m) => &m.udid,
+        CheckinMessage::TokenUpdate(m) => &m.udid,
+        CheckinMessage::CheckOut(m) => &m.udid,
+        CheckinMessage::Unknown { message_type } => {
+            return Err(ServerError::UnsupportedMessage(message_type.clone()));
+        }
+    };
+    let device = identity::authorize(state.store.as_ref(), identity, udid).await?;
+    let now = clock::now();
+    match message {
+        CheckinMessage::Authenticate(m) => {
+            let facts = AuthenticateFacts {
+                serial_number: m.serial_number,
+                product_name: m.product_name,
+                os_version: m.os_version,
+            };
+            state
+                .store
+                .record_authenticate(&m.udid, &facts, &now)
+                .await?;
+        }
+        CheckinMessage::TokenUpdate(m) => {
+            state
+                .store
+                .record_token_update(&m.udid, &m.topic, &m.push_magic, &m.token, &now)
+                .await?;
+            if device.status != EnrollmentStatus::Active {
+                let queries = DEVICE_QUERIES.iter().map(|q| (*q).to_owned()).collect();
+                let command = Command::DeviceInformation(DeviceInformation { queries });
+                let queued = command_queue::new_command(&m.udid, command, None, now)?;
+                state.store.enqueue(&[queued]).await?;
+                state.poke_reconciler();
+            }
+        }
+        CheckinMessage::CheckOut(m) => {
+            state.store.record_check_out(&m.udid, &now).await?;
+            tracing::info!(udid = %m.udid, "device checked out");
+        }
+        CheckinMessage::Unknown { .. } => {}
+    }
+    Ok(())
+}

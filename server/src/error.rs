@@ -1,0 +1,60 @@
+//! The server library's error type. The HTTP layer maps each variant to a status code
+//! and an `{error, message}` body; internal details are logged, not returned.
+
+use orchard_certs::CertError;
+use orchard_protocol::ProtocolError;
+
+use crate::identity::DeviceAuthError;
+use crate::store::StoreError;
+use crate::vpp::{TokenFileError, VppError};
+
+/// Why a server operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A device sent a body that is not a valid message.
+    #[error("invalid message: {0}")]
+    Protocol(#[from] ProtocolError),
+    /// A device request was refused.
+    #[error(transparent)]
+    DeviceAuth(#[from] DeviceAuthError),
+    /// Issuing a certificate failed (bad CSR).
+    #[error(transparent)]
+    Cert(#[from] CertError),
+    /// A token file was refused.
+    #[error(transparent)]
+    TokenFile(#[from] TokenFileError),
+    /// Apple's service failed.
+    #[error(transparent)]
+    Apple(#[from] VppError),
+    /// Something named in the request does not exist.
+    #[error("{kind} {id:?} does not exist")]
+    NotFound {
+        /// What kind of thing.
+        kind: &'static str,
+        /// Its id.
+        id: String,
+    },
+    /// A field has a value the operation cannot accept.
+    #[error("{field}: {reason}")]
+    Invalid {
+        /// The field.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The request conflicts with what exists.
+    #[error("{0}")]
+    Conflict(String),
+    /// A configured limit is reached.
+    #[error("{0}")]
+    LimitReached(String),
+    /// The message type is not handled.
+    #[error("unsupported check-in message type {0:?}")]
+    UnsupportedMessage(String),
+}
+
+/// Result of server operations.
+pub type ServerResult<T> = Result<T, ServerError>;

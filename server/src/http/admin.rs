@@ -1,0 +1,478 @@
+//! The admin API under `/v1/`: JSON in and out, bearer admin token. Handlers only
+//! translate between HTTP and the admin services.
+
+use axum::extract::{FromRequest, FromRequestParts, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use orchard_protocol::Udid;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::error::ApiError;
+use crate::admin::{self, Actor, TokenUpload};
+use crate::error::ServerError;
+use crate::state::ServerState;
+use crate::store::{
+    AppRecord, GroupKind, Intent, LicenseCounts, LicenseType, Page, VppTokenRecord,
+};
+use crate::sync;
+
+/// JSON body extractor whose rejections use the API's error format.
+#[derive(FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub(super) struct ApiJson<T>(pub T);
+
+/// Path extractor whose rejections use the API's error format.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub(super) struct ApiPath<T>(pub T);
+
+/// Query extractor whose rejections use the API's error format.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub(super) struct ApiQuery<T>(pub T);
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// Routes of the admin API.
+pub(super) fn router() -> Router<ServerState> {
+    Router::new()
+        .route("/v1/enrollment", get(enrollment))
+        .route("/v1/tokens", post(upload_token).get(list_tokens))
+        .route("/v1/tokens/{id}/sync", post(sync_token))
+        .route("/v1/apps", get(list_apps))
+        .route("/v1/apps/{id}", get(get_app))
+        .route("/v1/apps/{id}/installs", get(app_installs))
+        .route("/v1/groups", post(create_group).get(list_groups))
+        .route(
+            "/v1/groups/{id}/devices",
+            post(add_group_devices).get(group_devices),
+        )
+        .route(
+            "/v1/assignments",
+            post(create_assignment).get(list_assignments),
+        )
+        .route("/v1/devices", get(list_devices))
+        .route("/v1/devices/{udid}", get(get_device))
+        .route("/v1/devices/{udid}/installs", get(device_installs))
+        .route("/v1/audit", get(audit_log))
+}
+
+/// `limit` and `cursor` of list endpoints.
+#[derive(Debug, Deserialize)]
+pub(super) struct PageQuery {
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+impl PageQuery {
+    fn page(&self) -> ApiResult<Page> {
+        let limit = self.limit.unwrap_or(100);
+        if !(1..=1000).contains(&limit) {
+            return Err(ServerError::Invalid {
+                field: "limit",
+                reason: "must be between 1 and 1000".into(),
+            }
+            .into());
+        }
+        Ok(Page {
+            limit,
+            cursor: self.cursor.clone(),
+        })
+    }
+}
+
+/// A page of a list.
+#[derive(Debug, Serialize)]
+pub(super) struct List<T> {
+    items: Vec<T>,
+    next_cursor: Option<String>,
+}
+
+fn list<T, V>(
+    items: Vec<T>,
+    page: &Page,
+    key: impl Fn(&T) -> String,
+    view: impl Fn(T) -> V,
+) -> List<V> {
+    let next_cursor = (items.len() as i64 == page.limit)
+        .then(|| items.last().map(&key))
+        .flatten();
+    List {
+        items: items.into_iter().map(view).collect(),
+        next_cursor,
+    }
+}
+
+#[derive(Serialize)]
+struct EnrollmentInfo {
+    enrollment_secret: String,
+    server_url: String,
+    ca_certificate: String,
+    topic: String,
+}
+
+async fn enrollment(State(state): State<ServerState>, _actor: Actor) -> Json<EnrollmentInfo> {
+    Json(EnrollmentInfo {
+        enrollment_secret: state.mdm.enrollment_secret.clone(),
+        server_url: state.mdm.public_url.clone(),
+        ca_certificate: state.ca.cert_pem().to_owned(),
+        topic: state.mdm.topic.clone(),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenUploadBody {
+    name: String,
+    token_file: String,
+    consent: bool,
+}
+
+/// A token as the API shows it (never the secret).
+#[derive(Serialize)]
+struct TokenView {
+    id: String,
+    name: String,
+    org_name: String,
+    expires_at: String,
+    expiry_status: &'static str,
+    location_name: Option<String>,
+    country: Option<String>,
+    last_sync_at: Option<String>,
+    last_sync_error: Option<String>,
+    created_at: String,
+}
+
+impl From<VppTokenRecord> for TokenView {
+    fn from(t: VppTokenRecord) -> Self {
+        let expiry_status = match OffsetDateTime::parse(&t.expires_at, &Rfc3339) {
+            Ok(at) if at <= OffsetDateTime::now_utc() => "expired",
+            Ok(at) if at - OffsetDateTime::now_utc() <= time::Duration::days(30) => "expiring_soon",
+            Ok(_) => "valid",
+            Err(_) => "unknown",
+        };
+        Self {
+            id: t.id,
+            name: t.name,
+            org_name: t.org_name,
+            expires_at: t.expires_at,
+            expiry_status,
+            location_name: t.location_name,
+            country: t.country,
+            last_sync_at: t.last_sync_at,
+            last_sync_error: t.last_sync_error,
+            created_at: t.created_at,
+        }
+    }
+}
+
+async fn upload_token(
+    State(state): State<ServerState>,
+    actor: Actor,
+    ApiJson(body): ApiJson<TokenUploadBody>,
+) -> ApiResult<impl IntoResponse> {
+    let name = body.name.clone();
+    let result = admin::upload_token(
+        &state,
+        TokenUpload {
+            name: body.name,
+            token_file: body.token_file,
+            consent: body.consent,
+        },
+    )
+    .await;
+    let target = result.as_ref().map(|t| t.id.clone()).unwrap_or(name);
+    admin::audit(&state, &actor, "token.upload", &target, &result).await;
+    Ok((StatusCode::CREATED, Json(TokenView::from(result?))))
+}
+
+async fn list_tokens(
+    State(state): State<ServerState>,
+    _actor: Actor,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> ApiResult<Json<List<TokenView>>> {
+    let page = q.page()?;
+    let tokens = state.store.tokens(&page).await.map_err(ServerError::from)?;
+    Ok(Json(list(tokens, &page, |t| t.id.clone(), TokenView::from)))
+}
+
+async fn sync_token(
+    State(state): State<ServerState>,
+    actor: Actor,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<sync::SyncSummary>> {
+    let result = sync::sync_token(&state, &id).await;
+    admin::audit(&state, &actor, "token.sync", &id, &result).await;
+    Ok(Json(result?))
+}
+
+#[derive(Serialize)]
+struct Licenses {
+    total: i64,
+    used: i64,
+    available: i64,
+    retired: i64,
+}
+
+impl From<LicenseCounts> for Licenses {
+    fn from(c: LicenseCounts) -> Self {
+        Self {
+            total: c.total,
+            used: c.assigned,
+            available: c.available,
+            retired: c.retired,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct AppView {
+    id: String,
+    token_id: String,
+    adam_id: String,
+    pricing_param: String,
+    product_type: String,
+    name: Option<String>,
+    bundle_id: Option<String>,
+    version: Option<String>,
+    platforms: Vec<String>,
+    device_assignable: bool,
+    licenses: Licenses,
+    updated_at: String,
+}
+
+impl From<AppRecord> for AppView {
+    fn from(a: AppRecord) -> Self {
+        Self {
+            id: a.id,
+            token_id: a.token_id,
+            adam_id: a.adam_id.to_string(),
+            pricing_param: a.pricing_param,
+            product_type: a.product_type,
+            name: a.name,
+            bundle_id: a.bundle_id,
+            version: a.version,
+            platforms: a.platforms,
+            device_assignable: a.device_assignable,
+            licenses: a.counts.into(),
+            updated_at: a.updated_at,
+        }
+    }
+}
+
+async fn list_apps(
+    State(state): State<ServerState>,
+    _actor: Actor,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> ApiResult<Json<List<AppView>>> {
+    let page = q.page()?;
+    let apps = state.store.apps(&page).await.map_err(ServerError::from)?;
+    Ok(Json(list(apps, &page, |a| a.id.clone(), AppView::from)))
+}
+
+async fn get_app(
+    State(state): State<ServerState>,
+    _actor: Actor,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<AppView>> {
+    let app = state.store.app(&id).await.map_err(ServerError::from)?;
+    Ok(Json(
+        app.ok_or(ServerError::NotFound { kind: "app", id })?.into(),
+    ))
+}
+
+async fn app_installs(
+    State(state): State<ServerState>,
+    _actor: Actor,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(admin::app_installs(&state, &id).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupBody {
+    name: String,
+    #[serde(default = "device_kind")]
+    kind: GroupKind,
+}
+
+fn device_kind() -> GroupKind {
+    GroupKind::Device
+}
+
+async fn create_group(
+    State(state): State<ServerState>,
+    actor: Actor,
+    ApiJson(body): ApiJson<GroupBody>,
+) -> ApiResult<impl IntoResponse> {
+    let result = admin::create_group(&state, &body.name, body.kind).await;
+    let target = result.as_ref().map(|g| g.id.clone()).unwrap_or(body.name);
+    admin::audit(&state, &actor, "group.create", &target, &result).await;
+    Ok((StatusCode::CREATED, Json(result?)))
+}
+
+async fn list_groups(
+    State(state): State<ServerState>,
+    _actor: Actor,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> ApiResult<impl IntoResponse> {
+    let page = q.page()?;
+    let groups = state.store.groups(&page).await.map_err(ServerError::from)?;
+    Ok(Json(list(groups, &page, |g| g.id.clone(), |g| g)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MembersBody {
+    udids: Vec<Udid>,
+}
+
+async fn add_group_devices(
+    State(state): State<ServerState>,
+    actor: Actor,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<MembersBody>,
+) -> ApiResult<impl IntoResponse> {
+    let result = admin::add_group_devices(&state, &id, &body.udids).await;
+    admin::audit(&state, &actor, "group.add_devices", &id, &result).await;
+    Ok(Json(serde_json::json!({ "added": result? })))
+}
+
+async fn group_devices(
+    State(state): State<ServerState>,
+    _actor: Actor,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<impl IntoResponse> {
+    state
+        .store
+        .group(&id)
+        .await
+        .map_err(ServerError::from)?
+        .ok_or_else(|| ServerError::NotFound {
+            kind: "group",
+            id: id.clone(),
+        })?;
+    let udids = state
+        .store
+        .group_devices(&id)
+        .await
+        .map_err(ServerError::from)?;
+    Ok(Json(
+        serde_json::json!({ "items": udids, "next_cursor": null }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AssignmentBody {
+    app_id: String,
+    group_id: String,
+    intent: Intent,
+    license_type: LicenseType,
+}
+
+async fn create_assignment(
+    State(state): State<ServerState>,
+    actor: Actor,
+    ApiJson(body): ApiJson<AssignmentBody>,
+) -> ApiResult<impl IntoResponse> {
+    let result = admin::assign(
+        &state,
+        &body.app_id,
+        &body.group_id,
+        body.intent,
+        body.license_type,
+    )
+    .await;
+    let target = format!("{} -> {}", body.app_id, body.group_id);
+    admin::audit(&state, &actor, "assignment.create", &target, &result).await;
+    Ok((StatusCode::CREATED, Json(result?)))
+}
+
+async fn list_assignments(
+    State(state): State<ServerState>,
+    _actor: Actor,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> ApiResult<impl IntoResponse> {
+    let page = q.page()?;
+    let items = state
+        .store
+        .assignments(&page)
+        .await
+        .map_err(ServerError::from)?;
+    Ok(Json(list(items, &page, |a| a.id.clone(), |a| a)))
+}
+
+async fn list_devices(
+    State(state): State<ServerState>,
+    _actor: Actor,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> ApiResult<impl IntoResponse> {
+    let page = q.page()?;
+    let items = state
+        .store
+        .devices(&page)
+        .await
+        .map_err(ServerError::from)?;
+    Ok(Json(list(items, &page, |d| d.udid.0.clone(), |d| d)))
+}
+
+async fn get_device(
+    State(state): State<ServerState>,
+    _actor: Actor,
+    ApiPath(udid): ApiPath<String>,
+) -> ApiResult<impl IntoResponse> {
+    let device = state
+        .store
+        .device(&Udid(udid.clone()))
+        .await
+        .map_err(ServerError::from)?;
+    Ok(Json(device.ok_or(ServerError::NotFound {
+        kind: "device",
+        id: udid,
+    })?))
+}
+
+async fn device_installs(
+    State(state): State<ServerState>,
+    _actor: Actor,
+    ApiPath(udid): ApiPath<String>,
+) -> ApiResult<impl IntoResponse> {
+    let udid = Udid(udid);
+    state
+        .store
+        .device(&udid)
+        .await
+        .map_err(ServerError::from)?
+        .ok_or_else(|| ServerError::NotFound {
+            kind: "device",
+            id: udid.0.clone(),
+        })?;
+    let installs = state
+        .store
+        .installs_of_device(&udid)
+        .await
+        .map_err(ServerError::from)?;
+    Ok(Json(
+        serde_json::json!({ "udid": udid, "installs": installs }),
+    ))
+}
+
+async fn audit_log(
+    State(state): State<ServerState>,
+    _actor: Actor,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> ApiResult<impl IntoResponse> {
+    let page = q.page()?;
+    let entries = state
+        .store
+        .audit_log(&page)
+        .await
+        .map_err(ServerError::from)?;
+    Ok(Json(serde_json::json!({ "items": entries })))
+}

@@ -1,0 +1,113 @@
+//! One API error type with one `IntoResponse`: `{"error": code, "message": ...}` with the
+//! right status. Internal details are logged, never returned.
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::error::ServerError;
+use crate::identity::DeviceAuthError;
+use crate::vpp::VppError;
+
+/// An error answer of the HTTP API.
+#[derive(Debug)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable machine-readable code.
+    pub code: &'static str,
+    /// What was wrong and what to do.
+    pub message: String,
+}
+
+impl ApiError {
+    /// Builds an error.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({ "error": self.code, "message": self.message })),
+        )
+            .into_response()
+    }
+}
+
+impl From<ServerError> for ApiError {
+    fn from(e: ServerError) -> Self {
+        use StatusCode as S;
+        let msg = e.to_string();
+        match e {
+            ServerError::Store(inner) => {
+                tracing::error!(error = %inner, "storage failure");
+                Self::new(
+                    S::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "the server could not complete the request; see its log",
+                )
+            }
+            ServerError::Protocol(_) => Self::new(S::BAD_REQUEST, "invalid_message", msg),
+            ServerError::UnsupportedMessage(_) => {
+                Self::new(S::BAD_REQUEST, "unsupported_message", msg)
+            }
+            ServerError::DeviceAuth(a) => match a {
+                DeviceAuthError::NoCertificate | DeviceAuthError::WrongEnrollmentSecret => {
+                    Self::new(S::UNAUTHORIZED, "unauthenticated", msg)
+                }
+                _ => Self::new(S::FORBIDDEN, "forbidden", msg),
+            },
+            ServerError::Cert(_) => Self::new(S::BAD_REQUEST, "invalid_csr", msg),
+            ServerError::TokenFile(_) => {
+                Self::new(S::UNPROCESSABLE_ENTITY, "invalid_token_file", msg)
+            }
+            ServerError::Apple(inner) => {
+                tracing::warn!(error = %inner, "Apple call failed");
+                let code = match inner {
+                    VppError::Apple { .. } => "apple_error",
+                    _ => "apple_unavailable",
+                };
+                Self::new(
+                    S::BAD_GATEWAY,
+                    code,
+                    format!("Apple's service failed: {inner}"),
+                )
+            }
+            ServerError::NotFound { .. } => Self::new(S::NOT_FOUND, "not_found", msg),
+            ServerError::Invalid { .. } => Self::new(S::UNPROCESSABLE_ENTITY, "invalid", msg),
+            ServerError::Conflict(_) => Self::new(S::CONFLICT, "conflict", msg),
+            ServerError::LimitReached(_) => Self::new(S::CONFLICT, "limit_reached", msg),
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        let status = match r {
+            JsonRejection::MissingJsonContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        Self::new(status, "invalid_json", r.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_query", r.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(r: PathRejection) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_path", r.body_text())
+    }
+}

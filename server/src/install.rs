@@ -1,0 +1,474 @@
+//! Install tracking past the acknowledgement: an acknowledged InstallApplication is not
+//! yet an installed app. The server follows up with ManagedApplicationList until the
+//! app is `Managed`, then InstalledApplicationList to read the installed version.
+
+use std::time::Duration;
+
+use orchard_protocol::Udid;
+use orchard_protocol::command::{
+    Command, InstallApplicationResponse, InstalledApplicationList,
+    InstalledApplicationListResponse, ManagedAppStatus, ManagedApplicationList,
+    ManagedApplicationListResponse,
+};
+use orchard_protocol::report::{CommandReport, CommandStatus};
+
+use crate::clock;
+use crate::command_queue::new_command;
+use crate::error::ServerResult;
+use crate::state::ServerState;
+use crate::store::{
+    AppRecord, AuthenticateFacts, CommandOutcome, CommandState, InstallRecord, InstallStatus,
+    NewCommand, QueuedCommand,
+};
+
+/// What one command result means for installs.
+#[derive(Debug, Default, PartialEq)]
+pub struct Interpretation {
+    /// Install state to write, if the result concerns an app.
+    pub install: Option<InstallUpdate>,
+    /// Follow-up query to queue, with the delay before it may be sent.
+    pub follow_up: Option<(Command, Duration)>,
+}
+
+/// A change of one app's install state.
+#[derive(Debug, PartialEq, Eq)]
+pub struct InstallUpdate {
+    /// New status.
+    pub status: InstallStatus,
+    /// Apple's status, when the device reported one.
+    pub device_status: Option<ManagedAppStatus>,
+    /// Installed version.
+    pub version: Option<String>,
+    /// Why it failed.
+    pub reason: Option<String>,
+}
+
+impl InstallUpdate {
+    fn new(status: InstallStatus, device_status: Option<ManagedAppStatus>) -> Self {
+        Self {
+            status,
+            device_status,
+            version: None,
+            reason: None,
+        }
+    }
+
+    fn failed(device_status: Option<ManagedAppStatus>, reason: String) -> Self {
+        Self {
+            status: InstallStatus::Failed,
+            device_status,
+            version: None,
+            reason: Some(reason),
+        }
+    }
+}
+
+fn managed_list(bundle_id: &str) -> Command {
+    Command::ManagedApplicationList(ManagedApplicationList {
+        identifiers: Some(vec![bundle_id.to_owned()]),
+    })
+}
+
+fn installed_list(bundle_id: &str) -> Command {
+    Command::InstalledApplicationList(InstalledApplicationList {
+        identifiers: Some(vec![bundle_id.to_owned()]),
+        managed_apps_only: None,
+        items: Some(
+            [
+                "Identifier",
+                "Name",
+                "ShortVersion",
+                "Version",
+                "Installing",
+            ]
+            .map(String::from)
+            .to_vec(),
+        ),
+    })
+}
+
+fn error_reason(report: &CommandReport) -> String {
+    report
+        .error_chain
+        .first()
+        .map(|e| {
+            e.us_english_description
+                .clone()
+                .unwrap_or_else(|| e.localized_description.clone())
+        })
+        .unwrap_or_else(|| "the device reported an error without details".to_owned())
+}
+
+/// Reads a result for a command that concerns `app` (sans-IO).
+pub fn interpret(
+    request_type: &str,
+    app: Option<&AppRecord>,
+    report: &CommandReport,
+    poll: Duration,
+) -> Interpretation {
+    let Some(app) = app else {
+        return Interpretation::default();
+    };
+    let bundle_id = app.bundle_id.clone();
+    let follow = |cmd: fn(&str) -> Command, delay: Duration, id: Option<&str>| {
+        id.or(bundle_id.as_deref()).map(|b| (cmd(b), delay))
+    };
+    match (request_type, report.status) {
+        (_, CommandStatus::NotNow | CommandStatus::Idle) => Interpretation::default(),
+        ("InstallApplication", CommandStatus::Acknowledged) => {
+            let response: InstallApplicationResponse = report.response().unwrap_or_default();
+            let state = response.state.unwrap_or(ManagedAppStatus::Queued);
+            let id = response.identifier.as_deref();
+            match state {
+                ManagedAppStatus::Managed => Interpretation {
+                    install: Some(InstallUpdate::new(InstallStatus::Installing, Some(state))),
+                    follow_up: follow(installed_list, Duration::ZERO, id),
+                },
+                s if s.is_in_progress() => Interpretation {
+                    install: Some(InstallUpdate::new(InstallStatus::Installing, Some(s))),
+                    follow_up: follow(managed_list, poll, id),
+                },
+                s => Interpretation {
+                    install: Some(InstallUpdate::failed(
+                        Some(s),
+                        format!("the device reported {}", s.as_str()),
+                    )),
+                    follow_up: None,
+                },
+            }
+        }
+        ("InstallApplication", _) => {
+            let response: InstallApplicationResponse = report.response().unwrap_or_default();
+            let reason = match response.rejection_reason {
+                Some(r) => format!(
+                    "the device refused the install ({r:?}): {}",
+                    error_reason(report)
+                ),
+                None => format!("the device refused the install: {}", error_reason(report)),
+            };
+            Interpretation {
+                install: Some(InstallUpdate::failed(None, reason)),
+                follow_up: None,
+            }
+        }
+        ("ManagedApplicationList", CommandStatus::Acknowledged) => {
+            let Some(bundle) = bundle_id.as_deref() else {
+                return Interpretation::default();
+            };
+            let list: ManagedApplicationListResponse = report.response().unwrap_or_default();
+            match list.managed_application_list.get(bundle).map(|a| a.status) {
+                Some(ManagedAppStatus::Managed) => Interpretation {
+                    install: Some(InstallUpdate::new(
+                        InstallStatus::Installing,
+                        Some(ManagedAppStatus::Managed),
+                    )),
+                    follow_up: follow(installed_list, Duration::ZERO, None),
+                },
+                Some(s) if s.is_in_progress() => Interpretation {
+                    install: Some(InstallUpdate::new(InstallStatus::Installing, Some(s))),
+                    follow_up: follow(managed_list, poll, None),
+                },
+                Some(s) => Interpretation {
+                    install: Some(InstallUpdate::failed(
+                        Some(s),
+                        format!("the device reported {}", s.as_str()),
+                    )),
+                    follow_up: None,
+                },
+                None => Interpretation {
+                    install: Some(InstallUpdate::failed(
+                        None,
+                        "the device does not list the app as managed".into(),
+                    )),
+                    follow_up: None,
+                },
+            }
+        }
+        ("InstalledApplicationList", CommandStatus::Acknowledged) => {
+            let Some(bundle) = bundle_id.as_deref() else {
+                return Interpretation::default();
+            };
+            let list: InstalledApplicationListResponse = report.response().unwrap_or_default();
+            let entry = list
+                .installed_application_list
+                .iter()
+                .find(|a| a.identifier.as_deref() == Some(bundle));
+            match entry {
+                Some(a) if a.installing == Some(true) => Interpretation {
+                    install: Some(InstallUpdate::new(InstallStatus::Installing, None)),
+                    follow_up: follow(managed_list, poll, None),
+                },
+                Some(a) => Interpretation {
+                    install: Some(InstallUpdate {
+                        status: InstallStatus::Installed,
+                        device_status: Some(ManagedAppStatus::Managed),
+                        version: a.short_version.clone().or_else(|| a.version.clone()),
+                        reason: None,
+                    }),
+                    follow_up: None,
+                },
+                None => Interpretation {
+                    install: Some(InstallUpdate::failed(
+                        None,
+                        "the app is not installed on the device".into(),
+                    )),
+                    follow_up: None,
+                },
+            }
+        }
+        (_, CommandStatus::Acknowledged) => Interpretation::default(),
+        (_, _) => Interpretation {
+            install: Some(InstallUpdate::failed(
+                None,
+                format!("{request_type} failed: {}", error_reason(report)),
+            )),
+            follow_up: None,
+        },
+    }
+}
+
+/// Applies a device's result for `command`: returns everything to store in one transaction.
+pub async fn apply_result(
+    state: &ServerState,
+    command: &QueuedCommand,
+    report: &CommandReport,
+    body: &[u8],
+    now: &str,
+) -> ServerResult<CommandOutcome> {
+    let status = match report.status {
+        CommandStatus::Acknowledged => CommandState::Acknowledged,
+        CommandStatus::NotNow => CommandState::NotNow,
+        CommandStatus::Idle => CommandState::Sent,
+        CommandStatus::Error | CommandStatus::CommandFormatError => CommandState::Error,
+    };
+    if command.request_type == "DeviceInformation" && report.status == CommandStatus::Acknowledged {
+        record_device_information(state, &report.udid, report).await?;
+    }
+    let app = match &command.app_id {
+        Some(id) => state.store.app(id).await?,
+        None => None,
+    };
+    let reading = interpret(
+        &command.request_type,
+        app.as_ref(),
+        report,
+        state.options.install_poll_interval,
+    );
+    let mut installs = Vec::new();
+    let mut follow_ups: Vec<NewCommand> = Vec::new();
+    if let (Some(app), Some(update)) = (&app, reading.install) {
+        installs.push(InstallRecord {
+            app_id: app.id.clone(),
+            udid: report.udid.clone(),
+            status: update.status,
+            device_status: update.device_status.map(|s| s.as_str().to_owned()),
+            version: update.version,
+            reason: update.reason,
+            updated_at: now.to_owned(),
+        });
+    }
+    if let (Some(app), Some((cmd, delay))) = (&app, reading.follow_up) {
+        follow_ups.push(new_command(
+            &report.udid,
+            cmd,
+            Some(app.id.clone()),
+            clock::after(delay),
+        )?);
+    }
+    Ok(CommandOutcome {
+        udid: report.udid.clone(),
+        uuid: command.uuid.clone(),
+        status,
+        result: body.to_vec(),
+        installs,
+        follow_ups,
+        now: now.to_owned(),
+    })
+}
+
+async fn record_device_information(
+    state: &ServerState,
+    udid: &Udid,
+    report: &CommandReport,
+) -> ServerResult<()> {
+    let info: orchard_protocol::command::DeviceInformationResponse = report.response()?;
+    let q = info.query_responses;
+    let facts = AuthenticateFacts {
+        serial_number: q.serial_number,
+        product_name: q.product_name,
+        os_version: q.os_version,
+    };
+    state
+        .store
+        .record_device_information(udid, &facts, q.is_supervised)
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use orchard_protocol::AdamId;
+    use orchard_protocol::command::{InstalledApplication, ManagedApplication};
+    use orchard_protocol::report::ErrorChainItem;
+
+    use crate::store::LicenseCounts;
+
+    const POLL: Duration = Duration::from_secs(2);
+
+    fn app() -> AppRecord {
+        AppRecord {
+            id: "app-1".into(),
+            token_id: "t".into(),
+            adam_id: AdamId(1),
+            pricing_param: "STDQ".into(),
+            product_type: "App".into(),
+            name: Some("Example".into()),
+            bundle_id: Some("com.example.app".into()),
+            version: Some("2.0".into()),
+            platforms: vec!["iOS".into()],
+            device_assignable: true,
+            counts: LicenseCounts::default(),
+            updated_at: String::new(),
+        }
+    }
+
+    fn report(status: CommandStatus) -> CommandReport {
+        CommandReport::new("U".into(), status, Some("c".into()))
+    }
+
+    fn managed(status: ManagedAppStatus) -> CommandReport {
+        let mut list = ManagedApplicationListResponse::default();
+        list.managed_application_list.insert(
+            "com.example.app".into(),
+            ManagedApplication {
+                status,
+                management_flags: 1,
+                has_configuration: None,
+                has_feedback: None,
+                is_validated: None,
+                external_version_identifier: None,
+            },
+        );
+        report(CommandStatus::Acknowledged)
+            .with_response(&list)
+            .unwrap()
+    }
+
+    #[test]
+    fn acknowledged_install_in_progress_is_followed_by_a_managed_list_later() {
+        let r = report(CommandStatus::Acknowledged)
+            .with_response(&InstallApplicationResponse {
+                identifier: Some("com.example.app".into()),
+                state: Some(ManagedAppStatus::Installing),
+                rejection_reason: None,
+            })
+            .unwrap();
+        let i = interpret("InstallApplication", Some(&app()), &r, POLL);
+        assert_eq!(i.install.unwrap().status, InstallStatus::Installing);
+        let (cmd, delay) = i.follow_up.unwrap();
+        assert_eq!(cmd.request_type(), "ManagedApplicationList");
+        assert_eq!(delay, POLL);
+    }
+
+    #[test]
+    fn managed_status_table() {
+        let cases = [
+            (
+                ManagedAppStatus::Managed,
+                InstallStatus::Installing,
+                Some("InstalledApplicationList"),
+            ),
+            (
+                ManagedAppStatus::Installing,
+                InstallStatus::Installing,
+                Some("ManagedApplicationList"),
+            ),
+            (
+                ManagedAppStatus::Prompting,
+                InstallStatus::Installing,
+                Some("ManagedApplicationList"),
+            ),
+            (ManagedAppStatus::UserRejected, InstallStatus::Failed, None),
+            (ManagedAppStatus::Failed, InstallStatus::Failed, None),
+        ];
+        for (device, expected, follow) in cases {
+            let i = interpret(
+                "ManagedApplicationList",
+                Some(&app()),
+                &managed(device),
+                POLL,
+            );
+            let update = i.install.unwrap();
+            assert_eq!(update.status, expected, "{device:?}");
+            assert_eq!(update.device_status, Some(device));
+            assert_eq!(
+                i.follow_up
+                    .map(|(c, _)| c.request_type().to_owned())
+                    .as_deref(),
+                follow,
+                "{device:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn installed_list_confirms_the_version() {
+        let list = InstalledApplicationListResponse {
+            installed_application_list: vec![InstalledApplication {
+                identifier: Some("com.example.app".into()),
+                short_version: Some("2.0".into()),
+                installing: Some(false),
+                ..Default::default()
+            }],
+        };
+        let r = report(CommandStatus::Acknowledged)
+            .with_response(&list)
+            .unwrap();
+        let update = interpret("InstalledApplicationList", Some(&app()), &r, POLL)
+            .install
+            .unwrap();
+        assert_eq!(update.status, InstallStatus::Installed);
+        assert_eq!(update.version.as_deref(), Some("2.0"));
+    }
+
+    #[test]
+    fn missing_app_in_installed_list_is_not_installed() {
+        let r = report(CommandStatus::Acknowledged)
+            .with_response(&InstalledApplicationListResponse::default())
+            .unwrap();
+        let update = interpret("InstalledApplicationList", Some(&app()), &r, POLL)
+            .install
+            .unwrap();
+        assert_eq!(update.status, InstallStatus::Failed);
+    }
+
+    #[test]
+    fn refused_install_carries_the_devices_reason() {
+        let mut r = report(CommandStatus::Error);
+        r.error_chain.push(ErrorChainItem {
+            error_code: 12064,
+            error_domain: "MCMDMErrorDomain".into(),
+            localized_description: "App Store disabled".into(),
+            us_english_description: Some("The App Store is disabled".into()),
+        });
+        let update = interpret("InstallApplication", Some(&app()), &r, POLL)
+            .install
+            .unwrap();
+        assert_eq!(update.status, InstallStatus::Failed);
+        assert!(update.reason.unwrap().contains("The App Store is disabled"));
+    }
+
+    #[test]
+    fn not_now_changes_nothing() {
+        assert_eq!(
+            interpret(
+                "InstallApplication",
+                Some(&app()),
+                &report(CommandStatus::NotNow),
+                POLL
+            ),
+            Interpretation::default()
+        );
+    }
+}

@@ -1,0 +1,133 @@
+//! The `orchard-server` command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use orchard_server::ServerConfig;
+use orchard_server::vpp::AppleConfig;
+
+#[derive(Parser)]
+#[command(
+    name = "orchard-server",
+    version,
+    about = "Orchard management server for Apple VPP apps"
+)]
+struct Cli {
+    /// Log format.
+    #[arg(long, env = "ORCHARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (device endpoints and admin API on one HTTPS port).
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Data directory: SQLite database, CA and server certificate (created on first start).
+    #[arg(long, env = "ORCHARD_DATA_DIR", default_value = "orchard-data")]
+    data_dir: PathBuf,
+    /// Address to listen on.
+    #[arg(long, env = "ORCHARD_LISTEN", default_value = "127.0.0.1:8443")]
+    listen: SocketAddr,
+    /// URL devices use to reach this server (default: https://<listen address>).
+    #[arg(long, env = "ORCHARD_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Extra DNS name or IP for the server certificate (repeatable).
+    #[arg(
+        long = "server-name",
+        env = "ORCHARD_SERVER_NAMES",
+        value_delimiter = ','
+    )]
+    server_names: Vec<String>,
+    /// Base URL of Apple's Apps and Books for Organizations API.
+    #[arg(
+        long,
+        env = "ORCHARD_APPLE_VPP_URL",
+        default_value = "https://vpp.itunes.apple.com/mdm/v2"
+    )]
+    apple_vpp_url: String,
+    /// URL of the iTunes lookup API (app metadata).
+    #[arg(
+        long,
+        env = "ORCHARD_APPLE_LOOKUP_URL",
+        default_value = "https://itunes.apple.com/lookup"
+    )]
+    apple_lookup_url: String,
+    /// Extra CA (PEM) to trust for Apple's URLs, e.g. a testbed's stand-in.
+    #[arg(long, env = "ORCHARD_APPLE_CA_FILE")]
+    apple_ca_file: Option<PathBuf>,
+    /// Seconds between polls of Apple's pending license events.
+    #[arg(long, env = "ORCHARD_EVENT_POLL_SECONDS", default_value_t = 30.0)]
+    event_poll_seconds: f64,
+    /// Seconds before asking a device again about an install in progress.
+    #[arg(long, env = "ORCHARD_INSTALL_POLL_SECONDS", default_value_t = 5.0)]
+    install_poll_seconds: f64,
+    /// Most VPP tokens the server holds.
+    #[arg(long, env = "ORCHARD_MAX_TOKENS", default_value_t = 256)]
+    max_tokens: i64,
+}
+
+fn seconds(name: &str, s: f64) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(s)
+        .with_context(|| format!("--{name} must be a non-negative number of seconds"))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    match cli.log_format {
+        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init(),
+    }
+    let Command::Serve(args) = cli.command;
+    let mut config = ServerConfig::new(args.data_dir);
+    config.listen = args.listen;
+    config.public_url = args.public_url;
+    config.server_names = args.server_names;
+    config.apple = AppleConfig {
+        vpp_base_url: args.apple_vpp_url,
+        lookup_url: args.apple_lookup_url,
+        extra_ca_file: args.apple_ca_file,
+        ..AppleConfig::default()
+    };
+    config.event_poll_interval = seconds("event-poll-seconds", args.event_poll_seconds)?;
+    config.install_poll_interval = seconds("install-poll-seconds", args.install_poll_seconds)?;
+    config.max_tokens = args.max_tokens;
+    let data_dir = config.data_dir.clone();
+    let server = orchard_server::start(config)
+        .await
+        .context("cannot start orchard-server")?;
+    if let Some(token) = &server.first_admin_token {
+        println!("Admin API token (shown once, stored only as a hash): {token}");
+    }
+    println!("orchard-server listening on {}", server.url);
+    println!(
+        "CA certificate for clients: {}",
+        data_dir.join("ca.pem").display()
+    );
+    tokio::signal::ctrl_c()
+        .await
+        .context("cannot wait for Ctrl-C")?;
+    println!("shutting down");
+    server.shutdown().await;
+    Ok(())
+}

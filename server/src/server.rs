@@ -1,0 +1,212 @@
+//! Starting and stopping one server process: storage, PKI, first-start bootstrap
+//! (admin token, enrollment secret, push topic), the HTTPS front end and the reconciler.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use orchard_certs::ServerPki;
+use rand::RngCore;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock;
+use crate::state::{MdmIdentity, ServerState, ServiceOptions};
+use crate::store::{AdminStore, AdminTokenRecord, SqliteStore, Store};
+use crate::vpp::{AppleClient, AppleConfig};
+
+/// Everything a server needs to start.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Data directory: database and PEM files.
+    pub data_dir: PathBuf,
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// URL devices use to reach this server; defaults to `https://<listen address>`.
+    pub public_url: Option<String>,
+    /// Extra DNS names or IPs for the server certificate.
+    pub server_names: Vec<String>,
+    /// Apple's services.
+    pub apple: AppleConfig,
+    /// Delay before asking a device again about an install in progress.
+    pub install_poll_interval: Duration,
+    /// How often pending Apple events are polled.
+    pub event_poll_interval: Duration,
+    /// Most VPP tokens.
+    pub max_tokens: i64,
+}
+
+impl ServerConfig {
+    /// Defaults for a data directory.
+    pub fn new(data_dir: PathBuf) -> Self {
+        Self {
+            data_dir,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            public_url: None,
+            server_names: Vec::new(),
+            apple: AppleConfig::default(),
+            install_poll_interval: Duration::from_secs(5),
+            event_poll_interval: Duration::from_secs(30),
+            max_tokens: 256,
+        }
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The data directory or listener failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The IO error.
+        source: std::io::Error,
+    },
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// The PKI failed.
+    #[error(transparent)]
+    Cert(#[from] orchard_certs::CertError),
+    /// TLS configuration failed.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    /// The Apple client could not be built.
+    #[error(transparent)]
+    Apple(#[from] crate::vpp::VppError),
+}
+
+/// A running server.
+pub struct RunningServer {
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// The URL devices and admins use.
+    pub url: String,
+    /// The admin token created at first start (shown once, stored only as a hash).
+    pub first_admin_token: Option<String>,
+    /// The CA certificate clients pin, in PEM.
+    pub ca_pem: String,
+    /// Shared state (for in-process tests and tools).
+    pub state: ServerState,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+    sqlite: SqliteStore,
+}
+
+impl RunningServer {
+    /// Stops accepting, lets in-flight requests finish, stops the reconciler, closes the database.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        self.sqlite.close().await;
+    }
+}
+
+fn random_secret() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Creates the admin token, enrollment secret and topic on first start.
+async fn bootstrap(store: &dyn Store) -> Result<(Option<String>, String, String), StartError> {
+    let topic = store
+        .setting_or_insert(
+            "topic",
+            &format!("com.apple.mgmt.External.{}", uuid::Uuid::new_v4()),
+        )
+        .await?;
+    let secret = store
+        .setting_or_insert("enrollment_secret", &random_secret())
+        .await?;
+    let token = random_secret();
+    let record = AdminTokenRecord {
+        id: "bootstrap".into(),
+        name: "bootstrap-admin".into(),
+        token_hash: crate::http::token_hash(&token),
+        role: "admin".into(),
+        created_at: clock::now(),
+    };
+    let created = AdminStore::insert_admin_token(store, &record).await?;
+    Ok((created.then_some(token), secret, topic))
+}
+
+/// Binds `config.listen` and starts.
+pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Io {
+            what: format!("cannot listen on {}", config.listen),
+            source,
+        })?;
+    start_with_listener(config, listener).await
+}
+
+/// Starts on an already-bound listener (tests bind port 0).
+pub async fn start_with_listener(
+    config: ServerConfig,
+    listener: TcpListener,
+) -> Result<RunningServer, StartError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::Io {
+        what: format!("cannot create {}", config.data_dir.display()),
+        source,
+    })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Io {
+        what: "cannot read the listening address".into(),
+        source,
+    })?;
+    let sqlite = SqliteStore::open(&config.data_dir.join("orchard.db")).await?;
+    let store: Arc<dyn Store> = Arc::new(sqlite.clone());
+    let pki = ServerPki::load_or_create(&config.data_dir, &config.server_names)?;
+    let tls = crate::tls::server_config(&pki)?;
+    let (first_admin_token, enrollment_secret, topic) = bootstrap(store.as_ref()).await?;
+    let url = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| match addr.ip() {
+            ip if ip.is_unspecified() => format!("https://localhost:{}", addr.port()),
+            std::net::IpAddr::V6(ip) => format!("https://[{ip}]:{}", addr.port()),
+            ip => format!("https://{ip}:{}", addr.port()),
+        });
+    let state = ServerState {
+        store,
+        ca: Arc::new(pki.ca),
+        apple: AppleClient::new(config.apple.clone())?,
+        reconcile: Arc::new(Notify::new()),
+        mdm: Arc::new(MdmIdentity {
+            topic,
+            enrollment_secret,
+            public_url: url.clone(),
+        }),
+        options: Arc::new(ServiceOptions {
+            install_poll_interval: config.install_poll_interval,
+            event_poll_interval: config.event_poll_interval,
+            max_tokens: config.max_tokens,
+        }),
+        syncing: Arc::new(Mutex::new(Default::default())),
+    };
+    let shutdown = CancellationToken::new();
+    let router = crate::http::router(state.clone());
+    let tasks = vec![
+        tokio::spawn(crate::http::serve(listener, tls, router, shutdown.clone())),
+        tokio::spawn(crate::reconcile::run(state.clone(), shutdown.clone())),
+    ];
+    tracing::info!(%addr, %url, "orchard-server listening");
+    Ok(RunningServer {
+        addr,
+        url,
+        first_admin_token,
+        ca_pem: state.ca.cert_pem().to_owned(),
+        state,
+        shutdown,
+        tasks,
+        sqlite,
+    })
+}

@@ -1,0 +1,59 @@
+//! What every request handler and background task shares.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use orchard_certs::CertificateAuthority;
+use tokio::sync::Notify;
+
+use crate::store::Store;
+use crate::vpp::AppleClient;
+
+/// The server's MDM identity: what goes into every enrollment's MDM payload.
+#[derive(Debug, Clone)]
+pub struct MdmIdentity {
+    /// Push topic, `com.apple.mgmt.External.<uuid>`.
+    pub topic: String,
+    /// The shared enrollment secret.
+    pub enrollment_secret: String,
+    /// Base URL devices reach the server at, e.g. `https://127.0.0.1:8443`.
+    pub public_url: String,
+}
+
+/// Tunables of the services.
+#[derive(Debug, Clone)]
+pub struct ServiceOptions {
+    /// Delay before asking a device again about an install in progress.
+    pub install_poll_interval: Duration,
+    /// How often pending Apple events are polled.
+    pub event_poll_interval: Duration,
+    /// Most VPP tokens the server holds.
+    pub max_tokens: i64,
+}
+
+/// Shared state of one server process.
+#[derive(Clone)]
+pub struct ServerState {
+    /// Storage.
+    pub store: Arc<dyn Store>,
+    /// The CA that signs device identities.
+    pub ca: Arc<CertificateAuthority>,
+    /// Apple's service.
+    pub apple: AppleClient,
+    /// Wakes the reconciler.
+    pub reconcile: Arc<Notify>,
+    /// MDM identity.
+    pub mdm: Arc<MdmIdentity>,
+    /// Tunables.
+    pub options: Arc<ServiceOptions>,
+    /// Tokens being synced right now (one sync per token at a time).
+    pub syncing: Arc<Mutex<HashSet<String>>>,
+}
+
+impl ServerState {
+    /// Asks the reconciler to run soon.
+    pub fn poke_reconciler(&self) {
+        self.reconcile.notify_one();
+    }
+}

@@ -1,0 +1,235 @@
+//! Storage: small traits per concern, one implementation per backend. Handlers and
+//! services hold an `Arc<dyn Store>` and never see SQL.
+
+mod records;
+mod sqlite;
+
+use async_trait::async_trait;
+use orchard_protocol::{CommandUuid, SerialNumber, Udid};
+
+pub use records::*;
+pub use sqlite::SqliteStore;
+
+/// A storage failure. Details are logged, never returned to API clients.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Migrations could not be applied.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored value could not be read back.
+    #[error("corrupt stored value in {column}")]
+    Corrupt {
+        /// The column.
+        column: &'static str,
+    },
+}
+
+/// Result of storage calls.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Server-wide settings and admin credentials.
+#[async_trait]
+pub trait AdminStore: Send + Sync {
+    /// Reads a setting.
+    async fn setting(&self, key: &str) -> StoreResult<Option<String>>;
+    /// Writes a setting only if it is absent; returns the value now stored.
+    async fn setting_or_insert(&self, key: &str, value: &str) -> StoreResult<String>;
+    /// Stores an admin token's hash; returns false when one with that name exists.
+    async fn insert_admin_token(&self, token: &AdminTokenRecord) -> StoreResult<bool>;
+    /// Finds an admin token by the hash of its secret.
+    async fn admin_token_by_hash(&self, hash: &str) -> StoreResult<Option<AdminTokenRecord>>;
+    /// Appends an audit entry.
+    async fn audit(&self, entry: &AuditEntry) -> StoreResult<()>;
+    /// Lists audit entries, newest first.
+    async fn audit_log(&self, page: &Page) -> StoreResult<Vec<AuditEntry>>;
+}
+
+/// Enrollments: devices and the certificate each is bound to.
+#[async_trait]
+pub trait DeviceStore: Send + Sync {
+    /// Creates or replaces the enrollment of a device (re-enrollment binds the new certificate).
+    async fn upsert_enrollment(&self, device: &DeviceRecord) -> StoreResult<()>;
+    /// Finds a device.
+    async fn device(&self, udid: &Udid) -> StoreResult<Option<DeviceRecord>>;
+    /// Finds the device a certificate is bound to.
+    async fn device_by_fingerprint(&self, fingerprint: &str) -> StoreResult<Option<DeviceRecord>>;
+    /// Records an Authenticate check-in.
+    async fn record_authenticate(
+        &self,
+        udid: &Udid,
+        facts: &AuthenticateFacts,
+        now: &str,
+    ) -> StoreResult<()>;
+    /// Records a TokenUpdate check-in.
+    async fn record_token_update(
+        &self,
+        udid: &Udid,
+        topic: &str,
+        push_magic: &str,
+        token: &[u8],
+        now: &str,
+    ) -> StoreResult<()>;
+    /// Records a CheckOut: the device is no longer managed.
+    async fn record_check_out(&self, udid: &Udid, now: &str) -> StoreResult<()>;
+    /// Records a DeviceInformation answer.
+    async fn record_device_information(
+        &self,
+        udid: &Udid,
+        facts: &AuthenticateFacts,
+        is_supervised: Option<bool>,
+    ) -> StoreResult<()>;
+    /// Marks the device seen.
+    async fn touch_device(&self, udid: &Udid, now: &str) -> StoreResult<()>;
+    /// Lists devices by UDID.
+    async fn devices(&self, page: &Page) -> StoreResult<Vec<DeviceRecord>>;
+}
+
+/// The per-device command queue.
+#[async_trait]
+pub trait CommandStore: Send + Sync {
+    /// Queues commands.
+    async fn enqueue(&self, commands: &[NewCommand]) -> StoreResult<()>;
+    /// The oldest open command of a device that may be sent at `now`; marks it sent.
+    async fn next_command(&self, udid: &Udid, now: &str) -> StoreResult<Option<QueuedCommand>>;
+    /// Finds a command of a device.
+    async fn command(&self, udid: &Udid, uuid: &CommandUuid) -> StoreResult<Option<QueuedCommand>>;
+    /// Re-offers commands the device answered NotNow (a new session started).
+    async fn reopen_not_now(&self, udid: &Udid) -> StoreResult<()>;
+    /// Applies the outcome of one command result atomically: the command's new status,
+    /// install status changes, and follow-up commands.
+    async fn complete_command(&self, outcome: &CommandOutcome) -> StoreResult<()>;
+    /// Lists the commands of a device, oldest first.
+    async fn commands_of(&self, udid: &Udid) -> StoreResult<Vec<QueuedCommand>>;
+}
+
+/// VPP tokens and the apps synced from them.
+#[async_trait]
+pub trait VppStore: Send + Sync {
+    /// Adds a token; false when a token with the same secret exists.
+    async fn insert_token(&self, token: &VppTokenRecord) -> StoreResult<bool>;
+    /// Finds a token.
+    async fn token(&self, id: &str) -> StoreResult<Option<VppTokenRecord>>;
+    /// Lists tokens.
+    async fn tokens(&self, page: &Page) -> StoreResult<Vec<VppTokenRecord>>;
+    /// Counts tokens.
+    async fn token_count(&self) -> StoreResult<i64>;
+    /// Records a sync's outcome on the token and replaces its apps in one transaction.
+    async fn record_sync(&self, result: &SyncRecord) -> StoreResult<()>;
+    /// Records a failed sync.
+    async fn record_sync_error(&self, token_id: &str, error: &str, now: &str) -> StoreResult<()>;
+    /// Updates one app's license counts from Apple.
+    async fn update_app_counts(
+        &self,
+        app_id: &str,
+        counts: &LicenseCounts,
+        now: &str,
+    ) -> StoreResult<()>;
+    /// Finds an app.
+    async fn app(&self, id: &str) -> StoreResult<Option<AppRecord>>;
+    /// Lists apps.
+    async fn apps(&self, page: &Page) -> StoreResult<Vec<AppRecord>>;
+}
+
+/// Groups and memberships.
+#[async_trait]
+pub trait DirectoryStore: Send + Sync {
+    /// Creates a group; false when the name is taken.
+    async fn insert_group(&self, group: &GroupRecord) -> StoreResult<bool>;
+    /// Finds a group.
+    async fn group(&self, id: &str) -> StoreResult<Option<GroupRecord>>;
+    /// Lists groups.
+    async fn groups(&self, page: &Page) -> StoreResult<Vec<GroupRecord>>;
+    /// Adds devices to a group (already-members are left as they are); returns how many joined.
+    async fn add_group_devices(
+        &self,
+        group_id: &str,
+        udids: &[Udid],
+        now: &str,
+    ) -> StoreResult<u64>;
+    /// Members of a group.
+    async fn group_devices(&self, group_id: &str) -> StoreResult<Vec<Udid>>;
+}
+
+/// Assignments, licenses and install states.
+#[async_trait]
+pub trait AssignmentStore: Send + Sync {
+    /// Creates an assignment; false when the app is already assigned to the group.
+    async fn insert_assignment(&self, assignment: &AssignmentRecord) -> StoreResult<bool>;
+    /// Lists assignments.
+    async fn assignments(&self, page: &Page) -> StoreResult<Vec<AssignmentRecord>>;
+    /// Every (app, device) pair a Required, device-licensed assignment targets, among
+    /// devices that finished enrollment, in the order they joined.
+    async fn required_device_targets(&self) -> StoreResult<Vec<Target>>;
+    /// Every license this server holds or asked for.
+    async fn licenses(&self) -> StoreResult<Vec<LicenseRecord>>;
+    /// Reserves licenses before asking Apple (state `pending`).
+    async fn reserve_licenses(&self, rows: &[LicenseRecord]) -> StoreResult<()>;
+    /// Records the event Apple answered an association with.
+    async fn mark_associating(
+        &self,
+        app_id: &str,
+        udids: &[Udid],
+        event_id: &str,
+        now: &str,
+    ) -> StoreResult<()>;
+    /// Records a failed attempt to reach Apple; the reservation stays pending for a retry.
+    async fn mark_license_error(
+        &self,
+        app_id: &str,
+        udids: &[Udid],
+        error: &str,
+        now: &str,
+    ) -> StoreResult<()>;
+    /// Applies an association's outcome: confirmed licenses, their installs queued, failures recorded.
+    async fn finish_association(&self, outcome: &AssociationOutcome) -> StoreResult<()>;
+    /// Install states of one app, by device.
+    async fn installs_of_app(&self, app_id: &str) -> StoreResult<Vec<InstallRecord>>;
+    /// Install states of one device, by app.
+    async fn installs_of_device(&self, udid: &Udid) -> StoreResult<Vec<InstallRecord>>;
+    /// Sets install states that need no command (e.g. license failures).
+    async fn set_installs(&self, installs: &[InstallRecord]) -> StoreResult<()>;
+}
+
+/// Everything the server stores.
+pub trait Store:
+    AdminStore + DeviceStore + CommandStore + VppStore + DirectoryStore + AssignmentStore
+{
+}
+
+impl<T: AdminStore + DeviceStore + CommandStore + VppStore + DirectoryStore + AssignmentStore> Store
+    for T
+{
+}
+
+/// Keyset pagination: up to `limit` items after `cursor`.
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// Maximum items.
+    pub limit: i64,
+    /// The last key of the previous page.
+    pub cursor: Option<String>,
+}
+
+impl Page {
+    /// Everything, for internal callers.
+    pub fn all() -> Self {
+        Self {
+            limit: i64::MAX,
+            cursor: None,
+        }
+    }
+}
+
+/// Facts a device states about itself.
+#[derive(Debug, Clone, Default)]
+pub struct AuthenticateFacts {
+    /// Serial number.
+    pub serial_number: Option<SerialNumber>,
+    /// Product name.
+    pub product_name: Option<String>,
+    /// OS version.
+    pub os_version: Option<String>,
+}

@@ -1,0 +1,427 @@
+//! The rows the storage traits read and write.
+
+use orchard_protocol::{AdamId, CommandUuid, SerialNumber, Udid};
+use serde::{Deserialize, Serialize};
+
+macro_rules! text_enum {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name {
+            $($(#[$vdoc])* #[serde(rename = $text)] $variant),+
+        }
+
+        impl $name {
+            /// The stored and wire spelling.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $text),+ }
+            }
+
+            /// Parses the stored and wire spelling.
+            pub fn parse(s: &str) -> Option<Self> {
+                match s { $($text => Some(Self::$variant),)+ _ => None }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+text_enum!(
+    /// Where a device is in its enrollment.
+    EnrollmentStatus {
+        /// Holds an identity certificate, has not checked in yet.
+        Enrolled = "enrolled",
+        /// Sent Authenticate.
+        Authenticated = "authenticated",
+        /// Sent TokenUpdate: managed and reachable.
+        Active = "active",
+        /// Sent CheckOut: no longer managed.
+        CheckedOut = "checked_out",
+    }
+);
+
+text_enum!(
+    /// A queued command's state.
+    CommandState {
+        /// Waiting to be sent.
+        Queued = "queued",
+        /// Sent, no result yet (re-sent if the device asks again).
+        Sent = "sent",
+        /// The device answered NotNow; re-offered in its next session.
+        NotNow = "not_now",
+        /// The device acknowledged it.
+        Acknowledged = "acknowledged",
+        /// The device reported an error.
+        Error = "error",
+    }
+);
+
+text_enum!(
+    /// What an assignment asks for.
+    Intent {
+        /// Installed automatically.
+        Required = "required",
+        /// Installed when the user asks.
+        Available = "available",
+        /// Removed, then the license reclaimed.
+        Uninstall = "uninstall",
+    }
+);
+
+text_enum!(
+    /// Whom the license is associated with at Apple.
+    LicenseType {
+        /// A VPP user (clientUserId).
+        User = "user",
+        /// A device serial number.
+        Device = "device",
+    }
+);
+
+text_enum!(
+    /// A license this server asked Apple for.
+    LicenseState {
+        /// Reserved here, not yet accepted by Apple.
+        Pending = "pending",
+        /// Apple accepted the request; waiting for its event to complete.
+        Associating = "associating",
+        /// Apple confirmed the association.
+        Associated = "associated",
+        /// Apple refused it.
+        Failed = "failed",
+    }
+);
+
+text_enum!(
+    /// An app's install state on one device, as admins see it.
+    InstallStatus {
+        /// The license is being associated at Apple.
+        Pending = "pending",
+        /// InstallApplication is queued for the device.
+        Queued = "queued",
+        /// The device is installing (or prompting).
+        Installing = "installing",
+        /// Verified present on the device with a version.
+        Installed = "installed",
+        /// The install failed; see the reason.
+        Failed = "failed",
+        /// No license could be associated; see the reason.
+        LicenseFailed = "license_failed",
+    }
+);
+
+text_enum!(
+    /// The kind of members a group holds.
+    GroupKind {
+        /// Devices.
+        Device = "device",
+    }
+);
+
+/// A hashed admin API token.
+#[derive(Debug, Clone)]
+pub struct AdminTokenRecord {
+    /// Opaque id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// SHA-256 of the secret, hex.
+    pub token_hash: String,
+    /// Role name.
+    pub role: String,
+    /// Creation time.
+    pub created_at: String,
+}
+
+/// One audit log entry: who did what to which target, when, with what result.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditEntry {
+    /// When.
+    pub at: String,
+    /// The admin token's name.
+    pub actor: String,
+    /// The action, e.g. `token.upload`.
+    pub action: String,
+    /// The target's id.
+    pub target: String,
+    /// `ok` or the error code.
+    pub result: String,
+}
+
+/// An enrolled device.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeviceRecord {
+    /// UDID.
+    pub udid: Udid,
+    /// Serial number.
+    pub serial_number: SerialNumber,
+    /// Product name.
+    pub product_name: Option<String>,
+    /// OS version.
+    pub os_version: Option<String>,
+    /// SHA-256 of the identity certificate bound to this enrollment.
+    #[serde(skip)]
+    pub cert_fingerprint: String,
+    /// Enrollment state.
+    pub status: EnrollmentStatus,
+    /// APNs topic.
+    #[serde(skip)]
+    pub topic: Option<String>,
+    /// PushMagic from the last TokenUpdate.
+    #[serde(skip)]
+    pub push_magic: Option<String>,
+    /// Supervised, as last reported.
+    pub is_supervised: Option<bool>,
+    /// When the certificate was issued.
+    pub enrolled_at: String,
+    /// Last request.
+    pub last_seen_at: String,
+}
+
+/// A command to queue.
+#[derive(Debug, Clone)]
+pub struct NewCommand {
+    /// CommandUUID.
+    pub uuid: CommandUuid,
+    /// Target device.
+    pub udid: Udid,
+    /// RequestType.
+    pub request_type: String,
+    /// The app the command concerns, if any.
+    pub app_id: Option<String>,
+    /// The full envelope in XML plist.
+    pub payload: Vec<u8>,
+    /// Not sent before this time.
+    pub not_before: String,
+    /// Creation time.
+    pub created_at: String,
+}
+
+/// A queued or finished command.
+#[derive(Debug, Clone)]
+pub struct QueuedCommand {
+    /// CommandUUID.
+    pub uuid: CommandUuid,
+    /// Target device.
+    pub udid: Udid,
+    /// RequestType.
+    pub request_type: String,
+    /// The app the command concerns.
+    pub app_id: Option<String>,
+    /// The envelope.
+    pub payload: Vec<u8>,
+    /// State.
+    pub status: CommandState,
+    /// Creation time.
+    pub created_at: String,
+}
+
+/// Everything one command result changes, applied in one transaction.
+#[derive(Debug, Clone)]
+pub struct CommandOutcome {
+    /// Device.
+    pub udid: Udid,
+    /// Command.
+    pub uuid: CommandUuid,
+    /// New state of the command.
+    pub status: CommandState,
+    /// The device's report body.
+    pub result: Vec<u8>,
+    /// Install states to write.
+    pub installs: Vec<InstallRecord>,
+    /// Commands to queue.
+    pub follow_ups: Vec<NewCommand>,
+    /// Time of the report.
+    pub now: String,
+}
+
+/// A VPP (content) token.
+#[derive(Debug, Clone)]
+pub struct VppTokenRecord {
+    /// Opaque id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Organisation named in the token file.
+    pub org_name: String,
+    /// The sToken, Apple's bearer credential.
+    pub secret: String,
+    /// SHA-256 of the secret, for duplicate detection.
+    pub secret_hash: String,
+    /// Expiry from the token file.
+    pub expires_at: String,
+    /// Apple's location name (from client config).
+    pub location_name: Option<String>,
+    /// Store country (ISO 3166 alpha-2).
+    pub country: Option<String>,
+    /// Apple's location id (`uId`).
+    pub location_uid: Option<String>,
+    /// Upload time.
+    pub created_at: String,
+    /// Last successful sync.
+    pub last_sync_at: Option<String>,
+    /// Last sync error.
+    pub last_sync_error: Option<String>,
+}
+
+/// License counts of an asset, as Apple reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct LicenseCounts {
+    /// Purchased.
+    pub total: i64,
+    /// Associated with users or devices.
+    pub assigned: i64,
+    /// Free.
+    pub available: i64,
+    /// Retired.
+    pub retired: i64,
+}
+
+/// An app or book synced from a token.
+#[derive(Debug, Clone)]
+pub struct AppRecord {
+    /// Opaque id.
+    pub id: String,
+    /// The token it was bought with.
+    pub token_id: String,
+    /// App Store id.
+    pub adam_id: AdamId,
+    /// `STDQ` or `PLUS`.
+    pub pricing_param: String,
+    /// `App` or `Book`.
+    pub product_type: String,
+    /// Store name.
+    pub name: Option<String>,
+    /// Bundle identifier.
+    pub bundle_id: Option<String>,
+    /// Current store version.
+    pub version: Option<String>,
+    /// Supported platforms.
+    pub platforms: Vec<String>,
+    /// Can be associated with serial numbers.
+    pub device_assignable: bool,
+    /// License counts.
+    pub counts: LicenseCounts,
+    /// Last update.
+    pub updated_at: String,
+}
+
+/// One sync's result for a token.
+#[derive(Debug, Clone)]
+pub struct SyncRecord {
+    /// Token.
+    pub token_id: String,
+    /// Location name.
+    pub location_name: Option<String>,
+    /// Country.
+    pub country: Option<String>,
+    /// Location id.
+    pub location_uid: Option<String>,
+    /// Apps as Apple reports them now (matched to stored apps by adamId and pricing).
+    pub apps: Vec<AppRecord>,
+    /// Time of the sync.
+    pub now: String,
+}
+
+/// A group.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupRecord {
+    /// Opaque id.
+    pub id: String,
+    /// Unique name.
+    pub name: String,
+    /// Member kind.
+    pub kind: GroupKind,
+    /// Creation time.
+    pub created_at: String,
+}
+
+/// An app assigned to a group.
+#[derive(Debug, Clone, Serialize)]
+pub struct AssignmentRecord {
+    /// Opaque id.
+    pub id: String,
+    /// App.
+    pub app_id: String,
+    /// Group.
+    pub group_id: String,
+    /// Intent.
+    pub intent: Intent,
+    /// License type.
+    pub license_type: LicenseType,
+    /// Creation time.
+    pub created_at: String,
+}
+
+/// An (app, device) pair a Required, device-licensed assignment targets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// App.
+    pub app_id: String,
+    /// Device.
+    pub udid: Udid,
+    /// Its serial number.
+    pub serial_number: SerialNumber,
+    /// When it joined the targeting group (earliest, if several).
+    pub joined_at: String,
+}
+
+/// A license this server asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LicenseRecord {
+    /// App.
+    pub app_id: String,
+    /// Device.
+    pub udid: Udid,
+    /// Serial number associated.
+    pub serial_number: SerialNumber,
+    /// State.
+    pub state: LicenseState,
+    /// Apple's event id.
+    pub event_id: Option<String>,
+    /// Last error.
+    pub error: Option<String>,
+    /// Last change.
+    pub updated_at: String,
+}
+
+/// The outcome of one association event.
+#[derive(Debug, Clone)]
+pub struct AssociationOutcome {
+    /// App.
+    pub app_id: String,
+    /// Devices whose license Apple confirmed.
+    pub associated: Vec<Udid>,
+    /// Devices Apple refused, with the reason.
+    pub failed: Vec<(Udid, String)>,
+    /// Install commands for the confirmed devices.
+    pub installs: Vec<NewCommand>,
+    /// Install states to write.
+    pub install_rows: Vec<InstallRecord>,
+    /// Time.
+    pub now: String,
+}
+
+/// An app's install state on a device.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct InstallRecord {
+    /// App.
+    pub app_id: String,
+    /// Device.
+    pub udid: Udid,
+    /// Orchard's status.
+    pub status: InstallStatus,
+    /// Apple's last reported status (`ManagedApplicationList`).
+    pub device_status: Option<String>,
+    /// Installed version.
+    pub version: Option<String>,
+    /// Why it failed.
+    pub reason: Option<String>,
+    /// Last change.
+    pub updated_at: String,
+}

@@ -1,0 +1,938 @@
+//! The SQLite backend: a file database in WAL mode, one writer connection (SQLite allows
+//! one writer at a time; a single connection avoids lock-upgrade failures) and a small
+//! reader pool.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use orchard_protocol::{AdamId, CommandUuid, SerialNumber, Udid};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+
+use super::*;
+
+/// Orchard's storage on a SQLite file.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and applies migrations.
+    pub async fn open(path: &Path) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(Self { writer, reader })
+    }
+
+    /// Closes both pools.
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.reader.close().await;
+    }
+}
+
+fn corrupt(column: &'static str) -> StoreError {
+    StoreError::Corrupt { column }
+}
+
+fn device_row(row: &SqliteRow) -> StoreResult<DeviceRecord> {
+    let status: String = row.try_get("status")?;
+    let supervised: Option<i64> = row.try_get("is_supervised")?;
+    Ok(DeviceRecord {
+        udid: Udid(row.try_get("udid")?),
+        serial_number: SerialNumber(row.try_get("serial_number")?),
+        product_name: row.try_get("product_name")?,
+        os_version: row.try_get("os_version")?,
+        cert_fingerprint: row.try_get("cert_fingerprint")?,
+        status: EnrollmentStatus::parse(&status).ok_or(corrupt("devices.status"))?,
+        topic: row.try_get("topic")?,
+        push_magic: row.try_get("push_magic")?,
+        is_supervised: supervised.map(|v| v != 0),
+        enrolled_at: row.try_get("enrolled_at")?,
+        last_seen_at: row.try_get("last_seen_at")?,
+    })
+}
+
+fn command_row(row: &SqliteRow) -> StoreResult<QueuedCommand> {
+    let status: String = row.try_get("status")?;
+    Ok(QueuedCommand {
+        uuid: CommandUuid(row.try_get("uuid")?),
+        udid: Udid(row.try_get("udid")?),
+        request_type: row.try_get("request_type")?,
+        app_id: row.try_get("app_id")?,
+        payload: row.try_get("payload")?,
+        status: CommandState::parse(&status).ok_or(corrupt("commands.status"))?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn token_row(row: &SqliteRow) -> StoreResult<VppTokenRecord> {
+    Ok(VppTokenRecord {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        org_name: row.try_get("org_name")?,
+        secret: row.try_get("secret")?,
+        secret_hash: row.try_get("secret_hash")?,
+        expires_at: row.try_get("expires_at")?,
+        location_name: row.try_get("location_name")?,
+        country: row.try_get("country")?,
+        location_uid: row.try_get("location_uid")?,
+        created_at: row.try_get("created_at")?,
+        last_sync_at: row.try_get("last_sync_at")?,
+        last_sync_error: row.try_get("last_sync_error")?,
+    })
+}
+
+fn app_row(row: &SqliteRow) -> StoreResult<AppRecord> {
+    let adam: String = row.try_get("adam_id")?;
+    let platforms: String = row.try_get("platforms")?;
+    Ok(AppRecord {
+        id: row.try_get("id")?,
+        token_id: row.try_get("token_id")?,
+        adam_id: AdamId::from_str(&adam).map_err(|_| corrupt("apps.adam_id"))?,
+        pricing_param: row.try_get("pricing_param")?,
+        product_type: row.try_get("product_type")?,
+        name: row.try_get("name")?,
+        bundle_id: row.try_get("bundle_id")?,
+        version: row.try_get("version")?,
+        platforms: platforms
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect(),
+        device_assignable: row.try_get::<i64, _>("device_assignable")? != 0,
+        counts: LicenseCounts {
+            total: row.try_get("total_count")?,
+            assigned: row.try_get("assigned_count")?,
+            available: row.try_get("available_count")?,
+            retired: row.try_get("retired_count")?,
+        },
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn group_row(row: &SqliteRow) -> StoreResult<GroupRecord> {
+    let kind: String = row.try_get("kind")?;
+    Ok(GroupRecord {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        kind: GroupKind::parse(&kind).ok_or(corrupt("groups.kind"))?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn assignment_row(row: &SqliteRow) -> StoreResult<AssignmentRecord> {
+    let intent: String = row.try_get("intent")?;
+    let license_type: String = row.try_get("license_type")?;
+    Ok(AssignmentRecord {
+        id: row.try_get("id")?,
+        app_id: row.try_get("app_id")?,
+        group_id: row.try_get("group_id")?,
+        intent: Intent::parse(&intent).ok_or(corrupt("assignments.intent"))?,
+        license_type: LicenseType::parse(&license_type)
+            .ok_or(corrupt("assignments.license_type"))?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn license_row(row: &SqliteRow) -> StoreResult<LicenseRecord> {
+    let state: String = row.try_get("state")?;
+    Ok(LicenseRecord {
+        app_id: row.try_get("app_id")?,
+        udid: Udid(row.try_get("udid")?),
+        serial_number: SerialNumber(row.try_get("serial_number")?),
+        state: LicenseState::parse(&state).ok_or(corrupt("licenses.state"))?,
+        event_id: row.try_get("event_id")?,
+        error: row.try_get("error")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn install_row(row: &SqliteRow) -> StoreResult<InstallRecord> {
+    let status: String = row.try_get("status")?;
+    Ok(InstallRecord {
+        app_id: row.try_get("app_id")?,
+        udid: Udid(row.try_get("udid")?),
+        status: InstallStatus::parse(&status).ok_or(corrupt("installs.status"))?,
+        device_status: row.try_get("device_status")?,
+        version: row.try_get("version")?,
+        reason: row.try_get("reason")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn collect<T>(rows: Vec<SqliteRow>, f: fn(&SqliteRow) -> StoreResult<T>) -> StoreResult<Vec<T>> {
+    rows.iter().map(f).collect()
+}
+
+fn cursor(page: &Page) -> String {
+    page.cursor.clone().unwrap_or_default()
+}
+
+async fn insert_commands(
+    tx: &mut Transaction<'_, Sqlite>,
+    commands: &[NewCommand],
+) -> StoreResult<()> {
+    for c in commands {
+        sqlx::query(
+            "INSERT INTO commands (uuid, udid, request_type, app_id, payload, status, not_before, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?)",
+        )
+        .bind(c.uuid.as_str())
+        .bind(c.udid.as_str())
+        .bind(&c.request_type)
+        .bind(&c.app_id)
+        .bind(&c.payload)
+        .bind(&c.not_before)
+        .bind(&c.created_at)
+        .bind(&c.created_at)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn upsert_installs(
+    tx: &mut Transaction<'_, Sqlite>,
+    installs: &[InstallRecord],
+) -> StoreResult<()> {
+    for i in installs {
+        sqlx::query(
+            "INSERT INTO installs (app_id, udid, status, device_status, version, reason, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (app_id, udid) DO UPDATE SET status = excluded.status,
+                device_status = COALESCE(excluded.device_status, installs.device_status),
+                version = COALESCE(excluded.version, installs.version),
+                reason = excluded.reason, updated_at = excluded.updated_at",
+        )
+        .bind(&i.app_id)
+        .bind(i.udid.as_str())
+        .bind(i.status.as_str())
+        .bind(&i.device_status)
+        .bind(&i.version)
+        .bind(&i.reason)
+        .bind(&i.updated_at)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl AdminStore for SqliteStore {
+    async fn setting(&self, key: &str) -> StoreResult<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT value FROM settings WHERE key = ?")
+                .bind(key)
+                .fetch_optional(&self.reader)
+                .await?,
+        )
+    }
+
+    async fn setting_or_insert(&self, key: &str, value: &str) -> StoreResult<String> {
+        sqlx::query("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING")
+            .bind(key)
+            .bind(value)
+            .execute(&self.writer)
+            .await?;
+        Ok(
+            sqlx::query_scalar("SELECT value FROM settings WHERE key = ?")
+                .bind(key)
+                .fetch_one(&self.writer)
+                .await?,
+        )
+    }
+
+    async fn insert_admin_token(&self, t: &AdminTokenRecord) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "INSERT INTO admin_tokens (id, name, token_hash, role, created_at) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&t.id)
+        .bind(&t.name)
+        .bind(&t.token_hash)
+        .bind(&t.role)
+        .bind(&t.created_at)
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn admin_token_by_hash(&self, hash: &str) -> StoreResult<Option<AdminTokenRecord>> {
+        let row = sqlx::query("SELECT * FROM admin_tokens WHERE token_hash = ?")
+            .bind(hash)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.map(|r| {
+            Ok(AdminTokenRecord {
+                id: r.try_get("id")?,
+                name: r.try_get("name")?,
+                token_hash: r.try_get("token_hash")?,
+                role: r.try_get("role")?,
+                created_at: r.try_get("created_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn audit(&self, e: &AuditEntry) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO audit_log (at, actor, action, target, result) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&e.at)
+        .bind(&e.actor)
+        .bind(&e.action)
+        .bind(&e.target)
+        .bind(&e.result)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn audit_log(&self, page: &Page) -> StoreResult<Vec<AuditEntry>> {
+        let before: i64 = page
+            .cursor
+            .as_deref()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(i64::MAX);
+        let rows = sqlx::query("SELECT * FROM audit_log WHERE id < ? ORDER BY id DESC LIMIT ?")
+            .bind(before)
+            .bind(page.limit)
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditEntry {
+                    at: r.try_get("at")?,
+                    actor: r.try_get("actor")?,
+                    action: r.try_get("action")?,
+                    target: r.try_get("target")?,
+                    result: r.try_get("result")?,
+                })
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl DeviceStore for SqliteStore {
+    async fn upsert_enrollment(&self, d: &DeviceRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO devices (udid, serial_number, product_name, os_version, cert_fingerprint, status,
+                                  enrolled_at, last_seen_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (udid) DO UPDATE SET serial_number = excluded.serial_number,
+                product_name = excluded.product_name, os_version = excluded.os_version,
+                cert_fingerprint = excluded.cert_fingerprint, status = excluded.status,
+                enrolled_at = excluded.enrolled_at, last_seen_at = excluded.last_seen_at",
+        )
+        .bind(d.udid.as_str())
+        .bind(d.serial_number.as_str())
+        .bind(&d.product_name)
+        .bind(&d.os_version)
+        .bind(&d.cert_fingerprint)
+        .bind(d.status.as_str())
+        .bind(&d.enrolled_at)
+        .bind(&d.last_seen_at)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn device(&self, udid: &Udid) -> StoreResult<Option<DeviceRecord>> {
+        let row = sqlx::query("SELECT * FROM devices WHERE udid = ?")
+            .bind(udid.as_str())
+            .fetch_optional(&self.reader)
+            .await?;
+        row.as_ref().map(device_row).transpose()
+    }
+
+    async fn device_by_fingerprint(&self, fingerprint: &str) -> StoreResult<Option<DeviceRecord>> {
+        let row = sqlx::query("SELECT * FROM devices WHERE cert_fingerprint = ?")
+            .bind(fingerprint)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.as_ref().map(device_row).transpose()
+    }
+
+    async fn record_authenticate(
+        &self,
+        udid: &Udid,
+        f: &AuthenticateFacts,
+        now: &str,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE devices SET status = CASE WHEN status = 'active' THEN status ELSE 'authenticated' END,
+                serial_number = COALESCE(?, serial_number), product_name = COALESCE(?, product_name),
+                os_version = COALESCE(?, os_version), last_seen_at = ? WHERE udid = ?",
+        )
+        .bind(f.serial_number.as_ref().map(SerialNumber::as_str))
+        .bind(&f.product_name)
+        .bind(&f.os_version)
+        .bind(now)
+        .bind(udid.as_str())
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn record_token_update(
+        &self,
+        udid: &Udid,
+        topic: &str,
+        push_magic: &str,
+        token: &[u8],
+        now: &str,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE devices SET status = 'active', topic = ?, push_magic = ?, push_token = ?, last_seen_at = ?
+             WHERE udid = ?",
+        )
+        .bind(topic)
+        .bind(push_magic)
+        .bind(token)
+        .bind(now)
+        .bind(udid.as_str())
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn record_check_out(&self, udid: &Udid, now: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE devices SET status = 'checked_out', push_magic = NULL, last_seen_at = ? WHERE udid = ?")
+            .bind(now)
+            .bind(udid.as_str())
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn record_device_information(
+        &self,
+        udid: &Udid,
+        f: &AuthenticateFacts,
+        supervised: Option<bool>,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE devices SET serial_number = COALESCE(?, serial_number), product_name = COALESCE(?, product_name),
+                os_version = COALESCE(?, os_version), is_supervised = COALESCE(?, is_supervised) WHERE udid = ?",
+        )
+        .bind(f.serial_number.as_ref().map(SerialNumber::as_str))
+        .bind(&f.product_name)
+        .bind(&f.os_version)
+        .bind(supervised.map(i64::from))
+        .bind(udid.as_str())
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn touch_device(&self, udid: &Udid, now: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE devices SET last_seen_at = ? WHERE udid = ?")
+            .bind(now)
+            .bind(udid.as_str())
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn devices(&self, page: &Page) -> StoreResult<Vec<DeviceRecord>> {
+        let rows = sqlx::query("SELECT * FROM devices WHERE udid > ? ORDER BY udid LIMIT ?")
+            .bind(cursor(page))
+            .bind(page.limit)
+            .fetch_all(&self.reader)
+            .await?;
+        collect(rows, device_row)
+    }
+}
+
+#[async_trait]
+impl CommandStore for SqliteStore {
+    async fn enqueue(&self, commands: &[NewCommand]) -> StoreResult<()> {
+        let mut tx = self.writer.begin().await?;
+        insert_commands(&mut tx, commands).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn next_command(&self, udid: &Udid, now: &str) -> StoreResult<Option<QueuedCommand>> {
+        let mut tx = self.writer.begin().await?;
+        let row = sqlx::query(
+            "SELECT * FROM commands WHERE udid = ? AND status IN ('queued', 'sent') AND not_before <= ?
+             ORDER BY created_at, uuid LIMIT 1",
+        )
+        .bind(udid.as_str())
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let mut command = command_row(&row)?;
+        sqlx::query("UPDATE commands SET status = 'sent', updated_at = ? WHERE uuid = ?")
+            .bind(now)
+            .bind(command.uuid.as_str())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        command.status = CommandState::Sent;
+        Ok(Some(command))
+    }
+
+    async fn command(&self, udid: &Udid, uuid: &CommandUuid) -> StoreResult<Option<QueuedCommand>> {
+        let row = sqlx::query("SELECT * FROM commands WHERE uuid = ? AND udid = ?")
+            .bind(uuid.as_str())
+            .bind(udid.as_str())
+            .fetch_optional(&self.writer)
+            .await?;
+        row.as_ref().map(command_row).transpose()
+    }
+
+    async fn reopen_not_now(&self, udid: &Udid) -> StoreResult<()> {
+        sqlx::query("UPDATE commands SET status = 'queued' WHERE udid = ? AND status = 'not_now'")
+            .bind(udid.as_str())
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn complete_command(&self, o: &CommandOutcome) -> StoreResult<()> {
+        let mut tx = self.writer.begin().await?;
+        sqlx::query("UPDATE commands SET status = ?, result = ?, updated_at = ? WHERE uuid = ? AND udid = ?")
+            .bind(o.status.as_str())
+            .bind(&o.result)
+            .bind(&o.now)
+            .bind(o.uuid.as_str())
+            .bind(o.udid.as_str())
+            .execute(&mut *tx)
+            .await?;
+        upsert_installs(&mut tx, &o.installs).await?;
+        insert_commands(&mut tx, &o.follow_ups).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn commands_of(&self, udid: &Udid) -> StoreResult<Vec<QueuedCommand>> {
+        let rows = sqlx::query("SELECT * FROM commands WHERE udid = ? ORDER BY created_at, uuid")
+            .bind(udid.as_str())
+            .fetch_all(&self.reader)
+            .await?;
+        collect(rows, command_row)
+    }
+}
+
+#[async_trait]
+impl VppStore for SqliteStore {
+    async fn insert_token(&self, t: &VppTokenRecord) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "INSERT INTO vpp_tokens (id, name, org_name, secret, secret_hash, expires_at, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(&t.id)
+        .bind(&t.name)
+        .bind(&t.org_name)
+        .bind(&t.secret)
+        .bind(&t.secret_hash)
+        .bind(&t.expires_at)
+        .bind(&t.created_at)
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn token(&self, id: &str) -> StoreResult<Option<VppTokenRecord>> {
+        let row = sqlx::query("SELECT * FROM vpp_tokens WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.as_ref().map(token_row).transpose()
+    }
+
+    async fn tokens(&self, page: &Page) -> StoreResult<Vec<VppTokenRecord>> {
+        let rows = sqlx::query("SELECT * FROM vpp_tokens WHERE id > ? ORDER BY id LIMIT ?")
+            .bind(cursor(page))
+            .bind(page.limit)
+            .fetch_all(&self.reader)
+            .await?;
+        collect(rows, token_row)
+    }
+
+    async fn token_count(&self) -> StoreResult<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM vpp_tokens")
+            .fetch_one(&self.reader)
+            .await?)
+    }
+
+    async fn record_sync(&self, s: &SyncRecord) -> StoreResult<()> {
+        let mut tx = self.writer.begin().await?;
+        sqlx::query(
+            "UPDATE vpp_tokens SET location_name = ?, country = ?, location_uid = ?, last_sync_at = ?,
+                last_sync_error = NULL WHERE id = ?",
+        )
+        .bind(&s.location_name)
+        .bind(&s.country)
+        .bind(&s.location_uid)
+        .bind(&s.now)
+        .bind(&s.token_id)
+        .execute(&mut *tx)
+        .await?;
+        for a in &s.apps {
+            sqlx::query(
+                "INSERT INTO apps (id, token_id, adam_id, pricing_param, product_type, name, bundle_id, version,
+                                   platforms, device_assignable, total_count, assigned_count, available_count,
+                                   retired_count, updated_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (token_id, adam_id, pricing_param) DO UPDATE SET
+                    product_type = excluded.product_type,
+                    name = COALESCE(excluded.name, apps.name),
+                    bundle_id = COALESCE(excluded.bundle_id, apps.bundle_id),
+                    version = COALESCE(excluded.version, apps.version),
+                    platforms = excluded.platforms, device_assignable = excluded.device_assignable,
+                    total_count = excluded.total_count, assigned_count = excluded.assigned_count,
+                    available_count = excluded.available_count, retired_count = excluded.retired_count,
+                    updated_at = excluded.updated_at",
+            )
+            .bind(&a.id)
+            .bind(&s.token_id)
+            .bind(a.adam_id.to_string())
+            .bind(&a.pricing_param)
+            .bind(&a.product_type)
+            .bind(&a.name)
+            .bind(&a.bundle_id)
+            .bind(&a.version)
+            .bind(a.platforms.join(","))
+            .bind(i64::from(a.device_assignable))
+            .bind(a.counts.total)
+            .bind(a.counts.assigned)
+            .bind(a.counts.available)
+            .bind(a.counts.retired)
+            .bind(&s.now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn record_sync_error(&self, token_id: &str, error: &str, _now: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE vpp_tokens SET last_sync_error = ? WHERE id = ?")
+            .bind(error)
+            .bind(token_id)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn update_app_counts(
+        &self,
+        app_id: &str,
+        c: &LicenseCounts,
+        now: &str,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE apps SET total_count = ?, assigned_count = ?, available_count = ?, retired_count = ?,
+                updated_at = ? WHERE id = ?",
+        )
+        .bind(c.total)
+        .bind(c.assigned)
+        .bind(c.available)
+        .bind(c.retired)
+        .bind(now)
+        .bind(app_id)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn app(&self, id: &str) -> StoreResult<Option<AppRecord>> {
+        let row = sqlx::query("SELECT * FROM apps WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.as_ref().map(app_row).transpose()
+    }
+
+    async fn apps(&self, page: &Page) -> StoreResult<Vec<AppRecord>> {
+        let rows = sqlx::query("SELECT * FROM apps WHERE id > ? ORDER BY id LIMIT ?")
+            .bind(cursor(page))
+            .bind(page.limit)
+            .fetch_all(&self.reader)
+            .await?;
+        collect(rows, app_row)
+    }
+}
+
+#[async_trait]
+impl DirectoryStore for SqliteStore {
+    async fn insert_group(&self, g: &GroupRecord) -> StoreResult<bool> {
+        let done = sqlx::query("INSERT INTO groups (id, name, kind, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING")
+            .bind(&g.id)
+            .bind(&g.name)
+            .bind(g.kind.as_str())
+            .bind(&g.created_at)
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn group(&self, id: &str) -> StoreResult<Option<GroupRecord>> {
+        let row = sqlx::query("SELECT * FROM groups WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.as_ref().map(group_row).transpose()
+    }
+
+    async fn groups(&self, page: &Page) -> StoreResult<Vec<GroupRecord>> {
+        let rows = sqlx::query("SELECT * FROM groups WHERE id > ? ORDER BY id LIMIT ?")
+            .bind(cursor(page))
+            .bind(page.limit)
+            .fetch_all(&self.reader)
+            .await?;
+        collect(rows, group_row)
+    }
+
+    async fn add_group_devices(
+        &self,
+        group_id: &str,
+        udids: &[Udid],
+        now: &str,
+    ) -> StoreResult<u64> {
+        let mut tx = self.writer.begin().await?;
+        let mut added = 0;
+        for udid in udids {
+            added += sqlx::query("INSERT INTO group_devices (group_id, udid, joined_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")
+                .bind(group_id)
+                .bind(udid.as_str())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(added)
+    }
+
+    async fn group_devices(&self, group_id: &str) -> StoreResult<Vec<Udid>> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT udid FROM group_devices WHERE group_id = ? ORDER BY joined_at, udid",
+        )
+        .bind(group_id)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows.into_iter().map(Udid).collect())
+    }
+}
+
+#[async_trait]
+impl AssignmentStore for SqliteStore {
+    async fn insert_assignment(&self, a: &AssignmentRecord) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "INSERT INTO assignments (id, app_id, group_id, intent, license_type, created_at)
+             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(&a.id)
+        .bind(&a.app_id)
+        .bind(&a.group_id)
+        .bind(a.intent.as_str())
+        .bind(a.license_type.as_str())
+        .bind(&a.created_at)
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn assignments(&self, page: &Page) -> StoreResult<Vec<AssignmentRecord>> {
+        let rows = sqlx::query("SELECT * FROM assignments WHERE id > ? ORDER BY id LIMIT ?")
+            .bind(cursor(page))
+            .bind(page.limit)
+            .fetch_all(&self.reader)
+            .await?;
+        collect(rows, assignment_row)
+    }
+
+    async fn required_device_targets(&self) -> StoreResult<Vec<Target>> {
+        let rows = sqlx::query(
+            "SELECT a.app_id AS app_id, d.udid AS udid, d.serial_number AS serial_number,
+                    MIN(MAX(gd.joined_at, a.created_at)) AS joined_at
+             FROM assignments a
+             JOIN group_devices gd ON gd.group_id = a.group_id
+             JOIN devices d ON d.udid = gd.udid
+             WHERE a.intent = 'required' AND a.license_type = 'device' AND d.status = 'active'
+             GROUP BY a.app_id, d.udid
+             ORDER BY joined_at, d.udid",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Target {
+                    app_id: r.try_get("app_id")?,
+                    udid: Udid(r.try_get("udid")?),
+                    serial_number: SerialNumber(r.try_get("serial_number")?),
+                    joined_at: r.try_get("joined_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn licenses(&self) -> StoreResult<Vec<LicenseRecord>> {
+        let rows = sqlx::query("SELECT * FROM licenses ORDER BY app_id, udid")
+            .fetch_all(&self.reader)
+            .await?;
+        collect(rows, license_row)
+    }
+
+    async fn reserve_licenses(&self, rows: &[LicenseRecord]) -> StoreResult<()> {
+        let mut tx = self.writer.begin().await?;
+        for l in rows {
+            sqlx::query(
+                "INSERT INTO licenses (app_id, udid, serial_number, state, event_id, error, updated_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (app_id, udid) DO UPDATE SET state = excluded.state, event_id = excluded.event_id,
+                    error = excluded.error, updated_at = excluded.updated_at",
+            )
+            .bind(&l.app_id)
+            .bind(l.udid.as_str())
+            .bind(l.serial_number.as_str())
+            .bind(l.state.as_str())
+            .bind(&l.event_id)
+            .bind(&l.error)
+            .bind(&l.updated_at)
+            .execute(&mut *tx)
+            .await?;
+            let install = InstallRecord {
+                app_id: l.app_id.clone(),
+                udid: l.udid.clone(),
+                status: if l.state == LicenseState::Failed {
+                    InstallStatus::LicenseFailed
+                } else {
+                    InstallStatus::Pending
+                },
+                device_status: None,
+                version: None,
+                reason: l.error.clone(),
+                updated_at: l.updated_at.clone(),
+            };
+            upsert_installs(&mut tx, std::slice::from_ref(&install)).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn mark_associating(
+        &self,
+        app_id: &str,
+        udids: &[Udid],
+        event_id: &str,
+        now: &str,
+    ) -> StoreResult<()> {
+        let mut tx = self.writer.begin().await?;
+        for udid in udids {
+            sqlx::query(
+                "UPDATE licenses SET state = 'associating', event_id = ?, error = NULL, updated_at = ?
+                 WHERE app_id = ? AND udid = ?",
+            )
+            .bind(event_id)
+            .bind(now)
+            .bind(app_id)
+            .bind(udid.as_str())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn mark_license_error(
+        &self,
+        app_id: &str,
+        udids: &[Udid],
+        error: &str,
+        now: &str,
+    ) -> StoreResult<()> {
+        let mut tx = self.writer.begin().await?;
+        for udid in udids {
+            sqlx::query(
+                "UPDATE licenses SET error = ?, updated_at = ? WHERE app_id = ? AND udid = ?",
+            )
+            .bind(error)
+            .bind(now)
+            .bind(app_id)
+            .bind(udid.as_str())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn finish_association(&self, o: &AssociationOutcome) -> StoreResult<()> {
+        let mut tx = self.writer.begin().await?;
+        for udid in &o.associated {
+            sqlx::query("UPDATE licenses SET state = 'associated', error = NULL, updated_at = ? WHERE app_id = ? AND udid = ?")
+                .bind(&o.now)
+                .bind(&o.app_id)
+                .bind(udid.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        for (udid, error) in &o.failed {
+            sqlx::query("UPDATE licenses SET state = 'failed', error = ?, updated_at = ? WHERE app_id = ? AND udid = ?")
+                .bind(error)
+                .bind(&o.now)
+                .bind(&o.app_id)
+                .bind(udid.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        upsert_installs(&mut tx, &o.install_rows).await?;
+        insert_commands(&mut tx, &o.installs).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn installs_of_app(&self, app_id: &str) -> StoreResult<Vec<InstallRecord>> {
+        let rows = sqlx::query("SELECT * FROM installs WHERE app_id = ? ORDER BY udid")
+            .bind(app_id)
+            .fetch_all(&self.reader)
+            .await?;
+        collect(rows, install_row)
+    }
+
+    async fn installs_of_device(&self, udid: &Udid) -> StoreResult<Vec<InstallRecord>> {
+        let rows = sqlx::query("SELECT * FROM installs WHERE udid = ? ORDER BY app_id")
+            .bind(udid.as_str())
+            .fetch_all(&self.reader)
+            .await?;
+        collect(rows, install_row)
+    }
+
+    async fn set_installs(&self, installs: &[InstallRecord]) -> StoreResult<()> {
+        let mut tx = self.writer.begin().await?;
+        upsert_installs(&mut tx, installs).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}

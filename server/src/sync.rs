@@ -1,0 +1,157 @@
+//! Sync with Apple: a token's location (client config), its assets with license counts,
+//! and their store metadata for the token's country. One sync per token at a time.
+
+use std::collections::HashMap;
+
+use orchard_protocol::AdamId;
+use serde::Serialize;
+
+use crate::clock;
+use crate::error::{ServerError, ServerResult};
+use crate::state::ServerState;
+use crate::store::{AppRecord, LicenseCounts, SyncRecord};
+
+/// What a sync found.
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncSummary {
+    /// Token synced.
+    pub token_id: String,
+    /// Apple's location name.
+    pub location_name: Option<String>,
+    /// Store country.
+    pub country: String,
+    /// Apps and books seen.
+    pub assets: usize,
+    /// Assets the store lookup did not know (kept with their old metadata).
+    pub missing_metadata: Vec<String>,
+    /// When.
+    pub synced_at: String,
+}
+
+struct SyncGuard<'a> {
+    state: &'a ServerState,
+    token_id: String,
+}
+
+impl Drop for SyncGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut running) = self.state.syncing.lock() {
+            running.remove(&self.token_id);
+        }
+    }
+}
+
+/// Syncs one token now. Fails with a conflict if that token is already syncing.
+pub async fn sync_token(state: &ServerState, token_id: &str) -> ServerResult<SyncSummary> {
+    let token = state
+        .store
+        .token(token_id)
+        .await?
+        .ok_or_else(|| ServerError::NotFound {
+            kind: "token",
+            id: token_id.to_owned(),
+        })?;
+    {
+        let mut running = state
+            .syncing
+            .lock()
+            .map_err(|_| ServerError::Conflict("sync state is unavailable".into()))?;
+        if !running.insert(token.id.clone()) {
+            return Err(ServerError::Conflict(format!(
+                "token {} is already syncing",
+                token.id
+            )));
+        }
+    }
+    let _guard = SyncGuard {
+        state,
+        token_id: token.id.clone(),
+    };
+    match fetch(state, &token.secret, &token.id).await {
+        Ok((record, summary)) => {
+            state.store.record_sync(&record).await?;
+            tracing::info!(token = %token.id, assets = summary.assets, "sync finished");
+            state.poke_reconciler();
+            Ok(summary)
+        }
+        Err(e) => {
+            state
+                .store
+                .record_sync_error(&token.id, &e.to_string(), &clock::now())
+                .await?;
+            Err(e)
+        }
+    }
+}
+
+async fn fetch(
+    state: &ServerState,
+    secret: &str,
+    token_id: &str,
+) -> ServerResult<(SyncRecord, SyncSummary)> {
+    let config = state.apple.client_config(secret).await?;
+    let country = config
+        .country_iso2a_code
+        .clone()
+        .unwrap_or_else(|| "US".into());
+    let assets = state.apple.assets(secret).await?;
+    let adam_ids: Vec<AdamId> = assets
+        .iter()
+        .filter_map(|a| a.adam_id.parse().ok())
+        .collect();
+    let mut metadata = HashMap::new();
+    for chunk in adam_ids.chunks(100) {
+        for result in state.apple.lookup(chunk, &country).await? {
+            metadata.insert(result.track_id, result);
+        }
+    }
+    let now = clock::now();
+    let mut missing = Vec::new();
+    let mut apps = Vec::with_capacity(assets.len());
+    for asset in assets {
+        let Ok(adam_id) = asset.adam_id.parse::<AdamId>() else {
+            tracing::warn!(adam_id = %asset.adam_id, "Apple listed an asset with a non-numeric adamId; skipped");
+            continue;
+        };
+        let meta = metadata.get(&adam_id.0);
+        if meta.is_none() {
+            missing.push(asset.adam_id.clone());
+        }
+        apps.push(AppRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            token_id: token_id.to_owned(),
+            adam_id,
+            pricing_param: asset.pricing_param.unwrap_or_else(|| "STDQ".into()),
+            product_type: asset.product_type,
+            name: meta.and_then(|m| m.track_name.clone()),
+            bundle_id: meta.and_then(|m| m.bundle_id.clone()),
+            version: meta.and_then(|m| m.version.clone()),
+            platforms: asset.supported_platforms,
+            device_assignable: asset.device_assignable,
+            counts: LicenseCounts {
+                total: asset.total_count,
+                assigned: asset.assigned_count,
+                available: asset.available_count,
+                retired: asset.retired_count,
+            },
+            updated_at: now.clone(),
+        });
+    }
+    let summary = SyncSummary {
+        token_id: token_id.to_owned(),
+        location_name: config.location_name.clone(),
+        country: country.clone(),
+        assets: apps.len(),
+        missing_metadata: missing,
+        synced_at: now.clone(),
+    };
+    let record = SyncRecord {
+        token_id: token_id.to_owned(),
+        location_name: config.location_name,
+        country: Some(country),
+        location_uid: config.u_id,
+        apps,
+        now,
+    };
+    Ok((record, summary))
+}

@@ -1,0 +1,350 @@
+//! The client for Apple's Apps and Books for Organizations API: bearer sToken, JSON,
+//! `errorNumber` read from every answer (Apple also reports errors inside HTTP 200),
+//! retries with back-off on 5xx and 429 honouring `Retry-After`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use orchard_protocol::AdamId;
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::model::*;
+
+/// Where Apple's services are and how to trust them.
+#[derive(Debug, Clone)]
+pub struct AppleConfig {
+    /// Base URL of the v2 API, e.g. `https://vpp.itunes.apple.com/mdm/v2`.
+    pub vpp_base_url: String,
+    /// URL of the iTunes lookup API, e.g. `https://itunes.apple.com/lookup`.
+    pub lookup_url: String,
+    /// An extra CA to trust (a testbed's stand-in); the public roots are always trusted.
+    pub extra_ca_file: Option<PathBuf>,
+    /// Attempts per call on 5xx / 429 / network errors.
+    pub attempts: u32,
+    /// First back-off.
+    pub backoff: Duration,
+    /// How long one HTTP call may take.
+    pub timeout: Duration,
+}
+
+impl Default for AppleConfig {
+    fn default() -> Self {
+        Self {
+            vpp_base_url: "https://vpp.itunes.apple.com/mdm/v2".into(),
+            lookup_url: "https://itunes.apple.com/lookup".into(),
+            extra_ca_file: None,
+            attempts: 3,
+            backoff: Duration::from_millis(500),
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A failed call to Apple.
+#[derive(Debug, thiserror::Error)]
+pub enum VppError {
+    /// The extra CA file cannot be used.
+    #[error("cannot use the Apple CA file {path}: {reason}")]
+    CaFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// Network or TLS failure.
+    #[error("cannot reach Apple: {0}")]
+    Transport(#[from] reqwest::Error),
+    /// Apple answered with an error number.
+    #[error("Apple error {error_number}: {message}")]
+    Apple {
+        /// HTTP status.
+        status: u16,
+        /// Apple's `errorNumber`.
+        error_number: i64,
+        /// Apple's `errorMessage`.
+        message: String,
+    },
+    /// Apple answered with an HTTP error and no error number.
+    #[error("Apple answered HTTP {status}")]
+    Http {
+        /// HTTP status.
+        status: u16,
+    },
+    /// The answer is not the JSON expected.
+    #[error("Apple's answer could not be read: {0}")]
+    Decode(String),
+}
+
+impl VppError {
+    /// Whether trying again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Transport(_) => true,
+            Self::Http { status } => *status >= 500 || *status == 429,
+            Self::Apple {
+                status,
+                error_number,
+                ..
+            } => *status >= 500 || matches!(error_number, 9603 | 9646 | 9729 | 9644),
+            Self::CaFile { .. } | Self::Decode(_) => false,
+        }
+    }
+}
+
+/// The Apple client; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppleClient {
+    http: reqwest::Client,
+    config: Arc<AppleConfig>,
+}
+
+impl AppleClient {
+    /// Builds a client trusting the public web roots plus the configured extra CA.
+    pub fn new(config: AppleConfig) -> Result<Self, VppError> {
+        let mut roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        if let Some(path) = &config.extra_ca_file {
+            let ca_err = |reason: String| VppError::CaFile {
+                path: path.clone(),
+                reason,
+            };
+            let pem = std::fs::read(path).map_err(|e| ca_err(e.to_string()))?;
+            use rustls_pki_types::pem::PemObject;
+            for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
+                roots
+                    .add(cert.map_err(|e| ca_err(e.to_string()))?)
+                    .map_err(|e| ca_err(e.to_string()))?;
+            }
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| VppError::CaFile {
+            path: PathBuf::new(),
+            reason: e.to_string(),
+        })?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .timeout(config.timeout)
+            .tcp_nodelay(true)
+            .user_agent(concat!("Orchard/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self {
+            http,
+            config: Arc::new(config),
+        })
+    }
+
+    /// `GET /client/config`.
+    pub async fn client_config(&self, s_token: &str) -> Result<ClientConfigResponse, VppError> {
+        self.call::<(), _>(Method::GET, "/client/config", s_token, &[], None)
+            .await
+    }
+
+    /// `GET /assets`, every page.
+    pub async fn assets(&self, s_token: &str) -> Result<Vec<ResponseAsset>, VppError> {
+        let mut all = Vec::new();
+        let mut page = 0i64;
+        loop {
+            let index = page.to_string();
+            let resp: GetAssetsResponse = self
+                .call::<(), _>(
+                    Method::GET,
+                    "/assets",
+                    s_token,
+                    &[("pageIndex", index.as_str())],
+                    None,
+                )
+                .await?;
+            all.extend(resp.assets);
+            match resp.next_page_index {
+                Some(next) if next > page => page = next,
+                _ => return Ok(all),
+            }
+        }
+    }
+
+    /// `GET /assets?adamId=…`: one asset's current counts.
+    pub async fn asset(
+        &self,
+        s_token: &str,
+        adam_id: AdamId,
+    ) -> Result<Option<ResponseAsset>, VppError> {
+        let id = adam_id.to_string();
+        let resp: GetAssetsResponse = self
+            .call::<(), _>(
+                Method::GET,
+                "/assets",
+                s_token,
+                &[("adamId", id.as_str())],
+                None,
+            )
+            .await?;
+        Ok(resp.assets.into_iter().find(|a| a.adam_id == id))
+    }
+
+    /// `POST /assets/associate`: returns the event to follow.
+    pub async fn associate(
+        &self,
+        s_token: &str,
+        request: &ManageAssetsRequest,
+    ) -> Result<EventResponse, VppError> {
+        self.call(
+            Method::POST,
+            "/assets/associate",
+            s_token,
+            &[],
+            Some(request),
+        )
+        .await
+    }
+
+    /// `GET /status?eventId=…`.
+    pub async fn event_status(
+        &self,
+        s_token: &str,
+        event_id: &str,
+    ) -> Result<StatusResponse, VppError> {
+        self.call::<(), _>(
+            Method::GET,
+            "/status",
+            s_token,
+            &[("eventId", event_id)],
+            None,
+        )
+        .await
+    }
+
+    /// iTunes lookup of several apps in one store country.
+    pub async fn lookup(
+        &self,
+        adam_ids: &[AdamId],
+        country: &str,
+    ) -> Result<Vec<LookupResult>, VppError> {
+        if adam_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = adam_ids
+            .iter()
+            .map(AdamId::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let request = self
+            .http
+            .get(&self.config.lookup_url)
+            .query(&[("id", ids.as_str()), ("country", country)]);
+        let (status, body) = self.send(request).await?;
+        if !status.is_success() {
+            return Err(VppError::Http {
+                status: status.as_u16(),
+            });
+        }
+        let resp: LookupResponse =
+            serde_json::from_slice(&body).map_err(|e| VppError::Decode(e.to_string()))?;
+        Ok(resp.results)
+    }
+
+    async fn call<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        s_token: &str,
+        query: &[(&str, &str)],
+        body: Option<&B>,
+    ) -> Result<T, VppError> {
+        let url = format!("{}{}", self.config.vpp_base_url.trim_end_matches('/'), path);
+        let mut request = self
+            .http
+            .request(method, url)
+            .bearer_auth(s_token)
+            .query(query);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let (status, bytes) = self.send(request).await?;
+        let value: serde_json::Value = match serde_json::from_slice(&bytes) {
+            Ok(v) => v,
+            Err(_) if !status.is_success() => {
+                return Err(VppError::Http {
+                    status: status.as_u16(),
+                });
+            }
+            Err(e) => return Err(VppError::Decode(e.to_string())),
+        };
+        if let Some(error_number) = value.get("errorNumber").and_then(serde_json::Value::as_i64) {
+            let message = value
+                .get("errorMessage")
+                .and_then(|m| m.as_str())
+                .unwrap_or_default()
+                .to_owned();
+            return Err(VppError::Apple {
+                status: status.as_u16(),
+                error_number,
+                message,
+            });
+        }
+        if !status.is_success() {
+            return Err(VppError::Http {
+                status: status.as_u16(),
+            });
+        }
+        serde_json::from_value(value).map_err(|e| VppError::Decode(e.to_string()))
+    }
+
+    /// Sends with retries on network errors, 5xx and 429, waiting `Retry-After` when given.
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(StatusCode, bytes::Bytes), VppError> {
+        let mut delay = self.config.backoff;
+        let mut attempt = 1;
+        loop {
+            let Some(this_try) = request.try_clone() else {
+                let resp = request.send().await?;
+                let status = resp.status();
+                return Ok((status, resp.bytes().await?));
+            };
+            let outcome: Result<(), Option<Duration>> = match this_try.send().await {
+                Ok(resp) => {
+                    let status = resp.status();
+                    let retry_after = resp
+                        .headers()
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .map(Duration::from_secs);
+                    let body = resp.bytes().await?;
+                    if (status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS)
+                        && attempt < self.config.attempts
+                    {
+                        Err(retry_after)
+                    } else {
+                        return Ok((status, body));
+                    }
+                }
+                Err(e) if attempt < self.config.attempts && (e.is_connect() || e.is_timeout()) => {
+                    Err(None)
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if let Err(retry_after) = outcome {
+                let wait = retry_after.unwrap_or(delay).min(Duration::from_secs(300));
+                tracing::warn!(
+                    attempt,
+                    wait_ms = wait.as_millis() as u64,
+                    "Apple call failed, retrying"
+                );
+                tokio::time::sleep(wait).await;
+                delay *= 3;
+                attempt += 1;
+            }
+        }
+    }
+}

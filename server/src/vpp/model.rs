@@ -1,0 +1,193 @@
+//! JSON bodies of Apple's Apps and Books for Organizations API (v2) and of the
+//! iTunes lookup API, with Apple's field names.
+
+use serde::{Deserialize, Serialize};
+
+/// `ClientConfigResponse`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientConfigResponse {
+    /// Store country of the location.
+    #[serde(rename = "countryISO2ACode")]
+    pub country_iso2a_code: Option<String>,
+    /// Location name.
+    pub location_name: Option<String>,
+    /// Location id.
+    pub u_id: Option<String>,
+    /// The MDM that claims the location.
+    pub mdm_info: Option<MdmInfo>,
+    /// Set when the token expires soon.
+    pub token_expiration_date: Option<String>,
+}
+
+/// `MdmInfo`: which MDM owns a location.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MdmInfo {
+    /// The MDM's id.
+    pub id: String,
+    /// The MDM's name.
+    pub name: String,
+    /// Free-form metadata.
+    pub metadata: String,
+}
+
+/// `ResponseAsset`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResponseAsset {
+    /// App Store id, as a string.
+    pub adam_id: String,
+    /// `STDQ` or `PLUS`.
+    #[serde(default)]
+    pub pricing_param: Option<String>,
+    /// `App` or `Book`.
+    pub product_type: String,
+    /// Licenses associated.
+    pub assigned_count: i64,
+    /// Licenses free.
+    pub available_count: i64,
+    /// Licenses retired.
+    #[serde(default)]
+    pub retired_count: i64,
+    /// Licenses purchased.
+    pub total_count: i64,
+    /// Can be associated with serial numbers.
+    #[serde(default)]
+    pub device_assignable: bool,
+    /// Can be revoked.
+    #[serde(default)]
+    pub revocable: bool,
+    /// Platforms.
+    #[serde(default)]
+    pub supported_platforms: Vec<String>,
+}
+
+/// `GetAssetsResponse` (one page).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GetAssetsResponse {
+    /// The assets of this page.
+    #[serde(default)]
+    pub assets: Vec<ResponseAsset>,
+    /// This page.
+    #[serde(default)]
+    pub current_page_index: i64,
+    /// The next page, absent on the last.
+    pub next_page_index: Option<i64>,
+    /// Pages in all.
+    #[serde(default)]
+    pub total_pages: i64,
+}
+
+/// `Asset` in requests.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestAsset {
+    /// App Store id, as a string.
+    pub adam_id: String,
+    /// `STDQ` or `PLUS`.
+    pub pricing_param: String,
+}
+
+/// `ManageAssetsRequest`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ManageAssetsRequest {
+    /// Assets.
+    pub assets: Vec<RequestAsset>,
+    /// Serial numbers (device licensing).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub serial_numbers: Vec<String>,
+    /// Client user ids (user licensing).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub client_user_ids: Vec<String>,
+}
+
+/// `EventResponse`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventResponse {
+    /// The asynchronous event to follow.
+    pub event_id: String,
+}
+
+/// `eventStatus` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum EventStatus {
+    /// Still running.
+    Pending,
+    /// Done (see failures for per-item errors).
+    Complete,
+    /// Failed.
+    Failed,
+}
+
+/// `StatusResponse`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusResponse {
+    /// State of the event.
+    pub event_status: EventStatus,
+    /// Items requested.
+    #[serde(default)]
+    pub num_requested: i64,
+    /// Items done.
+    #[serde(default)]
+    pub num_completed: i64,
+    /// Per-item errors.
+    #[serde(default)]
+    pub failures: Vec<ErrorResponse>,
+}
+
+/// `ErrorResponse`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorResponse {
+    /// Apple's error number.
+    pub error_number: Option<i64>,
+    /// Apple's message.
+    pub error_message: Option<String>,
+    /// The items the error concerns.
+    pub error_info: Option<ErrorInfo>,
+}
+
+/// `ErrorInfo`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorInfo {
+    /// Serial numbers concerned.
+    #[serde(default)]
+    pub serial_numbers: Vec<String>,
+    /// Client user ids concerned.
+    #[serde(default)]
+    pub client_user_ids: Vec<String>,
+}
+
+/// One result of the iTunes lookup API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LookupResult {
+    /// App Store id.
+    pub track_id: u64,
+    /// Name.
+    pub track_name: Option<String>,
+    /// Bundle identifier.
+    pub bundle_id: Option<String>,
+    /// Current version.
+    pub version: Option<String>,
+    /// Devices, e.g. `iPhone5s-iPhone5s`.
+    #[serde(default)]
+    pub supported_devices: Vec<String>,
+    /// `software` or `mac-software`.
+    pub kind: Option<String>,
+}
+
+/// The iTunes lookup API's answer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LookupResponse {
+    /// Results.
+    #[serde(default)]
+    pub results: Vec<LookupResult>,
+}
