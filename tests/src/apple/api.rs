@@ -1,0 +1,476 @@
+//! The stand-in's HTTP API: Apple's Apps and Books for Organizations v2 paths and JSON
+//! field names under `/mdm/v2`, the iTunes lookup API at `/lookup`, and a testbed-only
+//! side under `/testbed` (hand out token files).
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use super::state::{Event, World};
+
+/// Shared world.
+pub(super) type SharedWorld = Arc<Mutex<World>>;
+
+fn lock(world: &SharedWorld) -> MutexGuard<'_, World> {
+    world.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// An answer with Apple's error body `{errorNumber, errorMessage}`.
+struct AppleFault(StatusCode, i64, &'static str);
+
+impl IntoResponse for AppleFault {
+    fn into_response(self) -> Response {
+        (
+            self.0,
+            Json(json!({ "errorNumber": self.1, "errorMessage": self.2 })),
+        )
+            .into_response()
+    }
+}
+
+fn apple_error(status: StatusCode, number: i64, message: &'static str) -> Response {
+    AppleFault(status, number, message).into_response()
+}
+
+/// Routes of the stand-in.
+pub(super) fn router(world: SharedWorld) -> Router {
+    Router::new()
+        .route("/mdm/v2/service/config", get(service_config))
+        .route("/mdm/v2/client/config", get(client_config))
+        .route("/mdm/v2/assets", get(assets))
+        .route("/mdm/v2/assets/associate", post(associate))
+        .route("/mdm/v2/assignments", get(assignments))
+        .route("/mdm/v2/status", get(status))
+        .route("/lookup", get(lookup))
+        .route("/testbed/locations/{uid}/token", get(token_file))
+        .with_state(world)
+}
+
+/// Resolves the bearer token to a location, or answers as Apple does.
+fn authenticate(world: &World, headers: &HeaderMap) -> Result<String, AppleFault> {
+    let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Err(AppleFault(
+            StatusCode::UNAUTHORIZED,
+            9722,
+            "Authorization header is missing",
+        ));
+    };
+    let Some(token) = value.strip_prefix("Bearer ") else {
+        return Err(AppleFault(
+            StatusCode::UNAUTHORIZED,
+            9722,
+            "Authorization header must be Bearer {sToken}",
+        ));
+    };
+    let Some(uid) = world.location_of(token.trim()) else {
+        // Apple answers an unknown token inside HTTP 200.
+        return Err(AppleFault(
+            StatusCode::OK,
+            9622,
+            "Invalid authentication token",
+        ));
+    };
+    if world
+        .locations
+        .get(&uid)
+        .is_some_and(|l| l.expires <= time::OffsetDateTime::now_utc())
+    {
+        return Err(AppleFault(
+            StatusCode::UNAUTHORIZED,
+            9621,
+            "Token has expired",
+        ));
+    }
+    Ok(uid)
+}
+
+fn expiration(world: &World, uid: &str) -> Value {
+    world
+        .locations
+        .get(uid)
+        .map(|l| {
+            json!(
+                l.expires
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default()
+            )
+        })
+        .unwrap_or(Value::Null)
+}
+
+async fn service_config(headers: HeaderMap) -> Json<Value> {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    let base = format!("https://{host}/mdm/v2");
+    Json(json!({
+        "urls": {
+            "clientConfig": format!("{base}/client/config"),
+            "getAssets": format!("{base}/assets"),
+            "associateAssets": format!("{base}/assets/associate"),
+            "disassociateAssets": format!("{base}/assets/disassociate"),
+            "revokeAssets": format!("{base}/assets/revoke"),
+            "getAssignments": format!("{base}/assignments"),
+            "getUsers": format!("{base}/users"),
+            "createUsers": format!("{base}/users/create"),
+            "updateUsers": format!("{base}/users/update"),
+            "retireUsers": format!("{base}/users/retire"),
+            "eventStatus": format!("{base}/status"),
+            "contentMetadataLookup": format!("https://{host}/lookup"),
+            "invitationEmail": "https://buy.itunes.apple.com/WebObjects/MZFinance.woa/wa/associateVPPUserWithITSAccount?inviteCode=%25inviteCode%25&mt=8",
+        },
+        "limits": {
+            "maxAssets": 25, "maxClientUserIds": 1000, "maxSerialNumbers": 1000,
+            "maxRevokeClientUserIds": 100, "maxRevokeSerialNumbers": 100, "maxUsers": 100,
+            "maxNotificationLength": 512, "maxMdmIdLength": 100, "maxMdmNameLength": 100,
+            "maxMdmMetadataLength": 255,
+        },
+        "notificationTypes": ["ASSET_MANAGEMENT", "ASSET_COUNT", "USER_MANAGEMENT", "USER_ASSOCIATED", "TEST_NOTIFICATION"],
+    }))
+}
+
+async fn client_config(State(world): State<SharedWorld>, headers: HeaderMap) -> Response {
+    let world = lock(&world);
+    let uid = match authenticate(&world, &headers) {
+        Ok(uid) => uid,
+        Err(fault) => return fault.into_response(),
+    };
+    let Some(location) = world.locations.get(&uid) else {
+        return apple_error(StatusCode::INTERNAL_SERVER_ERROR, 9603, "Internal error");
+    };
+    Json(json!({
+        "countryISO2ACode": location.country,
+        "defaultPlatform": "volumestore",
+        "locationName": location.name,
+        "notificationUrl": "",
+        "subscribedNotificationTypes": [],
+        "tokenExpirationDate": expiration(&world, &uid),
+        "uId": uid,
+        "websiteURL": "https://business.apple.com",
+    }))
+    .into_response()
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AssetsQuery {
+    adam_id: Option<String>,
+    page_index: Option<String>,
+}
+
+async fn assets(
+    State(world): State<SharedWorld>,
+    headers: HeaderMap,
+    Query(q): Query<AssetsQuery>,
+) -> Response {
+    let world = lock(&world);
+    let uid = match authenticate(&world, &headers) {
+        Ok(uid) => uid,
+        Err(fault) => return fault.into_response(),
+    };
+    let Ok(page) = q.page_index.as_deref().unwrap_or("0").parse::<usize>() else {
+        return apple_error(
+            StatusCode::BAD_REQUEST,
+            9602,
+            "pageIndex must be an integer",
+        );
+    };
+    let all: Vec<Value> = world
+        .assets
+        .keys()
+        .filter(|(u, a)| u == &uid && q.adam_id.as_ref().is_none_or(|id| id == &a.to_string()))
+        .filter_map(|(u, a)| world.response_asset(u, *a))
+        .collect();
+    let size = world.page_size.max(1);
+    let total_pages = all.len().div_ceil(size).max(1);
+    if page >= total_pages {
+        return apple_error(StatusCode::BAD_REQUEST, 9650, "Page index out of range");
+    }
+    let items: Vec<Value> = all.into_iter().skip(page * size).take(size).collect();
+    let mut body = json!({
+        "assets": items,
+        "currentPageIndex": page,
+        "size": items.len(),
+        "totalPages": total_pages,
+        "versionId": "1",
+        "tokenExpirationDate": expiration(&world, &uid),
+        "uId": uid,
+    });
+    if page + 1 < total_pages {
+        body["nextPageIndex"] = json!(page + 1);
+    }
+    Json(body).into_response()
+}
+
+fn strings(body: &Value, key: &str) -> Option<Vec<String>> {
+    body.get(key)?
+        .as_array()?
+        .iter()
+        .map(|v| v.as_str().map(str::to_owned))
+        .collect()
+}
+
+async fn associate(State(world): State<SharedWorld>, headers: HeaderMap, body: Bytes) -> Response {
+    let mut world = lock(&world);
+    let uid = match authenticate(&world, &headers) {
+        Ok(uid) => uid,
+        Err(fault) => return fault.into_response(),
+    };
+    if headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|v| !v.starts_with("application/json"))
+    {
+        return apple_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            9727,
+            "Content-Type must be application/json",
+        );
+    }
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        return apple_error(
+            StatusCode::BAD_REQUEST,
+            9602,
+            "Invalid argument: body is not JSON",
+        );
+    };
+    let Some(assets) = body
+        .get("assets")
+        .and_then(Value::as_array)
+        .filter(|a| !a.is_empty())
+    else {
+        return apple_error(StatusCode::BAD_REQUEST, 9718, "Assets are missing");
+    };
+    if assets.len() > 25 {
+        return apple_error(StatusCode::BAD_REQUEST, 9700, "Too many assets");
+    }
+    let serials = strings(&body, "serialNumbers").unwrap_or_default();
+    let users = strings(&body, "clientUserIds").unwrap_or_default();
+    if serials.is_empty() && users.is_empty() {
+        return apple_error(
+            StatusCode::BAD_REQUEST,
+            9719,
+            "Either clientUserIds or serialNumbers are required",
+        );
+    }
+    if serials.len() > 1000 {
+        return apple_error(StatusCode::BAD_REQUEST, 9702, "Too many serial numbers");
+    }
+    if serials.iter().collect::<BTreeSet<_>>().len() != serials.len() {
+        return apple_error(StatusCode::BAD_REQUEST, 9705, "Duplicate serial numbers");
+    }
+    let mut adam_ids = Vec::new();
+    for asset in assets {
+        let Some(adam_id) = asset
+            .get("adamId")
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse::<u64>().ok())
+        else {
+            return apple_error(StatusCode::BAD_REQUEST, 9602, "Invalid argument: adamId");
+        };
+        if !world.assets.contains_key(&(uid.clone(), adam_id)) {
+            return apple_error(
+                StatusCode::BAD_REQUEST,
+                9718,
+                "Asset is not owned by this location",
+            );
+        }
+        if !serials.is_empty()
+            && !world
+                .catalog
+                .get(&adam_id)
+                .is_some_and(|c| c.device_assignable)
+        {
+            return apple_error(
+                StatusCode::BAD_REQUEST,
+                9707,
+                "Asset is not device assignable",
+            );
+        }
+        adam_ids.push(adam_id);
+    }
+    let mut failures = Vec::new();
+    for adam_id in adam_ids {
+        let mut short = Vec::new();
+        for serial in &serials {
+            let key = (uid.clone(), adam_id, serial.clone());
+            if world.serial_assignments.contains(&key) {
+                continue;
+            }
+            let counts = world.assets.entry((uid.clone(), adam_id)).or_default();
+            if counts.assigned < counts.total {
+                counts.assigned += 1;
+                world.serial_assignments.insert(key);
+            } else {
+                short.push(serial.clone());
+            }
+        }
+        if !short.is_empty() {
+            failures.push(json!({
+                "errorNumber": 9709,
+                "errorMessage": "Not enough licenses",
+                "errorInfo": { "assets": [{ "adamId": adam_id.to_string(), "pricingParam": "STDQ" }], "serialNumbers": short },
+            }));
+        }
+    }
+    let event_id = uuid::Uuid::new_v4().to_string();
+    let ready_at = Instant::now() + world.event_delay;
+    world.events.insert(
+        event_id.clone(),
+        Event {
+            uid: uid.clone(),
+            event_type: "ASSOCIATE",
+            requested: serials.len() as i64,
+            failures,
+            ready_at,
+        },
+    );
+    Json(
+        json!({ "eventId": event_id, "tokenExpirationDate": expiration(&world, &uid), "uId": uid }),
+    )
+    .into_response()
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AssignmentsQuery {
+    adam_id: Option<String>,
+    serial_number: Option<String>,
+}
+
+async fn assignments(
+    State(world): State<SharedWorld>,
+    headers: HeaderMap,
+    Query(q): Query<AssignmentsQuery>,
+) -> Response {
+    let world = lock(&world);
+    let uid = match authenticate(&world, &headers) {
+        Ok(uid) => uid,
+        Err(fault) => return fault.into_response(),
+    };
+    let items: Vec<Value> = world
+        .serial_assignments
+        .iter()
+        .filter(|(u, a, s)| {
+            u == &uid
+                && q.adam_id.as_ref().is_none_or(|id| id == &a.to_string())
+                && q.serial_number.as_ref().is_none_or(|sn| sn == s)
+        })
+        .map(|(_, a, s)| json!({ "adamId": a.to_string(), "pricingParam": "STDQ", "serialNumber": s }))
+        .collect();
+    Json(json!({
+        "assignments": items,
+        "currentPageIndex": 0,
+        "size": items.len(),
+        "totalPages": 1,
+        "versionId": "1",
+        "tokenExpirationDate": expiration(&world, &uid),
+        "uId": uid,
+    }))
+    .into_response()
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StatusQuery {
+    event_id: Option<String>,
+}
+
+async fn status(
+    State(world): State<SharedWorld>,
+    headers: HeaderMap,
+    Query(q): Query<StatusQuery>,
+) -> Response {
+    let world = lock(&world);
+    let uid = match authenticate(&world, &headers) {
+        Ok(uid) => uid,
+        Err(fault) => return fault.into_response(),
+    };
+    let Some(event) = q
+        .event_id
+        .as_ref()
+        .and_then(|id| world.events.get(id))
+        .filter(|e| e.uid == uid)
+    else {
+        return apple_error(StatusCode::BAD_REQUEST, 9708, "Event ID not found");
+    };
+    let done = Instant::now() >= event.ready_at;
+    let failed_items: i64 = event
+        .failures
+        .iter()
+        .filter_map(|f| {
+            f["errorInfo"]["serialNumbers"]
+                .as_array()
+                .map(|a| a.len() as i64)
+        })
+        .sum();
+    Json(json!({
+        "eventStatus": if done { "COMPLETE" } else { "PENDING" },
+        "eventType": event.event_type,
+        "numRequested": event.requested,
+        "numCompleted": if done { event.requested - failed_items } else { 0 },
+        "failures": if done { Value::Array(event.failures.clone()) } else { json!([]) },
+        "tokenExpirationDate": expiration(&world, &uid),
+        "uId": uid,
+    }))
+    .into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct LookupQuery {
+    id: Option<String>,
+    country: Option<String>,
+}
+
+async fn lookup(State(world): State<SharedWorld>, Query(q): Query<LookupQuery>) -> Json<Value> {
+    let world = lock(&world);
+    let country = q.country.unwrap_or_else(|| "US".into());
+    let results: Vec<Value> = q
+        .id
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|id| id.trim().parse::<u64>().ok())
+        .filter_map(|id| world.catalog.get(&id).map(|c| (id, c)))
+        .map(|(id, c)| {
+            let mac = c.platforms.iter().any(|p| p == "macOS");
+            json!({
+                "trackId": id,
+                "trackName": c.name,
+                "bundleId": c.bundle_id,
+                "version": c.version,
+                "kind": if c.product_type == "Book" { "ebook" } else if mac && c.platforms.len() == 1 { "mac-software" } else { "software" },
+                "supportedDevices": c.platforms.iter().map(|p| match p.as_str() {
+                    "macOS" => "MacDesktop-MacDesktop",
+                    "iOS" => "iPhone12-iPhone12",
+                    other => other,
+                }).collect::<Vec<_>>(),
+                "minimumOsVersion": "15.0",
+                "trackViewUrl": format!("https://apps.apple.com/{}/app/id{id}", country.to_lowercase()),
+                "price": 0.0,
+                "currency": "USD",
+                "sellerName": world.org_name,
+            })
+        })
+        .collect();
+    Json(json!({ "resultCount": results.len(), "results": results }))
+}
+
+async fn token_file(State(world): State<SharedWorld>, Path(uid): Path<String>) -> Response {
+    let world = lock(&world);
+    match world.locations.get(&uid) {
+        Some(l) => (StatusCode::OK, l.token_file.clone()).into_response(),
+        None => (StatusCode::NOT_FOUND, format!("no location {uid}")).into_response(),
+    }
+}

@@ -1,0 +1,196 @@
+//! The stand-in's in-memory world: locations with their tokens, the catalog, license
+//! counts per location, associations, and asynchronous events.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use rand::RngCore;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+use super::seed::Seed;
+
+/// An app or book in the store.
+#[derive(Debug, Clone)]
+pub struct CatalogItem {
+    /// Name.
+    pub name: String,
+    /// Bundle identifier.
+    pub bundle_id: String,
+    /// Current version.
+    pub version: String,
+    /// `App` or `Book`.
+    pub product_type: String,
+    /// Platforms.
+    pub platforms: Vec<String>,
+    /// Licensable to serial numbers.
+    pub device_assignable: bool,
+}
+
+/// A location and its token.
+#[derive(Debug, Clone)]
+pub struct LocationState {
+    /// Name.
+    pub name: String,
+    /// Store country.
+    pub country: String,
+    /// The whole token file text, which is the bearer sToken.
+    pub token_file: String,
+    /// Token expiry.
+    pub expires: OffsetDateTime,
+}
+
+/// License counts of one asset at one location.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Bought.
+    pub total: i64,
+    /// Associated.
+    pub assigned: i64,
+}
+
+/// An asynchronous event.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// Location.
+    pub uid: String,
+    /// `ASSOCIATE`, …
+    pub event_type: &'static str,
+    /// Items requested.
+    pub requested: i64,
+    /// Per-item failures (Apple's ErrorResponse objects).
+    pub failures: Vec<Value>,
+    /// When the event reports COMPLETE.
+    pub ready_at: Instant,
+}
+
+/// The world.
+#[derive(Debug)]
+pub struct World {
+    /// Organisation name.
+    pub org_name: String,
+    /// Locations by uid.
+    pub locations: BTreeMap<String, LocationState>,
+    /// Store items by adamId.
+    pub catalog: BTreeMap<u64, CatalogItem>,
+    /// Counts by (location, adamId).
+    pub assets: BTreeMap<(String, u64), Counts>,
+    /// Device associations: (location, adamId, serial).
+    pub serial_assignments: BTreeSet<(String, u64, String)>,
+    /// Events by id.
+    pub events: HashMap<String, Event>,
+    /// How long events stay PENDING.
+    pub event_delay: Duration,
+    /// Assets per page.
+    pub page_size: usize,
+}
+
+fn token_file(org_name: &str, expires: OffsetDateTime) -> String {
+    let mut secret = [0u8; 48];
+    rand::rng().fill_bytes(&mut secret);
+    let exp = format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}+0000",
+        expires.year(),
+        u8::from(expires.month()),
+        expires.day(),
+        expires.hour(),
+        expires.minute(),
+        expires.second()
+    );
+    let json = json!({
+        "token": base64::engine::general_purpose::STANDARD.encode(secret),
+        "expDate": exp,
+        "orgName": org_name,
+    });
+    base64::engine::general_purpose::STANDARD.encode(json.to_string())
+}
+
+impl World {
+    /// Builds the world from a seed; each location gets a fresh token valid one year.
+    pub fn from_seed(seed: &Seed) -> Self {
+        let expires = OffsetDateTime::now_utc() + time::Duration::days(365);
+        let locations = seed
+            .locations
+            .iter()
+            .map(|l| {
+                let state = LocationState {
+                    name: l.name.clone(),
+                    country: l.country.clone(),
+                    token_file: token_file(&seed.organisation.name, expires),
+                    expires,
+                };
+                (l.uid.clone(), state)
+            })
+            .collect();
+        let mut catalog = BTreeMap::new();
+        let mut assets = BTreeMap::new();
+        for a in &seed.apps {
+            catalog.insert(
+                a.adam_id,
+                CatalogItem {
+                    name: a.name.clone(),
+                    bundle_id: a.bundle_id.clone(),
+                    version: a.version.clone(),
+                    product_type: a.product_type.clone(),
+                    platforms: a.platforms.clone(),
+                    device_assignable: a.device_assignable,
+                },
+            );
+            for (uid, total) in &a.licenses {
+                assets.insert(
+                    (uid.clone(), a.adam_id),
+                    Counts {
+                        total: *total,
+                        assigned: 0,
+                    },
+                );
+            }
+        }
+        Self {
+            org_name: seed.organisation.name.clone(),
+            locations,
+            catalog,
+            assets,
+            serial_assignments: BTreeSet::new(),
+            events: HashMap::new(),
+            event_delay: Duration::ZERO,
+            page_size: 100,
+        }
+    }
+
+    /// The location a bearer token belongs to.
+    pub fn location_of(&self, bearer: &str) -> Option<String> {
+        self.locations
+            .iter()
+            .find(|(_, l)| l.token_file == bearer)
+            .map(|(uid, _)| uid.clone())
+    }
+
+    /// Apple's `ResponseAsset` JSON for one asset.
+    pub fn response_asset(&self, uid: &str, adam_id: u64) -> Option<Value> {
+        let counts = self.assets.get(&(uid.to_owned(), adam_id))?;
+        let item = self.catalog.get(&adam_id)?;
+        Some(json!({
+            "adamId": adam_id.to_string(),
+            "pricingParam": "STDQ",
+            "productType": item.product_type,
+            "assignedCount": counts.assigned,
+            "availableCount": counts.total - counts.assigned,
+            "retiredCount": 0,
+            "totalCount": counts.total,
+            "deviceAssignable": item.device_assignable,
+            "revocable": item.product_type != "Book",
+            "supportedPlatforms": item.platforms,
+        }))
+    }
+
+    /// Serial numbers associated with an asset at a location.
+    pub fn serials_for(&self, uid: &str, adam_id: u64) -> Vec<String> {
+        self.serial_assignments
+            .iter()
+            .filter(|(u, a, _)| u == uid && *a == adam_id)
+            .map(|(_, _, s)| s.clone())
+            .collect()
+    }
+}

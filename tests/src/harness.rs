@@ -1,0 +1,354 @@
+//! Builders that start the whole system on loopback for tests and the demo: the Apple
+//! stand-in, a server on SQLite in a temporary directory, an admin API client, and
+//! fleets of enrolled agents. Everything is real: sockets, TLS, database files.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use orchard_agent::device::Timings;
+use orchard_agent::store_lookup::StoreConfig;
+use orchard_agent::transport::{Trust, tls_client};
+use orchard_agent::{Agent, AgentConfig, DeviceFacts};
+use orchard_server::vpp::AppleConfig;
+use orchard_server::{RunningServer, ServerConfig};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::apple::{AppleStandIn, Seed};
+
+/// The location every demo-seed token belongs to.
+pub const DEMO_LOCATION: &str = "2049025000431439";
+
+/// Builds a [`Testbed`].
+pub struct TestbedBuilder {
+    seed: Seed,
+    event_poll: Duration,
+    install_poll: Duration,
+}
+
+impl TestbedBuilder {
+    /// Uses `seed` for the Apple stand-in.
+    pub fn seed(mut self, seed: Seed) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// Starts the stand-in and the server.
+    pub async fn start(self) -> anyhow::Result<Testbed> {
+        let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
+        let apple =
+            AppleStandIn::start(&self.seed, TcpListener::bind("127.0.0.1:0").await?).await?;
+        let apple_ca = dir.path().join("apple-ca.pem");
+        apple.write_ca(&apple_ca)?;
+        let data_dir = dir.path().join("server");
+        let mut config = ServerConfig::new(data_dir.clone());
+        config.apple = AppleConfig {
+            vpp_base_url: apple.vpp_url(),
+            lookup_url: apple.lookup_url(),
+            extra_ca_file: Some(apple_ca.clone()),
+            ..AppleConfig::default()
+        };
+        config.event_poll_interval = self.event_poll;
+        config.install_poll_interval = self.install_poll;
+        let server =
+            orchard_server::start_with_listener(config, TcpListener::bind("127.0.0.1:0").await?)
+                .await?;
+        let token = server
+            .first_admin_token
+            .clone()
+            .context("a fresh server prints its admin token")?;
+        let admin = AdminClient::new(&server.url, &server.ca_pem, &token)?;
+        Ok(Testbed {
+            apple,
+            server,
+            admin,
+            apple_ca,
+            data_dir,
+            _dir: dir,
+        })
+    }
+}
+
+/// The Apple stand-in and a server, running.
+pub struct Testbed {
+    /// The Apple stand-in.
+    pub apple: AppleStandIn,
+    /// The server.
+    pub server: RunningServer,
+    /// An admin API client with the bootstrap token.
+    pub admin: AdminClient,
+    /// The stand-in's CA file.
+    pub apple_ca: PathBuf,
+    /// The server's data directory.
+    pub data_dir: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Testbed {
+    /// A builder with the demo seed and fast polling.
+    pub fn builder() -> TestbedBuilder {
+        TestbedBuilder {
+            seed: Seed::demo(),
+            event_poll: Duration::from_millis(200),
+            install_poll: Duration::from_millis(300),
+        }
+    }
+
+    /// The configuration an agent needs to enroll with this testbed.
+    pub async fn agent_config(
+        &self,
+        facts: DeviceFacts,
+        poll_interval: Duration,
+    ) -> anyhow::Result<AgentConfig> {
+        let (status, enrollment) = self.admin.get("/v1/enrollment").await?;
+        if status != StatusCode::OK {
+            bail!("GET /v1/enrollment answered {status}: {enrollment}");
+        }
+        Ok(AgentConfig {
+            server_url: self.server.url.clone(),
+            server_ca_pem: self.server.ca_pem.clone(),
+            enrollment_secret: enrollment["enrollment_secret"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            facts,
+            poll_interval,
+            store: StoreConfig {
+                lookup_url: self.apple.lookup_url(),
+                ca_pem: Some(self.apple.ca_pem.clone()),
+                country: "US".into(),
+            },
+            timings: Timings {
+                install: Duration::from_millis(400),
+                prompt_answer: Duration::from_millis(200),
+            },
+        })
+    }
+
+    /// Enrolls `count` supervised corporate iPhones and starts their poll loops.
+    pub async fn enroll_fleet(
+        &self,
+        count: usize,
+        poll_interval: Duration,
+    ) -> anyhow::Result<Fleet> {
+        let shutdown = CancellationToken::new();
+        let mut agents = Vec::with_capacity(count);
+        let mut tasks = Vec::with_capacity(count);
+        for i in 0..count {
+            let udid = format!("00008110-{:016X}", i as u64 + 0xA11CE);
+            let serial = format!("F2LX{i:08}");
+            let config = self
+                .agent_config(
+                    DeviceFacts::supervised_iphone(&udid, &serial),
+                    poll_interval,
+                )
+                .await?;
+            let agent = Agent::enroll(config)
+                .await
+                .with_context(|| format!("device {i} failed to enroll"))?;
+            let runner = agent.clone();
+            let stop = shutdown.clone();
+            tasks.push(tokio::spawn(async move { runner.run(stop).await }));
+            agents.push(agent);
+        }
+        Ok(Fleet {
+            agents,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Uploads the demo location's token and syncs it; returns the token id.
+    pub async fn upload_and_sync_demo_token(&self) -> anyhow::Result<String> {
+        let file = self
+            .apple
+            .token_file(DEMO_LOCATION)
+            .context("the demo seed has this location")?;
+        let (status, token) = self
+            .admin
+            .post(
+                "/v1/tokens",
+                json!({ "name": "Headquarters", "token_file": file, "consent": true }),
+            )
+            .await?;
+        if status != StatusCode::CREATED {
+            bail!("token upload answered {status}: {token}");
+        }
+        let id = token["id"].as_str().context("token id")?.to_owned();
+        let (status, body) = self
+            .admin
+            .post(&format!("/v1/tokens/{id}/sync"), json!({}))
+            .await?;
+        if status != StatusCode::OK {
+            bail!("sync answered {status}: {body}");
+        }
+        Ok(id)
+    }
+
+    /// The synced app with this adamId.
+    pub async fn app_by_adam_id(&self, adam_id: u64) -> anyhow::Result<Value> {
+        let (_, apps) = self.admin.get("/v1/apps").await?;
+        apps["items"]
+            .as_array()
+            .and_then(|items| {
+                items
+                    .iter()
+                    .find(|a| a["adam_id"].as_str() == Some(adam_id.to_string().as_str()))
+            })
+            .cloned()
+            .with_context(|| format!("app {adam_id} not synced: {apps}"))
+    }
+
+    /// Stops everything.
+    pub async fn shutdown(self) {
+        self.server.shutdown().await;
+        self.apple.shutdown().await;
+    }
+}
+
+/// Enrolled agents polling in the background.
+pub struct Fleet {
+    /// The agents.
+    pub agents: Vec<Agent>,
+    shutdown: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Fleet {
+    /// The UDIDs, in enrollment order.
+    pub fn udids(&self) -> Vec<String> {
+        self.facts().into_iter().map(|f| f.udid.0).collect()
+    }
+
+    /// The serial numbers, in enrollment order.
+    pub fn serials(&self) -> Vec<String> {
+        self.facts()
+            .into_iter()
+            .map(|f| f.serial_number.0)
+            .collect()
+    }
+
+    fn facts(&self) -> Vec<DeviceFacts> {
+        self.agents
+            .iter()
+            .map(|a| {
+                let device = a.device();
+                let guard = device.lock().unwrap_or_else(|p| p.into_inner());
+                guard.facts.clone()
+            })
+            .collect()
+    }
+
+    /// Stops every poll loop.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// A client of the admin API.
+#[derive(Clone)]
+pub struct AdminClient {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl AdminClient {
+    /// A client of the server at `base` (pinning `ca_pem`) with an admin token.
+    pub fn new(base: &str, ca_pem: &str, token: &str) -> anyhow::Result<Self> {
+        Ok(Self {
+            http: tls_client(Trust::Only(ca_pem), None)?,
+            base: base.trim_end_matches('/').to_owned(),
+            token: token.to_owned(),
+        })
+    }
+
+    /// The same client with another bearer token.
+    pub fn with_token(&self, token: &str) -> Self {
+        Self {
+            token: token.to_owned(),
+            ..self.clone()
+        }
+    }
+
+    async fn read(response: reqwest::Response) -> anyhow::Result<(StatusCode, Value)> {
+        let status = response.status();
+        let bytes = response.bytes().await?;
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        Ok((status, value))
+    }
+
+    /// GET a path.
+    pub async fn get(&self, path: &str) -> anyhow::Result<(StatusCode, Value)> {
+        Self::read(
+            self.http
+                .get(format!("{}{path}", self.base))
+                .bearer_auth(&self.token)
+                .send()
+                .await?,
+        )
+        .await
+    }
+
+    /// POST JSON to a path.
+    pub async fn post(&self, path: &str, body: Value) -> anyhow::Result<(StatusCode, Value)> {
+        Self::read(
+            self.http
+                .post(format!("{}{path}", self.base))
+                .bearer_auth(&self.token)
+                .json(&body)
+                .send()
+                .await?,
+        )
+        .await
+    }
+
+    /// POST raw bytes with a content type, and optionally no Authorization header.
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        body: &'static str,
+        content_type: &str,
+        auth: bool,
+    ) -> anyhow::Result<(StatusCode, Value)> {
+        let mut request = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("Content-Type", content_type)
+            .body(body);
+        if auth {
+            request = request.bearer_auth(&self.token);
+        }
+        Self::read(request.send().await?).await
+    }
+}
+
+/// Polls `check` until it returns `Some`, or fails after `timeout` with the last state.
+pub async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<Result<T, String>>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        match check().await? {
+            Ok(value) => return Ok(value),
+            Err(state) if Instant::now() >= deadline => {
+                bail!("timed out after {timeout:?} waiting for {what}; last state: {state}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! Orchard's testbed: a stand-in for Apple's Apps and Books service, builders that
+//! start the whole system on loopback, and the demo.
+
+pub mod apple;
+pub mod demo;
+pub mod harness;

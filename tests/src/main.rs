@@ -1,0 +1,99 @@
+//! The `orchard-testbed` command line.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use orchard_testbed::apple::{AppleStandIn, Seed};
+use orchard_testbed::demo::{self, DemoOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "orchard-testbed",
+    version,
+    about = "Orchard's testbed: Apple stand-in, demo and scenarios"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the Apple stand-in, a server on SQLite and a small fleet; assign an app and
+    /// wait until every device has it installed.
+    Demo {
+        /// Devices to enroll.
+        #[arg(long, default_value_t = 5)]
+        devices: usize,
+        /// Seconds to wait for the installs.
+        #[arg(long, default_value_t = 60)]
+        timeout_seconds: u64,
+    },
+    /// Run only the Apple stand-in (Apps and Books API and iTunes lookup) until Ctrl-C.
+    Apple {
+        /// Seed file (TOML); the built-in demo seed by default.
+        #[arg(long)]
+        seed: Option<PathBuf>,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:9443")]
+        listen: String,
+        /// Directory to write the stand-in's CA and each location's token file into.
+        #[arg(long, default_value = "apple-standin")]
+        out_dir: PathBuf,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+    match Cli::parse().command {
+        Command::Demo {
+            devices,
+            timeout_seconds,
+        } => {
+            demo::run(DemoOptions {
+                devices,
+                timeout: Duration::from_secs(timeout_seconds),
+            })
+            .await
+        }
+        Command::Apple {
+            seed,
+            listen,
+            out_dir,
+        } => {
+            let seed = match seed {
+                Some(path) => Seed::parse(
+                    &std::fs::read_to_string(&path)
+                        .with_context(|| format!("cannot read {}", path.display()))?,
+                )
+                .map_err(anyhow::Error::msg)?,
+                None => Seed::demo(),
+            };
+            let listener = tokio::net::TcpListener::bind(&listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            let standin = AppleStandIn::start(&seed, listener).await?;
+            std::fs::create_dir_all(&out_dir)?;
+            standin.write_ca(&out_dir.join("ca.pem"))?;
+            for location in &seed.locations {
+                if let Some(file) = standin.token_file(&location.uid) {
+                    std::fs::write(out_dir.join(format!("{}.vpptoken", location.uid)), file)?;
+                }
+            }
+            println!(
+                "Apple stand-in: VPP API {} , lookup {}",
+                standin.vpp_url(),
+                standin.lookup_url()
+            );
+            println!("CA and token files in {}", out_dir.display());
+            tokio::signal::ctrl_c().await?;
+            standin.shutdown().await;
+            Ok(())
+        }
+    }
+}
