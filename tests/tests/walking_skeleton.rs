@@ -1,0 +1,226 @@
+//! End to end: the Apple stand-in, the server on SQLite and five agents on loopback over
+//! real mutual TLS. A Required, device-licensed app assigned to a device group ends up
+//! Managed with the store's version on every device, with exactly one license per serial.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use orchard_protocol::command::ManagedAppStatus;
+use orchard_testbed::harness::{DEMO_LOCATION, Testbed, wait_for};
+use serde_json::json;
+
+const PAGES: u64 = 361309726;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn required_device_licensed_app_reaches_every_device_in_the_group() {
+    let bed = Testbed::builder().start().await.unwrap();
+    let fleet = bed
+        .enroll_fleet(5, Duration::from_millis(200))
+        .await
+        .unwrap();
+    bed.upload_and_sync_demo_token().await.unwrap();
+    let app = bed.app_by_adam_id(PAGES).await.unwrap();
+    let app_id = app["id"].as_str().unwrap().to_owned();
+    assert_eq!(app["bundle_id"], "com.apple.Pages");
+    assert_eq!(app["licenses"]["used"], 0);
+    let store_version = bed.apple.with_world(|w| w.catalog[&PAGES].version.clone());
+
+    let (status, group) = bed
+        .admin
+        .post("/v1/groups", json!({ "name": "Field iPhones" }))
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{group}");
+    let group_id = group["id"].as_str().unwrap().to_owned();
+    let (status, body) = bed
+        .admin
+        .post(
+            &format!("/v1/groups/{group_id}/devices"),
+            json!({ "udids": fleet.udids() }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["added"], 5);
+    let (status, body) = bed
+        .admin
+        .post("/v1/assignments", json!({ "app_id": app_id, "group_id": group_id, "intent": "required", "license_type": "device" }))
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{body}");
+
+    let installs_path = format!("/v1/apps/{app_id}/installs");
+    let installs = wait_for(Duration::from_secs(30), "five verified installs", || {
+        let admin = bed.admin.clone();
+        let path = installs_path.clone();
+        async move {
+            let (_, body) = admin.get(&path).await?;
+            let installs = body["installs"].as_array().cloned().unwrap_or_default();
+            let installed = installs
+                .iter()
+                .filter(|i| i["status"] == "installed")
+                .count();
+            Ok(if installed == 5 {
+                Ok(installs)
+            } else {
+                Err(body.to_string())
+            })
+        }
+    })
+    .await
+    .unwrap();
+
+    // The server's view: every device verified Managed with the store's version.
+    let mut udids: Vec<String> = installs
+        .iter()
+        .map(|i| i["udid"].as_str().unwrap().to_owned())
+        .collect();
+    udids.sort();
+    let mut expected = fleet.udids();
+    expected.sort();
+    assert_eq!(udids, expected);
+    for i in &installs {
+        assert_eq!(i["device_status"], "Managed", "{i}");
+        assert_eq!(i["version"], store_version.as_str(), "{i}");
+    }
+
+    // The devices' own view agrees.
+    for agent in &fleet.agents {
+        let device = agent.device();
+        let device = device.lock().unwrap();
+        let app = &device.apps()["com.apple.Pages"];
+        assert_eq!(app.status, ManagedAppStatus::Managed);
+        assert_eq!(app.version, store_version);
+        assert!(app.device_based_vpp);
+    }
+
+    // Apple holds exactly one license per serial number, and the server's counts agree.
+    let mut at_apple = bed
+        .apple
+        .with_world(|w| w.serials_for(DEMO_LOCATION, PAGES));
+    at_apple.sort();
+    let mut serials = fleet.serials();
+    serials.sort();
+    assert_eq!(at_apple, serials);
+    let apple_counts = bed
+        .apple
+        .with_world(|w| w.assets[&(DEMO_LOCATION.to_owned(), PAGES)]);
+    assert_eq!(apple_counts.assigned, 5);
+    let (_, app) = bed.admin.get(&format!("/v1/apps/{app_id}")).await.unwrap();
+    assert_eq!(app["licenses"]["used"], 5, "{app}");
+    assert_eq!(
+        app["licenses"]["available"],
+        apple_counts.total - 5,
+        "{app}"
+    );
+
+    // Devices and install states are visible per device too.
+    let (status, body) = bed
+        .admin
+        .get(&format!("/v1/devices/{}/installs", fleet.udids()[0]))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(body["installs"][0]["status"], "installed");
+    let (_, devices) = bed.admin.get("/v1/devices").await.unwrap();
+    let devices = devices["items"].as_array().unwrap();
+    assert_eq!(devices.len(), 5);
+    assert!(
+        devices
+            .iter()
+            .all(|d| d["status"] == "active" && d["is_supervised"] == true),
+        "{devices:?}"
+    );
+
+    fleet.stop().await;
+    bed.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversubscribed_group_gets_exactly_the_purchased_count() {
+    // Numbers has 3 licenses in the demo seed; 5 devices want it.
+    const NUMBERS: u64 = 361304891;
+    let bed = Testbed::builder().start().await.unwrap();
+    let fleet = bed
+        .enroll_fleet(5, Duration::from_millis(200))
+        .await
+        .unwrap();
+    bed.upload_and_sync_demo_token().await.unwrap();
+    let app_id = bed.app_by_adam_id(NUMBERS).await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, group) = bed
+        .admin
+        .post("/v1/groups", json!({ "name": "All" }))
+        .await
+        .unwrap();
+    let group_id = group["id"].as_str().unwrap().to_owned();
+    bed.admin
+        .post(
+            &format!("/v1/groups/{group_id}/devices"),
+            json!({ "udids": fleet.udids() }),
+        )
+        .await
+        .unwrap();
+    let (status, _) = bed
+        .admin
+        .post("/v1/assignments", json!({ "app_id": app_id, "group_id": group_id, "intent": "required", "license_type": "device" }))
+        .await
+        .unwrap();
+    assert_eq!(status, 201);
+    let path = format!("/v1/apps/{app_id}/installs");
+    let installs = wait_for(Duration::from_secs(30), "3 installed and 2 refused", || {
+        let admin = bed.admin.clone();
+        let path = path.clone();
+        async move {
+            let (_, body) = admin.get(&path).await?;
+            let installs = body["installs"].as_array().cloned().unwrap_or_default();
+            let installed = installs
+                .iter()
+                .filter(|i| i["status"] == "installed")
+                .count();
+            let refused = installs
+                .iter()
+                .filter(|i| i["status"] == "license_failed")
+                .count();
+            Ok(if installed == 3 && refused == 2 {
+                Ok(installs)
+            } else {
+                Err(body.to_string())
+            })
+        }
+    })
+    .await
+    .unwrap();
+    // Served in the order the devices joined: the first three enrolled.
+    let udids = fleet.udids();
+    for i in &installs {
+        let position = udids
+            .iter()
+            .position(|u| u == i["udid"].as_str().unwrap())
+            .unwrap();
+        let expected = if position < 3 {
+            "installed"
+        } else {
+            "license_failed"
+        };
+        assert_eq!(i["status"], expected, "{i}");
+        if position >= 3 {
+            assert_eq!(
+                i["reason"],
+                "license assignment failed: no licenses available"
+            );
+        }
+    }
+    assert_eq!(
+        bed.apple
+            .with_world(|w| w.serials_for(DEMO_LOCATION, NUMBERS).len()),
+        3
+    );
+    let (_, app) = bed.admin.get(&format!("/v1/apps/{app_id}")).await.unwrap();
+    assert_eq!(app["licenses"]["used"], 3);
+    assert_eq!(app["licenses"]["available"], 0);
+    fleet.stop().await;
+    bed.shutdown().await;
+}
