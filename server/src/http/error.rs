@@ -92,11 +92,8 @@ impl From<ServerError> for ApiError {
 
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
-        let status = match r {
-            JsonRejection::MissingJsonContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            _ => StatusCode::BAD_REQUEST,
-        };
-        Self::new(status, "invalid_json", r.body_text())
+        // 400 for bad syntax, 415 for a wrong Content-Type, 422 for well-formed JSON of the wrong shape.
+        Self::new(r.status(), "invalid_json", r.body_text())
     }
 }
 
