@@ -1,0 +1,146 @@
+//! The server follows Apple's asynchronous model: an association returns an eventId and
+//! InstallApplication is queued only once that event has completed; Apple's errors,
+//! also those inside HTTP 200 answers, are reported.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use base64::Engine;
+use orchard_protocol::Udid;
+use orchard_testbed::harness::{Testbed, wait_for};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn install_is_queued_only_after_the_association_event_completes() {
+    let bed = Testbed::builder().start().await.unwrap();
+    bed.apple.set_event_delay(Duration::from_millis(1500));
+    let fleet = bed
+        .enroll_fleet(2, Duration::from_millis(100))
+        .await
+        .unwrap();
+    bed.upload_and_sync_demo_token().await.unwrap();
+    let app_id = bed.app_by_adam_id(361309726).await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, group) = bed
+        .admin
+        .post("/v1/groups", json!({ "name": "g" }))
+        .await
+        .unwrap();
+    let group_id = group["id"].as_str().unwrap().to_owned();
+    bed.admin
+        .post(
+            &format!("/v1/groups/{group_id}/devices"),
+            json!({ "udids": fleet.udids() }),
+        )
+        .await
+        .unwrap();
+    bed.admin
+        .post("/v1/assignments", json!({ "app_id": app_id, "group_id": group_id, "intent": "required", "license_type": "device" }))
+        .await
+        .unwrap();
+
+    let store = bed.server.state.store.clone();
+    let udid = Udid(fleet.udids()[0].clone());
+    // While Apple's event is pending, the install is "pending" and no command exists.
+    let path = format!("/v1/apps/{app_id}/installs");
+    wait_for(
+        Duration::from_secs(5),
+        "the licenses to be requested",
+        || {
+            let admin = bed.admin.clone();
+            let path = path.clone();
+            async move {
+                let (_, body) = admin.get(&path).await?;
+                let pending = body["installs"]
+                    .as_array()
+                    .map_or(0, |a| a.iter().filter(|i| i["status"] == "pending").count());
+                Ok(if pending == 2 {
+                    Ok(())
+                } else {
+                    Err(body.to_string())
+                })
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let commands = store.commands_of(&udid).await.unwrap();
+    assert!(
+        commands
+            .iter()
+            .all(|c| c.request_type != "InstallApplication"),
+        "no install may be queued before Apple confirms: {:?}",
+        commands.iter().map(|c| &c.request_type).collect::<Vec<_>>()
+    );
+    wait_for(
+        Duration::from_secs(20),
+        "installs after the event completed",
+        || {
+            let admin = bed.admin.clone();
+            let path = path.clone();
+            async move {
+                let (_, body) = admin.get(&path).await?;
+                let done = body["installs"].as_array().map_or(0, |a| {
+                    a.iter().filter(|i| i["status"] == "installed").count()
+                });
+                Ok(if done == 2 {
+                    Ok(())
+                } else {
+                    Err(body.to_string())
+                })
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let installs: Vec<_> = store
+        .commands_of(&udid)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.request_type == "InstallApplication")
+        .collect();
+    assert_eq!(installs.len(), 1, "exactly one install command per device");
+    fleet.stop().await;
+    bed.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_with_a_token_apple_does_not_know_reports_apples_error() {
+    let bed = Testbed::builder().start().await.unwrap();
+    let unknown = base64::engine::general_purpose::STANDARD.encode(
+        r#"{"token":"bm90LWtub3du","expDate":"2099-01-01T00:00:00+0000","orgName":"Elsewhere"}"#,
+    );
+    let (status, token) = bed
+        .admin
+        .post(
+            "/v1/tokens",
+            json!({ "name": "Stray", "token_file": unknown, "consent": true }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{token}");
+    let id = token["id"].as_str().unwrap();
+    // The stand-in answers HTTP 200 with errorNumber 9622, as Apple does.
+    let (status, body) = bed
+        .admin
+        .post(&format!("/v1/tokens/{id}/sync"), json!({}))
+        .await
+        .unwrap();
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["error"], "apple_error");
+    assert!(body["message"].as_str().unwrap().contains("9622"), "{body}");
+    let (_, tokens) = bed.admin.get("/v1/tokens").await.unwrap();
+    assert!(
+        tokens["items"][0]["last_sync_error"]
+            .as_str()
+            .unwrap()
+            .contains("9622"),
+        "{tokens}"
+    );
+    let (_, apps) = bed.admin.get("/v1/apps").await.unwrap();
+    assert_eq!(apps["items"].as_array().unwrap().len(), 0);
+    bed.shutdown().await;
+}
