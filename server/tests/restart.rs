@@ -3,7 +3,6 @@
 #![allow(clippy::unwrap_used)]
 
 use orchard_server::ServerConfig;
-use orchard_server::store::AdminStore;
 use tokio::net::TcpListener;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
