@@ -50,6 +50,39 @@ impl SqliteStore {
         self.writer.close().await;
         self.reader.close().await;
     }
+
+    /// One row of `table` by its key column (names are constants of this file, never input).
+    async fn one<T>(
+        &self,
+        table: &'static str,
+        key: &'static str,
+        value: &str,
+        f: fn(&SqliteRow) -> StoreResult<T>,
+    ) -> StoreResult<Option<T>> {
+        let sql = format!("SELECT * FROM {table} WHERE {key} = ?");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(value)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.as_ref().map(f).transpose()
+    }
+
+    /// A page of `table` ordered by its key column.
+    async fn page<T>(
+        &self,
+        table: &'static str,
+        key: &'static str,
+        page: &Page,
+        f: fn(&SqliteRow) -> StoreResult<T>,
+    ) -> StoreResult<Vec<T>> {
+        let sql = format!("SELECT * FROM {table} WHERE {key} > ? ORDER BY {key} LIMIT ?");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(cursor(page))
+            .bind(page.limit)
+            .fetch_all(&self.reader)
+            .await?;
+        collect(rows, f)
+    }
 }
 
 fn corrupt(column: &'static str) -> StoreError {
@@ -361,19 +394,12 @@ impl DeviceStore for SqliteStore {
     }
 
     async fn device(&self, udid: &Udid) -> StoreResult<Option<DeviceRecord>> {
-        let row = sqlx::query("SELECT * FROM devices WHERE udid = ?")
-            .bind(udid.as_str())
-            .fetch_optional(&self.reader)
-            .await?;
-        row.as_ref().map(device_row).transpose()
+        self.one("devices", "udid", udid.as_str(), device_row).await
     }
 
     async fn device_by_fingerprint(&self, fingerprint: &str) -> StoreResult<Option<DeviceRecord>> {
-        let row = sqlx::query("SELECT * FROM devices WHERE cert_fingerprint = ?")
-            .bind(fingerprint)
-            .fetch_optional(&self.reader)
-            .await?;
-        row.as_ref().map(device_row).transpose()
+        self.one("devices", "cert_fingerprint", fingerprint, device_row)
+            .await
     }
 
     async fn record_authenticate(
@@ -458,12 +484,7 @@ impl DeviceStore for SqliteStore {
     }
 
     async fn devices(&self, page: &Page) -> StoreResult<Vec<DeviceRecord>> {
-        let rows = sqlx::query("SELECT * FROM devices WHERE udid > ? ORDER BY udid LIMIT ?")
-            .bind(cursor(page))
-            .bind(page.limit)
-            .fetch_all(&self.reader)
-            .await?;
-        collect(rows, device_row)
+        self.page("devices", "udid", page, device_row).await
     }
 }
 
@@ -562,20 +583,11 @@ impl VppStore for SqliteStore {
     }
 
     async fn token(&self, id: &str) -> StoreResult<Option<VppTokenRecord>> {
-        let row = sqlx::query("SELECT * FROM vpp_tokens WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.reader)
-            .await?;
-        row.as_ref().map(token_row).transpose()
+        self.one("vpp_tokens", "id", id, token_row).await
     }
 
     async fn tokens(&self, page: &Page) -> StoreResult<Vec<VppTokenRecord>> {
-        let rows = sqlx::query("SELECT * FROM vpp_tokens WHERE id > ? ORDER BY id LIMIT ?")
-            .bind(cursor(page))
-            .bind(page.limit)
-            .fetch_all(&self.reader)
-            .await?;
-        collect(rows, token_row)
+        self.page("vpp_tokens", "id", page, token_row).await
     }
 
     async fn token_count(&self) -> StoreResult<i64> {
@@ -666,20 +678,11 @@ impl VppStore for SqliteStore {
     }
 
     async fn app(&self, id: &str) -> StoreResult<Option<AppRecord>> {
-        let row = sqlx::query("SELECT * FROM apps WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.reader)
-            .await?;
-        row.as_ref().map(app_row).transpose()
+        self.one("apps", "id", id, app_row).await
     }
 
     async fn apps(&self, page: &Page) -> StoreResult<Vec<AppRecord>> {
-        let rows = sqlx::query("SELECT * FROM apps WHERE id > ? ORDER BY id LIMIT ?")
-            .bind(cursor(page))
-            .bind(page.limit)
-            .fetch_all(&self.reader)
-            .await?;
-        collect(rows, app_row)
+        self.page("apps", "id", page, app_row).await
     }
 }
 
@@ -697,20 +700,11 @@ impl DirectoryStore for SqliteStore {
     }
 
     async fn group(&self, id: &str) -> StoreResult<Option<GroupRecord>> {
-        let row = sqlx::query("SELECT * FROM groups WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.reader)
-            .await?;
-        row.as_ref().map(group_row).transpose()
+        self.one("groups", "id", id, group_row).await
     }
 
     async fn groups(&self, page: &Page) -> StoreResult<Vec<GroupRecord>> {
-        let rows = sqlx::query("SELECT * FROM groups WHERE id > ? ORDER BY id LIMIT ?")
-            .bind(cursor(page))
-            .bind(page.limit)
-            .fetch_all(&self.reader)
-            .await?;
-        collect(rows, group_row)
+        self.page("groups", "id", page, group_row).await
     }
 
     async fn add_group_devices(
@@ -764,12 +758,7 @@ impl AssignmentStore for SqliteStore {
     }
 
     async fn assignments(&self, page: &Page) -> StoreResult<Vec<AssignmentRecord>> {
-        let rows = sqlx::query("SELECT * FROM assignments WHERE id > ? ORDER BY id LIMIT ?")
-            .bind(cursor(page))
-            .bind(page.limit)
-            .fetch_all(&self.reader)
-            .await?;
-        collect(rows, assignment_row)
+        self.page("assignments", "id", page, assignment_row).await
     }
 
     async fn required_device_targets(&self) -> StoreResult<Vec<Target>> {
