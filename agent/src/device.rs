@@ -149,6 +149,7 @@ pub struct Device {
     /// Its facts.
     pub facts: DeviceFacts,
     apps: BTreeMap<String, App>,
+    handled: BTreeMap<String, u64>,
     timings: Timings,
 }
 
@@ -171,11 +172,28 @@ fn error_report(
 impl Device {
     /// A device with no apps.
     pub fn new(facts: DeviceFacts, timings: Timings) -> Self {
+        Self::restore(facts, Vec::new(), BTreeMap::new(), timings)
+    }
+
+    /// A device as it was saved: its apps and how many commands of each type it ran.
+    pub fn restore(
+        facts: DeviceFacts,
+        apps: Vec<App>,
+        handled: BTreeMap<String, u64>,
+        timings: Timings,
+    ) -> Self {
+        let apps = apps.into_iter().map(|a| (a.bundle_id.clone(), a)).collect();
         Self {
             facts,
-            apps: BTreeMap::new(),
+            apps,
+            handled,
             timings,
         }
+    }
+
+    /// How many commands of each `RequestType` the device has run.
+    pub fn handled(&self) -> &BTreeMap<String, u64> {
+        &self.handled
     }
 
     /// The apps on the device, by bundle id.
@@ -194,7 +212,12 @@ impl Device {
     /// Advances installs and prompts to `now`.
     pub fn tick(&mut self, now: Instant) {
         for app in self.apps.values_mut() {
-            let Some(ends) = app.step_ends else { continue };
+            // A step interrupted by a restart has no deadline left: it ends now.
+            let ends = match app.step_ends {
+                Some(ends) => ends,
+                None if app.status.is_in_progress() => now,
+                None => continue,
+            };
             if now < ends {
                 continue;
             }
@@ -221,6 +244,10 @@ impl Device {
         now: Instant,
     ) -> CommandReport {
         self.tick(now);
+        *self
+            .handled
+            .entry(envelope.command.request_type().to_owned())
+            .or_default() += 1;
         let udid = self.facts.udid.clone();
         let uuid = envelope.command_uuid.clone();
         let ack = || {

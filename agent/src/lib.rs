@@ -4,8 +4,10 @@
 //! channel over mutual TLS.
 
 pub mod device;
+pub mod fleet;
+pub mod push;
 pub mod store_lookup;
 pub mod transport;
 
 pub use device::{Device, DeviceFacts, Ownership, Platform};
-pub use transport::{Agent, AgentConfig, AgentError};
+pub use transport::{Agent, AgentConfig, AgentError, AgentMetrics};

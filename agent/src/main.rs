@@ -1,20 +1,22 @@
 //! The `orchard-agent` command line.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use orchard_agent::device::Timings;
+use orchard_agent::fleet::{self, Fleet, FleetOptions, FleetProfile};
 use orchard_agent::store_lookup::StoreConfig;
-use orchard_agent::{Agent, AgentConfig, DeviceFacts, Ownership, Platform};
+use orchard_agent::{Agent, AgentConfig, AgentMetrics, DeviceFacts, Ownership, Platform};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
 #[command(
     name = "orchard-agent",
     version,
-    about = "A simulated Apple device speaking Apple's MDM protocol"
+    about = "Simulated Apple devices speaking Apple's MDM protocol"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -23,8 +25,39 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Enroll one device and keep checking in.
+    /// Run one device: enroll (or resume from --state) and keep checking in.
     Run(RunArgs),
+    /// Run many simulated devices in one process.
+    Fleet(FleetArgs),
+}
+
+#[derive(clap::Args)]
+struct Connection {
+    /// The server's base URL.
+    #[arg(long, env = "ORCHARD_SERVER_URL")]
+    server: String,
+    /// The server's CA certificate (PEM), e.g. <data-dir>/ca.pem.
+    #[arg(long, env = "ORCHARD_SERVER_CA")]
+    server_ca: PathBuf,
+    /// The enrollment secret (admin API: GET /v1/enrollment).
+    #[arg(long, env = "ORCHARD_ENROLLMENT_SECRET")]
+    enrollment_secret: String,
+    /// Seconds between periodic check-ins (pushes wake the device at once regardless).
+    #[arg(long, env = "ORCHARD_AGENT_CHECKIN_SECONDS", default_value_t = 600.0)]
+    checkin_seconds: f64,
+    /// iTunes lookup URL the device installs from.
+    #[arg(
+        long,
+        env = "ORCHARD_APP_STORE_URL",
+        default_value = "https://itunes.apple.com/lookup"
+    )]
+    app_store_url: String,
+    /// Extra CA (PEM) for the App Store URL (a testbed's stand-in).
+    #[arg(long, env = "ORCHARD_APP_STORE_CA")]
+    app_store_ca: Option<PathBuf>,
+    /// Store country.
+    #[arg(long, default_value = "US")]
+    country: String,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -42,15 +75,11 @@ enum OwnershipArg {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// The server's base URL.
-    #[arg(long, env = "ORCHARD_SERVER_URL")]
-    server: String,
-    /// The server's CA certificate (PEM), e.g. <data-dir>/ca.pem.
-    #[arg(long, env = "ORCHARD_SERVER_CA")]
-    server_ca: PathBuf,
-    /// The enrollment secret (admin API: GET /v1/enrollment).
-    #[arg(long, env = "ORCHARD_ENROLLMENT_SECRET")]
-    enrollment_secret: String,
+    #[command(flatten)]
+    connection: Connection,
+    /// State file: identity, enrollment and apps survive restarts.
+    #[arg(long, env = "ORCHARD_AGENT_STATE")]
+    state: Option<PathBuf>,
     /// Device UDID (default: a new random one).
     #[arg(long, env = "ORCHARD_AGENT_UDID")]
     udid: Option<String>,
@@ -72,26 +101,61 @@ struct RunArgs {
     /// The device is not supervised.
     #[arg(long)]
     unsupervised: bool,
-    /// Seconds between command-channel polls.
-    #[arg(long, env = "ORCHARD_AGENT_POLL_SECONDS", default_value_t = 5.0)]
-    poll_seconds: f64,
-    /// iTunes lookup URL the device installs from.
-    #[arg(
-        long,
-        env = "ORCHARD_APP_STORE_URL",
-        default_value = "https://itunes.apple.com/lookup"
-    )]
-    app_store_url: String,
-    /// Extra CA (PEM) for the App Store URL (a testbed's stand-in).
-    #[arg(long, env = "ORCHARD_APP_STORE_CA")]
-    app_store_ca: Option<PathBuf>,
-    /// Store country.
-    #[arg(long, default_value = "US")]
-    country: String,
+}
+
+#[derive(clap::Args)]
+struct FleetArgs {
+    #[command(flatten)]
+    connection: Connection,
+    /// Devices to run.
+    #[arg(long, default_value_t = 100)]
+    count: usize,
+    /// Fleet profile (TOML); supervised corporate iPhones when absent.
+    #[arg(long)]
+    profile: Option<PathBuf>,
+    /// Directory for per-device state files (devices resume from them on the next run).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Prefix of this fleet's UDIDs and serial numbers.
+    #[arg(long, default_value = "FLEET")]
+    run_id: String,
+    /// Enrollments in flight at once.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
 }
 
 fn read(path: &PathBuf) -> anyhow::Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+fn template(c: &Connection, facts: DeviceFacts) -> anyhow::Result<AgentConfig> {
+    Ok(AgentConfig {
+        server_url: c.server.clone(),
+        server_ca_pem: read(&c.server_ca)?,
+        enrollment_secret: c.enrollment_secret.clone(),
+        facts,
+        poll_interval: Duration::try_from_secs_f64(c.checkin_seconds)
+            .context("--checkin-seconds must be a non-negative number")?,
+        store: StoreConfig {
+            lookup_url: c.app_store_url.clone(),
+            ca_pem: c.app_store_ca.as_ref().map(read).transpose()?,
+            country: c.country.clone(),
+        },
+        timings: Timings::default(),
+        state_path: None,
+        quic: None,
+        metrics: Arc::new(AgentMetrics::default()),
+    })
+}
+
+fn ctrl_c() -> CancellationToken {
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        stop.cancel();
+    });
+    shutdown
 }
 
 #[tokio::main]
@@ -99,7 +163,13 @@ async fn main() -> anyhow::Result<()> {
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     tracing_subscriber::fmt().with_env_filter(filter).init();
-    let Command::Run(args) = Cli::parse().command;
+    match Cli::parse().command {
+        Command::Run(args) => run(args).await,
+        Command::Fleet(args) => run_fleet(args).await,
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
     let udid = args
         .udid
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string().to_uppercase());
@@ -119,29 +189,67 @@ async fn main() -> anyhow::Result<()> {
         OwnershipArg::Personal => Ownership::Personal,
     };
     facts.supervised = !args.unsupervised;
-    let poll_interval = Duration::try_from_secs_f64(args.poll_seconds)
-        .context("--poll-seconds must be a non-negative number")?;
-    let config = AgentConfig {
-        server_url: args.server,
-        server_ca_pem: read(&args.server_ca)?,
-        enrollment_secret: args.enrollment_secret,
-        facts,
-        poll_interval,
-        store: StoreConfig {
-            lookup_url: args.app_store_url,
-            ca_pem: args.app_store_ca.as_ref().map(read).transpose()?,
-            country: args.country,
-        },
-        timings: Timings::default(),
+    let mut config = template(&args.connection, facts)?;
+    config.state_path = args.state;
+    let agent = Agent::start(config).await.context("enrollment failed")?;
+    let f = agent
+        .device()
+        .lock()
+        .map(|d| d.facts.clone())
+        .unwrap_or_else(|p| p.into_inner().facts.clone());
+    let how = if agent.resumed() {
+        "resumed from its state file"
+    } else {
+        "enrolled"
     };
-    let agent = Agent::enroll(config).await.context("enrollment failed")?;
-    println!("enrolled device {udid} (serial {serial}); checking in every {poll_interval:?}");
-    let shutdown = CancellationToken::new();
-    let stop = shutdown.clone();
-    tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
-        stop.cancel();
-    });
-    agent.run(shutdown).await;
+    println!(
+        "device {} (serial {}) {how}; push channel on, periodic check-in every {}s",
+        f.udid, f.serial_number, args.connection.checkin_seconds
+    );
+    agent.run(ctrl_c()).await;
+    Ok(())
+}
+
+async fn run_fleet(args: FleetArgs) -> anyhow::Result<()> {
+    let profile = match &args.profile {
+        Some(path) => FleetProfile::parse(&read(path)?).map_err(anyhow::Error::msg)?,
+        None => FleetProfile::supervised_iphones(),
+    };
+    let config = template(&args.connection, profile.facts(0, &args.run_id))?;
+    let before = fleet::memory().map_or(0, |(rss, _)| rss);
+    let count = args.count;
+    let started = std::time::Instant::now();
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = done.clone();
+    let options = FleetOptions {
+        count,
+        concurrency: args.concurrency,
+        run: args.run_id,
+        state_dir: args.state_dir,
+    };
+    if let Some(dir) = &options.state_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let fleet = Fleet::start(config, &profile, &options, move |_| {
+        let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        if n.is_multiple_of(100) || n == count {
+            eprintln!("started {n}/{count} devices");
+        }
+    })
+    .await
+    .context("starting the fleet failed")?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let after = fleet::memory().map_or(0, |(rss, _)| rss);
+    println!(
+        "{} devices running ({} enrolled, the rest resumed) in {elapsed:.1}s; about {} KiB of memory per device",
+        fleet.agents.len(),
+        fleet
+            .metrics
+            .enrollments
+            .load(std::sync::atomic::Ordering::Relaxed),
+        after.saturating_sub(before) / 1024 / fleet.agents.len().max(1) as u64
+    );
+    ctrl_c().cancelled().await;
+    fleet.stop().await;
     Ok(())
 }

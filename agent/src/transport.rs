@@ -1,6 +1,9 @@
 //! The thin async shell around the device model: enrollment, check-ins and the command
 //! channel over mutual TLS, with the MDM payload from enrollment deciding the URLs.
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -11,9 +14,12 @@ use orchard_protocol::enroll::{EnrollRequest, EnrollResponse, MdmPayload};
 use orchard_protocol::report::{CommandReport, CommandStatus};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::device::{Device, DeviceFacts, Timings};
+use crate::device::{App, Device, DeviceFacts, Timings};
+use crate::push::{self, PushTarget, Registration};
 use crate::store_lookup::{StoreConfig, StoreLookup};
 
 /// Most commands handled in one session before the device yields.
@@ -44,6 +50,29 @@ pub enum AgentError {
     /// A PEM or TLS setting is unusable.
     #[error("TLS setup failed: {0}")]
     Tls(String),
+    /// The state file cannot be read or written.
+    #[error("state file {path}: {reason}")]
+    State {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Counters shared by every device of a process.
+#[derive(Debug, Default)]
+pub struct AgentMetrics {
+    /// HTTP requests to the server (enrollment, check-ins, command channel).
+    pub requests: AtomicU64,
+    /// Command-channel sessions.
+    pub sessions: AtomicU64,
+    /// Wake-ups received over the push channel.
+    pub wakes: AtomicU64,
+    /// Devices whose push channel is registered now.
+    pub push_connected: AtomicU64,
+    /// Enrollments performed.
+    pub enrollments: AtomicU64,
 }
 
 /// Which certificate authorities a client trusts.
@@ -116,22 +145,58 @@ pub struct AgentConfig {
     pub enrollment_secret: String,
     /// The device.
     pub facts: DeviceFacts,
-    /// How often the device polls the command channel.
+    /// The long periodic check-in interval (pushes make check-ins immediate).
     pub poll_interval: Duration,
     /// The App Store the device installs from.
     pub store: StoreConfig,
     /// Simulated durations.
     pub timings: Timings,
+    /// Where the device keeps its state across restarts.
+    pub state_path: Option<PathBuf>,
+    /// A QUIC endpoint shared by many devices (one is opened when absent).
+    pub quic: Option<quinn::Endpoint>,
+    /// Counters, shared by a fleet.
+    pub metrics: Arc<AgentMetrics>,
+}
+
+/// What a device keeps on disk: identity, enrollment, apps.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SavedState {
+    facts: DeviceFacts,
+    key_pem: String,
+    cert_pem: String,
+    ca_pem: String,
+    payload: MdmPayload,
+    push_url: Option<String>,
+    push_magic: String,
+    apps: Vec<App>,
+    handled: BTreeMap<String, u64>,
+}
+
+/// The enrollment a device holds.
+#[derive(Debug, Clone)]
+struct Enrollment {
+    key_pem: String,
+    cert_pem: String,
+    ca_pem: String,
+    payload: MdmPayload,
+    push_url: Option<String>,
+    push_magic: String,
 }
 
 /// An enrolled device talking to its server.
 #[derive(Clone)]
 pub struct Agent {
     http: reqwest::Client,
-    payload: MdmPayload,
+    enrollment: Arc<Enrollment>,
     store: StoreLookup,
     device: Arc<Mutex<Device>>,
     poll_interval: Duration,
+    wake: Arc<Notify>,
+    metrics: Arc<AgentMetrics>,
+    state_path: Option<PathBuf>,
+    quic: Option<quinn::Endpoint>,
+    resumed: bool,
 }
 
 async fn refused(what: &'static str, response: reqwest::Response) -> AgentError {
@@ -140,7 +205,54 @@ async fn refused(what: &'static str, response: reqwest::Response) -> AgentError 
     AgentError::Refused { what, status, body }
 }
 
+fn load_state(path: &std::path::Path) -> Result<Option<SavedState>, AgentError> {
+    let state_err = |reason: String| AgentError::State {
+        path: path.to_owned(),
+        reason,
+    };
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| state_err(e.to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(state_err(e.to_string())),
+    }
+}
+
+fn certificate_valid(cert_pem: &str) -> bool {
+    CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .next()
+        .and_then(Result::ok)
+        .and_then(|der| orchard_certs::not_after(&der).ok())
+        .is_some_and(|not_after| not_after > time_now())
+}
+
+fn time_now() -> time::OffsetDateTime {
+    time::OffsetDateTime::now_utc()
+}
+
 impl Agent {
+    /// Starts a device: resumes from its state file when it holds a valid certificate,
+    /// otherwise enrolls (and writes the state file).
+    pub async fn start(config: AgentConfig) -> Result<Self, AgentError> {
+        if let Some(path) = &config.state_path
+            && let Some(saved) = load_state(path)?
+            && certificate_valid(&saved.cert_pem)
+        {
+            let device = Device::restore(saved.facts, saved.apps, saved.handled, config.timings);
+            let enrollment = Enrollment {
+                key_pem: saved.key_pem,
+                cert_pem: saved.cert_pem,
+                ca_pem: saved.ca_pem,
+                payload: saved.payload,
+                push_url: saved.push_url,
+                push_magic: saved.push_magic,
+            };
+            return Self::assemble(config.clone(), enrollment, device, true);
+        }
+        Self::enroll(config).await
+    }
+
     /// Enrolls the device: key pair, CSR, enrollment request; then follows the MDM
     /// payload it receives with Authenticate and TokenUpdate.
     pub async fn enroll(config: AgentConfig) -> Result<Self, AgentError> {
@@ -156,25 +268,61 @@ impl Agent {
             os_version: Some(config.facts.os_version.clone()),
         };
         let url = format!("{}/mdm/enroll", config.server_url.trim_end_matches('/'));
+        config.metrics.requests.fetch_add(1, Ordering::Relaxed);
         let response = anonymous.post(url).body(request.to_xml()?).send().await?;
         if !response.status().is_success() {
             return Err(refused("enrollment", response).await);
         }
         let enrolled = EnrollResponse::from_xml(&response.bytes().await?)?;
-        let http = tls_client(
-            Trust::Only(&enrolled.ca_certificate_pem),
-            Some((&enrolled.certificate_pem, &identity.key_pem)),
-        )?;
-        let agent = Self {
-            http,
+        config.metrics.enrollments.fetch_add(1, Ordering::Relaxed);
+        let enrollment = Enrollment {
+            key_pem: identity.key_pem,
+            cert_pem: enrolled.certificate_pem,
+            ca_pem: enrolled.ca_certificate_pem,
             payload: enrolled.mdm_payload,
-            store: StoreLookup::new(config.store)?,
-            device: Arc::new(Mutex::new(Device::new(config.facts, config.timings))),
-            poll_interval: config.poll_interval,
+            push_url: enrolled.push_url,
+            push_magic: uuid::Uuid::new_v4().to_string().to_uppercase(),
         };
+        let device = Device::new(config.facts.clone(), config.timings);
+        let agent = Self::assemble(config, enrollment, device, false)?;
         agent.authenticate().await?;
         agent.token_update().await?;
+        agent.save()?;
         Ok(agent)
+    }
+
+    fn assemble(
+        config: AgentConfig,
+        enrollment: Enrollment,
+        device: Device,
+        resumed: bool,
+    ) -> Result<Self, AgentError> {
+        let http = tls_client(
+            Trust::Only(&enrollment.ca_pem),
+            Some((&enrollment.cert_pem, &enrollment.key_pem)),
+        )?;
+        Ok(Self {
+            http,
+            enrollment: Arc::new(enrollment),
+            store: StoreLookup::new(config.store)?,
+            device: Arc::new(Mutex::new(device)),
+            poll_interval: config.poll_interval,
+            wake: Arc::new(Notify::new()),
+            metrics: config.metrics,
+            state_path: config.state_path,
+            quic: config.quic,
+            resumed,
+        })
+    }
+
+    /// Whether this device resumed from its state file instead of enrolling.
+    pub fn resumed(&self) -> bool {
+        self.resumed
+    }
+
+    /// The identity certificate in PEM.
+    pub fn certificate_pem(&self) -> &str {
+        &self.enrollment.cert_pem
     }
 
     /// The device model (read it; never hold the lock across an await).
@@ -182,17 +330,54 @@ impl Agent {
         self.device.clone()
     }
 
+    /// Writes the state file (through a temporary file and a rename).
+    pub fn save(&self) -> Result<(), AgentError> {
+        let Some(path) = &self.state_path else {
+            return Ok(());
+        };
+        let (facts, apps, handled) = {
+            let device = self.device.lock().unwrap_or_else(|p| p.into_inner());
+            (
+                device.facts.clone(),
+                device.apps().values().cloned().collect(),
+                device.handled().clone(),
+            )
+        };
+        let e = &self.enrollment;
+        let saved = SavedState {
+            facts,
+            key_pem: e.key_pem.clone(),
+            cert_pem: e.cert_pem.clone(),
+            ca_pem: e.ca_pem.clone(),
+            payload: e.payload.clone(),
+            push_url: e.push_url.clone(),
+            push_magic: e.push_magic.clone(),
+            apps,
+            handled,
+        };
+        let state_err = |reason: String| AgentError::State {
+            path: path.clone(),
+            reason,
+        };
+        let json = serde_json::to_vec_pretty(&saved).map_err(|e| state_err(e.to_string()))?;
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, json).map_err(|e| state_err(e.to_string()))?;
+        std::fs::rename(&tmp, path).map_err(|e| state_err(e.to_string()))
+    }
+
     fn facts(&self) -> DeviceFacts {
         self.device
             .lock()
-            .map(|d| d.facts.clone())
-            .unwrap_or_else(|p| p.into_inner().facts.clone())
+            .unwrap_or_else(|p| p.into_inner())
+            .facts
+            .clone()
     }
 
     async fn checkin(&self, message: CheckinMessage) -> Result<(), AgentError> {
+        self.metrics.requests.fetch_add(1, Ordering::Relaxed);
         let response = self
             .http
-            .put(self.payload.check_in_url())
+            .put(self.enrollment.payload.check_in_url())
             .header("Content-Type", "application/x-apple-aspen-mdm-checkin")
             .body(message.to_xml()?)
             .send()
@@ -207,7 +392,7 @@ impl Agent {
     pub async fn authenticate(&self) -> Result<(), AgentError> {
         let f = self.facts();
         self.checkin(CheckinMessage::Authenticate(Authenticate {
-            topic: self.payload.topic.clone(),
+            topic: self.enrollment.payload.topic.clone(),
             udid: f.udid,
             os_version: Some(f.os_version),
             build_version: Some(f.build_version),
@@ -224,10 +409,10 @@ impl Agent {
     pub async fn token_update(&self) -> Result<(), AgentError> {
         let f = self.facts();
         self.checkin(CheckinMessage::TokenUpdate(TokenUpdate {
-            topic: self.payload.topic.clone(),
+            topic: self.enrollment.payload.topic.clone(),
             udid: f.udid.clone(),
             token: serde_bytes::ByteBuf::from(f.udid.as_str().as_bytes().to_vec()),
-            push_magic: uuid::Uuid::new_v4().to_string().to_uppercase(),
+            push_magic: self.enrollment.push_magic.clone(),
             unlock_token: None,
             awaiting_configuration: Some(false),
         }))
@@ -238,9 +423,10 @@ impl Agent {
         &self,
         report: &CommandReport,
     ) -> Result<Option<CommandEnvelope>, AgentError> {
+        self.metrics.requests.fetch_add(1, Ordering::Relaxed);
         let response = self
             .http
-            .put(&self.payload.server_url)
+            .put(&self.enrollment.payload.server_url)
             .header(
                 "Content-Type",
                 "application/x-apple-aspen-mdm; charset=UTF-8",
@@ -261,11 +447,12 @@ impl Agent {
     /// One command-channel session: Idle, then every command until the server has none.
     /// Returns how many commands were handled.
     pub async fn session(&self) -> Result<usize, AgentError> {
+        self.metrics.sessions.fetch_add(1, Ordering::Relaxed);
         let udid = self.facts().udid;
         let mut report = CommandReport::new(udid, CommandStatus::Idle, None);
         let mut handled = 0;
         while let Some(envelope) = self.put_report(&report).await? {
-            let store_app = match crate::device::Device::store_lookup_needed(&envelope) {
+            let store_app = match Device::store_lookup_needed(&envelope) {
                 Some(adam_id) => self.store.app(adam_id).await.unwrap_or_else(|e| {
                     tracing::warn!(error = %e, "App Store lookup failed");
                     None
@@ -278,7 +465,7 @@ impl Agent {
             };
             handled += 1;
             if handled >= MAX_COMMANDS_PER_SESSION {
-                // Report the last result and let the server answer; the rest waits for the next poll.
+                // Report the last result; what the server offers next waits for the next session.
                 self.put_report(&report).await?;
                 break;
             }
@@ -286,19 +473,69 @@ impl Agent {
         Ok(handled)
     }
 
-    /// Polls the command channel every `poll_interval` until `shutdown`.
+    /// Runs the device until `shutdown`: keeps the push channel up, checks in on every
+    /// wake-up and on the long periodic timer, and saves its state after changes.
     pub async fn run(&self, shutdown: CancellationToken) {
+        let push_task = match self.push_task(shutdown.clone()).await {
+            Ok(task) => task,
+            Err(e) => {
+                tracing::warn!(error = %e, "no push channel; relying on periodic check-ins");
+                None
+            }
+        };
         loop {
-            if let Err(e) = self.session().await {
-                tracing::warn!(error = %e, "session failed; will retry at the next poll");
+            match self.session().await {
+                Ok(n) if n > 0 => {
+                    if let Err(e) = self.save() {
+                        tracing::warn!(error = %e, "cannot save state");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "session failed; will retry"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(self.poll_interval) => {}
             }
             if let Ok(mut device) = self.device.lock() {
                 device.tick(Instant::now());
             }
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(self.poll_interval) => {}
-            }
         }
+        if let Some(task) = push_task {
+            let _ = task.await;
+        }
+        if let Err(e) = self.save() {
+            tracing::warn!(error = %e, "cannot save state");
+        }
+    }
+
+    async fn push_task(
+        &self,
+        shutdown: CancellationToken,
+    ) -> Result<Option<tokio::task::JoinHandle<()>>, AgentError> {
+        let Some(url) = &self.enrollment.push_url else {
+            return Ok(None);
+        };
+        let target = PushTarget::resolve(url).await?;
+        let endpoint = match &self.quic {
+            Some(endpoint) => endpoint.clone(),
+            None => push::client_endpoint(target.addr.is_ipv6())?,
+        };
+        let e = &self.enrollment;
+        let config = push::client_config(&e.ca_pem, &e.cert_pem, &e.key_pem)?;
+        let registration = Registration {
+            push_magic: e.push_magic.clone(),
+            topic: e.payload.topic.clone(),
+        };
+        Ok(Some(tokio::spawn(push::run(
+            endpoint,
+            config,
+            target,
+            registration,
+            self.wake.clone(),
+            self.metrics.clone(),
+            shutdown,
+        ))))
     }
 }

@@ -45,6 +45,12 @@ pub fn udid_from_certificate(der: &[u8]) -> Result<Udid, CertError> {
     Ok(Udid(cn.to_owned()))
 }
 
+/// When a DER certificate stops being valid.
+pub fn not_after(der: &[u8]) -> Result<time::OffsetDateTime, CertError> {
+    let (_, cert) = X509Certificate::from_der(der).map_err(|_| CertError::InvalidCertificate)?;
+    Ok(cert.validity().not_after.to_datetime())
+}
+
 /// SHA-256 of a DER certificate, hex: the key that binds a certificate to an enrollment.
 pub fn fingerprint(der: &[u8]) -> String {
     hex::encode(Sha256::digest(der))

@@ -61,6 +61,10 @@ pub struct EnrollResponse {
     /// The MDM payload the device follows from now on.
     #[serde(rename = "MDMPayload")]
     pub mdm_payload: MdmPayload,
+    /// Orchard extension: where to keep the push channel (`quic://host:port`), the
+    /// stand-in for APNs.
+    #[serde(rename = "PushURL", default, skip_serializing_if = "Option::is_none")]
+    pub push_url: Option<String>,
 }
 
 impl EnrollResponse {
@@ -153,6 +157,7 @@ mod tests {
         let response = EnrollResponse {
             certificate_pem: "cert".into(),
             ca_certificate_pem: "ca".into(),
+            push_url: Some("quic://127.0.0.1:1".into()),
             mdm_payload: MdmPayload {
                 payload_type: "com.apple.mdm".into(),
                 payload_identifier: "dev.orchard.mdm".into(),

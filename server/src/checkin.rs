@@ -62,7 +62,8 @@ pub async fn handle(
                 let queries = DEVICE_QUERIES.iter().map(|q| (*q).to_owned()).collect();
                 let command = Command::DeviceInformation(DeviceInformation { queries });
                 let queued = command_queue::new_command(&m.udid, command, None, now)?;
-                state.store.enqueue(&[queued]).await?;
+                state.store.enqueue(std::slice::from_ref(&queued)).await?;
+                state.wake_for(&[queued]);
                 state.poke_reconciler();
             }
         }

@@ -32,6 +32,7 @@ pub async fn handle(
             {
                 let outcome = install::apply_result(state, &command, &report, body, &now).await?;
                 state.store.complete_command(&outcome).await?;
+                state.wake_for(&outcome.follow_ups);
             }
             Some(_) => tracing::debug!(udid = %report.udid, %uuid, "duplicate result ignored"),
             None => {

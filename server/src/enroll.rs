@@ -49,6 +49,7 @@ pub async fn enroll(state: &ServerState, body: &[u8]) -> ServerResult<Vec<u8>> {
     let response = EnrollResponse {
         certificate_pem: issued.cert_pem,
         ca_certificate_pem: state.ca.cert_pem().to_owned(),
+        push_url: Some(state.mdm.push_url.clone()),
         mdm_payload: MdmPayload {
             payload_type: "com.apple.mdm".into(),
             payload_identifier: "dev.orchard.mdm".into(),

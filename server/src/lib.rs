@@ -11,6 +11,7 @@ pub mod error;
 pub mod http;
 pub mod identity;
 pub mod install;
+pub mod push;
 pub mod reconcile;
 mod server;
 pub mod state;

@@ -113,7 +113,7 @@ async fn main() -> anyhow::Result<()> {
     config.install_poll_interval = seconds("install-poll-seconds", args.install_poll_seconds)?;
     config.max_tokens = args.max_tokens;
     let data_dir = config.data_dir.clone();
-    let server = orchard_server::start(config)
+    let mut server = orchard_server::start(config)
         .await
         .context("cannot start orchard-server")?;
     if let Some(token) = &server.first_admin_token {

@@ -359,6 +359,7 @@ async fn follow_events(
         }
         tracing::info!(app = %app.adam_id, event = %event_id, ok = outcome.associated.len(), failed = outcome.failed.len(), "association finished");
         store.finish_association(&outcome).await?;
+        state.wake_for(&outcome.installs);
         touched.insert(app_id);
     }
     for app_id in touched {

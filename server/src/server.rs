@@ -100,9 +100,9 @@ pub struct RunningServer {
 
 impl RunningServer {
     /// Stops accepting, lets in-flight requests finish, stops the reconciler, closes the database.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(&mut self) {
         self.shutdown.cancel();
-        for task in self.tasks {
+        for task in std::mem::take(&mut self.tasks) {
             let _ = task.await;
         }
         self.sqlite.close().await;
@@ -175,6 +175,17 @@ pub async fn start_with_listener(
             std::net::IpAddr::V6(ip) => format!("https://[{ip}]:{}", addr.port()),
             ip => format!("https://{ip}:{}", addr.port()),
         });
+    let push_endpoint =
+        quinn::Endpoint::server(crate::push::server_config(&pki)?, addr).map_err(|source| {
+            StartError::Io {
+                what: format!("cannot listen for push on udp {addr}"),
+                source,
+            }
+        })?;
+    let push_url = match url.strip_prefix("https://") {
+        Some(rest) => format!("quic://{rest}"),
+        None => format!("quic://{addr}"),
+    };
     let state = ServerState {
         store,
         ca: Arc::new(pki.ca),
@@ -184,6 +195,7 @@ pub async fn start_with_listener(
             topic,
             enrollment_secret,
             public_url: url.clone(),
+            push_url,
         }),
         options: Arc::new(ServiceOptions {
             install_poll_interval: config.install_poll_interval,
@@ -191,12 +203,18 @@ pub async fn start_with_listener(
             max_tokens: config.max_tokens,
         }),
         syncing: Arc::new(Mutex::new(Default::default())),
+        push: Arc::new(crate::push::PushHub::default()),
     };
     let shutdown = CancellationToken::new();
     let router = crate::http::router(state.clone());
     let tasks = vec![
         tokio::spawn(crate::http::serve(listener, tls, router, shutdown.clone())),
         tokio::spawn(crate::reconcile::run(state.clone(), shutdown.clone())),
+        tokio::spawn(crate::push::serve(
+            push_endpoint,
+            state.clone(),
+            shutdown.clone(),
+        )),
     ];
     tracing::info!(%addr, %url, "orchard-server listening");
     Ok(RunningServer {

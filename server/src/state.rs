@@ -7,7 +7,8 @@ use std::time::Duration;
 use orchard_certs::CertificateAuthority;
 use tokio::sync::Notify;
 
-use crate::store::Store;
+use crate::push::PushHub;
+use crate::store::{NewCommand, Store};
 use crate::vpp::AppleClient;
 
 /// The server's MDM identity: what goes into every enrollment's MDM payload.
@@ -19,6 +20,8 @@ pub struct MdmIdentity {
     pub enrollment_secret: String,
     /// Base URL devices reach the server at, e.g. `https://127.0.0.1:8443`.
     pub public_url: String,
+    /// Where devices connect the push channel, e.g. `quic://127.0.0.1:8443`.
+    pub push_url: String,
 }
 
 /// Tunables of the services.
@@ -49,11 +52,18 @@ pub struct ServerState {
     pub options: Arc<ServiceOptions>,
     /// Tokens being synced right now (one sync per token at a time).
     pub syncing: Arc<Mutex<HashSet<String>>>,
+    /// Devices connected to the push channel.
+    pub push: Arc<PushHub>,
 }
 
 impl ServerState {
     /// Asks the reconciler to run soon.
     pub fn poke_reconciler(&self) {
         self.reconcile.notify_one();
+    }
+
+    /// Wakes the devices of commands that were just stored.
+    pub fn wake_for(&self, commands: &[NewCommand]) {
+        self.push.wake_for(commands);
     }
 }

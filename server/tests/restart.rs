@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 async fn restart_reuses_pki_and_admin_token() {
     let dir = tempfile::tempdir().unwrap();
     let config = ServerConfig::new(dir.path().to_owned());
-    let first = orchard_server::start_with_listener(
+    let mut first = orchard_server::start_with_listener(
         config.clone(),
         TcpListener::bind("127.0.0.1:0").await.unwrap(),
     )
@@ -25,7 +25,7 @@ async fn restart_reuses_pki_and_admin_token() {
     let server_pem = std::fs::read_to_string(dir.path().join("server.pem")).unwrap();
     first.shutdown().await;
 
-    let second = orchard_server::start_with_listener(
+    let mut second = orchard_server::start_with_listener(
         config,
         TcpListener::bind("127.0.0.1:0").await.unwrap(),
     )

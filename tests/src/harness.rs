@@ -8,15 +8,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use orchard_agent::device::Timings;
+use orchard_agent::fleet::{Fleet, FleetOptions, FleetProfile};
 use orchard_agent::store_lookup::StoreConfig;
 use orchard_agent::transport::{Trust, tls_client};
-use orchard_agent::{Agent, AgentConfig, DeviceFacts};
+use orchard_agent::{AgentConfig, DeviceFacts};
 use orchard_server::vpp::AppleConfig;
 use orchard_server::{RunningServer, ServerConfig};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 use crate::apple::{AppleStandIn, Seed};
 
@@ -54,9 +54,11 @@ impl TestbedBuilder {
         };
         config.event_poll_interval = self.event_poll;
         config.install_poll_interval = self.install_poll;
-        let server =
-            orchard_server::start_with_listener(config, TcpListener::bind("127.0.0.1:0").await?)
-                .await?;
+        let server = orchard_server::start_with_listener(
+            config.clone(),
+            TcpListener::bind("127.0.0.1:0").await?,
+        )
+        .await?;
         let token = server
             .first_admin_token
             .clone()
@@ -68,6 +70,7 @@ impl TestbedBuilder {
             admin,
             apple_ca,
             data_dir,
+            server_config: config,
             _dir: dir,
         })
     }
@@ -85,6 +88,7 @@ pub struct Testbed {
     pub apple_ca: PathBuf,
     /// The server's data directory.
     pub data_dir: PathBuf,
+    server_config: ServerConfig,
     _dir: tempfile::TempDir,
 }
 
@@ -126,40 +130,47 @@ impl Testbed {
                 install: Duration::from_millis(400),
                 prompt_answer: Duration::from_millis(200),
             },
+            state_path: None,
+            quic: None,
+            metrics: Default::default(),
         })
     }
 
-    /// Enrolls `count` supervised corporate iPhones and starts their poll loops.
-    pub async fn enroll_fleet(
+    /// Enrolls `count` supervised corporate iPhones and runs them, checking in every
+    /// `checkin` and whenever pushed.
+    pub async fn enroll_fleet(&self, count: usize, checkin: Duration) -> anyhow::Result<Fleet> {
+        self.fleet(count, checkin, None).await
+    }
+
+    /// Starts a fleet, with per-device state files in `state_dir` if given (devices
+    /// resume from them).
+    pub async fn fleet(
         &self,
         count: usize,
-        poll_interval: Duration,
+        checkin: Duration,
+        state_dir: Option<PathBuf>,
     ) -> anyhow::Result<Fleet> {
-        let shutdown = CancellationToken::new();
-        let mut agents = Vec::with_capacity(count);
-        let mut tasks = Vec::with_capacity(count);
-        for i in 0..count {
-            let udid = format!("00008110-{:016X}", i as u64 + 0xA11CE);
-            let serial = format!("F2LX{i:08}");
-            let config = self
-                .agent_config(
-                    DeviceFacts::supervised_iphone(&udid, &serial),
-                    poll_interval,
-                )
-                .await?;
-            let agent = Agent::enroll(config)
-                .await
-                .with_context(|| format!("device {i} failed to enroll"))?;
-            let runner = agent.clone();
-            let stop = shutdown.clone();
-            tasks.push(tokio::spawn(async move { runner.run(stop).await }));
-            agents.push(agent);
-        }
-        Ok(Fleet {
-            agents,
-            shutdown,
-            tasks,
-        })
+        let profile = FleetProfile::supervised_iphones();
+        let template = self.agent_config(profile.facts(0, "TEST"), checkin).await?;
+        let options = FleetOptions {
+            count,
+            concurrency: 16,
+            run: "TEST".into(),
+            state_dir,
+        };
+        Ok(Fleet::start(template, &profile, &options, |_| {}).await?)
+    }
+
+    /// Stops the server and starts it again on the same address and data directory.
+    pub async fn restart_server(&mut self) -> anyhow::Result<()> {
+        let addr = self.server.addr;
+        self.server.shutdown().await;
+        self.server = orchard_server::start_with_listener(
+            self.server_config.clone(),
+            TcpListener::bind(addr).await?,
+        )
+        .await?;
+        Ok(())
     }
 
     /// Uploads the demo location's token and syncs it; returns the token id.
@@ -204,51 +215,9 @@ impl Testbed {
     }
 
     /// Stops everything.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         self.server.shutdown().await;
         self.apple.shutdown().await;
-    }
-}
-
-/// Enrolled agents polling in the background.
-pub struct Fleet {
-    /// The agents.
-    pub agents: Vec<Agent>,
-    shutdown: CancellationToken,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Fleet {
-    /// The UDIDs, in enrollment order.
-    pub fn udids(&self) -> Vec<String> {
-        self.facts().into_iter().map(|f| f.udid.0).collect()
-    }
-
-    /// The serial numbers, in enrollment order.
-    pub fn serials(&self) -> Vec<String> {
-        self.facts()
-            .into_iter()
-            .map(|f| f.serial_number.0)
-            .collect()
-    }
-
-    fn facts(&self) -> Vec<DeviceFacts> {
-        self.agents
-            .iter()
-            .map(|a| {
-                let device = a.device();
-                let guard = device.lock().unwrap_or_else(|p| p.into_inner());
-                guard.facts.clone()
-            })
-            .collect()
-    }
-
-    /// Stops every poll loop.
-    pub async fn stop(self) {
-        self.shutdown.cancel();
-        for task in self.tasks {
-            let _ = task.await;
-        }
     }
 }
 

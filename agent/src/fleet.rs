@@ -1,0 +1,320 @@
+//! Many simulated devices in one process: a profile (TOML) gives the mix of platforms,
+//! OS versions, ownership and supervision; devices share one runtime, one QUIC socket
+//! and one set of counters.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::device::{DeviceFacts, Ownership, Platform};
+use crate::transport::{Agent, AgentConfig, AgentError, AgentMetrics};
+
+/// A fleet profile: weighted kinds of devices.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetProfile {
+    /// The kinds of devices.
+    pub devices: Vec<DeviceKind>,
+}
+
+/// One kind of device in the mix.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceKind {
+    /// Relative share of the fleet.
+    #[serde(default = "one")]
+    pub weight: u32,
+    /// Platform.
+    pub platform: Platform,
+    /// OS versions, used in turn.
+    pub os_versions: Vec<String>,
+    /// Product name, e.g. `iPhone15,2`.
+    pub product_name: Option<String>,
+    /// Ownership.
+    #[serde(default = "corporate")]
+    pub ownership: Ownership,
+    /// Supervised.
+    #[serde(default)]
+    pub supervised: bool,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn corporate() -> Ownership {
+    Ownership::Corporate
+}
+
+impl FleetProfile {
+    /// Parses a profile.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let profile: Self =
+            toml::from_str(text).map_err(|e| format!("invalid fleet profile: {e}"))?;
+        if profile.devices.is_empty() || profile.devices.iter().all(|d| d.weight == 0) {
+            return Err("invalid fleet profile: no device kind has a weight above 0".into());
+        }
+        if let Some(kind) = profile.devices.iter().find(|d| d.os_versions.is_empty()) {
+            return Err(format!(
+                "invalid fleet profile: a {:?} kind lists no os_versions",
+                kind.platform
+            ));
+        }
+        Ok(profile)
+    }
+
+    /// Supervised corporate iPhones only.
+    pub fn supervised_iphones() -> Self {
+        Self {
+            devices: vec![DeviceKind {
+                weight: 1,
+                platform: Platform::Ios,
+                os_versions: vec!["17.5".into()],
+                product_name: Some("iPhone15,2".into()),
+                ownership: Ownership::Corporate,
+                supervised: true,
+            }],
+        }
+    }
+
+    /// The facts of device number `index` (deterministic: the same index gives the same device).
+    pub fn facts(&self, index: usize, run: &str) -> DeviceFacts {
+        let total: u32 = self.devices.iter().map(|d| d.weight).sum();
+        let mut slot = (index as u32) % total.max(1);
+        let kind = self
+            .devices
+            .iter()
+            .find(|d| {
+                if slot < d.weight {
+                    true
+                } else {
+                    slot -= d.weight;
+                    false
+                }
+            })
+            .unwrap_or(&self.devices[0]);
+        let udid = format!("{run}-{index:012X}");
+        let serial = format!(
+            "{}{index:08}",
+            &run.chars()
+                .filter(char::is_ascii_alphanumeric)
+                .take(4)
+                .collect::<String>()
+                .to_uppercase()
+        );
+        let mut facts = DeviceFacts::supervised_iphone(&udid, &serial);
+        facts.platform = kind.platform;
+        facts.os_version = kind.os_versions[index % kind.os_versions.len()].clone();
+        facts.product_name = kind
+            .product_name
+            .clone()
+            .unwrap_or_else(|| match kind.platform {
+                Platform::Ios => "iPhone15,2".into(),
+                Platform::IpadOs => "iPad13,18".into(),
+                Platform::MacOs => "Mac14,2".into(),
+            });
+        facts.ownership = kind.ownership;
+        facts.supervised = kind.supervised;
+        facts
+    }
+}
+
+/// How to start a fleet.
+#[derive(Debug, Clone)]
+pub struct FleetOptions {
+    /// Devices.
+    pub count: usize,
+    /// Enrollments in flight at once.
+    pub concurrency: usize,
+    /// A prefix making this run's UDIDs and serials unique.
+    pub run: String,
+    /// Directory for per-device state files (none: no persistence).
+    pub state_dir: Option<PathBuf>,
+}
+
+/// A running fleet.
+pub struct Fleet {
+    /// The devices, in index order.
+    pub agents: Vec<Agent>,
+    /// Shared counters.
+    pub metrics: Arc<AgentMetrics>,
+    shutdown: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Fleet {
+    /// Starts (enrolls or resumes) `options.count` devices from `template` and `profile`,
+    /// calling `progress` after each, then runs them all.
+    pub async fn start(
+        template: AgentConfig,
+        profile: &FleetProfile,
+        options: &FleetOptions,
+        progress: impl Fn(usize) + Send + Sync + 'static,
+    ) -> Result<Self, AgentError> {
+        let quic = match &template.quic {
+            Some(q) => q.clone(),
+            None => crate::push::client_endpoint(false)?,
+        };
+        let metrics = template.metrics.clone();
+        let limit = Arc::new(Semaphore::new(options.concurrency.max(1)));
+        let progress = Arc::new(progress);
+        let mut set = JoinSet::new();
+        for index in 0..options.count {
+            let mut config = template.clone();
+            config.facts = profile.facts(index, &options.run);
+            config.quic = Some(quic.clone());
+            config.state_path = options
+                .state_dir
+                .as_ref()
+                .map(|d| d.join(format!("{}.json", config.facts.udid)));
+            let limit = limit.clone();
+            let progress = progress.clone();
+            set.spawn(async move {
+                let _permit = limit.acquire_owned().await;
+                let agent = Agent::start(config).await;
+                progress(index);
+                (index, agent)
+            });
+        }
+        let mut agents: Vec<Option<Agent>> = (0..options.count).map(|_| None).collect();
+        while let Some(joined) = set.join_next().await {
+            let Ok((index, agent)) = joined else { continue };
+            agents[index] = Some(agent?);
+        }
+        let agents: Vec<Agent> = agents.into_iter().flatten().collect();
+        let shutdown = CancellationToken::new();
+        let tasks = agents
+            .iter()
+            .map(|a| {
+                let agent = a.clone();
+                let stop = shutdown.clone();
+                tokio::spawn(async move { agent.run(stop).await })
+            })
+            .collect();
+        Ok(Self {
+            agents,
+            metrics,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// The UDIDs, in index order.
+    pub fn udids(&self) -> Vec<String> {
+        self.facts().into_iter().map(|f| f.udid.0).collect()
+    }
+
+    /// The serial numbers, in index order.
+    pub fn serials(&self) -> Vec<String> {
+        self.facts()
+            .into_iter()
+            .map(|f| f.serial_number.0)
+            .collect()
+    }
+
+    fn facts(&self) -> Vec<DeviceFacts> {
+        self.agents
+            .iter()
+            .map(|a| {
+                a.device()
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .facts
+                    .clone()
+            })
+            .collect()
+    }
+
+    /// Stops every device (each saves its state).
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Resident and peak resident memory of this process, in bytes (Linux).
+pub fn memory() -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    memory_of_status(&status)
+}
+
+/// Reads `VmRSS` and `VmHWM` from a `/proc/<pid>/status` text.
+pub fn memory_of_status(status: &str) -> Option<(u64, u64)> {
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profile_mix_follows_weights_and_is_deterministic() {
+        let profile = FleetProfile::parse(
+            r#"
+            [[devices]]
+            weight = 3
+            platform = "ios"
+            os_versions = ["17.5", "16.7"]
+            supervised = true
+
+            [[devices]]
+            weight = 1
+            platform = "macos"
+            os_versions = ["14.5"]
+            ownership = "personal"
+            "#,
+        )
+        .unwrap();
+        let facts: Vec<_> = (0..8).map(|i| profile.facts(i, "run1")).collect();
+        let macs = facts
+            .iter()
+            .filter(|f| f.platform == Platform::MacOs)
+            .count();
+        assert_eq!(macs, 2);
+        assert!(
+            facts
+                .iter()
+                .filter(|f| f.platform == Platform::MacOs)
+                .all(|f| f.ownership == Ownership::Personal && !f.supervised)
+        );
+        assert_eq!(profile.facts(5, "run1").udid, facts[5].udid);
+        let udids: std::collections::HashSet<_> = facts.iter().map(|f| f.udid.clone()).collect();
+        assert_eq!(udids.len(), 8);
+    }
+
+    #[test]
+    fn bad_profiles_are_refused_with_the_reason() {
+        assert!(
+            FleetProfile::parse("devices = []")
+                .unwrap_err()
+                .contains("weight")
+        );
+        let err =
+            FleetProfile::parse("[[devices]]\nplatform = \"ios\"\nos_versions = []\n").unwrap_err();
+        assert!(err.contains("os_versions"), "{err}");
+        assert!(
+            FleetProfile::parse("[[devices]]\nplatform = \"watchos\"\nos_versions = [\"1\"]\n")
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn memory_fields_are_read_in_bytes() {
+        let status = "Name:\tx\nVmHWM:\t  2048 kB\nVmRSS:\t  1024 kB\n";
+        assert_eq!(memory_of_status(status), Some((1024 * 1024, 2048 * 1024)));
+    }
+}
