@@ -1,0 +1,234 @@
+//! Push over QUIC: devices that check in only every ten minutes still get a Required
+//! app within seconds, because the server wakes them; a cut push connection reconnects
+//! and the command is delivered exactly once; an agent restarted from its state file
+//! keeps its identity and apps and does not enroll again.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use orchard_agent::fleet::Fleet;
+use orchard_protocol::Udid;
+use orchard_testbed::harness::{Testbed, wait_for};
+use serde_json::json;
+
+const PAGES: u64 = 361309726;
+const TEN_MINUTES: Duration = Duration::from_secs(600);
+
+async fn assign_to_all(bed: &Testbed, fleet: &Fleet, adam_id: u64) -> String {
+    let app_id = bed.app_by_adam_id(adam_id).await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, group) = bed
+        .admin
+        .post("/v1/groups", json!({ "name": format!("all-{adam_id}") }))
+        .await
+        .unwrap();
+    let group_id = group["id"].as_str().unwrap().to_owned();
+    let (status, body) = bed
+        .admin
+        .post(
+            &format!("/v1/groups/{group_id}/devices"),
+            json!({ "udids": fleet.udids() }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = bed
+        .admin
+        .post("/v1/assignments", json!({ "app_id": app_id, "group_id": group_id, "intent": "required", "license_type": "device" }))
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{body}");
+    app_id
+}
+
+async fn wait_installed(bed: &Testbed, app_id: &str, count: usize, timeout: Duration) {
+    let path = format!("/v1/apps/{app_id}/installs");
+    wait_for(timeout, &format!("{count} verified installs"), || {
+        let admin = bed.admin.clone();
+        let path = path.clone();
+        async move {
+            let (_, body) = admin.get(&path).await?;
+            let installed = body["installs"].as_array().map_or(0, |a| {
+                a.iter().filter(|i| i["status"] == "installed").count()
+            });
+            Ok(if installed == count {
+                Ok(())
+            } else {
+                Err(format!("{installed}/{count} installed"))
+            })
+        }
+    })
+    .await
+    .unwrap();
+}
+
+async fn wait_push_connected(bed: &Testbed, fleet: &Fleet) {
+    let hub = bed.server.state.push.clone();
+    let udids: Vec<Udid> = fleet.udids().into_iter().map(Udid).collect();
+    wait_for(
+        Duration::from_secs(20),
+        "every device on the push channel",
+        || {
+            let hub = hub.clone();
+            let udids = udids.clone();
+            async move {
+                let connected = udids.iter().filter(|u| hub.is_connected(u)).count();
+                Ok(if connected == udids.len() {
+                    Ok(())
+                } else {
+                    Err(format!("{connected}/{} connected", udids.len()))
+                })
+            }
+        },
+    )
+    .await
+    .unwrap();
+}
+
+fn handled(fleet: &Fleet, index: usize, request_type: &str) -> u64 {
+    let device = fleet.agents[index].device();
+    let device = device.lock().unwrap();
+    device.handled().get(request_type).copied().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_devices_polling_every_ten_minutes_get_a_required_app_within_seconds() {
+    let bed = Testbed::builder().start().await.unwrap();
+    let fleet = bed.enroll_fleet(50, TEN_MINUTES).await.unwrap();
+    wait_push_connected(&bed, &fleet).await;
+    bed.upload_and_sync_demo_token().await.unwrap();
+    let app_id = assign_to_all(&bed, &fleet, 1091189122).await;
+    let started = std::time::Instant::now();
+    // Without pushes nothing would happen for ten minutes.
+    wait_installed(&bed, &app_id, 50, Duration::from_secs(60)).await;
+    println!(
+        "50 devices verified installed {:?} after the assignment",
+        started.elapsed()
+    );
+    assert!(fleet.metrics.wakes.load(Ordering::Relaxed) >= 50);
+    for i in 0..50 {
+        assert_eq!(handled(&fleet, i, "InstallApplication"), 1, "device {i}");
+    }
+    fleet.stop().await;
+    bed.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_push_connection_reconnects_and_the_command_arrives_once() {
+    let bed = Testbed::builder().start().await.unwrap();
+    let fleet = bed.enroll_fleet(3, TEN_MINUTES).await.unwrap();
+    wait_push_connected(&bed, &fleet).await;
+    bed.upload_and_sync_demo_token().await.unwrap();
+    // The network drops device 0's push connection just before the assignment.
+    let victim = Udid(fleet.udids()[0].clone());
+    bed.server.state.push.disconnect(&victim);
+    assert!(!bed.server.state.push.is_connected(&victim));
+    let app_id = assign_to_all(&bed, &fleet, PAGES).await;
+    wait_installed(&bed, &app_id, 3, Duration::from_secs(30)).await;
+    assert!(
+        bed.server.state.push.is_connected(&victim),
+        "the device reconnected"
+    );
+    for i in 0..3 {
+        assert_eq!(
+            handled(&fleet, i, "InstallApplication"),
+            1,
+            "device {i} ran the install exactly once"
+        );
+    }
+    fleet.stop().await;
+    bed.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_restart_cuts_push_and_devices_still_get_the_command_once() {
+    let mut bed = Testbed::builder().start().await.unwrap();
+    let fleet = bed.enroll_fleet(3, TEN_MINUTES).await.unwrap();
+    wait_push_connected(&bed, &fleet).await;
+    bed.upload_and_sync_demo_token().await.unwrap();
+    bed.restart_server().await.unwrap();
+    let app_id = assign_to_all(&bed, &fleet, PAGES).await;
+    wait_installed(&bed, &app_id, 3, Duration::from_secs(40)).await;
+    for i in 0..3 {
+        assert_eq!(handled(&fleet, i, "InstallApplication"), 1, "device {i}");
+    }
+    assert_eq!(
+        fleet.metrics.enrollments.load(Ordering::Relaxed),
+        3,
+        "nobody enrolled again"
+    );
+    fleet.stop().await;
+    bed.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_restarted_from_its_state_file_keeps_identity_and_apps() {
+    let bed = Testbed::builder().start().await.unwrap();
+    let state_dir = tempfile::tempdir().unwrap();
+    let fleet = bed
+        .fleet(2, TEN_MINUTES, Some(state_dir.path().to_owned()))
+        .await
+        .unwrap();
+    wait_push_connected(&bed, &fleet).await;
+    bed.upload_and_sync_demo_token().await.unwrap();
+    let app_id = assign_to_all(&bed, &fleet, PAGES).await;
+    wait_installed(&bed, &app_id, 2, Duration::from_secs(30)).await;
+    let certificates: Vec<String> = fleet
+        .agents
+        .iter()
+        .map(|a| a.certificate_pem().to_owned())
+        .collect();
+    let udid = Udid(fleet.udids()[0].clone());
+    let enrolled_at = bed
+        .server
+        .state
+        .store
+        .device(&udid)
+        .await
+        .unwrap()
+        .unwrap()
+        .enrolled_at;
+    fleet.stop().await;
+
+    let again = bed
+        .fleet(2, TEN_MINUTES, Some(state_dir.path().to_owned()))
+        .await
+        .unwrap();
+    assert_eq!(
+        again.metrics.enrollments.load(Ordering::Relaxed),
+        0,
+        "no second enrollment"
+    );
+    for (i, agent) in again.agents.iter().enumerate() {
+        assert!(agent.resumed());
+        assert_eq!(agent.certificate_pem(), certificates[i], "same identity");
+        let device = agent.device();
+        let device = device.lock().unwrap();
+        let app = &device.apps()["com.apple.Pages"];
+        assert_eq!(
+            app.status,
+            orchard_protocol::command::ManagedAppStatus::Managed
+        );
+        assert_eq!(device.handled().get("InstallApplication"), Some(&1));
+    }
+    assert_eq!(
+        bed.server
+            .state
+            .store
+            .device(&udid)
+            .await
+            .unwrap()
+            .unwrap()
+            .enrolled_at,
+        enrolled_at
+    );
+    // The resumed devices are still managed: the server reaches them over push again.
+    wait_push_connected(&bed, &again).await;
+    let numbers = assign_to_all(&bed, &again, 361304891).await;
+    wait_installed(&bed, &numbers, 2, Duration::from_secs(30)).await;
+    again.stop().await;
+    bed.shutdown().await;
+}
