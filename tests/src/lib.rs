@@ -4,3 +4,4 @@
 pub mod apple;
 pub mod demo;
 pub mod harness;
+pub mod load;

@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use orchard_testbed::apple::{AppleStandIn, Seed};
 use orchard_testbed::demo::{self, DemoOptions};
+use orchard_testbed::load::{self, LoadOptions};
 
 #[derive(Parser)]
 #[command(
@@ -30,6 +31,34 @@ enum Command {
         /// Seconds to wait for the installs.
         #[arg(long, default_value_t = 60)]
         timeout_seconds: u64,
+    },
+    /// Measure: enroll a fleet, assign a Required app to all, and report enrollment
+    /// rate, time to installed (p50/p99/max), check-ins per second and peak memory.
+    Load {
+        /// Devices.
+        #[arg(long, default_value_t = 1000)]
+        devices: usize,
+        /// Enrollments in flight at once.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Seconds to wait for every device to converge.
+        #[arg(long, default_value_t = 600)]
+        timeout_seconds: u64,
+        /// Also write the figures to this JSON file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// Run orchard-server for `load` in a process of its own (prints a ready line).
+    #[command(hide = true)]
+    Server {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        apple_vpp_url: String,
+        #[arg(long)]
+        apple_lookup_url: String,
+        #[arg(long)]
+        apple_ca_file: PathBuf,
     },
     /// Run only the Apple stand-in (Apps and Books API and iTunes lookup) until Ctrl-C.
     Apple {
@@ -60,6 +89,47 @@ async fn main() -> anyhow::Result<()> {
                 timeout: Duration::from_secs(timeout_seconds),
             })
             .await
+        }
+        Command::Load {
+            devices,
+            concurrency,
+            timeout_seconds,
+            json,
+        } => {
+            let options = LoadOptions {
+                devices,
+                concurrency,
+                timeout: Duration::from_secs(timeout_seconds),
+                json,
+            };
+            load::run(options).await.map(|_| ())
+        }
+        Command::Server {
+            data_dir,
+            apple_vpp_url,
+            apple_lookup_url,
+            apple_ca_file,
+        } => {
+            let mut config = orchard_server::ServerConfig::new(data_dir);
+            config.listen = "127.0.0.1:0".parse()?;
+            config.apple = orchard_server::vpp::AppleConfig {
+                vpp_base_url: apple_vpp_url,
+                lookup_url: apple_lookup_url,
+                extra_ca_file: Some(apple_ca_file),
+                ..Default::default()
+            };
+            config.event_poll_interval = Duration::from_millis(200);
+            config.install_poll_interval = Duration::from_millis(500);
+            let mut server = orchard_server::start(config).await?;
+            let ready = serde_json::json!({
+                "url": server.url,
+                "admin_token": server.first_admin_token,
+                "ca_pem": server.ca_pem,
+            });
+            println!("ORCHARD_READY {ready}");
+            tokio::signal::ctrl_c().await?;
+            server.shutdown().await;
+            Ok(())
         }
         Command::Apple {
             seed,

@@ -1,0 +1,354 @@
+//! `orchard-testbed load`: the Apple stand-in, the server in its own process (so its
+//! memory is measured apart) and a fleet in this one. It enrolls the fleet, assigns a
+//! Required app to every device and measures how fast the fleet converges.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use orchard_agent::device::Timings;
+use orchard_agent::fleet::{self, Fleet, FleetOptions, FleetProfile};
+use orchard_agent::store_lookup::StoreConfig;
+use orchard_agent::{AgentConfig, AgentMetrics};
+use serde::Serialize;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::apple::{AppleStandIn, Seed};
+use crate::harness::{AdminClient, DEMO_LOCATION};
+
+/// The app every device gets (5,000 licenses in the demo seed).
+pub const LOAD_APP: u64 = 1091189122;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Devices.
+    pub devices: usize,
+    /// Enrollments in flight at once.
+    pub concurrency: usize,
+    /// How long to wait for convergence.
+    pub timeout: Duration,
+    /// Where to write the figures as JSON.
+    pub json: Option<PathBuf>,
+}
+
+/// The figures of one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadReport {
+    /// Devices.
+    pub devices: usize,
+    /// Enrollments per second (enroll + Authenticate + TokenUpdate each).
+    pub enrollments_per_second: f64,
+    /// Seconds to enroll the fleet.
+    pub enrollment_seconds: f64,
+    /// Seconds from the assignment until a device was verified installed: median.
+    pub install_p50_seconds: f64,
+    /// 99th percentile.
+    pub install_p99_seconds: f64,
+    /// Slowest device.
+    pub install_max_seconds: f64,
+    /// Device requests (check-ins and command-channel PUTs) per second while converging.
+    pub checkins_per_second: f64,
+    /// Push wake-ups the devices received.
+    pub wakes: u64,
+    /// Peak resident memory of the server process, MiB.
+    pub server_peak_rss_mib: f64,
+    /// Peak resident memory of the agent process (fleet and Apple stand-in), MiB.
+    pub agent_peak_rss_mib: f64,
+    /// Agent memory per device, KiB (resident growth while starting the fleet).
+    pub agent_kib_per_device: f64,
+}
+
+/// The server as a child process of this one.
+struct ServerProcess {
+    child: Child,
+    url: String,
+    admin_token: String,
+    ca_pem: String,
+}
+
+impl ServerProcess {
+    fn start(
+        apple: &AppleStandIn,
+        apple_ca: &std::path::Path,
+        data_dir: &std::path::Path,
+    ) -> anyhow::Result<Self> {
+        let exe =
+            std::env::current_exe().context("cannot find this program to start the server")?;
+        let mut child = Command::new(exe)
+            .args(["server", "--data-dir"])
+            .arg(data_dir)
+            .args([
+                "--apple-vpp-url",
+                &apple.vpp_url(),
+                "--apple-lookup-url",
+                &apple.lookup_url(),
+                "--apple-ca-file",
+            ])
+            .arg(apple_ca)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("cannot start the server process")?;
+        let stdout = child
+            .stdout
+            .take()
+            .context("no stdout from the server process")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let ready: Value = loop {
+            let line = lines
+                .next()
+                .context("the server process exited before it was ready")??;
+            if let Some(json) = line.strip_prefix("ORCHARD_READY ") {
+                break serde_json::from_str(json)?;
+            }
+        };
+        let field = |k: &str| {
+            ready[k]
+                .as_str()
+                .map(str::to_owned)
+                .with_context(|| format!("server did not report {k}"))
+        };
+        Ok(Self {
+            url: field("url")?,
+            admin_token: field("admin_token")?,
+            ca_pem: field("ca_pem")?,
+            child,
+        })
+    }
+
+    fn peak_rss(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        fleet::memory_of_status(&status).map(|(_, peak)| peak)
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn bar(len: usize, message: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} {per_sec} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_message(message.to_owned());
+    bar
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn parse_time(v: &Value) -> Option<OffsetDateTime> {
+    v.as_str()
+        .and_then(|s| OffsetDateTime::parse(s, &Rfc3339).ok())
+}
+
+/// Runs the load test and prints (and optionally writes) the figures.
+pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let dir = tempfile::tempdir()?;
+    let apple = AppleStandIn::start(
+        &Seed::demo(),
+        tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+    )
+    .await?;
+    let apple_ca = dir.path().join("apple-ca.pem");
+    apple.write_ca(&apple_ca)?;
+    let server = ServerProcess::start(&apple, &apple_ca, &dir.path().join("server"))?;
+    let admin = AdminClient::new(&server.url, &server.ca_pem, &server.admin_token)?;
+    let (_, enrollment) = admin.get("/v1/enrollment").await?;
+    let metrics = Arc::new(AgentMetrics::default());
+    let profile = FleetProfile::supervised_iphones();
+    let template = AgentConfig {
+        server_url: server.url.clone(),
+        server_ca_pem: server.ca_pem.clone(),
+        enrollment_secret: enrollment["enrollment_secret"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        facts: profile.facts(0, "LOAD"),
+        poll_interval: Duration::from_secs(600),
+        store: StoreConfig {
+            lookup_url: apple.lookup_url(),
+            ca_pem: Some(apple.ca_pem.clone()),
+            country: "US".into(),
+        },
+        timings: Timings {
+            install: Duration::from_millis(500),
+            prompt_answer: Duration::from_millis(200),
+        },
+        state_path: None,
+        quic: None,
+        metrics: metrics.clone(),
+    };
+    let rss_before = fleet::memory().map_or(0, |(rss, _)| rss);
+    let progress = bar(options.devices, "enrolling");
+    let p = progress.clone();
+    let started = Instant::now();
+    let fleet_options = FleetOptions {
+        count: options.devices,
+        concurrency: options.concurrency,
+        run: "LOAD".into(),
+        state_dir: None,
+    };
+    let fleet = Fleet::start(template, &profile, &fleet_options, move |_| p.inc(1)).await?;
+    let enrollment_seconds = started.elapsed().as_secs_f64();
+    progress.finish();
+    let rss_after = fleet::memory().map_or(0, |(rss, _)| rss);
+
+    let (status, token) = admin
+        .post("/v1/tokens", json!({ "name": "Load", "token_file": apple.token_file(DEMO_LOCATION), "consent": true }))
+        .await?;
+    if !status.is_success() {
+        bail!("token upload failed: {token}");
+    }
+    let token_id = token["id"].as_str().context("token id")?;
+    let (status, body) = admin
+        .post(&format!("/v1/tokens/{token_id}/sync"), json!({}))
+        .await?;
+    if !status.is_success() {
+        bail!("sync failed: {body}");
+    }
+    let (_, apps) = admin.get("/v1/apps").await?;
+    let app = apps["items"]
+        .as_array()
+        .and_then(|a| {
+            a.iter()
+                .find(|a| a["adam_id"].as_str() == Some(LOAD_APP.to_string().as_str()))
+        })
+        .context("the load app was not synced")?;
+    let app_id = app["id"].as_str().context("app id")?.to_owned();
+    let (_, group) = admin
+        .post("/v1/groups", json!({ "name": "Load fleet" }))
+        .await?;
+    let group_id = group["id"].as_str().context("group id")?.to_owned();
+    for chunk in fleet.udids().chunks(1000) {
+        let (status, body) = admin
+            .post(
+                &format!("/v1/groups/{group_id}/devices"),
+                json!({ "udids": chunk }),
+            )
+            .await?;
+        if !status.is_success() {
+            bail!("adding devices failed: {body}");
+        }
+    }
+    // Wait until every device holds its push connection, so the figures measure delivery.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while metrics.push_connected.load(Ordering::Relaxed) < options.devices as u64
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let requests_before = metrics.requests.load(Ordering::Relaxed);
+    let wakes_before = metrics.wakes.load(Ordering::Relaxed);
+    let converge_started = Instant::now();
+    let (status, assignment) = admin
+        .post("/v1/assignments", json!({ "app_id": app_id, "group_id": group_id, "intent": "required", "license_type": "device" }))
+        .await?;
+    if !status.is_success() {
+        bail!("assignment failed: {assignment}");
+    }
+    let assigned_at = parse_time(&assignment["created_at"]).context("assignment time")?;
+    let progress = bar(options.devices, "installed");
+    let installs = loop {
+        let (_, body) = admin.get(&format!("/v1/apps/{app_id}/installs")).await?;
+        let installs = body["installs"].as_array().cloned().unwrap_or_default();
+        let done: Vec<Value> = installs
+            .into_iter()
+            .filter(|i| i["status"] == "installed")
+            .collect();
+        progress.set_position(done.len() as u64);
+        if done.len() >= options.devices {
+            break done;
+        }
+        if converge_started.elapsed() > options.timeout {
+            bail!(
+                "only {}/{} devices converged within {:?}",
+                done.len(),
+                options.devices,
+                options.timeout
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let converge_seconds = converge_started.elapsed().as_secs_f64();
+    progress.finish();
+    let requests = metrics.requests.load(Ordering::Relaxed) - requests_before;
+    let mut latencies: Vec<f64> = installs
+        .iter()
+        .filter_map(|i| parse_time(&i["updated_at"]))
+        .map(|t| (t - assigned_at).as_seconds_f64())
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let report = LoadReport {
+        devices: options.devices,
+        enrollments_per_second: options.devices as f64 / enrollment_seconds,
+        enrollment_seconds,
+        install_p50_seconds: percentile(&latencies, 50.0),
+        install_p99_seconds: percentile(&latencies, 99.0),
+        install_max_seconds: latencies.last().copied().unwrap_or(0.0),
+        checkins_per_second: requests as f64 / converge_seconds,
+        wakes: metrics.wakes.load(Ordering::Relaxed) - wakes_before,
+        server_peak_rss_mib: server.peak_rss().map_or(0.0, mib),
+        agent_peak_rss_mib: fleet::memory().map_or(0.0, |(_, peak)| mib(peak)),
+        agent_kib_per_device: rss_after.saturating_sub(rss_before) as f64
+            / 1024.0
+            / options.devices.max(1) as f64,
+    };
+    print_report(&report);
+    if let Some(path) = &options.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        println!("figures written to {}", path.display());
+    }
+    fleet.stop().await;
+    drop(server);
+    apple.shutdown().await;
+    Ok(report)
+}
+
+fn print_report(r: &LoadReport) {
+    println!();
+    println!("  devices                          {}", r.devices);
+    println!(
+        "  enrollment                       {:.1} devices/s ({:.1} s)",
+        r.enrollments_per_second, r.enrollment_seconds
+    );
+    println!(
+        "  assignment -> installed          p50 {:.2} s, p99 {:.2} s, max {:.2} s",
+        r.install_p50_seconds, r.install_p99_seconds, r.install_max_seconds
+    );
+    println!(
+        "  device requests while converging {:.0}/s",
+        r.checkins_per_second
+    );
+    println!("  push wake-ups                    {}", r.wakes);
+    println!(
+        "  server peak RSS                  {:.1} MiB",
+        r.server_peak_rss_mib
+    );
+    println!(
+        "  agent peak RSS                   {:.1} MiB ({:.0} KiB per device)",
+        r.agent_peak_rss_mib, r.agent_kib_per_device
+    );
+}
