@@ -9,7 +9,7 @@ use crate::error::ServerResult;
 use crate::identity::{self, DeviceIdentity};
 use crate::install;
 use crate::state::ServerState;
-use crate::store::{CommandState, NewCommand};
+use crate::store::{CommandState, Exchange, NewCommand};
 
 /// Handles one command-channel body; returns the next command's envelope, or `None` for
 /// the zero-byte body that ends the session.
@@ -21,18 +21,20 @@ pub async fn handle(
     let report = CommandReport::from_xml(body)?;
     identity::authorize(state.store.as_ref(), identity, &report.udid).await?;
     let now = clock::now();
-    state.store.touch_device(&report.udid, &now).await?;
-    if report.status == CommandStatus::Idle {
-        // A new session: commands the device put off are offered again.
-        state.store.reopen_not_now(&report.udid).await?;
-    } else if let Some(uuid) = &report.command_uuid {
+    let mut outcome = None;
+    if let (
+        CommandStatus::Acknowledged
+        | CommandStatus::Error
+        | CommandStatus::CommandFormatError
+        | CommandStatus::NotNow,
+        Some(uuid),
+    ) = (report.status, &report.command_uuid)
+    {
         match state.store.command(&report.udid, uuid).await? {
             Some(command)
                 if matches!(command.status, CommandState::Sent | CommandState::Queued) =>
             {
-                let outcome = install::apply_result(state, &command, &report, body, &now).await?;
-                state.store.complete_command(&outcome).await?;
-                state.wake_for(&outcome.follow_ups);
+                outcome = Some(install::apply_result(state, &command, &report, body, &now).await?);
             }
             Some(_) => tracing::debug!(udid = %report.udid, %uuid, "duplicate result ignored"),
             None => {
@@ -40,11 +42,25 @@ pub async fn handle(
             }
         }
     }
-    Ok(state
-        .store
-        .next_command(&report.udid, &now)
-        .await?
-        .map(|c| c.payload))
+    let exchange = Exchange {
+        udid: report.udid.clone(),
+        // A new session: commands the device put off are offered again.
+        new_session: report.status == CommandStatus::Idle,
+        outcome,
+        now,
+    };
+    let next = state.store.exchange(&exchange).await?;
+    if let Some(outcome) = &exchange.outcome {
+        // Follow-ups due now go out in this session; later ones need a wake when due.
+        let later: Vec<NewCommand> = outcome
+            .follow_ups
+            .iter()
+            .filter(|c| c.not_before > exchange.now)
+            .cloned()
+            .collect();
+        state.wake_for(&later);
+    }
+    Ok(next.map(|c| c.payload))
 }
 
 /// Builds a queue entry for a command.

@@ -81,8 +81,6 @@ pub trait DeviceStore: Send + Sync {
         facts: &AuthenticateFacts,
         is_supervised: Option<bool>,
     ) -> StoreResult<()>;
-    /// Marks the device seen.
-    async fn touch_device(&self, udid: &Udid, now: &str) -> StoreResult<()>;
     /// Lists devices by UDID.
     async fn devices(&self, page: &Page) -> StoreResult<Vec<DeviceRecord>>;
 }
@@ -92,15 +90,12 @@ pub trait DeviceStore: Send + Sync {
 pub trait CommandStore: Send + Sync {
     /// Queues commands.
     async fn enqueue(&self, commands: &[NewCommand]) -> StoreResult<()>;
-    /// The oldest open command of a device that may be sent at `now`; marks it sent.
-    async fn next_command(&self, udid: &Udid, now: &str) -> StoreResult<Option<QueuedCommand>>;
+    /// One command-channel exchange in one transaction: marks the device seen, re-offers
+    /// NotNow'd commands when a session starts, applies a result's outcome, and takes the
+    /// oldest open command that may be sent now (marking it sent).
+    async fn exchange(&self, exchange: &Exchange) -> StoreResult<Option<QueuedCommand>>;
     /// Finds a command of a device.
     async fn command(&self, udid: &Udid, uuid: &CommandUuid) -> StoreResult<Option<QueuedCommand>>;
-    /// Re-offers commands the device answered NotNow (a new session started).
-    async fn reopen_not_now(&self, udid: &Udid) -> StoreResult<()>;
-    /// Applies the outcome of one command result atomically: the command's new status,
-    /// install status changes, and follow-up commands.
-    async fn complete_command(&self, outcome: &CommandOutcome) -> StoreResult<()>;
     /// Lists the commands of a device, oldest first.
     async fn commands_of(&self, udid: &Udid) -> StoreResult<Vec<QueuedCommand>>;
 }

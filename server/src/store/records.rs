@@ -240,6 +240,19 @@ pub struct CommandOutcome {
     pub now: String,
 }
 
+/// One command-channel request, as storage applies it.
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    /// Device.
+    pub udid: Udid,
+    /// The device started a session (reported Idle).
+    pub new_session: bool,
+    /// The result the device reported, if any.
+    pub outcome: Option<CommandOutcome>,
+    /// Time of the request.
+    pub now: String,
+}
+
 /// A VPP (content) token.
 #[derive(Debug, Clone)]
 pub struct VppTokenRecord {

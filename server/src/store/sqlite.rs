@@ -474,15 +474,6 @@ impl DeviceStore for SqliteStore {
         Ok(())
     }
 
-    async fn touch_device(&self, udid: &Udid, now: &str) -> StoreResult<()> {
-        sqlx::query("UPDATE devices SET last_seen_at = ? WHERE udid = ?")
-            .bind(now)
-            .bind(udid.as_str())
-            .execute(&self.writer)
-            .await?;
-        Ok(())
-    }
-
     async fn devices(&self, page: &Page) -> StoreResult<Vec<DeviceRecord>> {
         self.page("devices", "udid", page, device_row).await
     }
@@ -497,28 +488,56 @@ impl CommandStore for SqliteStore {
         Ok(())
     }
 
-    async fn next_command(&self, udid: &Udid, now: &str) -> StoreResult<Option<QueuedCommand>> {
+    async fn exchange(&self, x: &Exchange) -> StoreResult<Option<QueuedCommand>> {
         let mut tx = self.writer.begin().await?;
+        sqlx::query("UPDATE devices SET last_seen_at = ? WHERE udid = ?")
+            .bind(&x.now)
+            .bind(x.udid.as_str())
+            .execute(&mut *tx)
+            .await?;
+        if x.new_session {
+            sqlx::query(
+                "UPDATE commands SET status = 'queued' WHERE udid = ? AND status = 'not_now'",
+            )
+            .bind(x.udid.as_str())
+            .execute(&mut *tx)
+            .await?;
+        }
+        if let Some(o) = &x.outcome {
+            sqlx::query("UPDATE commands SET status = ?, result = ?, updated_at = ? WHERE uuid = ? AND udid = ?")
+                .bind(o.status.as_str())
+                .bind(&o.result)
+                .bind(&o.now)
+                .bind(o.uuid.as_str())
+                .bind(o.udid.as_str())
+                .execute(&mut *tx)
+                .await?;
+            upsert_installs(&mut tx, &o.installs).await?;
+            insert_commands(&mut tx, &o.follow_ups).await?;
+        }
         let row = sqlx::query(
             "SELECT * FROM commands WHERE udid = ? AND status IN ('queued', 'sent') AND not_before <= ?
              ORDER BY created_at, uuid LIMIT 1",
         )
-        .bind(udid.as_str())
-        .bind(now)
+        .bind(x.udid.as_str())
+        .bind(&x.now)
         .fetch_optional(&mut *tx)
         .await?;
-        let Some(row) = row else {
-            return Ok(None);
+        let next = match row {
+            Some(row) => {
+                let mut command = command_row(&row)?;
+                sqlx::query("UPDATE commands SET status = 'sent', updated_at = ? WHERE uuid = ?")
+                    .bind(&x.now)
+                    .bind(command.uuid.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                command.status = CommandState::Sent;
+                Some(command)
+            }
+            None => None,
         };
-        let mut command = command_row(&row)?;
-        sqlx::query("UPDATE commands SET status = 'sent', updated_at = ? WHERE uuid = ?")
-            .bind(now)
-            .bind(command.uuid.as_str())
-            .execute(&mut *tx)
-            .await?;
         tx.commit().await?;
-        command.status = CommandState::Sent;
-        Ok(Some(command))
+        Ok(next)
     }
 
     async fn command(&self, udid: &Udid, uuid: &CommandUuid) -> StoreResult<Option<QueuedCommand>> {
@@ -528,30 +547,6 @@ impl CommandStore for SqliteStore {
             .fetch_optional(&self.writer)
             .await?;
         row.as_ref().map(command_row).transpose()
-    }
-
-    async fn reopen_not_now(&self, udid: &Udid) -> StoreResult<()> {
-        sqlx::query("UPDATE commands SET status = 'queued' WHERE udid = ? AND status = 'not_now'")
-            .bind(udid.as_str())
-            .execute(&self.writer)
-            .await?;
-        Ok(())
-    }
-
-    async fn complete_command(&self, o: &CommandOutcome) -> StoreResult<()> {
-        let mut tx = self.writer.begin().await?;
-        sqlx::query("UPDATE commands SET status = ?, result = ?, updated_at = ? WHERE uuid = ? AND udid = ?")
-            .bind(o.status.as_str())
-            .bind(&o.result)
-            .bind(&o.now)
-            .bind(o.uuid.as_str())
-            .bind(o.udid.as_str())
-            .execute(&mut *tx)
-            .await?;
-        upsert_installs(&mut tx, &o.installs).await?;
-        insert_commands(&mut tx, &o.follow_ups).await?;
-        tx.commit().await?;
-        Ok(())
     }
 
     async fn commands_of(&self, udid: &Udid) -> StoreResult<Vec<QueuedCommand>> {

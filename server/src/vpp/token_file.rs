@@ -119,7 +119,7 @@ mod tests {
             ),
             (
                 &file(r#"{"token":"a","expDate":"2020-01-01T00:00:00+0000","orgName":"o"}"#),
-                TokenFileError::Expired("2020-01-01T00:00:00Z".into()),
+                TokenFileError::Expired("2020-01-01T00:00:00.000000Z".into()),
             ),
         ];
         for (input, expected) in cases {
