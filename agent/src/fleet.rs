@@ -160,6 +160,11 @@ impl Fleet {
             None => crate::push::client_endpoint(false)?,
         };
         let metrics = template.metrics.clone();
+        // The simulator's own App Store traffic need not cost a TLS handshake per device.
+        let store = match &template.shared_store {
+            Some(s) => s.clone(),
+            None => crate::store_lookup::StoreLookup::new(template.store.clone())?,
+        };
         let limit = Arc::new(Semaphore::new(options.concurrency.max(1)));
         let progress = Arc::new(progress);
         let mut set = JoinSet::new();
@@ -167,6 +172,7 @@ impl Fleet {
             let mut config = template.clone();
             config.facts = profile.facts(index, &options.run);
             config.quic = Some(quic.clone());
+            config.shared_store = Some(store.clone());
             config.state_path = options
                 .state_dir
                 .as_ref()

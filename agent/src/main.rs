@@ -145,6 +145,7 @@ fn template(c: &Connection, facts: DeviceFacts) -> anyhow::Result<AgentConfig> {
         state_path: None,
         quic: None,
         metrics: Arc::new(AgentMetrics::default()),
+        shared_store: None,
     })
 }
 
@@ -162,7 +163,10 @@ fn ctrl_c() -> CancellationToken {
 async fn main() -> anyhow::Result<()> {
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     match Cli::parse().command {
         Command::Run(args) => run(args).await,
         Command::Fleet(args) => run_fleet(args).await,

@@ -157,6 +157,8 @@ pub struct AgentConfig {
     pub quic: Option<quinn::Endpoint>,
     /// Counters, shared by a fleet.
     pub metrics: Arc<AgentMetrics>,
+    /// An App Store client shared by a fleet (one is made from `store` when absent).
+    pub shared_store: Option<StoreLookup>,
 }
 
 /// What a device keeps on disk: identity, enrollment, apps.
@@ -304,7 +306,10 @@ impl Agent {
         Ok(Self {
             http,
             enrollment: Arc::new(enrollment),
-            store: StoreLookup::new(config.store)?,
+            store: match config.shared_store {
+                Some(store) => store,
+                None => StoreLookup::new(config.store)?,
+            },
             device: Arc::new(Mutex::new(device)),
             poll_interval: config.poll_interval,
             wake: Arc::new(Notify::new()),

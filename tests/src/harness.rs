@@ -133,6 +133,7 @@ impl Testbed {
             state_path: None,
             quic: None,
             metrics: Default::default(),
+            shared_store: None,
         })
     }
 

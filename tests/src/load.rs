@@ -48,6 +48,8 @@ pub struct LoadReport {
     pub enrollments_per_second: f64,
     /// Seconds to enroll the fleet.
     pub enrollment_seconds: f64,
+    /// Seconds from the assignment until the first device was verified installed.
+    pub install_min_seconds: f64,
     /// Seconds from the assignment until a device was verified installed: median.
     pub install_p50_seconds: f64,
     /// 99th percentile.
@@ -58,6 +60,8 @@ pub struct LoadReport {
     pub checkins_per_second: f64,
     /// Push wake-ups the devices received.
     pub wakes: u64,
+    /// Devices holding a push connection when the app was assigned.
+    pub push_connected: u64,
     /// Peak resident memory of the server process, MiB.
     pub server_peak_rss_mib: f64,
     /// Peak resident memory of the agent process (fleet and Apple stand-in), MiB.
@@ -198,6 +202,7 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
         state_path: None,
         quic: None,
         metrics: metrics.clone(),
+        shared_store: None,
     };
     let rss_before = fleet::memory().map_or(0, |(rss, _)| rss);
     let progress = bar(options.devices, "enrolling");
@@ -258,6 +263,7 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
     {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let push_connected = metrics.push_connected.load(Ordering::Relaxed);
     let requests_before = metrics.requests.load(Ordering::Relaxed);
     let wakes_before = metrics.wakes.load(Ordering::Relaxed);
     let converge_started = Instant::now();
@@ -304,11 +310,13 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
         devices: options.devices,
         enrollments_per_second: options.devices as f64 / enrollment_seconds,
         enrollment_seconds,
+        install_min_seconds: latencies.first().copied().unwrap_or(0.0),
         install_p50_seconds: percentile(&latencies, 50.0),
         install_p99_seconds: percentile(&latencies, 99.0),
         install_max_seconds: latencies.last().copied().unwrap_or(0.0),
         checkins_per_second: requests as f64 / converge_seconds,
         wakes: metrics.wakes.load(Ordering::Relaxed) - wakes_before,
+        push_connected,
         server_peak_rss_mib: server.peak_rss().map_or(0.0, mib),
         agent_peak_rss_mib: fleet::memory().map_or(0.0, |(_, peak)| mib(peak)),
         agent_kib_per_device: rss_after.saturating_sub(rss_before) as f64
@@ -335,14 +343,17 @@ fn print_report(r: &LoadReport) {
         r.enrollments_per_second, r.enrollment_seconds
     );
     println!(
-        "  assignment -> installed          p50 {:.2} s, p99 {:.2} s, max {:.2} s",
-        r.install_p50_seconds, r.install_p99_seconds, r.install_max_seconds
+        "  assignment -> installed          min {:.2} s, p50 {:.2} s, p99 {:.2} s, max {:.2} s",
+        r.install_min_seconds, r.install_p50_seconds, r.install_p99_seconds, r.install_max_seconds
     );
     println!(
         "  device requests while converging {:.0}/s",
         r.checkins_per_second
     );
-    println!("  push wake-ups                    {}", r.wakes);
+    println!(
+        "  push wake-ups                    {} ({} of {} devices on the push channel at assignment)",
+        r.wakes, r.push_connected, r.devices
+    );
     println!(
         "  server peak RSS                  {:.1} MiB",
         r.server_peak_rss_mib

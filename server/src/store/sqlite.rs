@@ -2,6 +2,7 @@
 //! one writer at a time; a single connection avoids lock-upgrade failures) and a small
 //! reader pool.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -12,7 +13,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
 use super::*;
 
@@ -223,25 +224,29 @@ fn cursor(page: &Page) -> String {
     page.cursor.clone().unwrap_or_default()
 }
 
+/// Rows per multi-row statement (well under SQLite's 32,766 bound parameters).
+const BATCH: usize = 500;
+
 async fn insert_commands(
     tx: &mut Transaction<'_, Sqlite>,
     commands: &[NewCommand],
 ) -> StoreResult<()> {
-    for c in commands {
-        sqlx::query(
-            "INSERT INTO commands (uuid, udid, request_type, app_id, payload, status, not_before, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?)",
-        )
-        .bind(c.uuid.as_str())
-        .bind(c.udid.as_str())
-        .bind(&c.request_type)
-        .bind(&c.app_id)
-        .bind(&c.payload)
-        .bind(&c.not_before)
-        .bind(&c.created_at)
-        .bind(&c.created_at)
-        .execute(&mut **tx)
-        .await?;
+    for chunk in commands.chunks(BATCH) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO commands (uuid, udid, request_type, app_id, payload, status, not_before, created_at, updated_at) ",
+        );
+        q.push_values(chunk, |mut b, c| {
+            b.push_bind(c.uuid.as_str())
+                .push_bind(c.udid.as_str())
+                .push_bind(&c.request_type)
+                .push_bind(&c.app_id)
+                .push_bind(&c.payload)
+                .push_bind("queued")
+                .push_bind(&c.not_before)
+                .push_bind(&c.created_at)
+                .push_bind(&c.created_at);
+        });
+        q.build().execute(&mut **tx).await?;
     }
     Ok(())
 }
@@ -250,24 +255,58 @@ async fn upsert_installs(
     tx: &mut Transaction<'_, Sqlite>,
     installs: &[InstallRecord],
 ) -> StoreResult<()> {
-    for i in installs {
-        sqlx::query(
-            "INSERT INTO installs (app_id, udid, status, device_status, version, reason, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?)
-             ON CONFLICT (app_id, udid) DO UPDATE SET status = excluded.status,
+    for chunk in installs.chunks(BATCH) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO installs (app_id, udid, status, device_status, version, reason, updated_at) ",
+        );
+        q.push_values(chunk, |mut b, i| {
+            b.push_bind(&i.app_id)
+                .push_bind(i.udid.as_str())
+                .push_bind(i.status.as_str())
+                .push_bind(&i.device_status)
+                .push_bind(&i.version)
+                .push_bind(&i.reason)
+                .push_bind(&i.updated_at);
+        });
+        q.push(
+            " ON CONFLICT (app_id, udid) DO UPDATE SET status = excluded.status,
                 device_status = COALESCE(excluded.device_status, installs.device_status),
                 version = COALESCE(excluded.version, installs.version),
                 reason = excluded.reason, updated_at = excluded.updated_at",
-        )
-        .bind(&i.app_id)
-        .bind(i.udid.as_str())
-        .bind(i.status.as_str())
-        .bind(&i.device_status)
-        .bind(&i.version)
-        .bind(&i.reason)
-        .bind(&i.updated_at)
-        .execute(&mut **tx)
-        .await?;
+        );
+        q.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// Sets a license state (and error, event) for many devices of one app.
+async fn set_license_state(
+    tx: &mut Transaction<'_, Sqlite>,
+    app_id: &str,
+    udids: &[Udid],
+    state: Option<LicenseState>,
+    event_id: Option<&str>,
+    error: Option<&str>,
+    now: &str,
+) -> StoreResult<()> {
+    for chunk in udids.chunks(BATCH) {
+        let mut q = QueryBuilder::<Sqlite>::new("UPDATE licenses SET updated_at = ");
+        q.push_bind(now).push(", error = ").push_bind(error);
+        if let Some(state) = state {
+            q.push(", state = ").push_bind(state.as_str());
+        }
+        if let Some(event_id) = event_id {
+            q.push(", event_id = ").push_bind(event_id);
+        }
+        q.push(" WHERE app_id = ")
+            .push_bind(app_id)
+            .push(" AND udid IN (");
+        let mut list = q.separated(", ");
+        for udid in chunk {
+            list.push_bind(udid.as_str());
+        }
+        q.push(")");
+        q.build().execute(&mut **tx).await?;
     }
     Ok(())
 }
@@ -490,12 +529,13 @@ impl CommandStore for SqliteStore {
 
     async fn exchange(&self, x: &Exchange) -> StoreResult<Option<QueuedCommand>> {
         let mut tx = self.writer.begin().await?;
-        sqlx::query("UPDATE devices SET last_seen_at = ? WHERE udid = ?")
-            .bind(&x.now)
-            .bind(x.udid.as_str())
-            .execute(&mut *tx)
-            .await?;
         if x.new_session {
+            // Once per session, not per request: the device is seen, put-off commands return.
+            sqlx::query("UPDATE devices SET last_seen_at = ? WHERE udid = ?")
+                .bind(&x.now)
+                .bind(x.udid.as_str())
+                .execute(&mut *tx)
+                .await?;
             sqlx::query(
                 "UPDATE commands SET status = 'queued' WHERE udid = ? AND status = 'not_now'",
             )
@@ -515,27 +555,18 @@ impl CommandStore for SqliteStore {
             upsert_installs(&mut tx, &o.installs).await?;
             insert_commands(&mut tx, &o.follow_ups).await?;
         }
+        // Take the oldest open command that is due, marking it sent, in one statement.
         let row = sqlx::query(
-            "SELECT * FROM commands WHERE udid = ? AND status IN ('queued', 'sent') AND not_before <= ?
-             ORDER BY created_at, uuid LIMIT 1",
+            "UPDATE commands SET status = 'sent', updated_at = ?1
+             WHERE uuid = (SELECT uuid FROM commands WHERE udid = ?2 AND status IN ('queued', 'sent')
+                           AND not_before <= ?1 ORDER BY created_at, uuid LIMIT 1)
+             RETURNING *",
         )
-        .bind(x.udid.as_str())
         .bind(&x.now)
+        .bind(x.udid.as_str())
         .fetch_optional(&mut *tx)
         .await?;
-        let next = match row {
-            Some(row) => {
-                let mut command = command_row(&row)?;
-                sqlx::query("UPDATE commands SET status = 'sent', updated_at = ? WHERE uuid = ?")
-                    .bind(&x.now)
-                    .bind(command.uuid.as_str())
-                    .execute(&mut *tx)
-                    .await?;
-                command.status = CommandState::Sent;
-                Some(command)
-            }
-            None => None,
-        };
+        let next = row.as_ref().map(command_row).transpose()?;
         tx.commit().await?;
         Ok(next)
     }
@@ -544,7 +575,7 @@ impl CommandStore for SqliteStore {
         let row = sqlx::query("SELECT * FROM commands WHERE uuid = ? AND udid = ?")
             .bind(uuid.as_str())
             .bind(udid.as_str())
-            .fetch_optional(&self.writer)
+            .fetch_optional(&self.reader)
             .await?;
         row.as_ref().map(command_row).transpose()
     }
@@ -790,23 +821,28 @@ impl AssignmentStore for SqliteStore {
 
     async fn reserve_licenses(&self, rows: &[LicenseRecord]) -> StoreResult<()> {
         let mut tx = self.writer.begin().await?;
-        for l in rows {
-            sqlx::query(
-                "INSERT INTO licenses (app_id, udid, serial_number, state, event_id, error, updated_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?)
-                 ON CONFLICT (app_id, udid) DO UPDATE SET state = excluded.state, event_id = excluded.event_id,
+        for chunk in rows.chunks(BATCH) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO licenses (app_id, udid, serial_number, state, event_id, error, updated_at) ",
+            );
+            q.push_values(chunk, |mut b, l| {
+                b.push_bind(&l.app_id)
+                    .push_bind(l.udid.as_str())
+                    .push_bind(l.serial_number.as_str())
+                    .push_bind(l.state.as_str())
+                    .push_bind(&l.event_id)
+                    .push_bind(&l.error)
+                    .push_bind(&l.updated_at);
+            });
+            q.push(
+                " ON CONFLICT (app_id, udid) DO UPDATE SET state = excluded.state, event_id = excluded.event_id,
                     error = excluded.error, updated_at = excluded.updated_at",
-            )
-            .bind(&l.app_id)
-            .bind(l.udid.as_str())
-            .bind(l.serial_number.as_str())
-            .bind(l.state.as_str())
-            .bind(&l.event_id)
-            .bind(&l.error)
-            .bind(&l.updated_at)
-            .execute(&mut *tx)
-            .await?;
-            let install = InstallRecord {
+            );
+            q.build().execute(&mut *tx).await?;
+        }
+        let installs: Vec<InstallRecord> = rows
+            .iter()
+            .map(|l| InstallRecord {
                 app_id: l.app_id.clone(),
                 udid: l.udid.clone(),
                 status: if l.state == LicenseState::Failed {
@@ -818,9 +854,9 @@ impl AssignmentStore for SqliteStore {
                 version: None,
                 reason: l.error.clone(),
                 updated_at: l.updated_at.clone(),
-            };
-            upsert_installs(&mut tx, std::slice::from_ref(&install)).await?;
-        }
+            })
+            .collect();
+        upsert_installs(&mut tx, &installs).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -833,18 +869,16 @@ impl AssignmentStore for SqliteStore {
         now: &str,
     ) -> StoreResult<()> {
         let mut tx = self.writer.begin().await?;
-        for udid in udids {
-            sqlx::query(
-                "UPDATE licenses SET state = 'associating', event_id = ?, error = NULL, updated_at = ?
-                 WHERE app_id = ? AND udid = ?",
-            )
-            .bind(event_id)
-            .bind(now)
-            .bind(app_id)
-            .bind(udid.as_str())
-            .execute(&mut *tx)
-            .await?;
-        }
+        set_license_state(
+            &mut tx,
+            app_id,
+            udids,
+            Some(LicenseState::Associating),
+            Some(event_id),
+            None,
+            now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -857,39 +891,41 @@ impl AssignmentStore for SqliteStore {
         now: &str,
     ) -> StoreResult<()> {
         let mut tx = self.writer.begin().await?;
-        for udid in udids {
-            sqlx::query(
-                "UPDATE licenses SET error = ?, updated_at = ? WHERE app_id = ? AND udid = ?",
-            )
-            .bind(error)
-            .bind(now)
-            .bind(app_id)
-            .bind(udid.as_str())
-            .execute(&mut *tx)
-            .await?;
-        }
+        set_license_state(&mut tx, app_id, udids, None, None, Some(error), now).await?;
         tx.commit().await?;
         Ok(())
     }
 
     async fn finish_association(&self, o: &AssociationOutcome) -> StoreResult<()> {
         let mut tx = self.writer.begin().await?;
-        for udid in &o.associated {
-            sqlx::query("UPDATE licenses SET state = 'associated', error = NULL, updated_at = ? WHERE app_id = ? AND udid = ?")
-                .bind(&o.now)
-                .bind(&o.app_id)
-                .bind(udid.as_str())
-                .execute(&mut *tx)
-                .await?;
-        }
+        set_license_state(
+            &mut tx,
+            &o.app_id,
+            &o.associated,
+            Some(LicenseState::Associated),
+            None,
+            None,
+            &o.now,
+        )
+        .await?;
+        let mut by_reason: BTreeMap<&str, Vec<Udid>> = BTreeMap::new();
         for (udid, error) in &o.failed {
-            sqlx::query("UPDATE licenses SET state = 'failed', error = ?, updated_at = ? WHERE app_id = ? AND udid = ?")
-                .bind(error)
-                .bind(&o.now)
-                .bind(&o.app_id)
-                .bind(udid.as_str())
-                .execute(&mut *tx)
-                .await?;
+            by_reason
+                .entry(error.as_str())
+                .or_default()
+                .push(udid.clone());
+        }
+        for (error, udids) in by_reason {
+            set_license_state(
+                &mut tx,
+                &o.app_id,
+                &udids,
+                Some(LicenseState::Failed),
+                None,
+                Some(error),
+                &o.now,
+            )
+            .await?;
         }
         upsert_installs(&mut tx, &o.install_rows).await?;
         insert_commands(&mut tx, &o.installs).await?;
