@@ -319,6 +319,13 @@ mod tests {
     }
 
     #[test]
+    fn shipped_example_profile_parses() {
+        let text = include_str!("../../tests/seeds/fleet.toml");
+        let profile = FleetProfile::parse(text).unwrap();
+        assert_eq!(profile.devices.len(), 4);
+    }
+
+    #[test]
     fn memory_fields_are_read_in_bytes() {
         let status = "Name:\tx\nVmHWM:\t  2048 kB\nVmRSS:\t  1024 kB\n";
         assert_eq!(memory_of_status(status), Some((1024 * 1024, 2048 * 1024)));
