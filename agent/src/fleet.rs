@@ -320,7 +320,7 @@ mod tests {
 
     #[test]
     fn shipped_example_profile_parses() {
-        let text = include_str!("../../tests/seeds/fleet.toml");
+        let text = include_str!("../profiles/mixed.toml");
         let profile = FleetProfile::parse(text).unwrap();
         assert_eq!(profile.devices.len(), 4);
     }
