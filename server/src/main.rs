@@ -40,6 +40,10 @@ struct ServeArgs {
     /// Data directory: SQLite database, CA and server certificate (created on first start).
     #[arg(long, env = "ORCHARD_DATA_DIR", default_value = "orchard-data")]
     data_dir: PathBuf,
+    /// Database: a `postgres://` URL for PostgreSQL (several replicas may share it), or a
+    /// SQLite file path; SQLite in the data directory by default.
+    #[arg(long, env = "ORCHARD_DATABASE_URL")]
+    database: Option<String>,
     /// Address to listen on.
     #[arg(long, env = "ORCHARD_LISTEN", default_value = "127.0.0.1:8443")]
     listen: SocketAddr,
@@ -101,6 +105,7 @@ async fn main() -> anyhow::Result<()> {
     let Command::Serve(args) = cli.command;
     let mut config = ServerConfig::new(args.data_dir);
     config.listen = args.listen;
+    config.database = args.database;
     config.public_url = args.public_url;
     config.server_names = args.server_names;
     config.apple = AppleConfig {

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock;
 use crate::state::{MdmIdentity, ServerState, ServiceOptions};
-use crate::store::{AdminStore, AdminTokenRecord, SqliteStore, Store};
+use crate::store::{AdminStore, AdminTokenRecord, Backend, Store};
 use crate::vpp::{AppleClient, AppleConfig};
 
 /// Everything a server needs to start.
@@ -24,6 +24,8 @@ use crate::vpp::{AppleClient, AppleConfig};
 pub struct ServerConfig {
     /// Data directory: database and PEM files.
     pub data_dir: PathBuf,
+    /// `postgres://…` for PostgreSQL, or a SQLite file path; SQLite in the data directory when absent.
+    pub database: Option<String>,
     /// Address to listen on.
     pub listen: SocketAddr,
     /// URL devices use to reach this server; defaults to `https://<listen address>`.
@@ -45,6 +47,7 @@ impl ServerConfig {
     pub fn new(data_dir: PathBuf) -> Self {
         Self {
             data_dir,
+            database: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
             public_url: None,
             server_names: Vec::new(),
@@ -95,7 +98,7 @@ pub struct RunningServer {
     pub state: ServerState,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
-    sqlite: SqliteStore,
+    backend: Backend,
 }
 
 impl RunningServer {
@@ -105,7 +108,7 @@ impl RunningServer {
         for task in std::mem::take(&mut self.tasks) {
             let _ = task.await;
         }
-        self.sqlite.close().await;
+        self.backend.close().await;
     }
 }
 
@@ -162,8 +165,8 @@ pub async fn start_with_listener(
         what: "cannot read the listening address".into(),
         source,
     })?;
-    let sqlite = SqliteStore::open(&config.data_dir.join("orchard.db")).await?;
-    let store: Arc<dyn Store> = Arc::new(sqlite.clone());
+    let backend = Backend::open(config.database.as_deref(), &config.data_dir).await?;
+    let store: Arc<dyn Store> = backend.store();
     let pki = ServerPki::load_or_create(&config.data_dir, &config.server_names)?;
     let tls = crate::tls::server_config(&pki)?;
     let (first_admin_token, enrollment_secret, topic) = bootstrap(store.as_ref()).await?;
@@ -225,6 +228,6 @@ pub async fn start_with_listener(
         state,
         shutdown,
         tasks,
-        sqlite,
+        backend,
     })
 }

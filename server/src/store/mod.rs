@@ -1,12 +1,15 @@
 //! Storage: small traits per concern, one implementation per backend. Handlers and
 //! services hold an `Arc<dyn Store>` and never see SQL.
 
+mod postgres;
 mod records;
+mod rows;
 mod sqlite;
 
 use async_trait::async_trait;
 use orchard_protocol::{CommandUuid, SerialNumber, Udid};
 
+pub use postgres::PostgresStore;
 pub use records::*;
 pub use sqlite::SqliteStore;
 
@@ -197,6 +200,48 @@ pub trait Store:
 impl<T: AdminStore + DeviceStore + CommandStore + VppStore + DirectoryStore + AssignmentStore> Store
     for T
 {
+}
+
+/// The storage backend a server runs on.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// Embedded SQLite, the default.
+    Sqlite(SqliteStore),
+    /// PostgreSQL, for several replicas.
+    Postgres(PostgresStore),
+}
+
+impl Backend {
+    /// PostgreSQL when `database` is a `postgres://` URL, else SQLite in `data_dir`.
+    pub async fn open(database: Option<&str>, data_dir: &std::path::Path) -> StoreResult<Self> {
+        match database {
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Ok(Self::Postgres(PostgresStore::open(url).await?))
+            }
+            Some(path) => Ok(Self::Sqlite(
+                SqliteStore::open(std::path::Path::new(path)).await?,
+            )),
+            None => Ok(Self::Sqlite(
+                SqliteStore::open(&data_dir.join("orchard.db")).await?,
+            )),
+        }
+    }
+
+    /// The backend as the services use it.
+    pub fn store(&self) -> std::sync::Arc<dyn Store> {
+        match self {
+            Self::Sqlite(s) => std::sync::Arc::new(s.clone()),
+            Self::Postgres(s) => std::sync::Arc::new(s.clone()),
+        }
+    }
+
+    /// Closes its connections.
+    pub async fn close(&self) {
+        match self {
+            Self::Sqlite(s) => s.close().await,
+            Self::Postgres(s) => s.close().await,
+        }
+    }
 }
 
 /// Keyset pagination: up to `limit` items after `cursor`.

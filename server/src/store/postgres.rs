@@ -1,0 +1,814 @@
+//! The PostgreSQL backend, for several replicas sharing one database: a connection
+//! pool, its own SQL and migrations. Commands are taken with `FOR UPDATE SKIP LOCKED`
+//! so replicas never hand one command out twice.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use orchard_protocol::{AdamId, CommandUuid, SerialNumber, Udid};
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::{Postgres, QueryBuilder, Row, Transaction};
+
+use super::rows;
+use super::*;
+
+/// Orchard's storage on PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects to `url` and applies migrations.
+    pub async fn open(url: &str) -> StoreResult<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect(url)
+            .await?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// One row of `table` by its key column (names are constants of this file, never input).
+    async fn one<T>(
+        &self,
+        table: &'static str,
+        key: &'static str,
+        value: &str,
+        f: fn(&PgRow) -> StoreResult<T>,
+    ) -> StoreResult<Option<T>> {
+        let sql = format!("SELECT * FROM {table} WHERE {key} = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(value)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(f).transpose()
+    }
+
+    /// A page of `table` ordered by its key column.
+    async fn page<T>(
+        &self,
+        table: &'static str,
+        key: &'static str,
+        page: &Page,
+        f: fn(&PgRow) -> StoreResult<T>,
+    ) -> StoreResult<Vec<T>> {
+        let sql = format!("SELECT * FROM {table} WHERE {key} > $1 ORDER BY {key} LIMIT $2");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(cursor(page))
+            .bind(page.limit)
+            .fetch_all(&self.pool)
+            .await?;
+        collect(rows, f)
+    }
+}
+
+rows::row_mappers!(PgRow);
+
+fn cursor(page: &Page) -> String {
+    page.cursor.clone().unwrap_or_default()
+}
+
+/// Rows per multi-row statement (well under SQLite's 32,766 bound parameters).
+const BATCH: usize = 500;
+
+async fn insert_commands(
+    tx: &mut Transaction<'_, Postgres>,
+    commands: &[NewCommand],
+) -> StoreResult<()> {
+    for chunk in commands.chunks(BATCH) {
+        let mut q = QueryBuilder::<Postgres>::new(
+            "INSERT INTO commands (uuid, udid, request_type, app_id, payload, status, not_before, created_at, updated_at) ",
+        );
+        q.push_values(chunk, |mut b, c| {
+            b.push_bind(c.uuid.as_str())
+                .push_bind(c.udid.as_str())
+                .push_bind(&c.request_type)
+                .push_bind(&c.app_id)
+                .push_bind(&c.payload)
+                .push_bind("queued")
+                .push_bind(&c.not_before)
+                .push_bind(&c.created_at)
+                .push_bind(&c.created_at);
+        });
+        q.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+async fn upsert_installs(
+    tx: &mut Transaction<'_, Postgres>,
+    installs: &[InstallRecord],
+) -> StoreResult<()> {
+    for chunk in installs.chunks(BATCH) {
+        let mut q = QueryBuilder::<Postgres>::new(
+            "INSERT INTO installs (app_id, udid, status, device_status, version, reason, updated_at) ",
+        );
+        q.push_values(chunk, |mut b, i| {
+            b.push_bind(&i.app_id)
+                .push_bind(i.udid.as_str())
+                .push_bind(i.status.as_str())
+                .push_bind(&i.device_status)
+                .push_bind(&i.version)
+                .push_bind(&i.reason)
+                .push_bind(&i.updated_at);
+        });
+        q.push(
+            " ON CONFLICT (app_id, udid) DO UPDATE SET status = excluded.status,
+                device_status = COALESCE(excluded.device_status, installs.device_status),
+                version = COALESCE(excluded.version, installs.version),
+                reason = excluded.reason, updated_at = excluded.updated_at",
+        );
+        q.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// Sets a license state (and error, event) for many devices of one app.
+async fn set_license_state(
+    tx: &mut Transaction<'_, Postgres>,
+    app_id: &str,
+    udids: &[Udid],
+    state: Option<LicenseState>,
+    event_id: Option<&str>,
+    error: Option<&str>,
+    now: &str,
+) -> StoreResult<()> {
+    for chunk in udids.chunks(BATCH) {
+        let mut q = QueryBuilder::<Postgres>::new("UPDATE licenses SET updated_at = ");
+        q.push_bind(now).push(", error = ").push_bind(error);
+        if let Some(state) = state {
+            q.push(", state = ").push_bind(state.as_str());
+        }
+        if let Some(event_id) = event_id {
+            q.push(", event_id = ").push_bind(event_id);
+        }
+        q.push(" WHERE app_id = ")
+            .push_bind(app_id)
+            .push(" AND udid IN (");
+        let mut list = q.separated(", ");
+        for udid in chunk {
+            list.push_bind(udid.as_str());
+        }
+        q.push(")");
+        q.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl AdminStore for PostgresStore {
+    async fn setting(&self, key: &str) -> StoreResult<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn setting_or_insert(&self, key: &str, value: &str) -> StoreResult<String> {
+        sqlx::query(
+            "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
+        Ok(
+            sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+                .bind(key)
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn insert_admin_token(&self, t: &AdminTokenRecord) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "INSERT INTO admin_tokens (id, name, token_hash, role, created_at) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&t.id)
+        .bind(&t.name)
+        .bind(&t.token_hash)
+        .bind(&t.role)
+        .bind(&t.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn admin_token_by_hash(&self, hash: &str) -> StoreResult<Option<AdminTokenRecord>> {
+        let row = sqlx::query("SELECT * FROM admin_tokens WHERE token_hash = $1")
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok(AdminTokenRecord {
+                id: r.try_get("id")?,
+                name: r.try_get("name")?,
+                token_hash: r.try_get("token_hash")?,
+                role: r.try_get("role")?,
+                created_at: r.try_get("created_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn audit(&self, e: &AuditEntry) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO audit_log (at, actor, action, target, result) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&e.at)
+        .bind(&e.actor)
+        .bind(&e.action)
+        .bind(&e.target)
+        .bind(&e.result)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn audit_log(&self, page: &Page) -> StoreResult<Vec<AuditEntry>> {
+        let before: i64 = page
+            .cursor
+            .as_deref()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(i64::MAX);
+        let rows = sqlx::query("SELECT * FROM audit_log WHERE id < $1 ORDER BY id DESC LIMIT $2")
+            .bind(before)
+            .bind(page.limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditEntry {
+                    at: r.try_get("at")?,
+                    actor: r.try_get("actor")?,
+                    action: r.try_get("action")?,
+                    target: r.try_get("target")?,
+                    result: r.try_get("result")?,
+                })
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl DeviceStore for PostgresStore {
+    async fn upsert_enrollment(&self, d: &DeviceRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO devices (udid, serial_number, product_name, os_version, cert_fingerprint, status,
+                                  enrolled_at, last_seen_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (udid) DO UPDATE SET serial_number = excluded.serial_number,
+                product_name = excluded.product_name, os_version = excluded.os_version,
+                cert_fingerprint = excluded.cert_fingerprint, status = excluded.status,
+                enrolled_at = excluded.enrolled_at, last_seen_at = excluded.last_seen_at",
+        )
+        .bind(d.udid.as_str())
+        .bind(d.serial_number.as_str())
+        .bind(&d.product_name)
+        .bind(&d.os_version)
+        .bind(&d.cert_fingerprint)
+        .bind(d.status.as_str())
+        .bind(&d.enrolled_at)
+        .bind(&d.last_seen_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn device(&self, udid: &Udid) -> StoreResult<Option<DeviceRecord>> {
+        self.one("devices", "udid", udid.as_str(), device_row).await
+    }
+
+    async fn device_by_fingerprint(&self, fingerprint: &str) -> StoreResult<Option<DeviceRecord>> {
+        self.one("devices", "cert_fingerprint", fingerprint, device_row)
+            .await
+    }
+
+    async fn record_authenticate(
+        &self,
+        udid: &Udid,
+        f: &AuthenticateFacts,
+        now: &str,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE devices SET status = CASE WHEN status = 'active' THEN status ELSE 'authenticated' END,
+                serial_number = COALESCE($1, serial_number), product_name = COALESCE($2, product_name),
+                os_version = COALESCE($3, os_version), last_seen_at = $4 WHERE udid = $5",
+        )
+        .bind(f.serial_number.as_ref().map(SerialNumber::as_str))
+        .bind(&f.product_name)
+        .bind(&f.os_version)
+        .bind(now)
+        .bind(udid.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn record_token_update(
+        &self,
+        udid: &Udid,
+        topic: &str,
+        push_magic: &str,
+        token: &[u8],
+        now: &str,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE devices SET status = 'active', topic = $1, push_magic = $2, push_token = $3, last_seen_at = $4
+             WHERE udid = $5",
+        )
+        .bind(topic)
+        .bind(push_magic)
+        .bind(token)
+        .bind(now)
+        .bind(udid.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn record_check_out(&self, udid: &Udid, now: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE devices SET status = 'checked_out', push_magic = NULL, last_seen_at = $1 WHERE udid = $2")
+            .bind(now)
+            .bind(udid.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn record_device_information(
+        &self,
+        udid: &Udid,
+        f: &AuthenticateFacts,
+        supervised: Option<bool>,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE devices SET serial_number = COALESCE($1, serial_number), product_name = COALESCE($2, product_name),
+                os_version = COALESCE($3, os_version), is_supervised = COALESCE($4, is_supervised) WHERE udid = $5",
+        )
+        .bind(f.serial_number.as_ref().map(SerialNumber::as_str))
+        .bind(&f.product_name)
+        .bind(&f.os_version)
+        .bind(supervised.map(i64::from))
+        .bind(udid.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn devices(&self, page: &Page) -> StoreResult<Vec<DeviceRecord>> {
+        self.page("devices", "udid", page, device_row).await
+    }
+}
+
+#[async_trait]
+impl CommandStore for PostgresStore {
+    async fn enqueue(&self, commands: &[NewCommand]) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        insert_commands(&mut tx, commands).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn exchange(&self, x: &Exchange) -> StoreResult<Option<QueuedCommand>> {
+        let mut tx = self.pool.begin().await?;
+        if x.new_session {
+            // Once per session, not per request: the device is seen, put-off commands return.
+            sqlx::query("UPDATE devices SET last_seen_at = $1 WHERE udid = $2")
+                .bind(&x.now)
+                .bind(x.udid.as_str())
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "UPDATE commands SET status = 'queued' WHERE udid = $1 AND status = 'not_now'",
+            )
+            .bind(x.udid.as_str())
+            .execute(&mut *tx)
+            .await?;
+        }
+        if let Some(o) = &x.outcome {
+            sqlx::query("UPDATE commands SET status = $1, result = $2, updated_at = $3 WHERE uuid = $4 AND udid = $5")
+                .bind(o.status.as_str())
+                .bind(&o.result)
+                .bind(&o.now)
+                .bind(o.uuid.as_str())
+                .bind(o.udid.as_str())
+                .execute(&mut *tx)
+                .await?;
+            upsert_installs(&mut tx, &o.installs).await?;
+            insert_commands(&mut tx, &o.follow_ups).await?;
+        }
+        // Take the oldest open command that is due, marking it sent, in one statement.
+        let row = sqlx::query(
+            "UPDATE commands SET status = 'sent', updated_at = $1
+             WHERE uuid = (SELECT uuid FROM commands WHERE udid = $2 AND status IN ('queued', 'sent')
+                           AND not_before <= $1 ORDER BY created_at, uuid LIMIT 1
+                           FOR UPDATE SKIP LOCKED)
+             RETURNING *",
+        )
+        .bind(&x.now)
+        .bind(x.udid.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let next = row.as_ref().map(command_row).transpose()?;
+        tx.commit().await?;
+        Ok(next)
+    }
+
+    async fn command(&self, udid: &Udid, uuid: &CommandUuid) -> StoreResult<Option<QueuedCommand>> {
+        let row = sqlx::query("SELECT * FROM commands WHERE uuid = $1 AND udid = $2")
+            .bind(uuid.as_str())
+            .bind(udid.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(command_row).transpose()
+    }
+
+    async fn commands_of(&self, udid: &Udid) -> StoreResult<Vec<QueuedCommand>> {
+        let rows = sqlx::query("SELECT * FROM commands WHERE udid = $1 ORDER BY created_at, uuid")
+            .bind(udid.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        collect(rows, command_row)
+    }
+}
+
+#[async_trait]
+impl VppStore for PostgresStore {
+    async fn insert_token(&self, t: &VppTokenRecord) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "INSERT INTO vpp_tokens (id, name, org_name, secret, secret_hash, expires_at, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+        )
+        .bind(&t.id)
+        .bind(&t.name)
+        .bind(&t.org_name)
+        .bind(&t.secret)
+        .bind(&t.secret_hash)
+        .bind(&t.expires_at)
+        .bind(&t.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn token(&self, id: &str) -> StoreResult<Option<VppTokenRecord>> {
+        self.one("vpp_tokens", "id", id, token_row).await
+    }
+
+    async fn tokens(&self, page: &Page) -> StoreResult<Vec<VppTokenRecord>> {
+        self.page("vpp_tokens", "id", page, token_row).await
+    }
+
+    async fn token_count(&self) -> StoreResult<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM vpp_tokens")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn record_sync(&self, s: &SyncRecord) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE vpp_tokens SET location_name = $1, country = $2, location_uid = $3, last_sync_at = $4,
+                last_sync_error = NULL WHERE id = $5",
+        )
+        .bind(&s.location_name)
+        .bind(&s.country)
+        .bind(&s.location_uid)
+        .bind(&s.now)
+        .bind(&s.token_id)
+        .execute(&mut *tx)
+        .await?;
+        for a in &s.apps {
+            sqlx::query(
+                "INSERT INTO apps (id, token_id, adam_id, pricing_param, product_type, name, bundle_id, version,
+                                   platforms, device_assignable, total_count, assigned_count, available_count,
+                                   retired_count, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+                 ON CONFLICT (token_id, adam_id, pricing_param) DO UPDATE SET
+                    product_type = excluded.product_type,
+                    name = COALESCE(excluded.name, apps.name),
+                    bundle_id = COALESCE(excluded.bundle_id, apps.bundle_id),
+                    version = COALESCE(excluded.version, apps.version),
+                    platforms = excluded.platforms, device_assignable = excluded.device_assignable,
+                    total_count = excluded.total_count, assigned_count = excluded.assigned_count,
+                    available_count = excluded.available_count, retired_count = excluded.retired_count,
+                    updated_at = excluded.updated_at",
+            )
+            .bind(&a.id)
+            .bind(&s.token_id)
+            .bind(a.adam_id.to_string())
+            .bind(&a.pricing_param)
+            .bind(&a.product_type)
+            .bind(&a.name)
+            .bind(&a.bundle_id)
+            .bind(&a.version)
+            .bind(a.platforms.join(","))
+            .bind(i64::from(a.device_assignable))
+            .bind(a.counts.total)
+            .bind(a.counts.assigned)
+            .bind(a.counts.available)
+            .bind(a.counts.retired)
+            .bind(&s.now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn record_sync_error(&self, token_id: &str, error: &str, _now: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE vpp_tokens SET last_sync_error = $1 WHERE id = $2")
+            .bind(error)
+            .bind(token_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn update_app_counts(
+        &self,
+        app_id: &str,
+        c: &LicenseCounts,
+        now: &str,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE apps SET total_count = $1, assigned_count = $2, available_count = $3, retired_count = $4,
+                updated_at = $5 WHERE id = $6",
+        )
+        .bind(c.total)
+        .bind(c.assigned)
+        .bind(c.available)
+        .bind(c.retired)
+        .bind(now)
+        .bind(app_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn app(&self, id: &str) -> StoreResult<Option<AppRecord>> {
+        self.one("apps", "id", id, app_row).await
+    }
+
+    async fn apps(&self, page: &Page) -> StoreResult<Vec<AppRecord>> {
+        self.page("apps", "id", page, app_row).await
+    }
+}
+
+#[async_trait]
+impl DirectoryStore for PostgresStore {
+    async fn insert_group(&self, g: &GroupRecord) -> StoreResult<bool> {
+        let done = sqlx::query("INSERT INTO groups (id, name, kind, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING")
+            .bind(&g.id)
+            .bind(&g.name)
+            .bind(g.kind.as_str())
+            .bind(&g.created_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn group(&self, id: &str) -> StoreResult<Option<GroupRecord>> {
+        self.one("groups", "id", id, group_row).await
+    }
+
+    async fn groups(&self, page: &Page) -> StoreResult<Vec<GroupRecord>> {
+        self.page("groups", "id", page, group_row).await
+    }
+
+    async fn add_group_devices(
+        &self,
+        group_id: &str,
+        udids: &[Udid],
+        now: &str,
+    ) -> StoreResult<u64> {
+        let mut tx = self.pool.begin().await?;
+        let mut added = 0;
+        for udid in udids {
+            added += sqlx::query("INSERT INTO group_devices (group_id, udid, joined_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+                .bind(group_id)
+                .bind(udid.as_str())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(added)
+    }
+
+    async fn group_devices(&self, group_id: &str) -> StoreResult<Vec<Udid>> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT udid FROM group_devices WHERE group_id = $1 ORDER BY joined_at, udid",
+        )
+        .bind(group_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(Udid).collect())
+    }
+}
+
+#[async_trait]
+impl AssignmentStore for PostgresStore {
+    async fn insert_assignment(&self, a: &AssignmentRecord) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "INSERT INTO assignments (id, app_id, group_id, intent, license_type, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+        )
+        .bind(&a.id)
+        .bind(&a.app_id)
+        .bind(&a.group_id)
+        .bind(a.intent.as_str())
+        .bind(a.license_type.as_str())
+        .bind(&a.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn assignments(&self, page: &Page) -> StoreResult<Vec<AssignmentRecord>> {
+        self.page("assignments", "id", page, assignment_row).await
+    }
+
+    async fn required_device_targets(&self) -> StoreResult<Vec<Target>> {
+        let rows = sqlx::query(
+            "SELECT a.app_id AS app_id, d.udid AS udid, d.serial_number AS serial_number,
+                    MIN(GREATEST(gd.joined_at, a.created_at)) AS joined_at
+             FROM assignments a
+             JOIN group_devices gd ON gd.group_id = a.group_id
+             JOIN devices d ON d.udid = gd.udid
+             WHERE a.intent = 'required' AND a.license_type = 'device' AND d.status = 'active'
+             GROUP BY a.app_id, d.udid, d.serial_number
+             ORDER BY joined_at, d.udid",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Target {
+                    app_id: r.try_get("app_id")?,
+                    udid: Udid(r.try_get("udid")?),
+                    serial_number: SerialNumber(r.try_get("serial_number")?),
+                    joined_at: r.try_get("joined_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn licenses(&self) -> StoreResult<Vec<LicenseRecord>> {
+        let rows = sqlx::query("SELECT * FROM licenses ORDER BY app_id, udid")
+            .fetch_all(&self.pool)
+            .await?;
+        collect(rows, license_row)
+    }
+
+    async fn reserve_licenses(&self, rows: &[LicenseRecord]) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        for chunk in rows.chunks(BATCH) {
+            let mut q = QueryBuilder::<Postgres>::new(
+                "INSERT INTO licenses (app_id, udid, serial_number, state, event_id, error, updated_at) ",
+            );
+            q.push_values(chunk, |mut b, l| {
+                b.push_bind(&l.app_id)
+                    .push_bind(l.udid.as_str())
+                    .push_bind(l.serial_number.as_str())
+                    .push_bind(l.state.as_str())
+                    .push_bind(&l.event_id)
+                    .push_bind(&l.error)
+                    .push_bind(&l.updated_at);
+            });
+            q.push(
+                " ON CONFLICT (app_id, udid) DO UPDATE SET state = excluded.state, event_id = excluded.event_id,
+                    error = excluded.error, updated_at = excluded.updated_at",
+            );
+            q.build().execute(&mut *tx).await?;
+        }
+        let installs: Vec<InstallRecord> = rows
+            .iter()
+            .map(|l| InstallRecord {
+                app_id: l.app_id.clone(),
+                udid: l.udid.clone(),
+                status: if l.state == LicenseState::Failed {
+                    InstallStatus::LicenseFailed
+                } else {
+                    InstallStatus::Pending
+                },
+                device_status: None,
+                version: None,
+                reason: l.error.clone(),
+                updated_at: l.updated_at.clone(),
+            })
+            .collect();
+        upsert_installs(&mut tx, &installs).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn mark_associating(
+        &self,
+        app_id: &str,
+        udids: &[Udid],
+        event_id: &str,
+        now: &str,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        set_license_state(
+            &mut tx,
+            app_id,
+            udids,
+            Some(LicenseState::Associating),
+            Some(event_id),
+            None,
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn mark_license_error(
+        &self,
+        app_id: &str,
+        udids: &[Udid],
+        error: &str,
+        now: &str,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        set_license_state(&mut tx, app_id, udids, None, None, Some(error), now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn finish_association(&self, o: &AssociationOutcome) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        set_license_state(
+            &mut tx,
+            &o.app_id,
+            &o.associated,
+            Some(LicenseState::Associated),
+            None,
+            None,
+            &o.now,
+        )
+        .await?;
+        let mut by_reason: BTreeMap<&str, Vec<Udid>> = BTreeMap::new();
+        for (udid, error) in &o.failed {
+            by_reason
+                .entry(error.as_str())
+                .or_default()
+                .push(udid.clone());
+        }
+        for (error, udids) in by_reason {
+            set_license_state(
+                &mut tx,
+                &o.app_id,
+                &udids,
+                Some(LicenseState::Failed),
+                None,
+                Some(error),
+                &o.now,
+            )
+            .await?;
+        }
+        upsert_installs(&mut tx, &o.install_rows).await?;
+        insert_commands(&mut tx, &o.installs).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn installs_of_app(&self, app_id: &str) -> StoreResult<Vec<InstallRecord>> {
+        let rows = sqlx::query("SELECT * FROM installs WHERE app_id = $1 ORDER BY udid")
+            .bind(app_id)
+            .fetch_all(&self.pool)
+            .await?;
+        collect(rows, install_row)
+    }
+
+    async fn installs_of_device(&self, udid: &Udid) -> StoreResult<Vec<InstallRecord>> {
+        let rows = sqlx::query("SELECT * FROM installs WHERE udid = $1 ORDER BY app_id")
+            .bind(udid.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        collect(rows, install_row)
+    }
+
+    async fn set_installs(&self, installs: &[InstallRecord]) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        upsert_installs(&mut tx, installs).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,143 @@
+//! Reading rows back into records: the same mapping for every backend, generated per
+//! row type, since each backend decodes its own row type.
+
+/// Defines `device_row`, `command_row`, … for the row type `$row`.
+macro_rules! row_mappers {
+    ($row:ty) => {
+        fn corrupt(column: &'static str) -> StoreError {
+            StoreError::Corrupt { column }
+        }
+
+        fn device_row(row: &$row) -> StoreResult<DeviceRecord> {
+            let status: String = row.try_get("status")?;
+            let supervised: Option<i64> = row.try_get("is_supervised")?;
+            Ok(DeviceRecord {
+                udid: Udid(row.try_get("udid")?),
+                serial_number: SerialNumber(row.try_get("serial_number")?),
+                product_name: row.try_get("product_name")?,
+                os_version: row.try_get("os_version")?,
+                cert_fingerprint: row.try_get("cert_fingerprint")?,
+                status: EnrollmentStatus::parse(&status).ok_or(corrupt("devices.status"))?,
+                topic: row.try_get("topic")?,
+                push_magic: row.try_get("push_magic")?,
+                is_supervised: supervised.map(|v| v != 0),
+                enrolled_at: row.try_get("enrolled_at")?,
+                last_seen_at: row.try_get("last_seen_at")?,
+            })
+        }
+
+        fn command_row(row: &$row) -> StoreResult<QueuedCommand> {
+            let status: String = row.try_get("status")?;
+            Ok(QueuedCommand {
+                uuid: CommandUuid(row.try_get("uuid")?),
+                udid: Udid(row.try_get("udid")?),
+                request_type: row.try_get("request_type")?,
+                app_id: row.try_get("app_id")?,
+                payload: row.try_get("payload")?,
+                status: CommandState::parse(&status).ok_or(corrupt("commands.status"))?,
+                created_at: row.try_get("created_at")?,
+            })
+        }
+
+        fn token_row(row: &$row) -> StoreResult<VppTokenRecord> {
+            Ok(VppTokenRecord {
+                id: row.try_get("id")?,
+                name: row.try_get("name")?,
+                org_name: row.try_get("org_name")?,
+                secret: row.try_get("secret")?,
+                secret_hash: row.try_get("secret_hash")?,
+                expires_at: row.try_get("expires_at")?,
+                location_name: row.try_get("location_name")?,
+                country: row.try_get("country")?,
+                location_uid: row.try_get("location_uid")?,
+                created_at: row.try_get("created_at")?,
+                last_sync_at: row.try_get("last_sync_at")?,
+                last_sync_error: row.try_get("last_sync_error")?,
+            })
+        }
+
+        fn app_row(row: &$row) -> StoreResult<AppRecord> {
+            let adam: String = row.try_get("adam_id")?;
+            let platforms: String = row.try_get("platforms")?;
+            Ok(AppRecord {
+                id: row.try_get("id")?,
+                token_id: row.try_get("token_id")?,
+                adam_id: AdamId::from_str(&adam).map_err(|_| corrupt("apps.adam_id"))?,
+                pricing_param: row.try_get("pricing_param")?,
+                product_type: row.try_get("product_type")?,
+                name: row.try_get("name")?,
+                bundle_id: row.try_get("bundle_id")?,
+                version: row.try_get("version")?,
+                platforms: platforms
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect(),
+                device_assignable: row.try_get::<i64, _>("device_assignable")? != 0,
+                counts: LicenseCounts {
+                    total: row.try_get("total_count")?,
+                    assigned: row.try_get("assigned_count")?,
+                    available: row.try_get("available_count")?,
+                    retired: row.try_get("retired_count")?,
+                },
+                updated_at: row.try_get("updated_at")?,
+            })
+        }
+
+        fn group_row(row: &$row) -> StoreResult<GroupRecord> {
+            let kind: String = row.try_get("kind")?;
+            Ok(GroupRecord {
+                id: row.try_get("id")?,
+                name: row.try_get("name")?,
+                kind: GroupKind::parse(&kind).ok_or(corrupt("groups.kind"))?,
+                created_at: row.try_get("created_at")?,
+            })
+        }
+
+        fn assignment_row(row: &$row) -> StoreResult<AssignmentRecord> {
+            let intent: String = row.try_get("intent")?;
+            let license_type: String = row.try_get("license_type")?;
+            Ok(AssignmentRecord {
+                id: row.try_get("id")?,
+                app_id: row.try_get("app_id")?,
+                group_id: row.try_get("group_id")?,
+                intent: Intent::parse(&intent).ok_or(corrupt("assignments.intent"))?,
+                license_type: LicenseType::parse(&license_type)
+                    .ok_or(corrupt("assignments.license_type"))?,
+                created_at: row.try_get("created_at")?,
+            })
+        }
+
+        fn license_row(row: &$row) -> StoreResult<LicenseRecord> {
+            let state: String = row.try_get("state")?;
+            Ok(LicenseRecord {
+                app_id: row.try_get("app_id")?,
+                udid: Udid(row.try_get("udid")?),
+                serial_number: SerialNumber(row.try_get("serial_number")?),
+                state: LicenseState::parse(&state).ok_or(corrupt("licenses.state"))?,
+                event_id: row.try_get("event_id")?,
+                error: row.try_get("error")?,
+                updated_at: row.try_get("updated_at")?,
+            })
+        }
+
+        fn install_row(row: &$row) -> StoreResult<InstallRecord> {
+            let status: String = row.try_get("status")?;
+            Ok(InstallRecord {
+                app_id: row.try_get("app_id")?,
+                udid: Udid(row.try_get("udid")?),
+                status: InstallStatus::parse(&status).ok_or(corrupt("installs.status"))?,
+                device_status: row.try_get("device_status")?,
+                version: row.try_get("version")?,
+                reason: row.try_get("reason")?,
+                updated_at: row.try_get("updated_at")?,
+            })
+        }
+
+        fn collect<T>(rows: Vec<$row>, f: fn(&$row) -> StoreResult<T>) -> StoreResult<Vec<T>> {
+            rows.iter().map(f).collect()
+        }
+    };
+}
+
+pub(super) use row_mappers;

@@ -1,0 +1,728 @@
+//! One storage conformance suite, run against every backend: SQLite on a file, and
+//! PostgreSQL in a fresh database created for the run. In CI PostgreSQL must be
+//! reachable; elsewhere its half is skipped with a printed reason when it is not.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use orchard_protocol::{AdamId, CommandUuid, SerialNumber, Udid};
+use orchard_server::store::*;
+
+struct Backend {
+    name: &'static str,
+    store: Arc<dyn Store>,
+    _dir: Option<tempfile::TempDir>,
+    postgres: Option<(PostgresStore, String)>,
+}
+
+impl Backend {
+    /// Drops the test's PostgreSQL database.
+    async fn finish(self) {
+        use sqlx::Connection;
+        let Some((store, name)) = self.postgres else {
+            return;
+        };
+        store.close().await;
+        if let Ok(mut admin) = sqlx::PgConnection::connect(&admin_url()).await {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .execute(&mut admin)
+            .await;
+        }
+    }
+}
+
+fn admin_url() -> String {
+    std::env::var("ORCHARD_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+async fn backends() -> Vec<Backend> {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = SqliteStore::open(&dir.path().join("conformance.db"))
+        .await
+        .unwrap();
+    let mut all = vec![Backend {
+        name: "sqlite",
+        store: Arc::new(sqlite),
+        _dir: Some(dir),
+        postgres: None,
+    }];
+    match fresh_postgres().await {
+        Ok((store, name)) => all.push(Backend {
+            name: "postgres",
+            store: Arc::new(store.clone()),
+            _dir: None,
+            postgres: Some((store, name)),
+        }),
+        Err(reason) if std::env::var("CI").is_ok() => {
+            panic!("PostgreSQL is required in CI: {reason}")
+        }
+        Err(reason) => eprintln!("skipping the PostgreSQL half of the storage suite: {reason}"),
+    }
+    all
+}
+
+/// Creates a database of its own for this test and connects to it.
+async fn fresh_postgres() -> Result<(PostgresStore, String), String> {
+    use sqlx::Connection;
+    let admin_url = admin_url();
+    let mut admin = sqlx::PgConnection::connect(&admin_url)
+        .await
+        .map_err(|e| format!("cannot connect to {admin_url}: {e}"))?;
+    let name = format!("orchard_test_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .map_err(|e| format!("cannot create a test database: {e}"))?;
+    let base = admin_url
+        .rsplit_once('/')
+        .map_or(admin_url.as_str(), |(b, _)| b);
+    let store = PostgresStore::open(&format!("{base}/{name}"))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((store, name))
+}
+
+const NOW: &str = "2026-11-25T12:00:00.000000Z";
+const LATER: &str = "2026-11-25T12:00:05.000000Z";
+
+fn device(udid: &str, fingerprint: &str) -> DeviceRecord {
+    DeviceRecord {
+        udid: udid.into(),
+        serial_number: format!("SN-{udid}").into(),
+        product_name: Some("iPhone15,2".into()),
+        os_version: Some("17.5".into()),
+        cert_fingerprint: fingerprint.into(),
+        status: EnrollmentStatus::Enrolled,
+        topic: None,
+        push_magic: None,
+        is_supervised: None,
+        enrolled_at: NOW.into(),
+        last_seen_at: NOW.into(),
+    }
+}
+
+fn command(uuid: &str, udid: &str, not_before: &str, created_at: &str) -> NewCommand {
+    NewCommand {
+        uuid: uuid.into(),
+        udid: udid.into(),
+        request_type: "DeviceInformation".into(),
+        app_id: None,
+        payload: uuid.as_bytes().to_vec(),
+        not_before: not_before.into(),
+        created_at: created_at.into(),
+    }
+}
+
+fn exchange(udid: &str, new_session: bool, outcome: Option<CommandOutcome>, now: &str) -> Exchange {
+    Exchange {
+        udid: udid.into(),
+        new_session,
+        outcome,
+        now: now.into(),
+    }
+}
+
+fn outcome(
+    udid: &str,
+    uuid: &str,
+    status: CommandState,
+    follow_ups: Vec<NewCommand>,
+) -> CommandOutcome {
+    CommandOutcome {
+        udid: udid.into(),
+        uuid: uuid.into(),
+        status,
+        result: b"result".to_vec(),
+        installs: Vec::new(),
+        follow_ups,
+        now: NOW.into(),
+    }
+}
+
+fn app(id: &str, token: &str, adam: u64, available: i64) -> AppRecord {
+    AppRecord {
+        id: id.into(),
+        token_id: token.into(),
+        adam_id: AdamId(adam),
+        pricing_param: "STDQ".into(),
+        product_type: "App".into(),
+        name: Some("App".into()),
+        bundle_id: Some(format!("com.example.{adam}")),
+        version: Some("1.0".into()),
+        platforms: vec!["iOS".into(), "macOS".into()],
+        device_assignable: true,
+        counts: LicenseCounts {
+            total: available,
+            assigned: 0,
+            available,
+            retired: 0,
+        },
+        updated_at: NOW.into(),
+    }
+}
+
+fn token(id: &str, secret: &str) -> VppTokenRecord {
+    VppTokenRecord {
+        id: id.into(),
+        name: "HQ".into(),
+        org_name: "Org".into(),
+        secret: secret.into(),
+        secret_hash: format!("hash-{secret}"),
+        expires_at: "2027-11-25T00:00:00.000000Z".into(),
+        location_name: None,
+        country: None,
+        location_uid: None,
+        created_at: NOW.into(),
+        last_sync_at: None,
+        last_sync_error: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_and_admin_tokens() {
+    for b in backends().await {
+        let s = b.store.as_ref();
+        assert_eq!(s.setting("topic").await.unwrap(), None, "{}", b.name);
+        assert_eq!(s.setting_or_insert("topic", "a").await.unwrap(), "a");
+        assert_eq!(
+            s.setting_or_insert("topic", "b").await.unwrap(),
+            "a",
+            "{}: first value wins",
+            b.name
+        );
+        let t = AdminTokenRecord {
+            id: "bootstrap".into(),
+            name: "admin".into(),
+            token_hash: "h".into(),
+            role: "admin".into(),
+            created_at: NOW.into(),
+        };
+        assert!(s.insert_admin_token(&t).await.unwrap());
+        assert!(
+            !s.insert_admin_token(&t).await.unwrap(),
+            "{}: a second insert is refused",
+            b.name
+        );
+        assert_eq!(
+            s.admin_token_by_hash("h").await.unwrap().unwrap().role,
+            "admin"
+        );
+        assert!(s.admin_token_by_hash("nope").await.unwrap().is_none());
+        for i in 0..3 {
+            let e = AuditEntry {
+                at: NOW.into(),
+                actor: "admin".into(),
+                action: format!("a{i}"),
+                target: "t".into(),
+                result: "ok".into(),
+            };
+            s.audit(&e).await.unwrap();
+        }
+        let log = s
+            .audit_log(&Page {
+                limit: 2,
+                cursor: None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            log.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(),
+            ["a2", "a1"],
+            "{}: newest first",
+            b.name
+        );
+        b.finish().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrollment_lifecycle() {
+    for b in backends().await {
+        let s = b.store.as_ref();
+        let udid = Udid::from("U1");
+        s.upsert_enrollment(&device("U1", "fp1")).await.unwrap();
+        assert_eq!(
+            s.device_by_fingerprint("fp1").await.unwrap().unwrap().udid,
+            udid
+        );
+        let facts = AuthenticateFacts {
+            serial_number: Some("SN-NEW".into()),
+            product_name: None,
+            os_version: Some("18.0".into()),
+        };
+        s.record_authenticate(&udid, &facts, LATER).await.unwrap();
+        let d = s.device(&udid).await.unwrap().unwrap();
+        assert_eq!(
+            (d.status, d.serial_number.as_str(), d.os_version.as_deref()),
+            (EnrollmentStatus::Authenticated, "SN-NEW", Some("18.0")),
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            d.product_name.as_deref(),
+            Some("iPhone15,2"),
+            "{}: absent facts keep their value",
+            b.name
+        );
+        s.record_token_update(&udid, "topic", "MAGIC", &[1, 2, 3], LATER)
+            .await
+            .unwrap();
+        let d = s.device(&udid).await.unwrap().unwrap();
+        assert_eq!(
+            (d.status, d.push_magic.as_deref(), d.topic.as_deref()),
+            (EnrollmentStatus::Active, Some("MAGIC"), Some("topic"))
+        );
+        s.record_device_information(&udid, &AuthenticateFacts::default(), Some(true))
+            .await
+            .unwrap();
+        assert_eq!(
+            s.device(&udid).await.unwrap().unwrap().is_supervised,
+            Some(true)
+        );
+        // Re-enrollment binds the new certificate; the old one no longer finds the device.
+        s.upsert_enrollment(&device("U1", "fp2")).await.unwrap();
+        assert!(
+            s.device_by_fingerprint("fp1").await.unwrap().is_none(),
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            s.device_by_fingerprint("fp2").await.unwrap().unwrap().udid,
+            udid
+        );
+        s.record_check_out(&udid, LATER).await.unwrap();
+        let d = s.device(&udid).await.unwrap().unwrap();
+        assert_eq!(
+            (d.status, d.push_magic),
+            (EnrollmentStatus::CheckedOut, None)
+        );
+        s.upsert_enrollment(&device("U0", "fp0")).await.unwrap();
+        let page = s
+            .devices(&Page {
+                limit: 1,
+                cursor: None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(page[0].udid.as_str(), "U0");
+        let page = s
+            .devices(&Page {
+                limit: 5,
+                cursor: Some("U0".into()),
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            page.iter().map(|d| d.udid.as_str()).collect::<Vec<_>>(),
+            ["U1"]
+        );
+        b.finish().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_queue_hands_out_in_order_and_applies_results_once() {
+    for b in backends().await {
+        let s = b.store.as_ref();
+        s.upsert_enrollment(&device("U1", "fp1")).await.unwrap();
+        s.enqueue(&[
+            command("c1", "U1", NOW, "2026-11-25T11:00:00.000000Z"),
+            command("c2", "U1", NOW, "2026-11-25T11:00:01.000000Z"),
+        ])
+        .await
+        .unwrap();
+        let first = s
+            .exchange(&exchange("U1", true, None, NOW))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (first.uuid.as_str(), first.status),
+            ("c1", CommandState::Sent),
+            "{}",
+            b.name
+        );
+        // Unanswered commands stay at the head and are sent again.
+        assert_eq!(
+            s.exchange(&exchange("U1", true, None, NOW))
+                .await
+                .unwrap()
+                .unwrap()
+                .uuid
+                .as_str(),
+            "c1"
+        );
+        // A deferred follow-up is not handed out before it is due.
+        let deferred = command("c3", "U1", "2026-11-25T13:00:00.000000Z", NOW);
+        let next = s
+            .exchange(&exchange(
+                "U1",
+                false,
+                Some(outcome(
+                    "U1",
+                    "c1",
+                    CommandState::Acknowledged,
+                    vec![deferred],
+                )),
+                NOW,
+            ))
+            .await
+            .unwrap();
+        assert_eq!(next.unwrap().uuid.as_str(), "c2", "{}", b.name);
+        let stored = s
+            .command(&"U1".into(), &CommandUuid::from("c1"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.status, CommandState::Acknowledged);
+        // NotNow: not offered again in this session, offered again in the next one.
+        let next = s
+            .exchange(&exchange(
+                "U1",
+                false,
+                Some(outcome("U1", "c2", CommandState::NotNow, vec![])),
+                NOW,
+            ))
+            .await
+            .unwrap();
+        assert!(next.is_none(), "{}: nothing else is due", b.name);
+        let next = s.exchange(&exchange("U1", true, None, NOW)).await.unwrap();
+        assert_eq!(
+            next.unwrap().uuid.as_str(),
+            "c2",
+            "{}: NotNow'd command returns in a new session",
+            b.name
+        );
+        s.exchange(&exchange(
+            "U1",
+            false,
+            Some(outcome("U1", "c2", CommandState::Acknowledged, vec![])),
+            NOW,
+        ))
+        .await
+        .unwrap();
+        let due = s
+            .exchange(&exchange("U1", true, None, "2026-11-25T13:00:00.000000Z"))
+            .await
+            .unwrap();
+        assert_eq!(
+            due.unwrap().uuid.as_str(),
+            "c3",
+            "{}: due once its time has come",
+            b.name
+        );
+        let all = s.commands_of(&"U1".into()).await.unwrap();
+        assert_eq!(all.len(), 3);
+        // Another device's queue is separate.
+        assert!(
+            s.exchange(&exchange("U2", true, None, NOW))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        b.finish().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_and_sync_keep_app_ids_stable() {
+    for b in backends().await {
+        let s = b.store.as_ref();
+        assert!(s.insert_token(&token("t1", "secret")).await.unwrap());
+        assert!(
+            !s.insert_token(&token("t2", "secret")).await.unwrap(),
+            "{}: same secret twice",
+            b.name
+        );
+        assert_eq!(s.token_count().await.unwrap(), 1);
+        let sync = |apps, now: &str| SyncRecord {
+            token_id: "t1".into(),
+            location_name: Some("HQ".into()),
+            country: Some("US".into()),
+            location_uid: Some("1".into()),
+            apps,
+            now: now.into(),
+        };
+        s.record_sync(&sync(
+            vec![app("a1", "t1", 1, 10), app("a2", "t1", 2, 5)],
+            NOW,
+        ))
+        .await
+        .unwrap();
+        // A later sync reports new counts; the app keeps its id.
+        let mut again = app("new-id", "t1", 1, 7);
+        again.name = None;
+        s.record_sync(&sync(vec![again], LATER)).await.unwrap();
+        let a1 = s.app("a1").await.unwrap().unwrap();
+        assert_eq!(
+            (a1.counts.available, a1.name.as_deref()),
+            (7, Some("App")),
+            "{}: counts move, missing metadata is kept",
+            b.name
+        );
+        assert!(s.app("new-id").await.unwrap().is_none());
+        assert_eq!(a1.platforms, ["iOS", "macOS"]);
+        let t = s.token("t1").await.unwrap().unwrap();
+        assert_eq!(
+            (t.last_sync_at.as_deref(), t.country.as_deref()),
+            (Some(LATER), Some("US"))
+        );
+        s.record_sync_error("t1", "Apple error 9622", LATER)
+            .await
+            .unwrap();
+        assert_eq!(
+            s.token("t1")
+                .await
+                .unwrap()
+                .unwrap()
+                .last_sync_error
+                .as_deref(),
+            Some("Apple error 9622")
+        );
+        s.update_app_counts(
+            "a2",
+            &LicenseCounts {
+                total: 5,
+                assigned: 2,
+                available: 3,
+                retired: 0,
+            },
+            LATER,
+        )
+        .await
+        .unwrap();
+        assert_eq!(s.app("a2").await.unwrap().unwrap().counts.assigned, 2);
+        assert_eq!(s.apps(&Page::all()).await.unwrap().len(), 2);
+        b.finish().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_assignments_and_targets() {
+    for b in backends().await {
+        let s = b.store.as_ref();
+        s.insert_token(&token("t1", "secret")).await.unwrap();
+        s.record_sync(&SyncRecord {
+            token_id: "t1".into(),
+            location_name: None,
+            country: None,
+            location_uid: None,
+            apps: vec![app("a1", "t1", 1, 10)],
+            now: NOW.into(),
+        })
+        .await
+        .unwrap();
+        let g = GroupRecord {
+            id: "g1".into(),
+            name: "Lab".into(),
+            kind: GroupKind::Device,
+            created_at: NOW.into(),
+        };
+        assert!(s.insert_group(&g).await.unwrap());
+        assert!(
+            !s.insert_group(&GroupRecord {
+                id: "g2".into(),
+                ..g.clone()
+            })
+            .await
+            .unwrap(),
+            "{}: names are unique",
+            b.name
+        );
+        for (udid, fp) in [("U1", "f1"), ("U2", "f2"), ("U3", "f3")] {
+            s.upsert_enrollment(&device(udid, fp)).await.unwrap();
+        }
+        s.record_token_update(&"U1".into(), "t", "m", &[], NOW)
+            .await
+            .unwrap();
+        s.record_token_update(&"U2".into(), "t", "m", &[], NOW)
+            .await
+            .unwrap();
+        assert_eq!(
+            s.add_group_devices("g1", &["U2".into()], NOW)
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            s.add_group_devices("g1", &["U1".into(), "U2".into(), "U3".into()], LATER)
+                .await
+                .unwrap(),
+            2,
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            s.group_devices("g1").await.unwrap(),
+            vec![Udid::from("U2"), "U1".into(), "U3".into()]
+        );
+        let a = AssignmentRecord {
+            id: "as1".into(),
+            app_id: "a1".into(),
+            group_id: "g1".into(),
+            intent: Intent::Required,
+            license_type: LicenseType::Device,
+            created_at: NOW.into(),
+        };
+        assert!(s.insert_assignment(&a).await.unwrap());
+        assert!(
+            !s.insert_assignment(&AssignmentRecord {
+                id: "as2".into(),
+                ..a.clone()
+            })
+            .await
+            .unwrap()
+        );
+        let targets = s.required_device_targets().await.unwrap();
+        // U3 has not finished enrollment; U2 joined first.
+        assert_eq!(
+            targets.iter().map(|t| t.udid.as_str()).collect::<Vec<_>>(),
+            ["U2", "U1"],
+            "{}",
+            b.name
+        );
+        assert_eq!(targets[0].serial_number, SerialNumber::from("SN-U2"));
+        assert_eq!(s.assignments(&Page::all()).await.unwrap().len(), 1);
+        b.finish().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn license_reservations_follow_apples_answers() {
+    for b in backends().await {
+        let s = b.store.as_ref();
+        s.insert_token(&token("t1", "secret")).await.unwrap();
+        s.record_sync(&SyncRecord {
+            token_id: "t1".into(),
+            location_name: None,
+            country: None,
+            location_uid: None,
+            apps: vec![app("a1", "t1", 1, 10)],
+            now: NOW.into(),
+        })
+        .await
+        .unwrap();
+        let lic = |udid: &str, state, error: Option<&str>| LicenseRecord {
+            app_id: "a1".into(),
+            udid: udid.into(),
+            serial_number: format!("SN-{udid}").into(),
+            state,
+            event_id: None,
+            error: error.map(String::from),
+            updated_at: NOW.into(),
+        };
+        s.reserve_licenses(&[
+            lic("U1", LicenseState::Pending, None),
+            lic("U2", LicenseState::Pending, None),
+            lic("U3", LicenseState::Failed, Some("no licenses")),
+        ])
+        .await
+        .unwrap();
+        let installs = s.installs_of_app("a1").await.unwrap();
+        assert_eq!(
+            installs.iter().map(|i| i.status).collect::<Vec<_>>(),
+            [
+                InstallStatus::Pending,
+                InstallStatus::Pending,
+                InstallStatus::LicenseFailed
+            ],
+            "{}",
+            b.name
+        );
+        s.mark_license_error("a1", &["U1".into()], "Apple unreachable", NOW)
+            .await
+            .unwrap();
+        s.mark_associating("a1", &["U1".into(), "U2".into()], "ev1", LATER)
+            .await
+            .unwrap();
+        let held = s.licenses().await.unwrap();
+        assert!(
+            held.iter()
+                .filter(|l| l.udid.as_str() != "U3")
+                .all(|l| l.state == LicenseState::Associating
+                    && l.event_id.as_deref() == Some("ev1")
+                    && l.error.is_none()),
+            "{}: {held:?}",
+            b.name
+        );
+        let install_cmd = NewCommand {
+            app_id: Some("a1".into()),
+            request_type: "InstallApplication".into(),
+            ..command("i1", "U1", NOW, NOW)
+        };
+        s.finish_association(&AssociationOutcome {
+            app_id: "a1".into(),
+            associated: vec!["U1".into()],
+            failed: vec![("U2".into(), "no licenses available".into())],
+            installs: vec![install_cmd],
+            install_rows: vec![InstallRecord {
+                app_id: "a1".into(),
+                udid: "U1".into(),
+                status: InstallStatus::Queued,
+                device_status: None,
+                version: None,
+                reason: None,
+                updated_at: LATER.into(),
+            }],
+            now: LATER.into(),
+        })
+        .await
+        .unwrap();
+        let held = s.licenses().await.unwrap();
+        let state = |u: &str| {
+            held.iter()
+                .find(|l| l.udid.as_str() == u)
+                .map(|l| (l.state, l.error.clone()))
+                .unwrap()
+        };
+        assert_eq!(state("U1"), (LicenseState::Associated, None), "{}", b.name);
+        assert_eq!(
+            state("U2"),
+            (LicenseState::Failed, Some("no licenses available".into()))
+        );
+        let queued = s.commands_of(&"U1".into()).await.unwrap();
+        assert_eq!(
+            queued
+                .iter()
+                .map(|c| c.request_type.as_str())
+                .collect::<Vec<_>>(),
+            ["InstallApplication"]
+        );
+        let mine = s.installs_of_device(&"U1".into()).await.unwrap();
+        assert_eq!(mine[0].status, InstallStatus::Queued);
+        // Install updates keep Apple's last status and the version when a later write omits them.
+        s.set_installs(&[InstallRecord {
+            app_id: "a1".into(),
+            udid: "U1".into(),
+            status: InstallStatus::Installed,
+            device_status: Some("Managed".into()),
+            version: Some("1.0".into()),
+            reason: None,
+            updated_at: LATER.into(),
+        }])
+        .await
+        .unwrap();
+        s.set_installs(&[InstallRecord {
+            app_id: "a1".into(),
+            udid: "U1".into(),
+            status: InstallStatus::Installing,
+            device_status: None,
+            version: None,
+            reason: None,
+            updated_at: LATER.into(),
+        }])
+        .await
+        .unwrap();
+        let mine = &s.installs_of_device(&"U1".into()).await.unwrap()[0];
+        assert_eq!(
+            (mine.device_status.as_deref(), mine.version.as_deref()),
+            (Some("Managed"), Some("1.0")),
+            "{}",
+            b.name
+        );
+        b.finish().await;
+    }
+}
