@@ -26,11 +26,30 @@ pub const DEMO_LOCATION: &str = "2049025000431439";
 /// Builds a [`Testbed`].
 pub struct TestbedBuilder {
     seed: Seed,
+    postgres: Option<FreshDatabase>,
     event_poll: Duration,
     install_poll: Duration,
 }
 
 impl TestbedBuilder {
+    /// Runs the server on PostgreSQL, in a database created for this testbed. `None` (with
+    /// the reason printed) when PostgreSQL is unreachable outside CI; in CI that panics.
+    pub async fn postgres(mut self) -> Option<Self> {
+        match FreshDatabase::create().await {
+            Ok(db) => {
+                self.postgres = Some(db);
+                Some(self)
+            }
+            Err(reason) if std::env::var("CI").is_ok() => {
+                panic!("PostgreSQL is required in CI: {reason}")
+            }
+            Err(reason) => {
+                eprintln!("skipping the PostgreSQL run of this test: {reason}");
+                None
+            }
+        }
+    }
+
     /// Uses `seed` for the Apple stand-in.
     pub fn seed(mut self, seed: Seed) -> Self {
         self.seed = seed;
@@ -53,6 +72,7 @@ impl TestbedBuilder {
             ..AppleConfig::default()
         };
         config.event_poll_interval = self.event_poll;
+        config.database = self.postgres.as_ref().map(|db| db.url.clone());
         config.install_poll_interval = self.install_poll;
         let server = orchard_server::start_with_listener(
             config.clone(),
@@ -71,6 +91,7 @@ impl TestbedBuilder {
             apple_ca,
             data_dir,
             server_config: config,
+            postgres: self.postgres,
             _dir: dir,
         })
     }
@@ -89,6 +110,7 @@ pub struct Testbed {
     /// The server's data directory.
     pub data_dir: PathBuf,
     server_config: ServerConfig,
+    postgres: Option<FreshDatabase>,
     _dir: tempfile::TempDir,
 }
 
@@ -97,6 +119,7 @@ impl Testbed {
     pub fn builder() -> TestbedBuilder {
         TestbedBuilder {
             seed: Seed::demo(),
+            postgres: None,
             event_poll: Duration::from_millis(200),
             install_poll: Duration::from_millis(300),
         }
@@ -219,7 +242,83 @@ impl Testbed {
     pub async fn shutdown(mut self) {
         self.server.shutdown().await;
         self.apple.shutdown().await;
+        if let Some(db) = self.postgres.take() {
+            db.drop_database().await;
+        }
     }
+}
+
+/// A PostgreSQL database made for one testbed and dropped with it.
+pub struct FreshDatabase {
+    /// Its URL.
+    pub url: String,
+    name: String,
+}
+
+fn postgres_admin_url() -> String {
+    std::env::var("ORCHARD_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+impl FreshDatabase {
+    /// Creates `orchard_test_<random>` next to the database of `ORCHARD_TEST_POSTGRES_URL`
+    /// (default `postgres://postgres@127.0.0.1:5432/postgres`).
+    pub async fn create() -> Result<Self, String> {
+        use sqlx::Connection;
+        let admin_url = postgres_admin_url();
+        let mut admin = sqlx::PgConnection::connect(&admin_url)
+            .await
+            .map_err(|e| format!("cannot connect to {admin_url}: {e}"))?;
+        let name = format!("orchard_test_{}", uuid::Uuid::new_v4().simple());
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .map_err(|e| format!("cannot create a test database: {e}"))?;
+        let base = admin_url
+            .rsplit_once('/')
+            .map_or(admin_url.as_str(), |(b, _)| b);
+        Ok(Self {
+            url: format!("{base}/{name}"),
+            name,
+        })
+    }
+
+    /// Drops the database (closing whatever still uses it).
+    pub async fn drop_database(self) {
+        use sqlx::Connection;
+        if let Ok(mut admin) = sqlx::PgConnection::connect(&postgres_admin_url()).await {
+            let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+            if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(&mut admin)
+                .await
+            {
+                eprintln!("cannot drop test database {}: {e}", self.name);
+            }
+        }
+    }
+}
+
+/// Runs an end-to-end scenario `async fn(TestbedBuilder)` once on SQLite and once on
+/// PostgreSQL, as two tests `sqlite` and `postgres` in a module named after it.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($scenario:ident),+ $(,)?) => {
+        $(
+            mod $scenario {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$scenario($crate::harness::Testbed::builder()).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    if let Some(builder) = $crate::harness::Testbed::builder().postgres().await {
+                        super::$scenario(builder).await;
+                    }
+                }
+            }
+        )+
+    };
 }
 
 /// A client of the admin API.

@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 use base64::Engine;
-use orchard_testbed::harness::{DEMO_LOCATION, Testbed};
+use orchard_testbed::harness::{DEMO_LOCATION, Testbed, TestbedBuilder};
 use serde_json::{Value, json};
 
 fn assert_error(
@@ -28,9 +28,8 @@ async fn count(bed: &Testbed, path: &str) -> usize {
     body["items"].as_array().unwrap().len()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn missing_or_wrong_admin_token_is_refused() {
-    let bed = Testbed::builder().start().await.unwrap();
+async fn missing_or_wrong_admin_token_is_refused(builder: TestbedBuilder) {
+    let bed = builder.start().await.unwrap();
     let (status, body) = bed
         .admin
         .post_raw("/v1/groups", r#"{"name":"x"}"#, "application/json", false)
@@ -50,9 +49,8 @@ async fn missing_or_wrong_admin_token_is_refused() {
     bed.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_token_files_are_refused_with_the_reason() {
-    let bed = Testbed::builder().start().await.unwrap();
+async fn bad_token_files_are_refused_with_the_reason(builder: TestbedBuilder) {
+    let bed = builder.start().await.unwrap();
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     let cases = [
         ("not base64 at all!", "base64"),
@@ -112,9 +110,8 @@ async fn bad_token_files_are_refused_with_the_reason() {
     bed.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wrong_json_names_the_problem() {
-    let bed = Testbed::builder().start().await.unwrap();
+async fn wrong_json_names_the_problem(builder: TestbedBuilder) {
+    let bed = builder.start().await.unwrap();
     let (status, body) = bed
         .admin
         .post_raw("/v1/groups", "{ not json", "application/json", true)
@@ -162,9 +159,8 @@ async fn wrong_json_names_the_problem() {
     bed.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unknown_app_group_or_device_is_refused_and_nothing_is_assigned() {
-    let bed = Testbed::builder().start().await.unwrap();
+async fn unknown_app_group_or_device_is_refused_and_nothing_is_assigned(builder: TestbedBuilder) {
+    let bed = builder.start().await.unwrap();
     bed.upload_and_sync_demo_token().await.unwrap();
     let pages = bed.app_by_adam_id(361309726).await.unwrap()["id"]
         .as_str()
@@ -268,3 +264,10 @@ async fn unknown_app_group_or_device_is_refused_and_nothing_is_assigned() {
     );
     bed.shutdown().await;
 }
+
+orchard_testbed::on_both_backends!(
+    missing_or_wrong_admin_token_is_refused,
+    bad_token_files_are_refused_with_the_reason,
+    wrong_json_names_the_problem,
+    unknown_app_group_or_device_is_refused_and_nothing_is_assigned,
+);

@@ -7,12 +7,11 @@ use std::time::Duration;
 
 use base64::Engine;
 use orchard_protocol::Udid;
-use orchard_testbed::harness::{Testbed, wait_for};
+use orchard_testbed::harness::{TestbedBuilder, wait_for};
 use serde_json::json;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn install_is_queued_only_after_the_association_event_completes() {
-    let bed = Testbed::builder().start().await.unwrap();
+async fn install_is_queued_only_after_the_association_event_completes(builder: TestbedBuilder) {
+    let bed = builder.start().await.unwrap();
     bed.apple.set_event_delay(Duration::from_millis(1500));
     let fleet = bed
         .enroll_fleet(2, Duration::from_millis(100))
@@ -107,9 +106,8 @@ async fn install_is_queued_only_after_the_association_event_completes() {
     bed.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sync_with_a_token_apple_does_not_know_reports_apples_error() {
-    let bed = Testbed::builder().start().await.unwrap();
+async fn sync_with_a_token_apple_does_not_know_reports_apples_error(builder: TestbedBuilder) {
+    let bed = builder.start().await.unwrap();
     let unknown = base64::engine::general_purpose::STANDARD.encode(
         r#"{"token":"bm90LWtub3du","expDate":"2099-01-01T00:00:00+0000","orgName":"Elsewhere"}"#,
     );
@@ -144,3 +142,8 @@ async fn sync_with_a_token_apple_does_not_know_reports_apples_error() {
     assert_eq!(apps["items"].as_array().unwrap().len(), 0);
     bed.shutdown().await;
 }
+
+orchard_testbed::on_both_backends!(
+    install_is_queued_only_after_the_association_event_completes,
+    sync_with_a_token_apple_does_not_know_reports_apples_error,
+);

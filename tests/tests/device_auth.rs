@@ -10,7 +10,7 @@ use orchard_protocol::checkin::{Authenticate, CheckinMessage, TokenUpdate};
 use orchard_protocol::enroll::{EnrollRequest, EnrollResponse};
 use orchard_protocol::report::{CommandReport, CommandStatus};
 use orchard_server::store::Store;
-use orchard_testbed::harness::Testbed;
+use orchard_testbed::harness::{Testbed, TestbedBuilder};
 
 struct Identity {
     cert_pem: String,
@@ -132,9 +132,8 @@ async fn put(
     ))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn request_without_certificate_is_refused_and_changes_nothing() {
-    let bed = Testbed::builder().start().await.unwrap();
+async fn request_without_certificate_is_refused_and_changes_nothing(builder: TestbedBuilder) {
+    let bed = builder.start().await.unwrap();
     let a = enrolled(&bed, "DEVICE-A").await;
     put(
         &client(&bed, Some(&a)),
@@ -170,9 +169,8 @@ async fn request_without_certificate_is_refused_and_changes_nothing() {
     bed.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn certificate_from_another_ca_is_refused_and_changes_nothing() {
-    let bed = Testbed::builder().start().await.unwrap();
+async fn certificate_from_another_ca_is_refused_and_changes_nothing(builder: TestbedBuilder) {
+    let bed = builder.start().await.unwrap();
     let a = enrolled(&bed, "DEVICE-A").await;
     put(
         &client(&bed, Some(&a)),
@@ -209,9 +207,8 @@ async fn certificate_from_another_ca_is_refused_and_changes_nothing() {
     bed.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn another_devices_udid_is_refused_and_changes_nothing() {
-    let bed = Testbed::builder().start().await.unwrap();
+async fn another_devices_udid_is_refused_and_changes_nothing(builder: TestbedBuilder) {
+    let bed = builder.start().await.unwrap();
     let a = enrolled(&bed, "DEVICE-A").await;
     let b = enrolled(&bed, "DEVICE-B").await;
     put(
@@ -245,9 +242,8 @@ async fn another_devices_udid_is_refused_and_changes_nothing() {
     bed.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn certificate_replaced_by_a_new_enrollment_is_refused() {
-    let bed = Testbed::builder().start().await.unwrap();
+async fn certificate_replaced_by_a_new_enrollment_is_refused(builder: TestbedBuilder) {
+    let bed = builder.start().await.unwrap();
     let first = enrolled(&bed, "DEVICE-A").await;
     let second = enrolled(&bed, "DEVICE-A").await;
     let url = format!("{}/mdm/checkin", bed.server.url);
@@ -267,9 +263,8 @@ async fn certificate_replaced_by_a_new_enrollment_is_refused() {
     bed.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wrong_enrollment_secret_enrolls_nothing() {
-    let bed = Testbed::builder().start().await.unwrap();
+async fn wrong_enrollment_secret_enrolls_nothing(builder: TestbedBuilder) {
+    let bed = builder.start().await.unwrap();
     let response = enroll(&bed, "DEVICE-X", "not-the-secret").await;
     assert_eq!(response.status(), 401);
     let body: serde_json::Value = response.json().await.unwrap();
@@ -295,9 +290,8 @@ async fn wrong_enrollment_secret_enrolls_nothing() {
     bed.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn malformed_plists_get_a_400_naming_the_problem() {
-    let bed = Testbed::builder().start().await.unwrap();
+async fn malformed_plists_get_a_400_naming_the_problem(builder: TestbedBuilder) {
+    let bed = builder.start().await.unwrap();
     let a = enrolled(&bed, "DEVICE-A").await;
     let as_a = client(&bed, Some(&a));
     let cases: [(&str, &[u8], &str); 3] = [
@@ -317,3 +311,12 @@ async fn malformed_plists_get_a_400_naming_the_problem() {
     }
     bed.shutdown().await;
 }
+
+orchard_testbed::on_both_backends!(
+    request_without_certificate_is_refused_and_changes_nothing,
+    certificate_from_another_ca_is_refused_and_changes_nothing,
+    another_devices_udid_is_refused_and_changes_nothing,
+    certificate_replaced_by_a_new_enrollment_is_refused,
+    wrong_enrollment_secret_enrolls_nothing,
+    malformed_plists_get_a_400_naming_the_problem,
+);

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use orchard_agent::fleet::Fleet;
 use orchard_protocol::Udid;
-use orchard_testbed::harness::{Testbed, wait_for};
+use orchard_testbed::harness::{Testbed, TestbedBuilder, wait_for};
 use serde_json::json;
 
 const PAGES: u64 = 361309726;
@@ -94,9 +94,10 @@ fn handled(fleet: &Fleet, index: usize, request_type: &str) -> u64 {
     device.handled().get(request_type).copied().unwrap_or(0)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fifty_devices_polling_every_ten_minutes_get_a_required_app_within_seconds() {
-    let bed = Testbed::builder().start().await.unwrap();
+async fn fifty_devices_polling_every_ten_minutes_get_a_required_app_within_seconds(
+    builder: TestbedBuilder,
+) {
+    let bed = builder.start().await.unwrap();
     let fleet = bed.enroll_fleet(50, TEN_MINUTES).await.unwrap();
     wait_push_connected(&bed, &fleet).await;
     bed.upload_and_sync_demo_token().await.unwrap();
@@ -116,9 +117,8 @@ async fn fifty_devices_polling_every_ten_minutes_get_a_required_app_within_secon
     bed.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dropped_push_connection_reconnects_and_the_command_arrives_once() {
-    let bed = Testbed::builder().start().await.unwrap();
+async fn dropped_push_connection_reconnects_and_the_command_arrives_once(builder: TestbedBuilder) {
+    let bed = builder.start().await.unwrap();
     let fleet = bed.enroll_fleet(3, TEN_MINUTES).await.unwrap();
     wait_push_connected(&bed, &fleet).await;
     bed.upload_and_sync_demo_token().await.unwrap();
@@ -143,9 +143,8 @@ async fn dropped_push_connection_reconnects_and_the_command_arrives_once() {
     bed.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn server_restart_cuts_push_and_devices_still_get_the_command_once() {
-    let mut bed = Testbed::builder().start().await.unwrap();
+async fn server_restart_cuts_push_and_devices_still_get_the_command_once(builder: TestbedBuilder) {
+    let mut bed = builder.start().await.unwrap();
     let fleet = bed.enroll_fleet(3, TEN_MINUTES).await.unwrap();
     wait_push_connected(&bed, &fleet).await;
     bed.upload_and_sync_demo_token().await.unwrap();
@@ -164,9 +163,8 @@ async fn server_restart_cuts_push_and_devices_still_get_the_command_once() {
     bed.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn agent_restarted_from_its_state_file_keeps_identity_and_apps() {
-    let bed = Testbed::builder().start().await.unwrap();
+async fn agent_restarted_from_its_state_file_keeps_identity_and_apps(builder: TestbedBuilder) {
+    let bed = builder.start().await.unwrap();
     let state_dir = tempfile::tempdir().unwrap();
     let fleet = bed
         .fleet(2, TEN_MINUTES, Some(state_dir.path().to_owned()))
@@ -232,3 +230,10 @@ async fn agent_restarted_from_its_state_file_keeps_identity_and_apps() {
     again.stop().await;
     bed.shutdown().await;
 }
+
+orchard_testbed::on_both_backends!(
+    fifty_devices_polling_every_ten_minutes_get_a_required_app_within_seconds,
+    dropped_push_connection_reconnects_and_the_command_arrives_once,
+    server_restart_cuts_push_and_devices_still_get_the_command_once,
+    agent_restarted_from_its_state_file_keeps_identity_and_apps,
+);

@@ -6,14 +6,13 @@
 use std::time::Duration;
 
 use orchard_protocol::command::ManagedAppStatus;
-use orchard_testbed::harness::{DEMO_LOCATION, Testbed, wait_for};
+use orchard_testbed::harness::{DEMO_LOCATION, TestbedBuilder, wait_for};
 use serde_json::json;
 
 const PAGES: u64 = 361309726;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn required_device_licensed_app_reaches_every_device_in_the_group() {
-    let bed = Testbed::builder().start().await.unwrap();
+async fn required_device_licensed_app_reaches_every_device_in_the_group(builder: TestbedBuilder) {
+    let bed = builder.start().await.unwrap();
     let fleet = bed
         .enroll_fleet(5, Duration::from_millis(200))
         .await
@@ -136,11 +135,10 @@ async fn required_device_licensed_app_reaches_every_device_in_the_group() {
     bed.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn oversubscribed_group_gets_exactly_the_purchased_count() {
+async fn oversubscribed_group_gets_exactly_the_purchased_count(builder: TestbedBuilder) {
     // Numbers has 3 licenses in the demo seed; 5 devices want it.
     const NUMBERS: u64 = 361304891;
-    let bed = Testbed::builder().start().await.unwrap();
+    let bed = builder.start().await.unwrap();
     let fleet = bed
         .enroll_fleet(5, Duration::from_millis(200))
         .await
@@ -224,3 +222,8 @@ async fn oversubscribed_group_gets_exactly_the_purchased_count() {
     fleet.stop().await;
     bed.shutdown().await;
 }
+
+orchard_testbed::on_both_backends!(
+    required_device_licensed_app_reaches_every_device_in_the_group,
+    oversubscribed_group_gets_exactly_the_purchased_count,
+);
