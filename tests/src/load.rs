@@ -21,7 +21,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::apple::{AppleStandIn, Seed};
-use crate::harness::{AdminClient, DEMO_LOCATION};
+use crate::harness::{AdminClient, DEMO_LOCATION, FreshDatabase};
 
 /// The app every device gets (5,000 licenses in the demo seed).
 pub const LOAD_APP: u64 = 1091189122;
@@ -37,6 +37,8 @@ pub struct LoadOptions {
     pub timeout: Duration,
     /// Where to write the figures as JSON.
     pub json: Option<PathBuf>,
+    /// Run the server on PostgreSQL (a fresh database) instead of SQLite.
+    pub postgres: bool,
 }
 
 /// The figures of one run.
@@ -44,6 +46,8 @@ pub struct LoadOptions {
 pub struct LoadReport {
     /// Devices.
     pub devices: usize,
+    /// `sqlite` or `postgres`.
+    pub database: &'static str,
     /// Enrollments per second (enroll + Authenticate + TokenUpdate each).
     pub enrollments_per_second: f64,
     /// Seconds to enroll the fleet.
@@ -83,10 +87,15 @@ impl ServerProcess {
         apple: &AppleStandIn,
         apple_ca: &std::path::Path,
         data_dir: &std::path::Path,
+        database: Option<&str>,
     ) -> anyhow::Result<Self> {
         let exe =
             std::env::current_exe().context("cannot find this program to start the server")?;
-        let mut child = Command::new(exe)
+        let mut command = Command::new(exe);
+        if let Some(url) = database {
+            command.env("ORCHARD_DATABASE_URL", url);
+        }
+        let mut child = command
             .args(["server", "--data-dir"])
             .arg(data_dir)
             .args([
@@ -176,7 +185,16 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
     .await?;
     let apple_ca = dir.path().join("apple-ca.pem");
     apple.write_ca(&apple_ca)?;
-    let server = ServerProcess::start(&apple, &apple_ca, &dir.path().join("server"))?;
+    let database = match options.postgres {
+        true => Some(FreshDatabase::create().await.map_err(anyhow::Error::msg)?),
+        false => None,
+    };
+    let server = ServerProcess::start(
+        &apple,
+        &apple_ca,
+        &dir.path().join("server"),
+        database.as_ref().map(|d| d.url.as_str()),
+    )?;
     let admin = AdminClient::new(&server.url, &server.ca_pem, &server.admin_token)?;
     let (_, enrollment) = admin.get("/v1/enrollment").await?;
     let metrics = Arc::new(AgentMetrics::default());
@@ -308,6 +326,11 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     let report = LoadReport {
         devices: options.devices,
+        database: if options.postgres {
+            "postgres"
+        } else {
+            "sqlite"
+        },
         enrollments_per_second: options.devices as f64 / enrollment_seconds,
         enrollment_seconds,
         install_min_seconds: latencies.first().copied().unwrap_or(0.0),
@@ -332,12 +355,18 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
     fleet.stop().await;
     drop(server);
     apple.shutdown().await;
+    if let Some(db) = database {
+        db.drop_database().await;
+    }
     Ok(report)
 }
 
 fn print_report(r: &LoadReport) {
     println!();
-    println!("  devices                          {}", r.devices);
+    println!(
+        "  devices                          {} (server on {})",
+        r.devices, r.database
+    );
     println!(
         "  enrollment                       {:.1} devices/s ({:.1} s)",
         r.enrollments_per_second, r.enrollment_seconds

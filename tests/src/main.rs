@@ -47,6 +47,10 @@ enum Command {
         /// Also write the figures to this JSON file.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Run the server on PostgreSQL (a fresh database next to ORCHARD_TEST_POSTGRES_URL,
+        /// default postgres://postgres@127.0.0.1:5432/postgres) instead of SQLite.
+        #[arg(long)]
+        postgres: bool,
     },
     /// Run orchard-server for `load` in a process of its own (prints a ready line).
     #[command(hide = true)]
@@ -59,6 +63,8 @@ enum Command {
         apple_lookup_url: String,
         #[arg(long)]
         apple_ca_file: PathBuf,
+        #[arg(long, env = "ORCHARD_DATABASE_URL")]
+        database: Option<String>,
     },
     /// Run only the Apple stand-in (Apps and Books API and iTunes lookup) until Ctrl-C.
     Apple {
@@ -98,12 +104,14 @@ async fn main() -> anyhow::Result<()> {
             concurrency,
             timeout_seconds,
             json,
+            postgres,
         } => {
             let options = LoadOptions {
                 devices,
                 concurrency,
                 timeout: Duration::from_secs(timeout_seconds),
                 json,
+                postgres,
             };
             load::run(options).await.map(|_| ())
         }
@@ -112,8 +120,10 @@ async fn main() -> anyhow::Result<()> {
             apple_vpp_url,
             apple_lookup_url,
             apple_ca_file,
+            database,
         } => {
             let mut config = orchard_server::ServerConfig::new(data_dir);
+            config.database = database;
             config.listen = "127.0.0.1:0".parse()?;
             config.apple = orchard_server::vpp::AppleConfig {
                 vpp_base_url: apple_vpp_url,
