@@ -19,5 +19,6 @@ pub mod store;
 pub mod sync;
 pub mod tls;
 pub mod vpp;
+pub mod wake_bus;
 
 pub use server::{RunningServer, ServerConfig, StartError, start, start_with_listener};

@@ -80,6 +80,9 @@ struct ServeArgs {
     /// Seconds before asking a device again about an install in progress.
     #[arg(long, env = "ORCHARD_INSTALL_POLL_SECONDS", default_value_t = 5.0)]
     install_poll_seconds: f64,
+    /// Seconds between syncs of each token with Apple (twice a day by default).
+    #[arg(long, env = "ORCHARD_SYNC_INTERVAL_SECONDS", default_value_t = 43200.0)]
+    sync_interval_seconds: f64,
     /// Most VPP tokens the server holds.
     #[arg(long, env = "ORCHARD_MAX_TOKENS", default_value_t = 256)]
     max_tokens: i64,
@@ -117,6 +120,7 @@ async fn main() -> anyhow::Result<()> {
     config.event_poll_interval = seconds("event-poll-seconds", args.event_poll_seconds)?;
     config.install_poll_interval = seconds("install-poll-seconds", args.install_poll_seconds)?;
     config.max_tokens = args.max_tokens;
+    config.sync_interval = seconds("sync-interval-seconds", args.sync_interval_seconds)?;
     let data_dir = config.data_dir.clone();
     let mut server = orchard_server::start(config)
         .await

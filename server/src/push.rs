@@ -34,13 +34,30 @@ pub const PUSH_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 #[derive(Debug, Default)]
 pub struct PushHub {
     connections: Mutex<HashMap<Udid, (u64, mpsc::Sender<()>)>>,
+    /// Other replicas, when several share PostgreSQL.
+    remote: std::sync::OnceLock<crate::wake_bus::WakeBus>,
     next_id: AtomicU64,
     wakes_sent: AtomicU64,
 }
 
 impl PushHub {
-    /// Wakes a device now; false when it is not connected here (it will get a wake when it reconnects).
-    pub fn wake(&self, udid: &Udid) -> bool {
+    /// Wakes a device now: here if it is connected here, else through the other replicas.
+    pub fn wake(&self, udid: &Udid) {
+        if !self.wake_local(udid)
+            && let Some(remote) = self.remote.get()
+        {
+            remote.publish(udid);
+        }
+    }
+
+    /// Connects the hub to the other replicas.
+    pub fn set_remote(&self, bus: crate::wake_bus::WakeBus) {
+        let _ = self.remote.set(bus);
+    }
+
+    /// Wakes a device connected to this replica; false when it is not connected here
+    /// (it gets a wake-up when it reconnects).
+    pub fn wake_local(&self, udid: &Udid) -> bool {
         let connections = self.connections.lock().unwrap_or_else(|p| p.into_inner());
         match connections.get(udid) {
             // A full slot means a wake is already pending: coalesced.

@@ -130,7 +130,7 @@ pub fn plan(
 /// `event_poll_interval` while Apple events are pending (else every minute).
 pub async fn run(state: ServerState, shutdown: tokio_util::sync::CancellationToken) {
     loop {
-        let pending = match run_once(&state).await {
+        let pending = match run_exclusively(&state).await {
             Ok(pending) => pending,
             Err(e) => {
                 tracing::warn!(error = %e, "reconcile failed; retrying");
@@ -149,6 +149,28 @@ pub async fn run(state: ServerState, shutdown: tokio_util::sync::CancellationTok
         }
     }
 }
+
+/// One pass, if no other replica is reconciling right now (then: try again soon).
+async fn run_exclusively(state: &ServerState) -> ServerResult<bool> {
+    let now = time::OffsetDateTime::now_utc();
+    let until = clock::rfc3339(now + RECONCILE_LEASE);
+    if !state
+        .store
+        .try_lease("reconcile", &state.replica, &clock::rfc3339(now), &until)
+        .await?
+    {
+        return Ok(true);
+    }
+    let result = run_once(state).await;
+    state
+        .store
+        .release_lease("reconcile", &state.replica)
+        .await?;
+    result
+}
+
+/// How long one reconcile pass may hold the lease before another replica may take over.
+const RECONCILE_LEASE: Duration = Duration::from_secs(120);
 
 /// One pass; returns whether Apple events are still pending.
 pub async fn run_once(state: &ServerState) -> ServerResult<bool> {

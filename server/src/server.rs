@@ -40,6 +40,10 @@ pub struct ServerConfig {
     pub event_poll_interval: Duration,
     /// Most VPP tokens.
     pub max_tokens: i64,
+    /// How often every token is synced with Apple (twice a day by default).
+    pub sync_interval: Duration,
+    /// How often the sync scheduler looks for tokens due.
+    pub scheduler_tick: Duration,
 }
 
 impl ServerConfig {
@@ -55,6 +59,8 @@ impl ServerConfig {
             install_poll_interval: Duration::from_secs(5),
             event_poll_interval: Duration::from_secs(30),
             max_tokens: 256,
+            sync_interval: Duration::from_secs(12 * 3600),
+            scheduler_tick: Duration::from_secs(60),
         }
     }
 }
@@ -204,21 +210,38 @@ pub async fn start_with_listener(
             install_poll_interval: config.install_poll_interval,
             event_poll_interval: config.event_poll_interval,
             max_tokens: config.max_tokens,
+            sync_interval: config.sync_interval,
+            scheduler_tick: config.scheduler_tick,
         }),
         syncing: Arc::new(Mutex::new(Default::default())),
         push: Arc::new(crate::push::PushHub::default()),
+        replica: uuid::Uuid::new_v4().to_string().into(),
+        syncs_run: Default::default(),
     };
     let shutdown = CancellationToken::new();
     let router = crate::http::router(state.clone());
-    let tasks = vec![
+    let mut tasks = Vec::new();
+    if let Backend::Postgres(pg) = &backend {
+        let replica = state.replica.to_string();
+        let (bus, bus_tasks) = crate::wake_bus::WakeBus::start(
+            pg.pool().clone(),
+            state.push.clone(),
+            replica,
+            shutdown.clone(),
+        );
+        state.push.set_remote(bus);
+        tasks.extend(bus_tasks);
+    }
+    tasks.extend([
         tokio::spawn(crate::http::serve(listener, tls, router, shutdown.clone())),
         tokio::spawn(crate::reconcile::run(state.clone(), shutdown.clone())),
+        tokio::spawn(crate::sync::run_scheduler(state.clone(), shutdown.clone())),
         tokio::spawn(crate::push::serve(
             push_endpoint,
             state.clone(),
             shutdown.clone(),
         )),
-    ];
+    ]);
     tracing::info!(%addr, %url, "orchard-server listening");
     Ok(RunningServer {
         addr,

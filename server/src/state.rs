@@ -33,6 +33,10 @@ pub struct ServiceOptions {
     pub event_poll_interval: Duration,
     /// Most VPP tokens the server holds.
     pub max_tokens: i64,
+    /// How often every token is synced with Apple.
+    pub sync_interval: Duration,
+    /// How often the sync scheduler looks for tokens due.
+    pub scheduler_tick: Duration,
 }
 
 /// Shared state of one server process.
@@ -54,6 +58,10 @@ pub struct ServerState {
     pub syncing: Arc<Mutex<HashSet<String>>>,
     /// Devices connected to the push channel.
     pub push: Arc<PushHub>,
+    /// This process's id among replicas (holder of leases).
+    pub replica: Arc<str>,
+    /// Syncs this process ran to completion.
+    pub syncs_run: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl ServerState {

@@ -67,10 +67,27 @@ pub async fn sync_token(state: &ServerState, token_id: &str) -> ServerResult<Syn
         state,
         token_id: token.id.clone(),
     };
-    match fetch(state, &token.secret, &token.id).await {
+    // Across replicas: one sync per token at a time, by lease.
+    let lease = format!("sync:{}", token.id);
+    let now = time::OffsetDateTime::now_utc();
+    let until = clock::rfc3339(now + SYNC_LEASE);
+    if !state
+        .store
+        .try_lease(&lease, &state.replica, &clock::rfc3339(now), &until)
+        .await?
+    {
+        return Err(ServerError::Conflict(format!(
+            "token {} is being synced by another replica",
+            token.id
+        )));
+    }
+    let result = match fetch(state, &token.secret, &token.id).await {
         Ok((record, summary)) => {
             state.store.record_sync(&record).await?;
             tracing::info!(token = %token.id, assets = summary.assets, "sync finished");
+            state
+                .syncs_run
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             state.poke_reconciler();
             Ok(summary)
         }
@@ -81,7 +98,58 @@ pub async fn sync_token(state: &ServerState, token_id: &str) -> ServerResult<Syn
                 .await?;
             Err(e)
         }
+    };
+    state.store.release_lease(&lease, &state.replica).await?;
+    result
+}
+
+/// How long a sync may hold its token's lease; a replica that dies mid-sync frees the
+/// token for the others when this runs out.
+const SYNC_LEASE: time::Duration = time::Duration::minutes(10);
+
+/// Syncs every token whose last sync is older than the sync interval, on one replica at a
+/// time: the replica holding the scheduler lease. If it dies, its lease runs out after
+/// three ticks and another replica takes over.
+pub async fn run_scheduler(state: ServerState, shutdown: tokio_util::sync::CancellationToken) {
+    let tick = state.options.scheduler_tick;
+    loop {
+        if let Err(e) = schedule_once(&state, tick).await {
+            tracing::warn!(error = %e, "sync scheduler failed; retrying");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(tick) => {}
+        }
     }
+}
+
+async fn schedule_once(state: &ServerState, tick: std::time::Duration) -> ServerResult<()> {
+    let now = time::OffsetDateTime::now_utc();
+    let until = clock::rfc3339(now + tick * 3);
+    if !state
+        .store
+        .try_lease(
+            "sync-scheduler",
+            &state.replica,
+            &clock::rfc3339(now),
+            &until,
+        )
+        .await?
+    {
+        return Ok(());
+    }
+    let due_before = clock::rfc3339(now - state.options.sync_interval);
+    for token in state.store.tokens(&crate::store::Page::all()).await? {
+        // A token never synced is due once an admin had a tick to sync it by hand.
+        let due = match token.last_sync_at.as_deref() {
+            Some(at) => at < due_before.as_str(),
+            None => token.created_at < clock::rfc3339(now - tick),
+        };
+        if due && let Err(e) = sync_token(state, &token.id).await {
+            tracing::warn!(token = %token.id, error = %e, "scheduled sync failed");
+        }
+    }
+    Ok(())
 }
 
 async fn fetch(

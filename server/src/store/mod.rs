@@ -191,14 +191,36 @@ pub trait AssignmentStore: Send + Sync {
     async fn set_installs(&self, installs: &[InstallRecord]) -> StoreResult<()>;
 }
 
+/// Leases: one replica at a time runs a singleton job.
+#[async_trait]
+pub trait LeaseStore: Send + Sync {
+    /// Takes or renews the lease `name` for `holder` until `until`, if it is free, expired
+    /// (before `now`) or already `holder`'s. Returns whether `holder` holds it now.
+    async fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: &str,
+        until: &str,
+    ) -> StoreResult<bool>;
+    /// Gives the lease up if `holder` holds it.
+    async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<()>;
+}
+
 /// Everything the server stores.
 pub trait Store:
-    AdminStore + DeviceStore + CommandStore + VppStore + DirectoryStore + AssignmentStore
+    AdminStore + DeviceStore + CommandStore + VppStore + DirectoryStore + AssignmentStore + LeaseStore
 {
 }
 
-impl<T: AdminStore + DeviceStore + CommandStore + VppStore + DirectoryStore + AssignmentStore> Store
-    for T
+impl<T> Store for T where
+    T: AdminStore
+        + DeviceStore
+        + CommandStore
+        + VppStore
+        + DirectoryStore
+        + AssignmentStore
+        + LeaseStore
 {
 }
 

@@ -32,6 +32,11 @@ impl PostgresStore {
         Ok(Self { pool })
     }
 
+    /// The connection pool (the wake-up bus listens on it).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     /// Closes the pool.
     pub async fn close(&self) {
         self.pool.close().await;
@@ -809,6 +814,40 @@ impl AssignmentStore for PostgresStore {
         let mut tx = self.pool.begin().await?;
         upsert_installs(&mut tx, installs).await?;
         tx.commit().await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl LeaseStore for PostgresStore {
+    async fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: &str,
+        until: &str,
+    ) -> StoreResult<bool> {
+        let row = sqlx::query(
+            "INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, $3)
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+             WHERE leases.expires_at < $4 OR leases.holder = excluded.holder
+             RETURNING holder",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(until)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.is_some())
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM leases WHERE name = $1 AND holder = $2")
+            .bind(name)
+            .bind(holder)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 }

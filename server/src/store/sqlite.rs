@@ -825,3 +825,37 @@ impl AssignmentStore for SqliteStore {
         Ok(())
     }
 }
+
+#[async_trait]
+impl LeaseStore for SqliteStore {
+    async fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: &str,
+        until: &str,
+    ) -> StoreResult<bool> {
+        let row = sqlx::query(
+            "INSERT INTO leases (name, holder, expires_at) VALUES (?, ?, ?)
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+             WHERE leases.expires_at < ? OR leases.holder = excluded.holder
+             RETURNING holder",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(until)
+        .bind(now)
+        .fetch_optional(&self.writer)
+        .await?;
+        Ok(row.is_some())
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM leases WHERE name = ? AND holder = ?")
+            .bind(name)
+            .bind(holder)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+}
