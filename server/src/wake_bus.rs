@@ -147,7 +147,7 @@ mod tests {
         let udids: Vec<Udid> = (0..1000)
             .map(|i| Udid(format!("00008110-{i:016X}")))
             .collect();
-        let payloads = payloads("replica-a", &udids);
+        let batch = payloads("replica-a", &udids);
         assert!(
             payloads.len() > 1 && payloads.len() < 10,
             "{}",
@@ -158,7 +158,7 @@ mod tests {
                 .iter()
                 .all(|p| p.len() <= MAX_PAYLOAD && p.starts_with("replica-a\n"))
         );
-        let back: Vec<&str> = payloads.iter().flat_map(|p| p.lines().skip(1)).collect();
+        let back: Vec<&str> = batch.iter().flat_map(|p| p.lines().skip(1)).collect();
         assert_eq!(back.len(), 1000);
         assert!(payloads("r", &[]).is_empty());
     }
