@@ -148,13 +148,9 @@ mod tests {
             .map(|i| Udid(format!("00008110-{i:016X}")))
             .collect();
         let batch = payloads("replica-a", &udids);
+        assert!(batch.len() > 1 && batch.len() < 10, "{}", batch.len());
         assert!(
-            payloads.len() > 1 && payloads.len() < 10,
-            "{}",
-            payloads.len()
-        );
-        assert!(
-            payloads
+            batch
                 .iter()
                 .all(|p| p.len() <= MAX_PAYLOAD && p.starts_with("replica-a\n"))
         );
