@@ -27,6 +27,7 @@ pub const DEMO_LOCATION: &str = "2049025000431439";
 pub struct TestbedBuilder {
     seed: Seed,
     postgres: Option<FreshDatabase>,
+    sync: Option<(Duration, Duration)>,
     event_poll: Duration,
     install_poll: Duration,
 }
@@ -48,6 +49,12 @@ impl TestbedBuilder {
                 None
             }
         }
+    }
+
+    /// Syncs every token every `interval`, the scheduler looking every `tick`.
+    pub fn sync_every(mut self, interval: Duration, tick: Duration) -> Self {
+        self.sync = Some((interval, tick));
+        self
     }
 
     /// Uses `seed` for the Apple stand-in.
@@ -73,6 +80,10 @@ impl TestbedBuilder {
         };
         config.event_poll_interval = self.event_poll;
         config.database = self.postgres.as_ref().map(|db| db.url.clone());
+        if let Some((interval, tick)) = self.sync {
+            config.sync_interval = interval;
+            config.scheduler_tick = tick;
+        }
         config.install_poll_interval = self.install_poll;
         let server = orchard_server::start_with_listener(
             config.clone(),
@@ -120,6 +131,7 @@ impl Testbed {
         TestbedBuilder {
             seed: Seed::demo(),
             postgres: None,
+            sync: None,
             event_poll: Duration::from_millis(200),
             install_poll: Duration::from_millis(300),
         }
@@ -181,6 +193,42 @@ impl Testbed {
             concurrency: 16,
             run: "TEST".into(),
             state_dir,
+        };
+        Ok(Fleet::start(template, &profile, &options, |_| {}).await?)
+    }
+
+    /// The bootstrap admin token.
+    pub fn admin_token(&self) -> String {
+        self.admin.token.clone()
+    }
+
+    /// Starts another replica of the server: same data directory (so the same CA) and
+    /// same PostgreSQL database, its own port.
+    pub async fn start_replica(&self) -> anyhow::Result<RunningServer> {
+        if self.server_config.database.is_none() {
+            bail!("replicas need PostgreSQL: build the testbed with .postgres()");
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Ok(orchard_server::start_with_listener(self.server_config.clone(), listener).await?)
+    }
+
+    /// Starts a fleet of supervised iPhones enrolled through the server at `server_url`;
+    /// `run` prefixes their UDIDs and serials.
+    pub async fn fleet_on(
+        &self,
+        server_url: &str,
+        count: usize,
+        checkin: Duration,
+        run: &str,
+    ) -> anyhow::Result<Fleet> {
+        let profile = FleetProfile::supervised_iphones();
+        let mut template = self.agent_config(profile.facts(0, run), checkin).await?;
+        template.server_url = server_url.to_owned();
+        let options = FleetOptions {
+            count,
+            concurrency: 16,
+            run: run.into(),
+            state_dir: None,
         };
         Ok(Fleet::start(template, &profile, &options, |_| {}).await?)
     }

@@ -175,6 +175,8 @@ async fn assets(
     headers: HeaderMap,
     Query(q): Query<AssetsQuery>,
 ) -> Response {
+    let delay = lock(&world).assets_delay;
+    tokio::time::sleep(delay).await;
     let world = lock(&world);
     let uid = match authenticate(&world, &headers) {
         Ok(uid) => uid,

@@ -84,6 +84,8 @@ pub struct World {
     pub event_delay: Duration,
     /// Assets per page.
     pub page_size: usize,
+    /// How long `GET /assets` takes to answer (a slow Apple).
+    pub assets_delay: Duration,
 }
 
 fn token_file(org_name: &str, expires: OffsetDateTime) -> String {
@@ -156,6 +158,7 @@ impl World {
             events: HashMap::new(),
             event_delay: Duration::ZERO,
             page_size: 100,
+            assets_delay: Duration::ZERO,
         }
     }
 

@@ -1,0 +1,248 @@
+//! Several orchard-server replicas on one PostgreSQL: a command queued through one
+//! replica wakes devices whose push channel is on another; one replica at a time syncs a
+//! token; when the replica running the sync schedule dies, another takes over.
+//! PostgreSQL is required in CI; elsewhere these tests are skipped with the reason printed.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use orchard_agent::fleet::Fleet;
+use orchard_testbed::harness::{Testbed, wait_for};
+use serde_json::json;
+
+const TEN_MINUTES: Duration = Duration::from_secs(600);
+
+fn handled(fleet: &Fleet, request_type: &str) -> Vec<u64> {
+    fleet
+        .agents
+        .iter()
+        .map(|a| {
+            a.device()
+                .lock()
+                .unwrap()
+                .handled()
+                .get(request_type)
+                .copied()
+                .unwrap_or(0)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn assignment_through_one_replica_reaches_devices_pushed_by_the_other() {
+    let Some(builder) = Testbed::builder().postgres().await else {
+        return;
+    };
+    let bed = builder.start().await.unwrap();
+    let mut replica_b = bed.start_replica().await.unwrap();
+    let on_a = bed
+        .fleet_on(&bed.server.url, 10, TEN_MINUTES, "RA")
+        .await
+        .unwrap();
+    let on_b = bed
+        .fleet_on(&replica_b.url, 10, TEN_MINUTES, "RB")
+        .await
+        .unwrap();
+    let (hub_a, hub_b) = (bed.server.state.push.clone(), replica_b.state.push.clone());
+    wait_for(
+        Duration::from_secs(20),
+        "10 push connections on each replica",
+        || {
+            let (a, b) = (hub_a.connected(), hub_b.connected());
+            async move {
+                Ok(if a == 10 && b == 10 {
+                    Ok(())
+                } else {
+                    Err(format!("A {a}, B {b}"))
+                })
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let wakes_b_before = hub_b.wakes_sent();
+
+    // Everything administrative goes through replica A.
+    bed.upload_and_sync_demo_token().await.unwrap();
+    let app_id = bed.app_by_adam_id(1091189122).await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, group) = bed
+        .admin
+        .post("/v1/groups", json!({ "name": "both" }))
+        .await
+        .unwrap();
+    let group_id = group["id"].as_str().unwrap().to_owned();
+    let udids: Vec<String> = on_a.udids().into_iter().chain(on_b.udids()).collect();
+    bed.admin
+        .post(
+            &format!("/v1/groups/{group_id}/devices"),
+            json!({ "udids": udids }),
+        )
+        .await
+        .unwrap();
+    let (status, body) = bed
+        .admin
+        .post("/v1/assignments", json!({ "app_id": app_id, "group_id": group_id, "intent": "required", "license_type": "device" }))
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{body}");
+    let path = format!("/v1/apps/{app_id}/installs");
+    wait_for(Duration::from_secs(30), "20 verified installs", || {
+        let admin = bed.admin.clone();
+        let path = path.clone();
+        async move {
+            let (_, body) = admin.get(&path).await?;
+            let n = body["installs"].as_array().map_or(0, |a| {
+                a.iter().filter(|i| i["status"] == "installed").count()
+            });
+            Ok(if n == 20 {
+                Ok(())
+            } else {
+                Err(format!("{n}/20"))
+            })
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        hub_b.wakes_sent() >= wakes_b_before + 10,
+        "replica B woke its own devices"
+    );
+    assert_eq!(handled(&on_a, "InstallApplication"), vec![1; 10]);
+    assert_eq!(
+        handled(&on_b, "InstallApplication"),
+        vec![1; 10],
+        "exactly once, though two replicas reconcile"
+    );
+
+    on_a.stop().await;
+    on_b.stop().await;
+    replica_b.shutdown().await;
+    bed.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_never_sync_the_same_token_at_once() {
+    let Some(builder) = Testbed::builder().postgres().await else {
+        return;
+    };
+    let bed = builder.start().await.unwrap();
+    let mut replica_b = bed.start_replica().await.unwrap();
+    let file = bed
+        .apple
+        .token_file(orchard_testbed::harness::DEMO_LOCATION)
+        .unwrap();
+    let (_, token) = bed
+        .admin
+        .post(
+            "/v1/tokens",
+            json!({ "name": "HQ", "token_file": file, "consent": true }),
+        )
+        .await
+        .unwrap();
+    let id = token["id"].as_str().unwrap().to_owned();
+    bed.apple
+        .with_world(|w| w.assets_delay = Duration::from_millis(1500));
+    let admin_b = orchard_testbed::harness::AdminClient::new(
+        &replica_b.url,
+        &replica_b.ca_pem,
+        &bed.admin_token(),
+    )
+    .unwrap();
+    let path = format!("/v1/tokens/{id}/sync");
+    let (a, b) = tokio::join!(
+        bed.admin.post(&path, json!({})),
+        admin_b.post(&path, json!({}))
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let mut statuses = vec![a.0.as_u16(), b.0.as_u16()];
+    statuses.sort();
+    assert_eq!(statuses, [200, 409], "A: {a:?} B: {b:?}");
+    let refused = if a.0 == 409 { &a.1 } else { &b.1 };
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("another replica"),
+        "{refused}"
+    );
+    let runs = bed.server.state.syncs_run.load(Ordering::Relaxed)
+        + replica_b.state.syncs_run.load(Ordering::Relaxed);
+    assert_eq!(runs, 1);
+    replica_b.shutdown().await;
+    bed.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survivor_takes_over_the_sync_schedule_when_a_replica_dies() {
+    let Some(builder) = Testbed::builder().postgres().await else {
+        return;
+    };
+    let mut bed = builder
+        .sync_every(Duration::from_millis(500), Duration::from_millis(200))
+        .start()
+        .await
+        .unwrap();
+    // A started first and runs the schedule; B waits.
+    let mut replica_b = bed.start_replica().await.unwrap();
+    let file = bed
+        .apple
+        .token_file(orchard_testbed::harness::DEMO_LOCATION)
+        .unwrap();
+    bed.admin
+        .post(
+            "/v1/tokens",
+            json!({ "name": "HQ", "token_file": file, "consent": true }),
+        )
+        .await
+        .unwrap();
+    let (runs_a, runs_b) = (
+        bed.server.state.syncs_run.clone(),
+        replica_b.state.syncs_run.clone(),
+    );
+    wait_for(
+        Duration::from_secs(15),
+        "replica A to run scheduled syncs",
+        || {
+            let n = runs_a.load(Ordering::Relaxed);
+            async move {
+                Ok(if n >= 2 {
+                    Ok(())
+                } else {
+                    Err(format!("{n} syncs"))
+                })
+            }
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        runs_b.load(Ordering::Relaxed),
+        0,
+        "only the schedule holder syncs"
+    );
+
+    // A dies without giving its lease up; B takes over once the lease runs out.
+    bed.server.shutdown().await;
+    wait_for(
+        Duration::from_secs(15),
+        "replica B to take over the schedule",
+        || {
+            let n = runs_b.load(Ordering::Relaxed);
+            async move {
+                Ok(if n >= 2 {
+                    Ok(())
+                } else {
+                    Err(format!("{n} syncs on B"))
+                })
+            }
+        },
+    )
+    .await
+    .unwrap();
+    replica_b.shutdown().await;
+    bed.shutdown().await;
+}
