@@ -28,6 +28,7 @@ pub struct TestbedBuilder {
     seed: Seed,
     postgres: Option<FreshDatabase>,
     sync: Option<(Duration, Duration)>,
+    public_url: Option<String>,
     event_poll: Duration,
     install_poll: Duration,
 }
@@ -57,6 +58,12 @@ impl TestbedBuilder {
         self
     }
 
+    /// The URL devices are told to use (a load balancer in front of the replicas).
+    pub fn public_url(mut self, url: String) -> Self {
+        self.public_url = Some(url);
+        self
+    }
+
     /// Uses `seed` for the Apple stand-in.
     pub fn seed(mut self, seed: Seed) -> Self {
         self.seed = seed;
@@ -80,6 +87,7 @@ impl TestbedBuilder {
         };
         config.event_poll_interval = self.event_poll;
         config.database = self.postgres.as_ref().map(|db| db.url.clone());
+        config.public_url = self.public_url;
         if let Some((interval, tick)) = self.sync {
             config.sync_interval = interval;
             config.scheduler_tick = tick;
@@ -132,6 +140,7 @@ impl Testbed {
             seed: Seed::demo(),
             postgres: None,
             sync: None,
+            public_url: None,
             event_poll: Duration::from_millis(200),
             install_poll: Duration::from_millis(300),
         }

@@ -2,6 +2,7 @@
 //! start the whole system on loopback, and the demo.
 
 pub mod apple;
+pub mod balancer;
 pub mod demo;
 pub mod harness;
 pub mod load;

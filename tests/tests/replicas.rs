@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use orchard_agent::fleet::Fleet;
+use orchard_testbed::balancer::Balancer;
 use orchard_testbed::harness::{Testbed, wait_for};
 use serde_json::json;
 
@@ -244,5 +245,123 @@ async fn survivor_takes_over_the_sync_schedule_when_a_replica_dies() {
     .await
     .unwrap();
     replica_b.shutdown().await;
+    bed.shutdown().await;
+}
+
+async fn assign_and_wait(bed: &Testbed, adam_id: u64, udids: &[String], name: &str) {
+    let app_id = bed.app_by_adam_id(adam_id).await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, group) = bed
+        .admin
+        .post("/v1/groups", json!({ "name": name }))
+        .await
+        .unwrap();
+    let group_id = group["id"].as_str().unwrap().to_owned();
+    bed.admin
+        .post(
+            &format!("/v1/groups/{group_id}/devices"),
+            json!({ "udids": udids }),
+        )
+        .await
+        .unwrap();
+    let (status, body) = bed
+        .admin
+        .post("/v1/assignments", json!({ "app_id": app_id, "group_id": group_id, "intent": "required", "license_type": "device" }))
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{body}");
+    let path = format!("/v1/apps/{app_id}/installs");
+    let count = udids.len();
+    wait_for(
+        Duration::from_secs(40),
+        &format!("{count} verified installs of {adam_id}"),
+        || {
+            let admin = bed.admin.clone();
+            let path = path.clone();
+            async move {
+                let (_, body) = admin.get(&path).await?;
+                let n = body["installs"].as_array().map_or(0, |a| {
+                    a.iter().filter(|i| i["status"] == "installed").count()
+                });
+                Ok(if n == count {
+                    Ok(())
+                } else {
+                    Err(format!("{n}/{count}"))
+                })
+            }
+        },
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_replica_moves_its_devices_to_the_survivor() {
+    let Some(builder) = Testbed::builder().postgres().await else {
+        return;
+    };
+    let balancer = Balancer::bind().await.unwrap();
+    let bed = builder.public_url(balancer.url()).start().await.unwrap();
+    let mut replica_b = bed.start_replica().await.unwrap();
+    balancer.set_backends(vec![bed.server.addr, replica_b.addr]);
+    let one = bed
+        .fleet_on(&balancer.url(), 10, TEN_MINUTES, "F1")
+        .await
+        .unwrap();
+    let two = bed
+        .fleet_on(&balancer.url(), 10, TEN_MINUTES, "F2")
+        .await
+        .unwrap();
+    let (hub_a, hub_b) = (bed.server.state.push.clone(), replica_b.state.push.clone());
+    wait_for(
+        Duration::from_secs(20),
+        "10 push connections on each replica",
+        || {
+            let (a, b) = (hub_a.connected(), hub_b.connected());
+            async move {
+                Ok(if a == 10 && b == 10 {
+                    Ok(())
+                } else {
+                    Err(format!("A {a}, B {b}"))
+                })
+            }
+        },
+    )
+    .await
+    .unwrap();
+    bed.upload_and_sync_demo_token().await.unwrap();
+    let udids: Vec<String> = one.udids().into_iter().chain(two.udids()).collect();
+    assign_and_wait(&bed, 1091189122, &udids, "first").await;
+
+    // Replica B dies; the balancer's health check takes it out.
+    replica_b.shutdown().await;
+    balancer.set_backends(vec![bed.server.addr]);
+    wait_for(
+        Duration::from_secs(20),
+        "every device back on the push channel, on A",
+        || {
+            let a = hub_a.connected();
+            async move {
+                Ok(if a == 20 {
+                    Ok(())
+                } else {
+                    Err(format!("A {a}"))
+                })
+            }
+        },
+    )
+    .await
+    .unwrap();
+    assign_and_wait(&bed, 1500000001, &udids, "second").await;
+    assert_eq!(handled(&one, "InstallApplication"), vec![2; 10]);
+    assert_eq!(
+        handled(&two, "InstallApplication"),
+        vec![2; 10],
+        "each app installed exactly once"
+    );
+    one.stop().await;
+    two.stop().await;
     bed.shutdown().await;
 }
