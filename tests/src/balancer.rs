@@ -36,7 +36,7 @@ impl Balancer {
         let flows: Flows = Arc::default();
         let next = Arc::new(AtomicUsize::new(0));
         let tcp_task = {
-            let (backends, next) = (backends.clone(), next.clone());
+            let backends = backends.clone();
             tokio::spawn(async move {
                 while let Ok((client, _)) = tcp.accept().await {
                     let Some(backend) = pick(&backends, &next) else {
