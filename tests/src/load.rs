@@ -39,6 +39,8 @@ pub struct LoadOptions {
     pub json: Option<PathBuf>,
     /// Run the server on PostgreSQL (a fresh database) instead of SQLite.
     pub postgres: bool,
+    /// Server replicas sharing the PostgreSQL database; the fleet is split between them.
+    pub replicas: usize,
 }
 
 /// The figures of one run.
@@ -48,6 +50,8 @@ pub struct LoadReport {
     pub devices: usize,
     /// `sqlite` or `postgres`.
     pub database: &'static str,
+    /// Server replicas.
+    pub replicas: usize,
     /// Enrollments per second (enroll + Authenticate + TokenUpdate each).
     pub enrollments_per_second: f64,
     /// Seconds to enroll the fleet.
@@ -66,7 +70,7 @@ pub struct LoadReport {
     pub wakes: u64,
     /// Devices holding a push connection when the app was assigned.
     pub push_connected: u64,
-    /// Peak resident memory of the server process, MiB.
+    /// Peak resident memory of the server processes together, MiB.
     pub server_peak_rss_mib: f64,
     /// Peak resident memory of the agent process (fleet and Apple stand-in), MiB.
     pub agent_peak_rss_mib: f64,
@@ -78,7 +82,7 @@ pub struct LoadReport {
 struct ServerProcess {
     child: Child,
     url: String,
-    admin_token: String,
+    admin_token: Option<String>,
     ca_pem: String,
 }
 
@@ -131,7 +135,7 @@ impl ServerProcess {
         };
         Ok(Self {
             url: field("url")?,
-            admin_token: field("admin_token")?,
+            admin_token: ready["admin_token"].as_str().map(str::to_owned),
             ca_pem: field("ca_pem")?,
             child,
         })
@@ -189,13 +193,25 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
         true => Some(FreshDatabase::create().await.map_err(anyhow::Error::msg)?),
         false => None,
     };
-    let server = ServerProcess::start(
-        &apple,
-        &apple_ca,
-        &dir.path().join("server"),
-        database.as_ref().map(|d| d.url.as_str()),
-    )?;
-    let admin = AdminClient::new(&server.url, &server.ca_pem, &server.admin_token)?;
+    if options.replicas > 1 && !options.postgres {
+        bail!("several replicas need --postgres");
+    }
+    let mut servers = Vec::new();
+    for _ in 0..options.replicas.max(1) {
+        let url = database.as_ref().map(|d| d.url.as_str());
+        servers.push(ServerProcess::start(
+            &apple,
+            &apple_ca,
+            &dir.path().join("server"),
+            url,
+        )?);
+    }
+    let server = &servers[0];
+    let admin_token = server
+        .admin_token
+        .clone()
+        .context("the first replica reports the admin token")?;
+    let admin = AdminClient::new(&server.url, &server.ca_pem, &admin_token)?;
     let (_, enrollment) = admin.get("/v1/enrollment").await?;
     let metrics = Arc::new(AgentMetrics::default());
     let profile = FleetProfile::supervised_iphones();
@@ -226,13 +242,23 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
     let progress = bar(options.devices, "enrolling");
     let p = progress.clone();
     let started = Instant::now();
-    let fleet_options = FleetOptions {
-        count: options.devices,
-        concurrency: options.concurrency,
-        run: "LOAD".into(),
-        state_dir: None,
-    };
-    let fleet = Fleet::start(template, &profile, &fleet_options, move |_| p.inc(1)).await?;
+    // The fleet is split between the replicas, each part enrolled through its own.
+    let mut fleets = Vec::new();
+    let share = options.devices.div_ceil(servers.len());
+    for (i, replica) in servers.iter().enumerate() {
+        let count = share.min(options.devices - i * share);
+        let fleet_options = FleetOptions {
+            count,
+            concurrency: options.concurrency,
+            run: format!("LOAD{i}"),
+            state_dir: None,
+        };
+        let mut part = template.clone();
+        part.server_url = replica.url.clone();
+        let p = p.clone();
+        fleets.push(Fleet::start(part, &profile, &fleet_options, move |_| p.inc(1)).await?);
+    }
+    let udids: Vec<String> = fleets.iter().flat_map(Fleet::udids).collect();
     let enrollment_seconds = started.elapsed().as_secs_f64();
     progress.finish();
     let rss_after = fleet::memory().map_or(0, |(rss, _)| rss);
@@ -263,7 +289,7 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
         .post("/v1/groups", json!({ "name": "Load fleet" }))
         .await?;
     let group_id = group["id"].as_str().context("group id")?.to_owned();
-    for chunk in fleet.udids().chunks(1000) {
+    for chunk in udids.chunks(1000) {
         let (status, body) = admin
             .post(
                 &format!("/v1/groups/{group_id}/devices"),
@@ -326,6 +352,7 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     let report = LoadReport {
         devices: options.devices,
+        replicas: options.replicas.max(1),
         database: if options.postgres {
             "postgres"
         } else {
@@ -340,7 +367,7 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
         checkins_per_second: requests as f64 / converge_seconds,
         wakes: metrics.wakes.load(Ordering::Relaxed) - wakes_before,
         push_connected,
-        server_peak_rss_mib: server.peak_rss().map_or(0.0, mib),
+        server_peak_rss_mib: mib(servers.iter().filter_map(ServerProcess::peak_rss).sum()),
         agent_peak_rss_mib: fleet::memory().map_or(0.0, |(_, peak)| mib(peak)),
         agent_kib_per_device: rss_after.saturating_sub(rss_before) as f64
             / 1024.0
@@ -352,8 +379,10 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
             .with_context(|| format!("cannot write {}", path.display()))?;
         println!("figures written to {}", path.display());
     }
-    fleet.stop().await;
-    drop(server);
+    for fleet in fleets {
+        fleet.stop().await;
+    }
+    drop(servers);
     apple.shutdown().await;
     if let Some(db) = database {
         db.drop_database().await;
@@ -364,8 +393,8 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
 fn print_report(r: &LoadReport) {
     println!();
     println!(
-        "  devices                          {} (server on {})",
-        r.devices, r.database
+        "  devices                          {} (server on {}, {} replica(s))",
+        r.devices, r.database, r.replicas
     );
     println!(
         "  enrollment                       {:.1} devices/s ({:.1} s)",

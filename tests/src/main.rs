@@ -51,6 +51,9 @@ enum Command {
         /// default postgres://postgres@127.0.0.1:5432/postgres) instead of SQLite.
         #[arg(long)]
         postgres: bool,
+        /// Server replicas sharing PostgreSQL (needs --postgres); the fleet is split between them.
+        #[arg(long, default_value_t = 1)]
+        replicas: usize,
     },
     /// Run orchard-server for `load` in a process of its own (prints a ready line).
     #[command(hide = true)]
@@ -105,6 +108,7 @@ async fn main() -> anyhow::Result<()> {
             timeout_seconds,
             json,
             postgres,
+            replicas,
         } => {
             let options = LoadOptions {
                 devices,
@@ -112,6 +116,7 @@ async fn main() -> anyhow::Result<()> {
                 timeout: Duration::from_secs(timeout_seconds),
                 json,
                 postgres,
+                replicas,
             };
             load::run(options).await.map(|_| ())
         }
