@@ -295,6 +295,82 @@ impl Testbed {
             .with_context(|| format!("app {adam_id} not synced: {apps}"))
     }
 
+    /// Puts `udids` in a new device group named `group` and assigns the app to it
+    /// (Required, device licensing); returns the app's id.
+    pub async fn assign_required(
+        &self,
+        adam_id: u64,
+        udids: &[String],
+        group: &str,
+    ) -> anyhow::Result<String> {
+        let app_id = self.app_by_adam_id(adam_id).await?["id"]
+            .as_str()
+            .context("app id")?
+            .to_owned();
+        let (status, body) = self
+            .admin
+            .post("/v1/groups", json!({ "name": group }))
+            .await?;
+        if status != StatusCode::CREATED {
+            bail!("creating group {group} answered {status}: {body}");
+        }
+        let group_id = body["id"].as_str().context("group id")?.to_owned();
+        for chunk in udids.chunks(1000) {
+            let (status, body) = self
+                .admin
+                .post(
+                    &format!("/v1/groups/{group_id}/devices"),
+                    json!({ "udids": chunk }),
+                )
+                .await?;
+            if status != StatusCode::OK {
+                bail!("adding devices answered {status}: {body}");
+            }
+        }
+        let assignment = json!({ "app_id": app_id, "group_id": group_id, "intent": "required", "license_type": "device" });
+        let (status, body) = self.admin.post("/v1/assignments", assignment).await?;
+        if status != StatusCode::CREATED {
+            bail!("the assignment answered {status}: {body}");
+        }
+        Ok(app_id)
+    }
+
+    /// Waits until `count` devices have the app verified installed; returns their install rows.
+    pub async fn wait_installed(
+        &self,
+        app_id: &str,
+        count: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<Vec<Value>> {
+        let path = format!("/v1/apps/{app_id}/installs");
+        wait_for(
+            timeout,
+            &format!("{count} verified installs of app {app_id}"),
+            || {
+                let admin = self.admin.clone();
+                let path = path.clone();
+                async move {
+                    let (_, body) = admin.get(&path).await?;
+                    let installed: Vec<Value> = body["installs"]
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter(|i| i["status"] == "installed")
+                                .cloned()
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    Ok(if installed.len() == count {
+                        Ok(installed)
+                    } else {
+                        Err(format!("{}/{count} installed", installed.len()))
+                    })
+                }
+            },
+        )
+        .await
+    }
+
     /// Stops everything.
     pub async fn shutdown(mut self) {
         self.server.shutdown().await;

@@ -10,59 +10,18 @@ use std::time::Duration;
 use orchard_agent::fleet::Fleet;
 use orchard_protocol::Udid;
 use orchard_testbed::harness::{Testbed, TestbedBuilder, wait_for};
-use serde_json::json;
 
 const PAGES: u64 = 361309726;
 const TEN_MINUTES: Duration = Duration::from_secs(600);
 
 async fn assign_to_all(bed: &Testbed, fleet: &Fleet, adam_id: u64) -> String {
-    let app_id = bed.app_by_adam_id(adam_id).await.unwrap()["id"]
-        .as_str()
+    bed.assign_required(adam_id, &fleet.udids(), &format!("all-{adam_id}"))
+        .await
         .unwrap()
-        .to_owned();
-    let (_, group) = bed
-        .admin
-        .post("/v1/groups", json!({ "name": format!("all-{adam_id}") }))
-        .await
-        .unwrap();
-    let group_id = group["id"].as_str().unwrap().to_owned();
-    let (status, body) = bed
-        .admin
-        .post(
-            &format!("/v1/groups/{group_id}/devices"),
-            json!({ "udids": fleet.udids() }),
-        )
-        .await
-        .unwrap();
-    assert_eq!(status, 200, "{body}");
-    let (status, body) = bed
-        .admin
-        .post("/v1/assignments", json!({ "app_id": app_id, "group_id": group_id, "intent": "required", "license_type": "device" }))
-        .await
-        .unwrap();
-    assert_eq!(status, 201, "{body}");
-    app_id
 }
 
 async fn wait_installed(bed: &Testbed, app_id: &str, count: usize, timeout: Duration) {
-    let path = format!("/v1/apps/{app_id}/installs");
-    wait_for(timeout, &format!("{count} verified installs"), || {
-        let admin = bed.admin.clone();
-        let path = path.clone();
-        async move {
-            let (_, body) = admin.get(&path).await?;
-            let installed = body["installs"].as_array().map_or(0, |a| {
-                a.iter().filter(|i| i["status"] == "installed").count()
-            });
-            Ok(if installed == count {
-                Ok(())
-            } else {
-                Err(format!("{installed}/{count} installed"))
-            })
-        }
-    })
-    .await
-    .unwrap();
+    bed.wait_installed(app_id, count, timeout).await.unwrap();
 }
 
 async fn wait_push_connected(bed: &Testbed, fleet: &Fleet) {

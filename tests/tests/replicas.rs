@@ -66,48 +66,8 @@ async fn assignment_through_one_replica_reaches_devices_pushed_by_the_other() {
 
     // Everything administrative goes through replica A.
     bed.upload_and_sync_demo_token().await.unwrap();
-    let app_id = bed.app_by_adam_id(1091189122).await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let (_, group) = bed
-        .admin
-        .post("/v1/groups", json!({ "name": "both" }))
-        .await
-        .unwrap();
-    let group_id = group["id"].as_str().unwrap().to_owned();
     let udids: Vec<String> = on_a.udids().into_iter().chain(on_b.udids()).collect();
-    bed.admin
-        .post(
-            &format!("/v1/groups/{group_id}/devices"),
-            json!({ "udids": udids }),
-        )
-        .await
-        .unwrap();
-    let (status, body) = bed
-        .admin
-        .post("/v1/assignments", json!({ "app_id": app_id, "group_id": group_id, "intent": "required", "license_type": "device" }))
-        .await
-        .unwrap();
-    assert_eq!(status, 201, "{body}");
-    let path = format!("/v1/apps/{app_id}/installs");
-    wait_for(Duration::from_secs(30), "20 verified installs", || {
-        let admin = bed.admin.clone();
-        let path = path.clone();
-        async move {
-            let (_, body) = admin.get(&path).await?;
-            let n = body["installs"].as_array().map_or(0, |a| {
-                a.iter().filter(|i| i["status"] == "installed").count()
-            });
-            Ok(if n == 20 {
-                Ok(())
-            } else {
-                Err(format!("{n}/20"))
-            })
-        }
-    })
-    .await
-    .unwrap();
+    assign_and_wait(&bed, 1091189122, &udids, "both").await;
     assert!(
         hub_b.wakes_sent() >= wakes_b_before + 10,
         "replica B woke its own devices"
@@ -249,52 +209,10 @@ async fn survivor_takes_over_the_sync_schedule_when_a_replica_dies() {
 }
 
 async fn assign_and_wait(bed: &Testbed, adam_id: u64, udids: &[String], name: &str) {
-    let app_id = bed.app_by_adam_id(adam_id).await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let (_, group) = bed
-        .admin
-        .post("/v1/groups", json!({ "name": name }))
+    let app_id = bed.assign_required(adam_id, udids, name).await.unwrap();
+    bed.wait_installed(&app_id, udids.len(), Duration::from_secs(40))
         .await
         .unwrap();
-    let group_id = group["id"].as_str().unwrap().to_owned();
-    bed.admin
-        .post(
-            &format!("/v1/groups/{group_id}/devices"),
-            json!({ "udids": udids }),
-        )
-        .await
-        .unwrap();
-    let (status, body) = bed
-        .admin
-        .post("/v1/assignments", json!({ "app_id": app_id, "group_id": group_id, "intent": "required", "license_type": "device" }))
-        .await
-        .unwrap();
-    assert_eq!(status, 201, "{body}");
-    let path = format!("/v1/apps/{app_id}/installs");
-    let count = udids.len();
-    wait_for(
-        Duration::from_secs(40),
-        &format!("{count} verified installs of {adam_id}"),
-        || {
-            let admin = bed.admin.clone();
-            let path = path.clone();
-            async move {
-                let (_, body) = admin.get(&path).await?;
-                let n = body["installs"].as_array().map_or(0, |a| {
-                    a.iter().filter(|i| i["status"] == "installed").count()
-                });
-                Ok(if n == count {
-                    Ok(())
-                } else {
-                    Err(format!("{n}/{count}"))
-                })
-            }
-        },
-    )
-    .await
-    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
