@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use orchard_certs::KeyAlgorithm;
 use orchard_protocol::command::{
     Command, CommandEnvelope, DeviceInformation, DeviceInformationResponse, InstallApplication,
     InstallApplicationResponse, InstalledApplication, InstalledApplicationList,
@@ -62,6 +63,9 @@ pub struct DeviceFacts {
     pub supervised: bool,
     /// Hash of the signed-in App Store account, if any.
     pub store_account_hash: Option<String>,
+    /// Key type of the identity the device enrolls with.
+    #[serde(default)]
+    pub identity_key: KeyAlgorithm,
 }
 
 impl DeviceFacts {
@@ -78,6 +82,7 @@ impl DeviceFacts {
             ownership: Ownership::Corporate,
             supervised: true,
             store_account_hash: None,
+            identity_key: KeyAlgorithm::P256,
         }
     }
 

@@ -40,6 +40,9 @@ pub struct DeviceKind {
     /// Supervised.
     #[serde(default)]
     pub supervised: bool,
+    /// Identity key type: `p256` (default) or `rsa2048`.
+    #[serde(default)]
+    pub identity_key: orchard_certs::KeyAlgorithm,
 }
 
 fn one() -> u32 {
@@ -77,6 +80,7 @@ impl FleetProfile {
                 product_name: Some("iPhone15,2".into()),
                 ownership: Ownership::Corporate,
                 supervised: true,
+                identity_key: orchard_certs::KeyAlgorithm::P256,
             }],
         }
     }
@@ -119,6 +123,7 @@ impl FleetProfile {
             });
         facts.ownership = kind.ownership;
         facts.supervised = kind.supervised;
+        facts.identity_key = kind.identity_key;
         facts
     }
 }

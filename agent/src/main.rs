@@ -101,6 +101,15 @@ struct RunArgs {
     /// The device is not supervised.
     #[arg(long)]
     unsupervised: bool,
+    /// Identity key type (real devices' SCEP payloads ask for RSA).
+    #[arg(long, value_enum, default_value_t = KeyArg::P256)]
+    key_type: KeyArg,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum KeyArg {
+    P256,
+    Rsa2048,
 }
 
 #[derive(clap::Args)]
@@ -193,6 +202,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         OwnershipArg::Personal => Ownership::Personal,
     };
     facts.supervised = !args.unsupervised;
+    facts.identity_key = match args.key_type {
+        KeyArg::P256 => orchard_certs::KeyAlgorithm::P256,
+        KeyArg::Rsa2048 => orchard_certs::KeyAlgorithm::Rsa2048,
+    };
     let mut config = template(&args.connection, facts)?;
     config.state_path = args.state;
     let agent = Agent::start(config).await.context("enrollment failed")?;

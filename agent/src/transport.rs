@@ -259,7 +259,7 @@ impl Agent {
     /// payload it receives with Authenticate and TokenUpdate.
     pub async fn enroll(config: AgentConfig) -> Result<Self, AgentError> {
         let udid = config.facts.udid.clone();
-        let identity = DeviceIdentityRequest::generate(&udid)?;
+        let identity = DeviceIdentityRequest::generate_with(&udid, config.facts.identity_key)?;
         let anonymous = tls_client(Trust::Only(&config.server_ca_pem), None)?;
         let request = EnrollRequest {
             enrollment_secret: config.enrollment_secret.clone(),

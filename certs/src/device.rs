@@ -8,6 +8,17 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::CertError;
 
+/// The key type of a device identity.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyAlgorithm {
+    /// ECDSA P-256: cheap to sign with, the default.
+    #[default]
+    P256,
+    /// RSA-2048, what Apple's SCEP payloads ask real devices for.
+    Rsa2048,
+}
+
 /// A fresh device key pair and the CSR that asks for an identity certificate.
 #[derive(Debug, Clone)]
 pub struct DeviceIdentityRequest {
@@ -20,7 +31,23 @@ pub struct DeviceIdentityRequest {
 impl DeviceIdentityRequest {
     /// Generates a P-256 key and a CSR for `udid`.
     pub fn generate(udid: &Udid) -> Result<Self, CertError> {
-        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        Self::generate_with(udid, KeyAlgorithm::P256)
+    }
+
+    /// Generates a key of the given type and a CSR for `udid`.
+    pub fn generate_with(udid: &Udid, algorithm: KeyAlgorithm) -> Result<Self, CertError> {
+        let key = match algorithm {
+            KeyAlgorithm::P256 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?,
+            KeyAlgorithm::Rsa2048 => {
+                use rsa::pkcs8::{EncodePrivateKey, LineEnding};
+                let rsa = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, 2048)
+                    .map_err(|_| CertError::RsaKey)?;
+                let pem = rsa
+                    .to_pkcs8_pem(LineEnding::LF)
+                    .map_err(|_| CertError::RsaKey)?;
+                KeyPair::from_pkcs8_pem_and_sign_algo(&pem, &rcgen::PKCS_RSA_SHA256)?
+            }
+        };
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, udid.as_str());
@@ -74,6 +101,21 @@ mod tests {
         assert_eq!(cert.issuer(), ca_cert.subject());
         cert.verify_signature(Some(ca_cert.public_key())).unwrap();
         assert!(!cert.is_ca());
+    }
+
+    #[test]
+    fn rsa_identities_are_issued_too() {
+        let ca = CertificateAuthority::generate("Test CA").unwrap();
+        let udid = Udid::from("RSA-DEVICE");
+        let request = DeviceIdentityRequest::generate_with(&udid, KeyAlgorithm::Rsa2048).unwrap();
+        assert!(request.key_pem.contains("BEGIN PRIVATE KEY"));
+        let issued = ca.sign_device_csr(&request.csr_pem, &udid).unwrap();
+        let (_, cert) = X509Certificate::from_der(&issued.cert_der).unwrap();
+        assert_eq!(
+            cert.public_key().algorithm.algorithm.to_id_string(),
+            "1.2.840.113549.1.1.1"
+        );
+        assert_eq!(udid_from_certificate(&issued.cert_der).unwrap(), udid);
     }
 
     #[test]

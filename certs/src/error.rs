@@ -29,6 +29,9 @@ pub enum CertError {
         /// The common name in the CSR.
         found: String,
     },
+    /// An RSA key could not be generated or encoded.
+    #[error("RSA key generation failed")]
+    RsaKey,
     /// A certificate could not be parsed.
     #[error("the certificate is not valid X.509 DER")]
     InvalidCertificate,

@@ -8,6 +8,8 @@ mod error;
 mod files;
 
 pub use authority::{CertificateAuthority, IssuedCertificate};
-pub use device::{DeviceIdentityRequest, fingerprint, not_after, udid_from_certificate};
+pub use device::{
+    DeviceIdentityRequest, KeyAlgorithm, fingerprint, not_after, udid_from_certificate,
+};
 pub use error::CertError;
 pub use files::ServerPki;

@@ -230,7 +230,25 @@ impl Testbed {
         checkin: Duration,
         run: &str,
     ) -> anyhow::Result<Fleet> {
-        let profile = FleetProfile::supervised_iphones();
+        self.fleet_with(
+            &FleetProfile::supervised_iphones(),
+            server_url,
+            count,
+            checkin,
+            run,
+        )
+        .await
+    }
+
+    /// Starts a fleet of `profile`'s devices enrolled through the server at `server_url`.
+    pub async fn fleet_with(
+        &self,
+        profile: &FleetProfile,
+        server_url: &str,
+        count: usize,
+        checkin: Duration,
+        run: &str,
+    ) -> anyhow::Result<Fleet> {
         let mut template = self.agent_config(profile.facts(0, run), checkin).await?;
         template.server_url = server_url.to_owned();
         let options = FleetOptions {
@@ -239,7 +257,7 @@ impl Testbed {
             run: run.into(),
             state_dir: None,
         };
-        Ok(Fleet::start(template, &profile, &options, |_| {}).await?)
+        Ok(Fleet::start(template, profile, &options, |_| {}).await?)
     }
 
     /// Stops the server and starts it again on the same address and data directory.

@@ -223,7 +223,49 @@ async fn oversubscribed_group_gets_exactly_the_purchased_count(builder: TestbedB
     bed.shutdown().await;
 }
 
+async fn rsa_identities_enroll_check_in_and_install(builder: TestbedBuilder) {
+    let bed = builder.start().await.unwrap();
+    let profile = orchard_agent::fleet::FleetProfile::parse(
+        "[[devices]]\nplatform = \"ios\"\nos_versions = [\"17.5\"]\nsupervised = true\nidentity_key = \"rsa2048\"\n",
+    )
+    .unwrap();
+    let fleet = bed
+        .fleet_with(
+            &profile,
+            &bed.server.url,
+            2,
+            Duration::from_secs(600),
+            "RSA",
+        )
+        .await
+        .unwrap();
+    for agent in &fleet.agents {
+        assert!(agent.certificate_pem().contains("BEGIN CERTIFICATE"));
+        let der =
+            rustls_pki_types::pem::PemObject::from_pem_slice(agent.certificate_pem().as_bytes())
+                .unwrap();
+        let der: rustls_pki_types::CertificateDer = der;
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        assert_eq!(
+            cert.public_key().algorithm.algorithm.to_id_string(),
+            "1.2.840.113549.1.1.1",
+            "an RSA identity"
+        );
+    }
+    bed.upload_and_sync_demo_token().await.unwrap();
+    let app_id = bed
+        .assign_required(PAGES, &fleet.udids(), "rsa")
+        .await
+        .unwrap();
+    bed.wait_installed(&app_id, 2, Duration::from_secs(30))
+        .await
+        .unwrap();
+    fleet.stop().await;
+    bed.shutdown().await;
+}
+
 orchard_testbed::on_both_backends!(
+    rsa_identities_enroll_check_in_and_install,
     required_device_licensed_app_reaches_every_device_in_the_group,
     oversubscribed_group_gets_exactly_the_purchased_count,
 );
