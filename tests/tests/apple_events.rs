@@ -73,27 +73,9 @@ async fn install_is_queued_only_after_the_association_event_completes(builder: T
         "no install may be queued before Apple confirms: {:?}",
         commands.iter().map(|c| &c.request_type).collect::<Vec<_>>()
     );
-    wait_for(
-        Duration::from_secs(20),
-        "installs after the event completed",
-        || {
-            let admin = bed.admin.clone();
-            let path = path.clone();
-            async move {
-                let (_, body) = admin.get(&path).await?;
-                let done = body["installs"].as_array().map_or(0, |a| {
-                    a.iter().filter(|i| i["status"] == "installed").count()
-                });
-                Ok(if done == 2 {
-                    Ok(())
-                } else {
-                    Err(body.to_string())
-                })
-            }
-        },
-    )
-    .await
-    .unwrap();
+    bed.wait_installed(&app_id, 2, Duration::from_secs(20))
+        .await
+        .unwrap();
     let installs: Vec<_> = store
         .commands_of(&udid)
         .await

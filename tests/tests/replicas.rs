@@ -8,11 +8,32 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use orchard_agent::fleet::Fleet;
+use orchard_server::push::PushHub;
 use orchard_testbed::balancer::Balancer;
 use orchard_testbed::harness::{Testbed, wait_for};
 use serde_json::json;
 
 const TEN_MINUTES: Duration = Duration::from_secs(600);
+
+/// Waits until each replica holds `each` push connections.
+async fn wait_split(a: &PushHub, b: &PushHub, each: usize) {
+    wait_for(
+        Duration::from_secs(20),
+        &format!("{each} push connections on each replica"),
+        || {
+            let (a, b) = (a.connected(), b.connected());
+            async move {
+                Ok(if a == each && b == each {
+                    Ok(())
+                } else {
+                    Err(format!("A {a}, B {b}"))
+                })
+            }
+        },
+    )
+    .await
+    .unwrap();
+}
 
 fn handled(fleet: &Fleet, request_type: &str) -> Vec<u64> {
     fleet
@@ -46,22 +67,7 @@ async fn assignment_through_one_replica_reaches_devices_pushed_by_the_other() {
         .await
         .unwrap();
     let (hub_a, hub_b) = (bed.server.state.push.clone(), replica_b.state.push.clone());
-    wait_for(
-        Duration::from_secs(20),
-        "10 push connections on each replica",
-        || {
-            let (a, b) = (hub_a.connected(), hub_b.connected());
-            async move {
-                Ok(if a == 10 && b == 10 {
-                    Ok(())
-                } else {
-                    Err(format!("A {a}, B {b}"))
-                })
-            }
-        },
-    )
-    .await
-    .unwrap();
+    wait_split(&hub_a, &hub_b, 10).await;
     let wakes_b_before = hub_b.wakes_sent();
 
     // Everything administrative goes through replica A.
@@ -233,22 +239,7 @@ async fn killing_a_replica_moves_its_devices_to_the_survivor() {
         .await
         .unwrap();
     let (hub_a, hub_b) = (bed.server.state.push.clone(), replica_b.state.push.clone());
-    wait_for(
-        Duration::from_secs(20),
-        "10 push connections on each replica",
-        || {
-            let (a, b) = (hub_a.connected(), hub_b.connected());
-            async move {
-                Ok(if a == 10 && b == 10 {
-                    Ok(())
-                } else {
-                    Err(format!("A {a}, B {b}"))
-                })
-            }
-        },
-    )
-    .await
-    .unwrap();
+    wait_split(&hub_a, &hub_b, 10).await;
     bed.upload_and_sync_demo_token().await.unwrap();
     let udids: Vec<String> = one.udids().into_iter().chain(two.udids()).collect();
     assign_and_wait(&bed, 1091189122, &udids, "first").await;

@@ -48,26 +48,10 @@ async fn required_device_licensed_app_reaches_every_device_in_the_group(builder:
         .unwrap();
     assert_eq!(status, 201, "{body}");
 
-    let installs_path = format!("/v1/apps/{app_id}/installs");
-    let installs = wait_for(Duration::from_secs(30), "five verified installs", || {
-        let admin = bed.admin.clone();
-        let path = installs_path.clone();
-        async move {
-            let (_, body) = admin.get(&path).await?;
-            let installs = body["installs"].as_array().cloned().unwrap_or_default();
-            let installed = installs
-                .iter()
-                .filter(|i| i["status"] == "installed")
-                .count();
-            Ok(if installed == 5 {
-                Ok(installs)
-            } else {
-                Err(body.to_string())
-            })
-        }
-    })
-    .await
-    .unwrap();
+    let installs = bed
+        .wait_installed(&app_id, 5, Duration::from_secs(30))
+        .await
+        .unwrap();
 
     // The server's view: every device verified Managed with the store's version.
     let mut udids: Vec<String> = installs
