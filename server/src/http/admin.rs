@@ -196,7 +196,7 @@ async fn list_tokens(
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> ApiResult<Json<List<TokenView>>> {
     let page = q.page()?;
-    let tokens = state.store.tokens(&page).await.map_err(ServerError::from)?;
+    let tokens = state.store.tokens(&page).await?;
     Ok(Json(list(tokens, &page, |t| t.id.clone(), TokenView::from)))
 }
 
@@ -270,7 +270,7 @@ async fn list_apps(
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> ApiResult<Json<List<AppView>>> {
     let page = q.page()?;
-    let apps = state.store.apps(&page).await.map_err(ServerError::from)?;
+    let apps = state.store.apps(&page).await?;
     Ok(Json(list(apps, &page, |a| a.id.clone(), AppView::from)))
 }
 
@@ -279,7 +279,7 @@ async fn get_app(
     _actor: Actor,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<AppView>> {
-    let app = state.store.app(&id).await.map_err(ServerError::from)?;
+    let app = state.store.app(&id).await?;
     Ok(Json(
         app.ok_or(ServerError::NotFound { kind: "app", id })?.into(),
     ))
@@ -322,7 +322,7 @@ async fn list_groups(
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> ApiResult<impl IntoResponse> {
     let page = q.page()?;
-    let groups = state.store.groups(&page).await.map_err(ServerError::from)?;
+    let groups = state.store.groups(&page).await?;
     Ok(Json(list(groups, &page, |g| g.id.clone(), |g| g)))
 }
 
@@ -351,17 +351,12 @@ async fn group_devices(
     state
         .store
         .group(&id)
-        .await
-        .map_err(ServerError::from)?
+        .await?
         .ok_or_else(|| ServerError::NotFound {
             kind: "group",
             id: id.clone(),
         })?;
-    let udids = state
-        .store
-        .group_devices(&id)
-        .await
-        .map_err(ServerError::from)?;
+    let udids = state.store.group_devices(&id).await?;
     Ok(Json(
         serde_json::json!({ "items": udids, "next_cursor": null }),
     ))
@@ -400,11 +395,7 @@ async fn list_assignments(
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> ApiResult<impl IntoResponse> {
     let page = q.page()?;
-    let items = state
-        .store
-        .assignments(&page)
-        .await
-        .map_err(ServerError::from)?;
+    let items = state.store.assignments(&page).await?;
     Ok(Json(list(items, &page, |a| a.id.clone(), |a| a)))
 }
 
@@ -414,11 +405,7 @@ async fn list_devices(
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> ApiResult<impl IntoResponse> {
     let page = q.page()?;
-    let items = state
-        .store
-        .devices(&page)
-        .await
-        .map_err(ServerError::from)?;
+    let items = state.store.devices(&page).await?;
     Ok(Json(list(items, &page, |d| d.udid.0.clone(), |d| d)))
 }
 
@@ -427,11 +414,7 @@ async fn get_device(
     _actor: Actor,
     ApiPath(udid): ApiPath<String>,
 ) -> ApiResult<impl IntoResponse> {
-    let device = state
-        .store
-        .device(&Udid(udid.clone()))
-        .await
-        .map_err(ServerError::from)?;
+    let device = state.store.device(&Udid(udid.clone())).await?;
     Ok(Json(device.ok_or(ServerError::NotFound {
         kind: "device",
         id: udid,
@@ -447,17 +430,12 @@ async fn device_installs(
     state
         .store
         .device(&udid)
-        .await
-        .map_err(ServerError::from)?
+        .await?
         .ok_or_else(|| ServerError::NotFound {
             kind: "device",
             id: udid.0.clone(),
         })?;
-    let installs = state
-        .store
-        .installs_of_device(&udid)
-        .await
-        .map_err(ServerError::from)?;
+    let installs = state.store.installs_of_device(&udid).await?;
     Ok(Json(
         serde_json::json!({ "udid": udid, "installs": installs }),
     ))
@@ -469,10 +447,6 @@ async fn audit_log(
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> ApiResult<impl IntoResponse> {
     let page = q.page()?;
-    let entries = state
-        .store
-        .audit_log(&page)
-        .await
-        .map_err(ServerError::from)?;
+    let entries = state.store.audit_log(&page).await?;
     Ok(Json(serde_json::json!({ "items": entries })))
 }

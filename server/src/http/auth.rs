@@ -44,8 +44,7 @@ impl FromRequestParts<ServerState> for Actor {
         let record = state
             .store
             .admin_token_by_hash(&token_hash(token))
-            .await
-            .map_err(|e| ApiError::from(crate::error::ServerError::from(e)))?
+            .await?
             .ok_or_else(|| unauthenticated("the admin token is not valid"))?;
         Ok(Self {
             name: record.name,

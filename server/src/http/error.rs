@@ -90,6 +90,12 @@ impl From<ServerError> for ApiError {
     }
 }
 
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        ServerError::from(e).into()
+    }
+}
+
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
         // 400 for bad syntax, 415 for a wrong Content-Type, 422 for well-formed JSON of the wrong shape.
