@@ -18,25 +18,8 @@ async fn install_is_queued_only_after_the_association_event_completes(builder: T
         .await
         .unwrap();
     bed.upload_and_sync_demo_token().await.unwrap();
-    let app_id = bed.app_by_adam_id(361309726).await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let (_, group) = bed
-        .admin
-        .post("/v1/groups", json!({ "name": "g" }))
-        .await
-        .unwrap();
-    let group_id = group["id"].as_str().unwrap().to_owned();
-    bed.admin
-        .post(
-            &format!("/v1/groups/{group_id}/devices"),
-            json!({ "udids": fleet.udids() }),
-        )
-        .await
-        .unwrap();
-    bed.admin
-        .post("/v1/assignments", json!({ "app_id": app_id, "group_id": group_id, "intent": "required", "license_type": "device" }))
+    let app_id = bed
+        .assign_required(361309726, &fleet.udids(), "g")
         .await
         .unwrap();
 

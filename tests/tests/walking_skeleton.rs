@@ -128,29 +128,10 @@ async fn oversubscribed_group_gets_exactly_the_purchased_count(builder: TestbedB
         .await
         .unwrap();
     bed.upload_and_sync_demo_token().await.unwrap();
-    let app_id = bed.app_by_adam_id(NUMBERS).await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let (_, group) = bed
-        .admin
-        .post("/v1/groups", json!({ "name": "All" }))
+    let app_id = bed
+        .assign_required(NUMBERS, &fleet.udids(), "All")
         .await
         .unwrap();
-    let group_id = group["id"].as_str().unwrap().to_owned();
-    bed.admin
-        .post(
-            &format!("/v1/groups/{group_id}/devices"),
-            json!({ "udids": fleet.udids() }),
-        )
-        .await
-        .unwrap();
-    let (status, _) = bed
-        .admin
-        .post("/v1/assignments", json!({ "app_id": app_id, "group_id": group_id, "intent": "required", "license_type": "device" }))
-        .await
-        .unwrap();
-    assert_eq!(status, 201);
     let path = format!("/v1/apps/{app_id}/installs");
     let installs = wait_for(Duration::from_secs(30), "3 installed and 2 refused", || {
         let admin = bed.admin.clone();
