@@ -141,10 +141,7 @@ pub async fn add_group_devices(
         .store
         .group(group_id)
         .await?
-        .ok_or_else(|| ServerError::NotFound {
-            kind: "group",
-            id: group_id.to_owned(),
-        })?;
+        .ok_or_else(|| ServerError::not_found("group", group_id))?;
     if udids.is_empty() {
         return Err(ServerError::Invalid {
             field: "udids",
@@ -179,18 +176,12 @@ pub async fn assign(
         .store
         .app(app_id)
         .await?
-        .ok_or_else(|| ServerError::NotFound {
-            kind: "app",
-            id: app_id.to_owned(),
-        })?;
+        .ok_or_else(|| ServerError::not_found("app", app_id))?;
     let group = state
         .store
         .group(group_id)
         .await?
-        .ok_or_else(|| ServerError::NotFound {
-            kind: "group",
-            id: group_id.to_owned(),
-        })?;
+        .ok_or_else(|| ServerError::not_found("group", group_id))?;
     if group.kind == GroupKind::Device && intent == Intent::Available {
         return Err(ServerError::Invalid {
             field: "intent",
@@ -253,10 +244,7 @@ pub async fn app_installs(state: &ServerState, app_id: &str) -> ServerResult<App
         .store
         .app(app_id)
         .await?
-        .ok_or_else(|| ServerError::NotFound {
-            kind: "app",
-            id: app_id.to_owned(),
-        })?;
+        .ok_or_else(|| ServerError::not_found("app", app_id))?;
     Ok(AppInstalls {
         app_id: app_id.to_owned(),
         installs: state.store.installs_of_app(app_id).await?,

@@ -56,5 +56,15 @@ pub enum ServerError {
     UnsupportedMessage(String),
 }
 
+impl ServerError {
+    /// `kind` `id` does not exist.
+    pub fn not_found(kind: &'static str, id: &str) -> Self {
+        Self::NotFound {
+            kind,
+            id: id.to_owned(),
+        }
+    }
+}
+
 /// Result of server operations.
 pub type ServerResult<T> = Result<T, ServerError>;

@@ -47,10 +47,7 @@ pub async fn sync_token(state: &ServerState, token_id: &str) -> ServerResult<Syn
         .store
         .token(token_id)
         .await?
-        .ok_or_else(|| ServerError::NotFound {
-            kind: "token",
-            id: token_id.to_owned(),
-        })?;
+        .ok_or_else(|| ServerError::not_found("token", token_id))?;
     {
         let mut running = state
             .syncing
