@@ -1,19 +1,27 @@
-//! The sans-IO device model: facts the device is configured with, the apps on it, and
-//! how it answers each MDM command. Time is passed in; nothing here does IO.
+//! The sans-IO device model: facts the device is configured with, the apps on it, the
+//! prompts its user sees, and how it answers each MDM command. Time is passed in;
+//! nothing here does IO. What the device must do on the network by itself (join the
+//! VPP program after accepting an invitation) comes out of [`Device::take_actions`].
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use orchard_certs::KeyAlgorithm;
 use orchard_protocol::command::{
-    Command, CommandEnvelope, DeviceInformation, DeviceInformationResponse, InstallApplication,
-    InstallApplicationResponse, InstalledApplication, InstalledApplicationList,
-    InstalledApplicationListResponse, ManagedAppStatus, ManagedApplication, ManagedApplicationList,
-    ManagedApplicationListResponse, QueryResponses, RejectionReason,
+    ALLOW_UI_APP_INSTALLATION, BooleanRestriction, Command, CommandEnvelope, DeviceInformation,
+    DeviceInformationResponse, GlobalRestrictions, InstallApplication, InstallApplicationResponse,
+    InstalledApplication, InstalledApplicationList, InstalledApplicationListResponse,
+    InvitationResult, InviteToProgram, InviteToProgramResponse, ManagedAppStatus,
+    ManagedApplication, ManagedApplicationList, ManagedApplicationListResponse, PROGRAM_ID_VPP,
+    QueryResponses, RejectionReason, Restrictions, RestrictionsResponse,
 };
+use orchard_protocol::prompt::{Prompt, PromptAnswer, PromptKind};
 use orchard_protocol::report::{CommandReport, CommandStatus, ErrorChainItem};
-use orchard_protocol::{AdamId, SerialNumber, Udid};
+use orchard_protocol::{AdamId, CommandUuid, SerialNumber, Udid};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::prompt::{Blocked, Persona, install_prompts, invitation_shown};
 
 /// The device's platform.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,7 +48,21 @@ pub enum Ownership {
     Personal,
 }
 
-/// What a device is, as configured.
+impl Ownership {
+    /// The same, as the enrollment request says it.
+    pub fn wire(self) -> orchard_protocol::enroll::Ownership {
+        match self {
+            Self::Corporate => orchard_protocol::enroll::Ownership::Corporate,
+            Self::Personal => orchard_protocol::enroll::Ownership::Personal,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// What a device is, as configured, and the user holding it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeviceFacts {
     /// UDID.
@@ -61,8 +83,18 @@ pub struct DeviceFacts {
     pub ownership: Ownership,
     /// Supervised.
     pub supervised: bool,
-    /// Hash of the signed-in App Store account, if any.
-    pub store_account_hash: Option<String>,
+    /// Single-app (kiosk) mode: the device shows no prompts.
+    #[serde(default)]
+    pub kiosk: bool,
+    /// The Apple ID signed in to the App Store, if any.
+    #[serde(default)]
+    pub apple_id: Option<String>,
+    /// The App Store is reachable (no restrictions profile disables it).
+    #[serde(default = "yes")]
+    pub app_store_allowed: bool,
+    /// How the device's user answers prompts.
+    #[serde(default)]
+    pub persona: Persona,
     /// Key type of the identity the device enrolls with.
     #[serde(default)]
     pub identity_key: KeyAlgorithm,
@@ -81,7 +113,10 @@ impl DeviceFacts {
             device_name: format!("iPhone {serial}"),
             ownership: Ownership::Corporate,
             supervised: true,
-            store_account_hash: None,
+            kiosk: false,
+            apple_id: None,
+            app_store_allowed: true,
+            persona: Persona::default(),
             identity_key: KeyAlgorithm::P256,
         }
     }
@@ -93,6 +128,29 @@ impl DeviceFacts {
             Platform::MacOs => "Mac",
         }
     }
+
+    /// Apple's opaque hash of the signed-in account (`iTunesStoreAccountHash`, the VPP
+    /// service's `idHash`); the Apple ID itself never leaves the device.
+    pub fn account_hash(&self) -> Option<String> {
+        self.apple_id.as_deref().map(account_hash)
+    }
+}
+
+/// The opaque hash of an Apple ID, as the device and Apple's service both compute it.
+pub fn account_hash(apple_id: &str) -> String {
+    let digest = Sha256::digest(apple_id.trim().to_lowercase().as_bytes());
+    digest[..20].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whom the App Store says the license for an app on this device belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LicenseKind {
+    /// Associated with the device's serial number.
+    Device,
+    /// Associated with the user's Apple ID (or, before sign-in, not yet known: the
+    /// device must sign in to find out).
+    User,
 }
 
 /// What the App Store says about an app (the device looks it up before installing).
@@ -106,6 +164,8 @@ pub struct StoreApp {
     pub name: String,
     /// Current version.
     pub version: String,
+    /// The license this device can use, if any.
+    pub license: Option<LicenseKind>,
 }
 
 /// One app on the device.
@@ -125,7 +185,10 @@ pub struct App {
     pub management_flags: i64,
     /// Installed with a device-based VPP license.
     pub device_based_vpp: bool,
-    /// When the current step (prompt or install) ends, in milliseconds on the device's clock.
+    /// The version an update prompt offers.
+    #[serde(default)]
+    pub offered_version: Option<String>,
+    /// When the current install step ends.
     #[serde(skip)]
     step_ends: Option<Instant>,
 }
@@ -135,17 +198,59 @@ pub struct App {
 pub struct Timings {
     /// Download and install.
     pub install: Duration,
-    /// Until the user answers an install prompt.
-    pub prompt_answer: Duration,
 }
 
 impl Default for Timings {
     fn default() -> Self {
         Self {
             install: Duration::from_secs(2),
-            prompt_answer: Duration::from_secs(1),
         }
     }
+}
+
+/// What a prompt is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Subject {
+    /// The VPP invitation at this URL.
+    Invitation(String),
+    /// The app with this bundle id.
+    App(String),
+}
+
+/// A prompt on the screen or answered.
+#[derive(Debug, Clone)]
+struct PromptRecord {
+    id: String,
+    kind: PromptKind,
+    subject: Subject,
+    adam_id: Option<AdamId>,
+    shown_at: Instant,
+    due: Option<Instant>,
+    answer: Option<(PromptAnswer, Instant)>,
+}
+
+/// A prompt as tests and the agent see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromptView {
+    /// What was asked.
+    pub kind: PromptKind,
+    /// The app's bundle id, for app prompts.
+    pub bundle_id: Option<String>,
+    /// The answer, once given.
+    pub answer: Option<PromptAnswer>,
+}
+
+/// Something the device does on its own on the network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceAction {
+    /// The user accepted the VPP invitation: open the invitation URL signed in with
+    /// this account, which associates the user with it at Apple.
+    JoinProgram {
+        /// The invitation URL from `InviteToProgram`.
+        invitation_url: String,
+        /// The signed-in account's hash.
+        account_hash: String,
+    },
 }
 
 /// A simulated device.
@@ -156,14 +261,13 @@ pub struct Device {
     apps: BTreeMap<String, App>,
     handled: BTreeMap<String, u64>,
     timings: Timings,
+    prompts: Vec<PromptRecord>,
+    unreported: Vec<usize>,
+    actions: Vec<DeviceAction>,
+    next_prompt: u64,
 }
 
-fn error_report(
-    udid: &Udid,
-    uuid: &orchard_protocol::CommandUuid,
-    code: i64,
-    text: &str,
-) -> CommandReport {
+fn error_report(udid: &Udid, uuid: &CommandUuid, code: i64, text: &str) -> CommandReport {
     let mut report = CommandReport::new(udid.clone(), CommandStatus::Error, Some(uuid.clone()));
     report.error_chain.push(ErrorChainItem {
         error_code: code,
@@ -174,6 +278,35 @@ fn error_report(
     report
 }
 
+/// An install refused outright, with Apple's rejection reason and a description.
+fn rejected(
+    udid: &Udid,
+    uuid: &CommandUuid,
+    code: i64,
+    reason: RejectionReason,
+    text: &str,
+) -> CommandReport {
+    error_report(udid, uuid, code, text)
+        .with_response(&InstallApplicationResponse {
+            identifier: None,
+            state: None,
+            rejection_reason: Some(reason),
+        })
+        .unwrap_or_else(|_| error_report(udid, uuid, code, text))
+}
+
+/// Statuses during which the app waits for its user.
+fn prompt_kind_of(status: ManagedAppStatus) -> Option<PromptKind> {
+    match status {
+        ManagedAppStatus::Prompting => Some(PromptKind::AppInstall),
+        ManagedAppStatus::PromptingForLogin | ManagedAppStatus::PromptingForUpdateLogin => {
+            Some(PromptKind::AppleId)
+        }
+        ManagedAppStatus::PromptingForUpdate => Some(PromptKind::AppUpdate),
+        _ => None,
+    }
+}
+
 impl Device {
     /// A device with no apps.
     pub fn new(facts: DeviceFacts, timings: Timings) -> Self {
@@ -181,6 +314,7 @@ impl Device {
     }
 
     /// A device as it was saved: its apps and how many commands of each type it ran.
+    /// Prompts that were open are shown again at the next tick.
     pub fn restore(
         facts: DeviceFacts,
         apps: Vec<App>,
@@ -193,6 +327,10 @@ impl Device {
             apps,
             handled,
             timings,
+            prompts: Vec::new(),
+            unreported: Vec::new(),
+            actions: Vec::new(),
+            next_prompt: 0,
         }
     }
 
@@ -206,6 +344,73 @@ impl Device {
         &self.apps
     }
 
+    /// Every prompt shown since the device started, oldest first.
+    pub fn prompts(&self) -> Vec<PromptView> {
+        self.prompts
+            .iter()
+            .map(|p| PromptView {
+                kind: p.kind,
+                bundle_id: match &p.subject {
+                    Subject::App(b) => Some(b.clone()),
+                    Subject::Invitation(_) => None,
+                },
+                answer: p.answer.map(|(a, _)| a),
+            })
+            .collect()
+    }
+
+    /// Prompts shown or answered since the last call, for the server's prompt report;
+    /// `wall` turns the device clock into RFC 3339 wall-clock time.
+    pub fn take_prompt_report(&mut self, wall: impl Fn(Instant) -> String) -> Vec<Prompt> {
+        let mut out = Vec::new();
+        for i in std::mem::take(&mut self.unreported) {
+            let Some(p) = self.prompts.get(i) else {
+                continue;
+            };
+            out.push(Prompt {
+                prompt_id: p.id.clone(),
+                kind: p.kind,
+                identifier: match &p.subject {
+                    Subject::App(b) => Some(b.clone()),
+                    Subject::Invitation(_) => None,
+                },
+                itunes_store_id: p.adam_id,
+                shown_at: wall(p.shown_at),
+                answer: p.answer.map(|(a, _)| a),
+                answered_at: p.answer.map(|(_, at)| wall(at)),
+            });
+        }
+        out
+    }
+
+    /// Puts back a report that could not be delivered, so it goes with the next one.
+    pub fn unreport(&mut self, prompts: &[Prompt]) {
+        for p in prompts {
+            if let Some(i) = self.prompts.iter().position(|r| r.id == p.prompt_id)
+                && !self.unreported.contains(&i)
+            {
+                self.unreported.push(i);
+            }
+        }
+    }
+
+    /// What the device must do on the network by itself, since the last call.
+    pub fn take_actions(&mut self) -> Vec<DeviceAction> {
+        std::mem::take(&mut self.actions)
+    }
+
+    /// The user deletes an app by hand: it stays managed but is no longer installed.
+    /// Returns whether there was such an app.
+    pub fn user_deletes_app(&mut self, bundle_id: &str) -> bool {
+        match self.apps.get_mut(bundle_id) {
+            Some(app) if app.status == ManagedAppStatus::Managed => {
+                app.status = ManagedAppStatus::ManagedButUninstalled;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// The app store item an envelope needs looked up before it can be handled.
     pub fn store_lookup_needed(envelope: &CommandEnvelope) -> Option<AdamId> {
         match &envelope.command {
@@ -214,30 +419,184 @@ impl Device {
         }
     }
 
-    /// Advances installs and prompts to `now`.
+    fn show(&mut self, kind: PromptKind, subject: Subject, adam_id: Option<AdamId>, now: Instant) {
+        let persona = &self.facts.persona;
+        let due = persona
+            .response(kind)
+            .answer()
+            .map(|_| now + persona.delay());
+        self.next_prompt += 1;
+        self.prompts.push(PromptRecord {
+            id: format!("{}-{}", self.facts.udid, self.next_prompt),
+            kind,
+            subject,
+            adam_id,
+            shown_at: now,
+            due,
+            answer: None,
+        });
+        self.unreported.push(self.prompts.len() - 1);
+    }
+
+    fn is_open(&self, kind: PromptKind, subject: &Subject) -> bool {
+        self.prompts
+            .iter()
+            .any(|p| p.answer.is_none() && p.kind == kind && &p.subject == subject)
+    }
+
+    /// When something happens next on its own: a prompt answered or an install done.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let prompts = self
+            .prompts
+            .iter()
+            .filter(|p| p.answer.is_none())
+            .filter_map(|p| p.due);
+        let steps = self.apps.values().filter_map(|a| a.step_ends);
+        prompts.chain(steps).min()
+    }
+
+    /// Advances installs and prompts to `now`: the persona answers the prompts that are due.
     pub fn tick(&mut self, now: Instant) {
+        // Prompts lost to a restart are shown again.
+        let reopen: Vec<(PromptKind, String, Option<AdamId>)> = self
+            .apps
+            .values()
+            .filter_map(|a| prompt_kind_of(a.status).map(|k| (k, a.bundle_id.clone(), a.adam_id)))
+            .filter(|(k, b, _)| !self.is_open(*k, &Subject::App(b.clone())))
+            .collect();
+        for (kind, bundle_id, adam_id) in reopen {
+            self.show(kind, Subject::App(bundle_id), adam_id, now);
+        }
+        // Answering a prompt may show the next one, which may be due at once.
+        while let Some(i) = self
+            .prompts
+            .iter()
+            .position(|p| p.answer.is_none() && p.due.is_some_and(|d| d <= now))
+        {
+            let due = self.prompts[i].due.unwrap_or(now);
+            let kind = self.prompts[i].kind;
+            let Some(answer) = self.facts.persona.response(kind).answer() else {
+                self.prompts[i].due = None;
+                continue;
+            };
+            self.prompts[i].answer = Some((answer, due));
+            self.unreported.push(i);
+            let subject = self.prompts[i].subject.clone();
+            let adam_id = self.prompts[i].adam_id;
+            self.answered(kind, subject, adam_id, answer, due);
+        }
         for app in self.apps.values_mut() {
-            // A step interrupted by a restart has no deadline left: it ends now.
             let ends = match app.step_ends {
                 Some(ends) => ends,
-                None if app.status.is_in_progress() => now,
+                // A step interrupted by a restart has no deadline left: it ends now.
+                None if matches!(
+                    app.status,
+                    ManagedAppStatus::Installing | ManagedAppStatus::Updating
+                ) =>
+                {
+                    now
+                }
                 None => continue,
             };
             if now < ends {
                 continue;
             }
-            match app.status {
-                // The persona accepts install prompts.
-                ManagedAppStatus::Prompting => {
-                    app.status = ManagedAppStatus::Installing;
-                    app.step_ends = Some(ends + self.timings.install);
-                }
-                ManagedAppStatus::Installing | ManagedAppStatus::Updating => {
-                    app.status = ManagedAppStatus::Managed;
-                    app.step_ends = None;
-                }
-                _ => app.step_ends = None,
+            if matches!(
+                app.status,
+                ManagedAppStatus::Installing | ManagedAppStatus::Updating
+            ) {
+                app.status = ManagedAppStatus::Managed;
             }
+            app.step_ends = None;
+        }
+    }
+
+    fn sign_in(&mut self) {
+        self.facts.apple_id = Some(self.facts.persona.apple_id_to_enter.clone());
+    }
+
+    fn start_install(&mut self, bundle_id: &str, at: Instant) {
+        let install = self.timings.install;
+        if let Some(app) = self.apps.get_mut(bundle_id) {
+            app.status = if app.status == ManagedAppStatus::PromptingForUpdate {
+                if let Some(v) = app.offered_version.take() {
+                    app.version = v;
+                }
+                ManagedAppStatus::Updating
+            } else {
+                ManagedAppStatus::Installing
+            };
+            app.step_ends = Some(at + install);
+        }
+    }
+
+    fn set_status(&mut self, bundle_id: &str, status: ManagedAppStatus) {
+        if let Some(app) = self.apps.get_mut(bundle_id) {
+            app.status = status;
+            app.step_ends = None;
+            if status == ManagedAppStatus::UpdateRejected {
+                app.offered_version = None;
+            }
+        }
+    }
+
+    fn answered(
+        &mut self,
+        kind: PromptKind,
+        subject: Subject,
+        adam_id: Option<AdamId>,
+        answer: PromptAnswer,
+        at: Instant,
+    ) {
+        let accepted = answer == PromptAnswer::Accepted;
+        match (kind, subject) {
+            (PromptKind::VppInvitation, Subject::Invitation(url)) if accepted => {
+                match self.facts.account_hash() {
+                    Some(account_hash) => self.actions.push(DeviceAction::JoinProgram {
+                        invitation_url: url,
+                        account_hash,
+                    }),
+                    None => self.show(PromptKind::AppleId, Subject::Invitation(url), None, at),
+                }
+            }
+            (PromptKind::AppleId, Subject::Invitation(url)) if accepted => {
+                self.sign_in();
+                if let Some(account_hash) = self.facts.account_hash() {
+                    self.actions.push(DeviceAction::JoinProgram {
+                        invitation_url: url,
+                        account_hash,
+                    });
+                }
+            }
+            (PromptKind::AppInstall, Subject::App(bundle)) if accepted => {
+                let needs_account = self.apps.get(&bundle).is_some_and(|a| !a.device_based_vpp)
+                    && self.facts.apple_id.is_none();
+                if needs_account {
+                    self.set_status(&bundle, ManagedAppStatus::PromptingForLogin);
+                    self.show(PromptKind::AppleId, Subject::App(bundle), adam_id, at);
+                } else {
+                    self.start_install(&bundle, at);
+                }
+            }
+            (PromptKind::AppInstall, Subject::App(bundle)) => {
+                self.set_status(&bundle, ManagedAppStatus::UserRejected)
+            }
+            (PromptKind::AppUpdate, Subject::App(bundle)) if accepted => {
+                self.start_install(&bundle, at)
+            }
+            (PromptKind::AppUpdate, Subject::App(bundle)) => {
+                self.set_status(&bundle, ManagedAppStatus::UpdateRejected)
+            }
+            (PromptKind::AppleId, Subject::App(bundle)) if accepted => {
+                self.sign_in();
+                self.start_install(&bundle, at);
+            }
+            // Without an account a user-licensed app cannot be installed.
+            (PromptKind::AppleId, Subject::App(bundle)) => {
+                self.set_status(&bundle, ManagedAppStatus::Failed)
+            }
+            // A declined invitation, or an invitation's sign-in not given: nothing joins.
+            _ => {}
         }
     }
 
@@ -267,6 +626,8 @@ impl Device {
             Command::InstallApplication(c) => return self.install(c, store, &uuid, now),
             Command::ManagedApplicationList(c) => ack().with_response(&self.managed_list(c)),
             Command::InstalledApplicationList(c) => ack().with_response(&self.installed_list(c)),
+            Command::InviteToProgram(c) => ack().with_response(&self.invite(c, now)),
+            Command::Restrictions(c) => ack().with_response(&self.restrictions(c)),
             Command::RemoveApplication(c) => {
                 let removable = self
                     .apps
@@ -290,52 +651,131 @@ impl Device {
         answered.unwrap_or_else(|_| error_report(&udid, &uuid, 12000, "Internal error"))
     }
 
+    fn invite(&mut self, command: &InviteToProgram, now: Instant) -> InviteToProgramResponse {
+        let url_ok = command.invitation_url.starts_with("https://")
+            || command.invitation_url.starts_with("http://");
+        let invitation_result = if command.program_id != PROGRAM_ID_VPP {
+            InvitationResult::InvalidProgramID
+        } else if !url_ok {
+            InvitationResult::InvalidInvitationURL
+        } else {
+            let subject = Subject::Invitation(command.invitation_url.clone());
+            if invitation_shown(&self.facts) && !self.is_open(PromptKind::VppInvitation, &subject) {
+                self.show(PromptKind::VppInvitation, subject, None, now);
+            }
+            InvitationResult::Acknowledged
+        };
+        InviteToProgramResponse { invitation_result }
+    }
+
+    fn restrictions(&self, command: &Restrictions) -> RestrictionsResponse {
+        let global = GlobalRestrictions {
+            restricted_bool: BTreeMap::from([(
+                ALLOW_UI_APP_INSTALLATION.to_owned(),
+                BooleanRestriction {
+                    value: self.facts.app_store_allowed,
+                },
+            )]),
+        };
+        let per_profile = (command.profile_restrictions == Some(true)
+            && !self.facts.app_store_allowed)
+            .then(|| BTreeMap::from([("com.orchard.restrictions".to_owned(), global.clone())]));
+        RestrictionsResponse {
+            global_restrictions: global,
+            profile_restrictions: command
+                .profile_restrictions
+                .unwrap_or(false)
+                .then(|| per_profile.unwrap_or_default()),
+        }
+    }
+
     fn install(
         &mut self,
         command: &InstallApplication,
         store: Option<&StoreApp>,
-        uuid: &orchard_protocol::CommandUuid,
+        uuid: &CommandUuid,
         now: Instant,
     ) -> CommandReport {
         let udid = self.facts.udid.clone();
         let Some(store) = store else {
-            let mut report = error_report(
+            return rejected(
                 &udid,
                 uuid,
                 12001,
+                RejectionReason::CouldNotVerifyAppID,
                 "Could not verify the app ID with the App Store",
             );
-            report = report
-                .with_response(&InstallApplicationResponse {
-                    identifier: None,
-                    state: None,
-                    rejection_reason: Some(RejectionReason::CouldNotVerifyAppID),
-                })
-                .unwrap_or_else(|_| {
-                    error_report(&udid, uuid, 12001, "Could not verify the app ID")
-                });
-            return report;
         };
-        let prompts = !self.facts.supervised;
-        let (status, step) = match self.apps.get(&store.bundle_id) {
-            Some(existing)
-                if existing.status == ManagedAppStatus::Managed
-                    && existing.version == store.version =>
-            {
+        let existing = self.apps.get(&store.bundle_id).cloned();
+        let (status, prompt) = match (&existing, store.license) {
+            (Some(e), _) if e.status == ManagedAppStatus::Managed && e.version == store.version => {
                 (ManagedAppStatus::Managed, None)
             }
-            Some(existing) if existing.status.is_in_progress() => {
-                (existing.status, existing.step_ends)
+            (Some(e), _) if e.status.is_in_progress() || prompt_kind_of(e.status).is_some() => {
+                (e.status, None)
             }
-            Some(_) => (ManagedAppStatus::Updating, Some(now + self.timings.install)),
-            None if prompts => (
-                ManagedAppStatus::Prompting,
-                Some(now + self.timings.prompt_answer),
-            ),
-            None => (
-                ManagedAppStatus::Installing,
-                Some(now + self.timings.install),
-            ),
+            (_, None) => (ManagedAppStatus::Failed, None),
+            // An update of an installed app.
+            (Some(e), Some(_))
+                if matches!(
+                    e.status,
+                    ManagedAppStatus::Managed | ManagedAppStatus::UpdateRejected
+                ) =>
+            {
+                if self.facts.supervised {
+                    (ManagedAppStatus::Updating, None)
+                } else {
+                    (
+                        ManagedAppStatus::PromptingForUpdate,
+                        Some(PromptKind::AppUpdate),
+                    )
+                }
+            }
+            (_, Some(license)) => match install_prompts(&self.facts, license) {
+                Err(Blocked::AppStoreDisabled) => {
+                    return rejected(
+                        &udid,
+                        uuid,
+                        12024,
+                        RejectionReason::AppStoreDisabled,
+                        "The App Store is disabled by a restrictions profile; a user-licensed app cannot be installed",
+                    );
+                }
+                Err(Blocked::KioskCannotPrompt) => {
+                    return rejected(
+                        &udid,
+                        uuid,
+                        12025,
+                        RejectionReason::Other,
+                        "The device is in single-app mode and cannot show the prompts this install needs",
+                    );
+                }
+                Ok(p) if p.app_install => {
+                    (ManagedAppStatus::Prompting, Some(PromptKind::AppInstall))
+                }
+                Ok(p) if p.apple_id => (
+                    ManagedAppStatus::PromptingForLogin,
+                    Some(PromptKind::AppleId),
+                ),
+                Ok(_) => (ManagedAppStatus::Installing, None),
+            },
+        };
+        let is_update =
+            status == ManagedAppStatus::PromptingForUpdate || status == ManagedAppStatus::Updating;
+        let step_ends = match status {
+            ManagedAppStatus::Installing | ManagedAppStatus::Updating => {
+                Some(now + self.timings.install)
+            }
+            _ => existing.as_ref().and_then(|e| e.step_ends),
+        };
+        let keep_version = status == ManagedAppStatus::PromptingForUpdate
+            || (status != ManagedAppStatus::Updating
+                && existing
+                    .as_ref()
+                    .is_some_and(|e| prompt_kind_of(e.status).is_some()));
+        let version = match (&existing, keep_version) {
+            (Some(e), true) => e.version.clone(),
+            _ => store.version.clone(),
         };
         self.apps.insert(
             store.bundle_id.clone(),
@@ -343,13 +783,23 @@ impl Device {
                 bundle_id: store.bundle_id.clone(),
                 adam_id: Some(store.adam_id),
                 name: store.name.clone(),
-                version: store.version.clone(),
+                version,
                 status,
                 management_flags: command.management_flags.unwrap_or(0),
-                device_based_vpp: command.is_vpp() && self.facts.store_account_hash.is_none(),
-                step_ends: step,
+                device_based_vpp: store.license == Some(LicenseKind::Device),
+                offered_version: (is_update && status == ManagedAppStatus::PromptingForUpdate)
+                    .then(|| store.version.clone()),
+                step_ends,
             },
         );
+        if let Some(kind) = prompt {
+            self.show(
+                kind,
+                Subject::App(store.bundle_id.clone()),
+                Some(store.adam_id),
+                now,
+            );
+        }
         let response = InstallApplicationResponse {
             identifier: Some(store.bundle_id.clone()),
             state: Some(status),
@@ -412,6 +862,8 @@ impl Device {
                     ManagedAppStatus::Managed
                         | ManagedAppStatus::Installing
                         | ManagedAppStatus::Updating
+                        | ManagedAppStatus::PromptingForUpdate
+                        | ManagedAppStatus::UpdateRejected
                 )
         });
         InstalledApplicationListResponse {
@@ -421,7 +873,7 @@ impl Device {
                     name: Some(a.name.clone()),
                     version: Some(a.version.clone()),
                     short_version: Some(a.version.clone()),
-                    installing: Some(a.status != ManagedAppStatus::Managed),
+                    installing: Some(a.status == ManagedAppStatus::Installing),
                     device_based_vpp: Some(a.device_based_vpp),
                     app_store_vendable: Some(!a.device_based_vpp),
                     ..Default::default()
@@ -446,9 +898,9 @@ impl Device {
                 serial_number: asked("SerialNumber").then(|| f.serial_number.clone()),
                 is_supervised: asked("IsSupervised").then_some(f.supervised),
                 itunes_store_account_is_active: asked("iTunesStoreAccountIsActive")
-                    .then_some(f.store_account_hash.is_some()),
+                    .then_some(f.apple_id.is_some()),
                 itunes_store_account_hash: if asked("iTunesStoreAccountHash") {
-                    f.store_account_hash.clone()
+                    f.account_hash()
                 } else {
                     None
                 },
@@ -460,13 +912,17 @@ impl Device {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::prompt::Response;
 
-    fn store_app() -> StoreApp {
+    const PAGES: &str = "com.apple.Pages";
+
+    fn store_app(license: LicenseKind) -> StoreApp {
         StoreApp {
             adam_id: AdamId(361309726),
-            bundle_id: "com.apple.Pages".into(),
+            bundle_id: PAGES.into(),
             name: "Pages".into(),
             version: "14.1".into(),
+            license: Some(license),
         }
     }
 
@@ -484,6 +940,18 @@ mod tests {
         )))
     }
 
+    fn invite_cmd() -> CommandEnvelope {
+        envelope(Command::InviteToProgram(InviteToProgram::vpp(
+            "https://vpp.example/associate?inviteCode=abc",
+        )))
+    }
+
+    fn device(configure: impl FnOnce(&mut DeviceFacts)) -> Device {
+        let mut facts = DeviceFacts::supervised_iphone("U", "S");
+        configure(&mut facts);
+        Device::new(facts, Timings::default())
+    }
+
     fn managed_status(device: &mut Device, now: Instant) -> Option<ManagedAppStatus> {
         let report = device.handle(
             &envelope(Command::ManagedApplicationList(Default::default())),
@@ -491,33 +959,55 @@ mod tests {
             now,
         );
         let list: ManagedApplicationListResponse = report.response().unwrap();
-        list.managed_application_list
-            .get("com.apple.Pages")
-            .map(|a| a.status)
+        list.managed_application_list.get(PAGES).map(|a| a.status)
+    }
+
+    fn installed_versions(device: &mut Device, now: Instant) -> Vec<String> {
+        let report = device.handle(
+            &envelope(Command::InstalledApplicationList(Default::default())),
+            None,
+            now,
+        );
+        let list: InstalledApplicationListResponse = report.response().unwrap();
+        list.installed_application_list
+            .into_iter()
+            .filter_map(|a| a.short_version)
+            .collect()
+    }
+
+    fn kinds(device: &Device) -> Vec<(PromptKind, Option<PromptAnswer>)> {
+        device
+            .prompts()
+            .into_iter()
+            .map(|p| (p.kind, p.answer))
+            .collect()
+    }
+
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
     }
 
     #[test]
     fn supervised_device_installs_silently_then_reports_managed() {
         let t0 = Instant::now();
-        let mut device = Device::new(DeviceFacts::supervised_iphone("U", "S"), Timings::default());
-        let report = device.handle(&install_cmd(), Some(&store_app()), t0);
+        let mut device = device(|_| {});
+        let report = device.handle(&install_cmd(), Some(&store_app(LicenseKind::Device)), t0);
         assert_eq!(report.status, CommandStatus::Acknowledged);
         let ack: InstallApplicationResponse = report.response().unwrap();
         assert_eq!(ack.state, Some(ManagedAppStatus::Installing));
-        assert_eq!(ack.identifier.as_deref(), Some("com.apple.Pages"));
+        assert_eq!(ack.identifier.as_deref(), Some(PAGES));
         assert_eq!(
             managed_status(&mut device, t0 + Duration::from_millis(500)),
             Some(ManagedAppStatus::Installing)
         );
         assert_eq!(
-            managed_status(&mut device, t0 + Duration::from_secs(3)),
+            managed_status(&mut device, t0 + secs(3)),
             Some(ManagedAppStatus::Managed)
         );
-
         let report = device.handle(
             &envelope(Command::InstalledApplicationList(Default::default())),
             None,
-            t0 + Duration::from_secs(3),
+            t0 + secs(3),
         );
         let list: InstalledApplicationListResponse = report.response().unwrap();
         assert_eq!(list.installed_application_list.len(), 1);
@@ -525,32 +1015,379 @@ mod tests {
         assert_eq!(app.short_version.as_deref(), Some("14.1"));
         assert_eq!(app.installing, Some(false));
         assert_eq!(app.device_based_vpp, Some(true));
+        assert!(
+            device.prompts().is_empty(),
+            "no prompt on a supervised device"
+        );
     }
 
     #[test]
     fn unsupervised_device_prompts_before_installing() {
         let t0 = Instant::now();
-        let mut facts = DeviceFacts::supervised_iphone("U", "S");
-        facts.supervised = false;
-        let mut device = Device::new(facts, Timings::default());
+        let mut device = device(|f| f.supervised = false);
         let ack: InstallApplicationResponse = device
-            .handle(&install_cmd(), Some(&store_app()), t0)
+            .handle(&install_cmd(), Some(&store_app(LicenseKind::Device)), t0)
             .response()
             .unwrap();
         assert_eq!(ack.state, Some(ManagedAppStatus::Prompting));
+        assert_eq!(
+            managed_status(&mut device, t0 + Duration::from_millis(500)),
+            Some(ManagedAppStatus::Prompting)
+        );
         assert_eq!(
             managed_status(&mut device, t0 + Duration::from_millis(1500)),
             Some(ManagedAppStatus::Installing)
         );
         assert_eq!(
-            managed_status(&mut device, t0 + Duration::from_secs(4)),
+            managed_status(&mut device, t0 + secs(4)),
+            Some(ManagedAppStatus::Managed)
+        );
+        assert_eq!(
+            kinds(&device),
+            vec![(PromptKind::AppInstall, Some(PromptAnswer::Accepted))]
+        );
+    }
+
+    #[test]
+    fn declined_install_prompt_ends_user_rejected() {
+        let t0 = Instant::now();
+        let mut device = device(|f| {
+            f.supervised = false;
+            f.persona.install = Response::Decline;
+        });
+        device.handle(&install_cmd(), Some(&store_app(LicenseKind::Device)), t0);
+        assert_eq!(
+            managed_status(&mut device, t0 + secs(2)),
+            Some(ManagedAppStatus::UserRejected)
+        );
+        assert!(installed_versions(&mut device, t0 + secs(5)).is_empty());
+        assert_eq!(
+            kinds(&device),
+            vec![(PromptKind::AppInstall, Some(PromptAnswer::Declined))]
+        );
+    }
+
+    #[test]
+    fn user_license_without_account_asks_for_the_apple_id_then_installs() {
+        let t0 = Instant::now();
+        let mut device = device(|f| f.persona.apple_id_to_enter = "ana@example.com".into());
+        let ack: InstallApplicationResponse = device
+            .handle(&install_cmd(), Some(&store_app(LicenseKind::User)), t0)
+            .response()
+            .unwrap();
+        assert_eq!(ack.state, Some(ManagedAppStatus::PromptingForLogin));
+        assert_eq!(
+            managed_status(&mut device, t0 + secs(4)),
+            Some(ManagedAppStatus::Managed)
+        );
+        assert_eq!(device.facts.apple_id.as_deref(), Some("ana@example.com"));
+        assert_eq!(
+            kinds(&device),
+            vec![(PromptKind::AppleId, Some(PromptAnswer::Accepted))]
+        );
+    }
+
+    #[test]
+    fn unsupervised_user_license_shows_install_then_apple_id_prompt() {
+        let t0 = Instant::now();
+        let mut device = device(|f| f.supervised = false);
+        device.handle(&install_cmd(), Some(&store_app(LicenseKind::User)), t0);
+        assert_eq!(
+            managed_status(&mut device, t0 + Duration::from_millis(1500)),
+            Some(ManagedAppStatus::PromptingForLogin)
+        );
+        assert_eq!(
+            managed_status(&mut device, t0 + secs(5)),
+            Some(ManagedAppStatus::Managed)
+        );
+        assert_eq!(
+            kinds(&device),
+            vec![
+                (PromptKind::AppInstall, Some(PromptAnswer::Accepted)),
+                (PromptKind::AppleId, Some(PromptAnswer::Accepted)),
+            ]
+        );
+    }
+
+    #[test]
+    fn apple_id_prompt_never_answered_stays_pending() {
+        let t0 = Instant::now();
+        let mut device = device(|f| f.persona.apple_id = Response::Never);
+        device.handle(&install_cmd(), Some(&store_app(LicenseKind::User)), t0);
+        for later in [secs(5), secs(3600)] {
+            assert_eq!(
+                managed_status(&mut device, t0 + later),
+                Some(ManagedAppStatus::PromptingForLogin)
+            );
+        }
+        assert_eq!(kinds(&device), vec![(PromptKind::AppleId, None)]);
+        assert_eq!(device.next_deadline(), None);
+    }
+
+    #[test]
+    fn dismissed_apple_id_prompt_fails_the_install() {
+        let t0 = Instant::now();
+        let mut device = device(|f| f.persona.apple_id = Response::Dismiss);
+        device.handle(&install_cmd(), Some(&store_app(LicenseKind::User)), t0);
+        assert_eq!(
+            managed_status(&mut device, t0 + secs(2)),
+            Some(ManagedAppStatus::Failed)
+        );
+        assert!(device.facts.apple_id.is_none());
+    }
+
+    #[test]
+    fn accepted_invitation_signs_in_and_joins_the_program() {
+        let t0 = Instant::now();
+        let mut device = device(|f| f.persona.apple_id_to_enter = "ana@example.com".into());
+        let answer: InviteToProgramResponse =
+            device.handle(&invite_cmd(), None, t0).response().unwrap();
+        assert_eq!(answer.invitation_result, InvitationResult::Acknowledged);
+        device.tick(t0 + secs(1));
+        assert!(device.take_actions().is_empty(), "not signed in yet");
+        device.tick(t0 + secs(2));
+        assert_eq!(
+            device.take_actions(),
+            vec![DeviceAction::JoinProgram {
+                invitation_url: "https://vpp.example/associate?inviteCode=abc".into(),
+                account_hash: account_hash("ana@example.com"),
+            }]
+        );
+        assert_eq!(
+            kinds(&device),
+            vec![
+                (PromptKind::VppInvitation, Some(PromptAnswer::Accepted)),
+                (PromptKind::AppleId, Some(PromptAnswer::Accepted)),
+            ]
+        );
+        // Signed in now: a user-licensed install needs no further Apple ID prompt.
+        device.handle(
+            &install_cmd(),
+            Some(&store_app(LicenseKind::User)),
+            t0 + secs(3),
+        );
+        assert_eq!(
+            managed_status(&mut device, t0 + secs(6)),
+            Some(ManagedAppStatus::Managed)
+        );
+        assert_eq!(device.prompts().len(), 2);
+    }
+
+    #[test]
+    fn declined_invitation_joins_nothing() {
+        let t0 = Instant::now();
+        let mut device = device(|f| f.persona.invitation = Response::Decline);
+        device.handle(&invite_cmd(), None, t0);
+        device.tick(t0 + secs(10));
+        assert!(device.take_actions().is_empty());
+        assert_eq!(
+            kinds(&device),
+            vec![(PromptKind::VppInvitation, Some(PromptAnswer::Declined))]
+        );
+    }
+
+    #[test]
+    fn invitation_with_a_wrong_program_or_url_is_refused() {
+        let mut device = device(|_| {});
+        let wrong_program = envelope(Command::InviteToProgram(InviteToProgram {
+            program_id: "com.example".into(),
+            invitation_url: "https://x".into(),
+        }));
+        let r: InviteToProgramResponse = device
+            .handle(&wrong_program, None, Instant::now())
+            .response()
+            .unwrap();
+        assert_eq!(r.invitation_result, InvitationResult::InvalidProgramID);
+        let r: InviteToProgramResponse = device
+            .handle(
+                &envelope(Command::InviteToProgram(InviteToProgram::vpp("nope"))),
+                None,
+                Instant::now(),
+            )
+            .response()
+            .unwrap();
+        assert_eq!(r.invitation_result, InvitationResult::InvalidInvitationURL);
+        assert!(device.prompts().is_empty());
+    }
+
+    #[test]
+    fn kiosk_device_shows_no_invitation_and_refuses_user_licensed_installs() {
+        let t0 = Instant::now();
+        let mut device = device(|f| f.kiosk = true);
+        device.handle(&invite_cmd(), None, t0);
+        let report = device.handle(&install_cmd(), Some(&store_app(LicenseKind::User)), t0);
+        assert_eq!(report.status, CommandStatus::Error);
+        assert!(
+            report.error_chain[0]
+                .localized_description
+                .contains("single-app mode")
+        );
+        assert!(device.prompts().is_empty());
+        // Device licensing works silently on a supervised kiosk.
+        let report = device.handle(&install_cmd(), Some(&store_app(LicenseKind::Device)), t0);
+        assert_eq!(report.status, CommandStatus::Acknowledged);
+        assert_eq!(
+            managed_status(&mut device, t0 + secs(3)),
+            Some(ManagedAppStatus::Managed)
+        );
+        assert!(device.prompts().is_empty());
+    }
+
+    #[test]
+    fn app_store_disabled_rejects_user_licensed_installs_and_says_so() {
+        let mut device = device(|f| f.app_store_allowed = false);
+        let report = device.handle(
+            &install_cmd(),
+            Some(&store_app(LicenseKind::User)),
+            Instant::now(),
+        );
+        assert_eq!(report.status, CommandStatus::Error);
+        let r: InstallApplicationResponse = report.response().unwrap();
+        assert_eq!(r.rejection_reason, Some(RejectionReason::AppStoreDisabled));
+        let restrictions: RestrictionsResponse = device
+            .handle(
+                &envelope(Command::Restrictions(Restrictions::default())),
+                None,
+                Instant::now(),
+            )
+            .response()
+            .unwrap();
+        assert!(!restrictions.app_store_allowed());
+    }
+
+    #[test]
+    fn update_prompt_rejected_keeps_the_old_version() {
+        let t0 = Instant::now();
+        let mut device = device(|f| {
+            f.supervised = false;
+            f.persona.update = Response::Decline;
+        });
+        device.handle(&install_cmd(), Some(&store_app(LicenseKind::Device)), t0);
+        assert_eq!(
+            managed_status(&mut device, t0 + secs(4)),
+            Some(ManagedAppStatus::Managed)
+        );
+        let newer = StoreApp {
+            version: "14.2".into(),
+            ..store_app(LicenseKind::Device)
+        };
+        let ack: InstallApplicationResponse = device
+            .handle(&install_cmd(), Some(&newer), t0 + secs(5))
+            .response()
+            .unwrap();
+        assert_eq!(ack.state, Some(ManagedAppStatus::PromptingForUpdate));
+        assert_eq!(
+            managed_status(&mut device, t0 + secs(7)),
+            Some(ManagedAppStatus::UpdateRejected)
+        );
+        assert_eq!(installed_versions(&mut device, t0 + secs(7)), vec!["14.1"]);
+        assert_eq!(
+            device.prompts().last().map(|p| (p.kind, p.answer)),
+            Some((PromptKind::AppUpdate, Some(PromptAnswer::Declined)))
+        );
+    }
+
+    #[test]
+    fn accepted_update_installs_the_new_version() {
+        let t0 = Instant::now();
+        let mut device = device(|f| f.supervised = false);
+        device.handle(&install_cmd(), Some(&store_app(LicenseKind::Device)), t0);
+        managed_status(&mut device, t0 + secs(4));
+        let newer = StoreApp {
+            version: "14.2".into(),
+            ..store_app(LicenseKind::Device)
+        };
+        device.handle(&install_cmd(), Some(&newer), t0 + secs(5));
+        assert_eq!(
+            managed_status(&mut device, t0 + secs(9)),
+            Some(ManagedAppStatus::Managed)
+        );
+        assert_eq!(installed_versions(&mut device, t0 + secs(9)), vec!["14.2"]);
+    }
+
+    #[test]
+    fn prompt_report_sends_each_prompt_when_shown_and_when_answered() {
+        let t0 = Instant::now();
+        let mut device = device(|f| f.supervised = false);
+        device.handle(&install_cmd(), Some(&store_app(LicenseKind::Device)), t0);
+        let shown = device.take_prompt_report(|_| "t".into());
+        assert_eq!(shown.len(), 1);
+        assert_eq!(shown[0].kind, PromptKind::AppInstall);
+        assert_eq!(shown[0].identifier.as_deref(), Some(PAGES));
+        assert!(shown[0].answer.is_none());
+        assert!(device.take_prompt_report(|_| "t".into()).is_empty());
+        device.tick(t0 + secs(2));
+        let answered = device.take_prompt_report(|_| "t".into());
+        assert_eq!(answered.len(), 1);
+        assert_eq!(answered[0].prompt_id, shown[0].prompt_id);
+        assert_eq!(answered[0].answer, Some(PromptAnswer::Accepted));
+        // A report that could not be delivered goes again.
+        device.unreport(&answered);
+        assert_eq!(device.take_prompt_report(|_| "t".into()), answered);
+    }
+
+    #[test]
+    fn open_prompt_is_shown_again_after_a_restart() {
+        let t0 = Instant::now();
+        let mut before = device(|f| f.persona.apple_id = Response::Never);
+        before.handle(&install_cmd(), Some(&store_app(LicenseKind::User)), t0);
+        let mut after = Device::restore(
+            before.facts.clone(),
+            before.apps().values().cloned().collect(),
+            before.handled().clone(),
+            Timings::default(),
+        );
+        after.tick(t0 + secs(1));
+        assert_eq!(kinds(&after), vec![(PromptKind::AppleId, None)]);
+    }
+
+    #[test]
+    fn app_deleted_by_the_user_is_managed_but_uninstalled() {
+        let t0 = Instant::now();
+        let mut device = device(|_| {});
+        device.handle(&install_cmd(), Some(&store_app(LicenseKind::Device)), t0);
+        managed_status(&mut device, t0 + secs(3));
+        assert!(device.user_deletes_app(PAGES));
+        assert_eq!(
+            managed_status(&mut device, t0 + secs(4)),
+            Some(ManagedAppStatus::ManagedButUninstalled)
+        );
+        assert!(installed_versions(&mut device, t0 + secs(4)).is_empty());
+        // Installing again brings it back.
+        device.handle(
+            &install_cmd(),
+            Some(&store_app(LicenseKind::Device)),
+            t0 + secs(5),
+        );
+        assert_eq!(
+            managed_status(&mut device, t0 + secs(8)),
             Some(ManagedAppStatus::Managed)
         );
     }
 
     #[test]
+    fn no_license_at_the_store_fails_the_install() {
+        let t0 = Instant::now();
+        let mut device = device(|_| {});
+        let app = StoreApp {
+            license: None,
+            ..store_app(LicenseKind::Device)
+        };
+        let ack: InstallApplicationResponse = device
+            .handle(&install_cmd(), Some(&app), t0)
+            .response()
+            .unwrap();
+        assert_eq!(ack.state, Some(ManagedAppStatus::Failed));
+        assert_eq!(
+            managed_status(&mut device, t0),
+            Some(ManagedAppStatus::Failed)
+        );
+        assert!(device.apps().is_empty(), "a failure is reported once");
+    }
+
+    #[test]
     fn unknown_app_is_refused_with_could_not_verify() {
-        let mut device = Device::new(DeviceFacts::supervised_iphone("U", "S"), Timings::default());
+        let mut device = device(|_| {});
         let report = device.handle(&install_cmd(), None, Instant::now());
         assert_eq!(report.status, CommandStatus::Error);
         let r: InstallApplicationResponse = report.response().unwrap();
@@ -563,15 +1400,16 @@ mod tests {
 
     #[test]
     fn device_information_answers_only_what_is_asked() {
-        let mut device = Device::new(
-            DeviceFacts::supervised_iphone("U", "SN1"),
-            Timings::default(),
-        );
+        let mut device = device(|f| {
+            f.serial_number = "SN1".into();
+            f.apple_id = Some("ana@example.com".into());
+        });
         let cmd = envelope(Command::DeviceInformation(DeviceInformation {
             queries: vec![
                 "SerialNumber".into(),
                 "IsSupervised".into(),
                 "iTunesStoreAccountIsActive".into(),
+                "iTunesStoreAccountHash".into(),
             ],
         }));
         let info: DeviceInformationResponse = device
@@ -581,15 +1419,21 @@ mod tests {
         let q = info.query_responses;
         assert_eq!(q.serial_number.unwrap().as_str(), "SN1");
         assert_eq!(q.is_supervised, Some(true));
-        assert_eq!(q.itunes_store_account_is_active, Some(false));
+        assert_eq!(q.itunes_store_account_is_active, Some(true));
+        let hash = q.itunes_store_account_hash.unwrap();
+        assert_eq!(hash, account_hash("Ana@Example.com "));
+        assert!(
+            !hash.contains("ana"),
+            "the Apple ID itself stays on the device"
+        );
         assert!(q.udid.is_none() && q.os_version.is_none());
     }
 
     #[test]
     fn remove_application_removes_a_managed_app_and_refuses_unknown_ones() {
         let t0 = Instant::now();
-        let mut device = Device::new(DeviceFacts::supervised_iphone("U", "S"), Timings::default());
-        device.handle(&install_cmd(), Some(&store_app()), t0);
+        let mut device = device(|_| {});
+        device.handle(&install_cmd(), Some(&store_app(LicenseKind::Device)), t0);
         let remove = |id: &str| {
             envelope(Command::RemoveApplication(
                 orchard_protocol::command::RemoveApplication {
@@ -598,19 +1442,19 @@ mod tests {
             ))
         };
         assert_eq!(
-            device.handle(&remove("com.apple.Pages"), None, t0).status,
+            device.handle(&remove(PAGES), None, t0).status,
             CommandStatus::Acknowledged
         );
         assert!(device.apps().is_empty());
         assert_eq!(
-            device.handle(&remove("com.apple.Pages"), None, t0).status,
+            device.handle(&remove(PAGES), None, t0).status,
             CommandStatus::Error
         );
     }
 
     #[test]
     fn unknown_commands_are_errors() {
-        let mut device = Device::new(DeviceFacts::supervised_iphone("U", "S"), Timings::default());
+        let mut device = device(|_| {});
         let report = device.handle(
             &envelope(Command::Unknown {
                 request_type: "EraseDevice".into(),

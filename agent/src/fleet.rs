@@ -40,9 +40,26 @@ pub struct DeviceKind {
     /// Supervised.
     #[serde(default)]
     pub supervised: bool,
+    /// Single-app (kiosk) mode.
+    #[serde(default)]
+    pub kiosk: bool,
+    /// The App Store is usable (false: a restrictions profile disables it).
+    #[serde(default = "yes")]
+    pub app_store_allowed: bool,
+    /// The Apple ID signed in to the App Store, with `{index}` replaced by the device's
+    /// number (e.g. `user{index}@example.com`); none when absent.
+    #[serde(default)]
+    pub apple_id: Option<String>,
+    /// How the users of these devices answer prompts.
+    #[serde(default)]
+    pub persona: crate::prompt::Persona,
     /// Identity key type: `p256` (default) or `rsa2048`.
     #[serde(default)]
     pub identity_key: orchard_certs::KeyAlgorithm,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn one() -> u32 {
@@ -80,6 +97,10 @@ impl FleetProfile {
                 product_name: Some("iPhone15,2".into()),
                 ownership: Ownership::Corporate,
                 supervised: true,
+                kiosk: false,
+                app_store_allowed: true,
+                apple_id: None,
+                persona: crate::prompt::Persona::default(),
                 identity_key: orchard_certs::KeyAlgorithm::P256,
             }],
         }
@@ -123,6 +144,17 @@ impl FleetProfile {
             });
         facts.ownership = kind.ownership;
         facts.supervised = kind.supervised;
+        facts.kiosk = kind.kiosk;
+        facts.app_store_allowed = kind.app_store_allowed;
+        facts.apple_id = kind
+            .apple_id
+            .as_ref()
+            .map(|id| id.replace("{index}", &index.to_string()));
+        facts.persona = kind.persona.clone();
+        facts.persona.apple_id_to_enter = facts
+            .persona
+            .apple_id_to_enter
+            .replace("{index}", &index.to_string());
         facts.identity_key = kind.identity_key;
         facts
     }

@@ -5,9 +5,11 @@
 
 pub mod device;
 pub mod fleet;
+pub mod prompt;
 pub mod push;
 pub mod store_lookup;
 pub mod transport;
 
 pub use device::{Device, DeviceFacts, Ownership, Platform};
+pub use prompt::{Persona, Response};
 pub use transport::{Agent, AgentConfig, AgentError, AgentMetrics};

@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use orchard_agent::device::Timings;
 use orchard_agent::fleet::{self, Fleet, FleetOptions, FleetProfile};
 use orchard_agent::store_lookup::StoreConfig;
-use orchard_agent::{Agent, AgentConfig, AgentMetrics, DeviceFacts, Ownership, Platform};
+use orchard_agent::{Agent, AgentConfig, AgentMetrics, DeviceFacts, Ownership, Persona, Platform};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -104,6 +104,30 @@ struct RunArgs {
     /// Identity key type (real devices' SCEP payloads ask for RSA).
     #[arg(long, value_enum, default_value_t = KeyArg::P256)]
     key_type: KeyArg,
+    /// The device runs in single-app (kiosk) mode and shows no prompts.
+    #[arg(long)]
+    kiosk: bool,
+    /// A restrictions profile disables the App Store.
+    #[arg(long)]
+    app_store_disabled: bool,
+    /// The Apple ID signed in to the App Store (none when absent).
+    #[arg(long)]
+    apple_id: Option<String>,
+    /// How the user answers prompts, as TOML keys, e.g.
+    /// `invitation = "decline", install = "accept", apple_id = "never", answer_after_ms = 2000`
+    /// (answers: accept, decline, dismiss, never).
+    #[arg(long, value_parser = parse_persona)]
+    persona: Option<Persona>,
+}
+
+fn parse_persona(text: &str) -> Result<Persona, String> {
+    #[derive(serde::Deserialize)]
+    struct Wrapper {
+        persona: Persona,
+    }
+    toml::from_str::<Wrapper>(&format!("persona = {{ {text} }}"))
+        .map(|w| w.persona)
+        .map_err(|e| format!("invalid persona: {e}"))
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -202,6 +226,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         OwnershipArg::Personal => Ownership::Personal,
     };
     facts.supervised = !args.unsupervised;
+    facts.kiosk = args.kiosk;
+    facts.app_store_allowed = !args.app_store_disabled;
+    facts.apple_id = args.apple_id;
+    if let Some(persona) = args.persona {
+        facts.persona = persona;
+    }
     facts.identity_key = match args.key_type {
         KeyArg::P256 => orchard_certs::KeyAlgorithm::P256,
         KeyArg::Rsa2048 => orchard_certs::KeyAlgorithm::Rsa2048,

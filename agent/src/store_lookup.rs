@@ -1,12 +1,13 @@
 //! The App Store as a device sees it: looking up an item before installing it, through
-//! the iTunes lookup API (Apple's, or a testbed's stand-in).
+//! the iTunes lookup API (Apple's, or a testbed's stand-in), asking which license the
+//! device may use, and opening a VPP invitation signed in with the user's account.
 
 use std::sync::Arc;
 
-use orchard_protocol::AdamId;
+use orchard_protocol::{AdamId, SerialNumber};
 use serde::Deserialize;
 
-use crate::device::StoreApp;
+use crate::device::{LicenseKind, StoreApp};
 use crate::transport::{AgentError, Trust, tls_client};
 
 /// Where the App Store is.
@@ -37,6 +38,12 @@ struct LookupResult {
 }
 
 #[derive(Deserialize)]
+struct LicenseResponse {
+    #[serde(default)]
+    license: Option<String>,
+}
+
+#[derive(Deserialize)]
 struct LookupResponse {
     #[serde(default)]
     results: Vec<LookupResult>,
@@ -50,6 +57,81 @@ impl StoreLookup {
             http,
             config: Arc::new(config),
         })
+    }
+
+    /// Where the device asks whether it holds a license for an item: beside the
+    /// lookup service, at `/store/license`.
+    fn license_url(&self) -> String {
+        let base = self
+            .config
+            .lookup_url
+            .trim_end_matches('/')
+            .trim_end_matches("/lookup");
+        format!("{base}/store/license")
+    }
+
+    /// Asks the store whose license this device can use for `adam_id`: the one of its
+    /// serial number, or the one of the signed-in account. Before sign-in the answer
+    /// for a user license cannot be known; the device then takes it to be a user
+    /// license, which makes it ask for the Apple ID.
+    pub async fn license(
+        &self,
+        adam_id: AdamId,
+        serial_number: &SerialNumber,
+        account_hash: Option<&str>,
+    ) -> Result<Option<LicenseKind>, AgentError> {
+        let id = adam_id.to_string();
+        let mut query = vec![
+            ("adamId", id.as_str()),
+            ("serialNumber", serial_number.as_str()),
+        ];
+        if let Some(hash) = account_hash {
+            query.push(("idHash", hash));
+        }
+        let response = self
+            .http
+            .get(self.license_url())
+            .query(&query)
+            .send()
+            .await?
+            .error_for_status()?;
+        let body: LicenseResponse = response.json().await?;
+        Ok(match (body.license.as_deref(), account_hash) {
+            (Some("device"), _) => Some(LicenseKind::Device),
+            (Some("user"), _) | (_, None) => Some(LicenseKind::User),
+            _ => None,
+        })
+    }
+
+    /// Opens a VPP invitation URL signed in with the account `account_hash`: Apple
+    /// then associates the invited user with that account.
+    pub async fn join_program(
+        &self,
+        invitation_url: &str,
+        account_hash: &str,
+    ) -> Result<(), AgentError> {
+        self.http
+            .get(invitation_url)
+            .query(&[("idHash", account_hash)])
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(())
+    }
+
+    /// Looks an item up and the license this device holds for it; `None` when the
+    /// store does not sell it in this country.
+    pub async fn app_for(
+        &self,
+        adam_id: AdamId,
+        serial_number: &SerialNumber,
+        account_hash: Option<&str>,
+    ) -> Result<Option<StoreApp>, AgentError> {
+        let Some(mut app) = self.app(adam_id).await? else {
+            return Ok(None);
+        };
+        app.license = self.license(adam_id, serial_number, account_hash).await?;
+        Ok(Some(app))
     }
 
     /// Looks an item up; `None` when the store does not sell it in this country.
@@ -76,6 +158,7 @@ impl StoreLookup {
                     bundle_id: r.bundle_id?,
                     name: r.track_name.unwrap_or_default(),
                     version: r.version.unwrap_or_else(|| "1.0".into()),
+                    license: None,
                 })
             }))
     }

@@ -11,6 +11,7 @@ use orchard_certs::DeviceIdentityRequest;
 use orchard_protocol::checkin::{Authenticate, CheckinMessage, TokenUpdate};
 use orchard_protocol::command::CommandEnvelope;
 use orchard_protocol::enroll::{EnrollRequest, EnrollResponse, MdmPayload};
+use orchard_protocol::prompt::PromptReport;
 use orchard_protocol::report::{CommandReport, CommandStatus};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -18,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::device::{App, Device, DeviceFacts, Timings};
+use crate::device::{App, Device, DeviceAction, DeviceFacts, Timings};
 use crate::push::{self, PushTarget, Registration};
 use crate::store_lookup::{StoreConfig, StoreLookup};
 
@@ -229,6 +230,26 @@ fn certificate_valid(cert_pem: &str) -> bool {
         .is_some_and(|not_after| not_after > time_now())
 }
 
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The wall-clock time of a device-clock instant, RFC 3339 UTC.
+fn wall_clock(at: Instant) -> String {
+    let now = Instant::now();
+    let wall = if at <= now {
+        time_now() - now.duration_since(at)
+    } else {
+        time_now() + at.duration_since(now)
+    };
+    wall.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
 fn time_now() -> time::OffsetDateTime {
     time::OffsetDateTime::now_utc()
 }
@@ -268,6 +289,8 @@ impl Agent {
             serial_number: config.facts.serial_number.clone(),
             product_name: Some(config.facts.product_name.clone()),
             os_version: Some(config.facts.os_version.clone()),
+            ownership: Some(config.facts.ownership.wire()),
+            single_app_mode: Some(config.facts.kiosk),
         };
         let url = format!("{}/mdm/enroll", config.server_url.trim_end_matches('/'));
         config.metrics.requests.fetch_add(1, Ordering::Relaxed);
@@ -410,6 +433,46 @@ impl Agent {
         .await
     }
 
+    /// Does what the device's user set off (joining the VPP program) and reports the
+    /// prompts shown or answered since the last report. What fails is kept for the
+    /// next call.
+    pub async fn deliver(&self) -> Result<(), AgentError> {
+        let (actions, prompts, udid) = {
+            let mut device = self.device.lock().unwrap_or_else(|p| p.into_inner());
+            device.tick(Instant::now());
+            let prompts = device.take_prompt_report(wall_clock);
+            (device.take_actions(), prompts, device.facts.udid.clone())
+        };
+        for action in actions {
+            match action {
+                DeviceAction::JoinProgram {
+                    invitation_url,
+                    account_hash,
+                } => {
+                    self.metrics.requests.fetch_add(1, Ordering::Relaxed);
+                    self.store
+                        .join_program(&invitation_url, &account_hash)
+                        .await?;
+                }
+            }
+        }
+        if prompts.is_empty() {
+            return Ok(());
+        }
+        let report = CheckinMessage::PromptReport(PromptReport {
+            udid,
+            prompts: prompts.clone(),
+        });
+        if let Err(e) = self.checkin(report).await {
+            self.device
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .unreport(&prompts);
+            return Err(e);
+        }
+        Ok(())
+    }
+
     /// Sends TokenUpdate with this device's push token and PushMagic.
     pub async fn token_update(&self) -> Result<(), AgentError> {
         let f = self.facts();
@@ -458,10 +521,17 @@ impl Agent {
         let mut handled = 0;
         while let Some(envelope) = self.put_report(&report).await? {
             let store_app = match Device::store_lookup_needed(&envelope) {
-                Some(adam_id) => self.store.app(adam_id).await.unwrap_or_else(|e| {
-                    tracing::warn!(error = %e, "App Store lookup failed");
-                    None
-                }),
+                Some(adam_id) => {
+                    let facts = self.facts();
+                    let account = facts.account_hash();
+                    self.store
+                        .app_for(adam_id, &facts.serial_number, account.as_deref())
+                        .await
+                        .unwrap_or_else(|e| {
+                            tracing::warn!(error = %e, "App Store lookup failed");
+                            None
+                        })
+                }
                 None => None,
             };
             report = {
@@ -498,13 +568,27 @@ impl Agent {
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "session failed; will retry"),
             }
+            if let Err(e) = self.deliver().await {
+                tracing::warn!(error = %e, "cannot deliver prompt answers; will retry");
+            }
+            let next_step = self
+                .device
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .next_deadline()
+                .map(tokio::time::Instant::from_std);
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(self.poll_interval) => {}
-            }
-            if let Ok(mut device) = self.device.lock() {
-                device.tick(Instant::now());
+                // The user answers a prompt or an install finishes: no check-in, but the
+                // answers are reported.
+                _ = sleep_until_some(next_step) => {
+                    if let Err(e) = self.deliver().await {
+                        tracing::warn!(error = %e, "cannot deliver prompt answers; will retry");
+                    }
+                    continue;
+                }
             }
         }
         if let Some(task) = push_task {

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
+use crate::prompt::{PROMPT_REPORT, PromptReport};
 use crate::xml;
 use crate::{ProtocolError, SerialNumber, Udid};
 
@@ -109,6 +110,8 @@ pub enum CheckinMessage {
     TokenUpdate(TokenUpdate),
     /// `MessageType` = `CheckOut`.
     CheckOut(CheckOut),
+    /// Orchard's extension: `MessageType` = `OrchardPromptReport`.
+    PromptReport(PromptReport),
     /// A well-formed check-in of a kind Orchard does not handle (e.g. `UserAuthenticate`).
     Unknown {
         /// The `MessageType` the device sent.
@@ -125,6 +128,7 @@ impl CheckinMessage {
             "Authenticate" => Self::Authenticate(xml::typed(dict)?),
             "TokenUpdate" => Self::TokenUpdate(xml::typed(dict)?),
             "CheckOut" => Self::CheckOut(xml::typed(dict)?),
+            PROMPT_REPORT => Self::PromptReport(xml::typed(dict)?),
             _ => Self::Unknown { message_type },
         })
     }
@@ -135,6 +139,7 @@ impl CheckinMessage {
             Self::Authenticate(m) => ("Authenticate", xml::to_dictionary(m)?),
             Self::TokenUpdate(m) => ("TokenUpdate", xml::to_dictionary(m)?),
             Self::CheckOut(m) => ("CheckOut", xml::to_dictionary(m)?),
+            Self::PromptReport(m) => (PROMPT_REPORT, xml::to_dictionary(m)?),
             Self::Unknown { message_type } => (message_type.as_str(), plist::Dictionary::new()),
         };
         dict.insert("MessageType".into(), message_type.into());
@@ -147,6 +152,7 @@ impl CheckinMessage {
             Self::Authenticate(m) => Some(&m.udid),
             Self::TokenUpdate(m) => Some(&m.udid),
             Self::CheckOut(m) => Some(&m.udid),
+            Self::PromptReport(m) => Some(&m.udid),
             Self::Unknown { .. } => None,
         }
     }
@@ -185,6 +191,18 @@ mod tests {
             CheckinMessage::CheckOut(CheckOut {
                 topic: "com.apple.mgmt.External.test".into(),
                 udid: "UDID-1".into(),
+            }),
+            CheckinMessage::PromptReport(PromptReport {
+                udid: "UDID-1".into(),
+                prompts: vec![crate::prompt::Prompt {
+                    prompt_id: "p1".into(),
+                    kind: crate::prompt::PromptKind::AppleId,
+                    identifier: Some("com.apple.Pages".into()),
+                    itunes_store_id: Some(crate::AdamId(361309726)),
+                    shown_at: "2026-11-25T10:00:00.000000Z".into(),
+                    answer: Some(crate::prompt::PromptAnswer::Dismissed),
+                    answered_at: Some("2026-11-25T10:00:01.000000Z".into()),
+                }],
             }),
         ];
         for message in messages {

@@ -4,8 +4,10 @@
 mod device_information;
 mod install_application;
 mod installed_application_list;
+mod invite_to_program;
 mod managed_application_list;
 mod remove_application;
+mod restrictions;
 
 pub use device_information::{DeviceInformation, DeviceInformationResponse, QueryResponses};
 pub use install_application::{
@@ -15,10 +17,17 @@ pub use install_application::{
 pub use installed_application_list::{
     InstalledApplication, InstalledApplicationList, InstalledApplicationListResponse,
 };
+pub use invite_to_program::{
+    InvitationResult, InviteToProgram, InviteToProgramResponse, PROGRAM_ID_VPP,
+};
 pub use managed_application_list::{
     ManagedApplication, ManagedApplicationList, ManagedApplicationListResponse,
 };
 pub use remove_application::RemoveApplication;
+pub use restrictions::{
+    ALLOW_APP_INSTALLATION, ALLOW_UI_APP_INSTALLATION, BooleanRestriction, GlobalRestrictions,
+    Restrictions, RestrictionsResponse,
+};
 
 use serde::{Deserialize, Serialize};
 
@@ -37,6 +46,10 @@ pub enum Command {
     ManagedApplicationList(ManagedApplicationList),
     /// `DeviceInformation`.
     DeviceInformation(DeviceInformation),
+    /// `InviteToProgram`.
+    InviteToProgram(InviteToProgram),
+    /// `Restrictions`.
+    Restrictions(Restrictions),
     /// A command this crate has no type for; a device answers it with `CommandFormatError`
     /// or `Error`.
     Unknown {
@@ -54,6 +67,8 @@ impl Command {
             Self::InstalledApplicationList(_) => "InstalledApplicationList",
             Self::ManagedApplicationList(_) => "ManagedApplicationList",
             Self::DeviceInformation(_) => "DeviceInformation",
+            Self::InviteToProgram(_) => "InviteToProgram",
+            Self::Restrictions(_) => "Restrictions",
             Self::Unknown { request_type } => request_type,
         }
     }
@@ -65,6 +80,8 @@ impl Command {
             Self::InstalledApplicationList(c) => xml::to_dictionary(c)?,
             Self::ManagedApplicationList(c) => xml::to_dictionary(c)?,
             Self::DeviceInformation(c) => xml::to_dictionary(c)?,
+            Self::InviteToProgram(c) => xml::to_dictionary(c)?,
+            Self::Restrictions(c) => xml::to_dictionary(c)?,
             Self::Unknown { .. } => plist::Dictionary::new(),
         };
         dict.insert("RequestType".into(), self.request_type().into());
@@ -79,6 +96,8 @@ impl Command {
             "InstalledApplicationList" => Self::InstalledApplicationList(xml::typed(dict)?),
             "ManagedApplicationList" => Self::ManagedApplicationList(xml::typed(dict)?),
             "DeviceInformation" => Self::DeviceInformation(xml::typed(dict)?),
+            "InviteToProgram" => Self::InviteToProgram(xml::typed(dict)?),
+            "Restrictions" => Self::Restrictions(xml::typed(dict)?),
             _ => Self::Unknown { request_type },
         })
     }
@@ -142,6 +161,12 @@ mod tests {
             }),
             Command::DeviceInformation(DeviceInformation {
                 queries: vec!["UDID".into(), "IsSupervised".into()],
+            }),
+            Command::InviteToProgram(InviteToProgram::vpp(
+                "https://buy.itunes.apple.com/WebObjects/MZFinance.woa/wa/associateVPPUserWithITSAccount?inviteCode=abc&mt=8",
+            )),
+            Command::Restrictions(Restrictions {
+                profile_restrictions: Some(false),
             }),
         ]
     }

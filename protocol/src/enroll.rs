@@ -35,6 +35,46 @@ pub struct EnrollRequest {
     /// OS version, e.g. `17.5`.
     #[serde(rename = "OSVersion", default, skip_serializing_if = "Option::is_none")]
     pub os_version: Option<String>,
+    /// Orchard extension: who owns the device (a real server learns it from the
+    /// enrollment type: automated enrollment is corporate, user enrollment personal).
+    #[serde(rename = "Ownership", default, skip_serializing_if = "Option::is_none")]
+    pub ownership: Option<Ownership>,
+    /// Orchard extension: the device runs in single-app (kiosk) mode (a real server
+    /// knows from the App Lock payload it installed).
+    #[serde(
+        rename = "SingleAppMode",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub single_app_mode: Option<bool>,
+}
+
+/// Who owns an enrolled device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Ownership {
+    /// Organisation-owned.
+    Corporate,
+    /// The user's own (BYOD).
+    Personal,
+}
+
+impl Ownership {
+    /// The wire name, also used by the admin API and storage.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Corporate => "Corporate",
+            Self::Personal => "Personal",
+        }
+    }
+
+    /// Parses the wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "Corporate" => Some(Self::Corporate),
+            "Personal" => Some(Self::Personal),
+            _ => None,
+        }
+    }
 }
 
 impl EnrollRequest {
@@ -148,6 +188,8 @@ mod tests {
             serial_number: "SN".into(),
             product_name: Some("iPhone15,2".into()),
             os_version: Some("17.5".into()),
+            ownership: Some(Ownership::Personal),
+            single_app_mode: Some(false),
         };
         assert_eq!(
             EnrollRequest::from_xml(&request.to_xml().unwrap()).unwrap(),

@@ -1,14 +1,14 @@
 //! The check-in core: Authenticate, TokenUpdate and CheckOut, named after Apple's
-//! messages. Transport-neutral: it gets the device identity and the body.
+//! messages, and Orchard's prompt report. Transport-neutral: it gets the device identity and the body.
 
 use orchard_protocol::checkin::CheckinMessage;
-use orchard_protocol::command::{Command, DeviceInformation};
+use orchard_protocol::command::{Command, DeviceInformation, Restrictions};
 
 use crate::error::{ServerError, ServerResult};
 use crate::identity::{self, DeviceIdentity};
 use crate::state::ServerState;
 use crate::store::{AuthenticateFacts, EnrollmentStatus};
-use crate::{clock, command_queue};
+use crate::{clock, command_queue, prompt};
 
 /// The queries Orchard asks every device on its first TokenUpdate.
 pub const DEVICE_QUERIES: [&str; 10] = [
@@ -35,6 +35,7 @@ pub async fn handle(
         CheckinMessage::Authenticate(m) => &m.udid,
         CheckinMessage::TokenUpdate(m) => &m.udid,
         CheckinMessage::CheckOut(m) => &m.udid,
+        CheckinMessage::PromptReport(m) => &m.udid,
         CheckinMessage::Unknown { message_type } => {
             return Err(ServerError::UnsupportedMessage(message_type.clone()));
         }
@@ -60,10 +61,17 @@ pub async fn handle(
                 .await?;
             if device.status != EnrollmentStatus::Active {
                 let queries = DEVICE_QUERIES.iter().map(|q| (*q).to_owned()).collect();
-                let command = Command::DeviceInformation(DeviceInformation { queries });
-                let queued = command_queue::new_command(&m.udid, command, None, now)?;
-                state.store.enqueue(std::slice::from_ref(&queued)).await?;
-                state.wake_for(&[queued]);
+                let inventory = [
+                    Command::DeviceInformation(DeviceInformation { queries }),
+                    // Whether the App Store is usable decides if user licensing can work.
+                    Command::Restrictions(Restrictions::default()),
+                ];
+                let queued = inventory
+                    .into_iter()
+                    .map(|c| command_queue::new_command(&m.udid, c, None, now.clone()))
+                    .collect::<Result<Vec<_>, _>>()?;
+                state.store.enqueue(&queued).await?;
+                state.wake_for(&queued);
                 state.poke_reconciler();
             }
         }
@@ -71,6 +79,7 @@ pub async fn handle(
             state.store.record_check_out(&m.udid, &now).await?;
             tracing::info!(udid = %m.udid, "device checked out");
         }
+        CheckinMessage::PromptReport(m) => prompt::record(state, &m).await?,
         CheckinMessage::Unknown { .. } => {}
     }
     Ok(())

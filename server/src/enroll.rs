@@ -39,6 +39,10 @@ pub async fn enroll(state: &ServerState, body: &[u8]) -> ServerResult<Vec<u8>> {
             topic: None,
             push_magic: None,
             is_supervised: None,
+            ownership: request.ownership.map(|o| o.as_str().to_owned()),
+            single_app_mode: request.single_app_mode,
+            app_store_allowed: None,
+            user_id: None,
             enrolled_at: now.clone(),
             last_seen_at: now,
         })

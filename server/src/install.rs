@@ -99,6 +99,18 @@ fn error_reason(report: &CommandReport) -> String {
         .unwrap_or_else(|| "the device reported an error without details".to_owned())
 }
 
+/// Orchard's status for an app still on its way: waiting for the user, or installing.
+fn progress(status: ManagedAppStatus) -> InstallStatus {
+    match status {
+        ManagedAppStatus::Prompting
+        | ManagedAppStatus::PromptingForLogin
+        | ManagedAppStatus::PromptingForUpdate
+        | ManagedAppStatus::PromptingForUpdateLogin
+        | ManagedAppStatus::PromptingForManagement => InstallStatus::Prompting,
+        _ => InstallStatus::Installing,
+    }
+}
+
 /// Reads a result for a command that concerns `app` (sans-IO).
 pub fn interpret(
     request_type: &str,
@@ -125,7 +137,7 @@ pub fn interpret(
                     follow_up: follow(installed_list, Duration::ZERO, id),
                 },
                 s if s.is_in_progress() => Interpretation {
-                    install: Some(InstallUpdate::new(InstallStatus::Installing, Some(s))),
+                    install: Some(InstallUpdate::new(progress(s), Some(s))),
                     follow_up: follow(managed_list, poll, id),
                 },
                 s => Interpretation {
@@ -165,8 +177,34 @@ pub fn interpret(
                     follow_up: follow(installed_list, Duration::ZERO, None),
                 },
                 Some(s) if s.is_in_progress() => Interpretation {
-                    install: Some(InstallUpdate::new(InstallStatus::Installing, Some(s))),
+                    install: Some(InstallUpdate::new(progress(s), Some(s))),
                     follow_up: follow(managed_list, poll, None),
+                },
+                Some(ManagedAppStatus::ManagedButUninstalled) => Interpretation {
+                    install: Some(InstallUpdate {
+                        status: InstallStatus::NotInstalled,
+                        device_status: Some(ManagedAppStatus::ManagedButUninstalled),
+                        version: None,
+                        reason: Some(
+                            "the user deleted the app; it stays managed and its license stays assigned"
+                                .into(),
+                        ),
+                    }),
+                    follow_up: None,
+                },
+                Some(ManagedAppStatus::UserRejected) => Interpretation {
+                    install: Some(InstallUpdate::failed(
+                        Some(ManagedAppStatus::UserRejected),
+                        "the user declined the install prompt".into(),
+                    )),
+                    follow_up: None,
+                },
+                Some(ManagedAppStatus::UpdateRejected) => Interpretation {
+                    install: Some(InstallUpdate::failed(
+                        Some(ManagedAppStatus::UpdateRejected),
+                        "the user declined the update prompt; the installed version stays".into(),
+                    )),
+                    follow_up: None,
                 },
                 Some(s) => Interpretation {
                     install: Some(InstallUpdate::failed(
@@ -243,6 +281,14 @@ pub async fn apply_result(
     };
     if command.request_type == "DeviceInformation" && report.status == CommandStatus::Acknowledged {
         record_device_information(state, &report.udid, report).await?;
+    }
+    if command.request_type == "Restrictions" && report.status == CommandStatus::Acknowledged {
+        let answer: orchard_protocol::command::RestrictionsResponse = report.response()?;
+        state
+            .store
+            .record_restrictions(&report.udid, answer.app_store_allowed())
+            .await?;
+        state.poke_reconciler();
     }
     let app = match &command.app_id {
         Some(id) => state.store.app(id).await?,
@@ -386,10 +432,30 @@ mod tests {
             ),
             (
                 ManagedAppStatus::Prompting,
+                InstallStatus::Prompting,
+                Some("ManagedApplicationList"),
+            ),
+            (
+                ManagedAppStatus::PromptingForLogin,
+                InstallStatus::Prompting,
+                Some("ManagedApplicationList"),
+            ),
+            (
+                ManagedAppStatus::Updating,
                 InstallStatus::Installing,
                 Some("ManagedApplicationList"),
             ),
             (ManagedAppStatus::UserRejected, InstallStatus::Failed, None),
+            (
+                ManagedAppStatus::UpdateRejected,
+                InstallStatus::Failed,
+                None,
+            ),
+            (
+                ManagedAppStatus::ManagedButUninstalled,
+                InstallStatus::NotInstalled,
+                None,
+            ),
             (ManagedAppStatus::Failed, InstallStatus::Failed, None),
         ];
         for (device, expected, follow) in cases {

@@ -11,6 +11,7 @@ pub mod error;
 pub mod http;
 pub mod identity;
 pub mod install;
+pub mod prompt;
 pub mod push;
 pub mod reconcile;
 mod server;
@@ -18,6 +19,7 @@ pub mod state;
 pub mod store;
 pub mod sync;
 pub mod tls;
+pub mod user_licensing;
 pub mod vpp;
 pub mod wake_bus;
 

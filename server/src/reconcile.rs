@@ -213,7 +213,17 @@ pub async fn run_once(state: &ServerState) -> ServerResult<bool> {
             }
         }
     }
-    follow_events(state, &apps).await
+    let mut pending = follow_events(state, &apps).await?;
+    let licenses = store.licenses().await?;
+    let mut device_in_flight: HashMap<String, i64> = HashMap::new();
+    for l in licenses
+        .iter()
+        .filter(|l| matches!(l.state, LicenseState::Pending | LicenseState::Associating))
+    {
+        *device_in_flight.entry(l.app_id.clone()).or_default() += 1;
+    }
+    pending |= crate::user_licensing::run_once(state, &apps, &device_in_flight).await?;
+    Ok(pending)
 }
 
 async fn associate(
@@ -410,7 +420,7 @@ fn install_row(
     }
 }
 
-fn failure_reason(error_number: Option<i64>, message: Option<&str>) -> String {
+pub(crate) fn failure_reason(error_number: Option<i64>, message: Option<&str>) -> String {
     match error_number {
         Some(9709) => NO_LICENSES.to_owned(),
         Some(n) => format!(

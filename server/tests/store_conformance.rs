@@ -99,6 +99,10 @@ fn device(udid: &str, fingerprint: &str) -> DeviceRecord {
         topic: None,
         push_magic: None,
         is_supervised: None,
+        ownership: Some("Corporate".into()),
+        single_app_mode: Some(false),
+        app_store_allowed: None,
+        user_id: None,
         enrolled_at: NOW.into(),
         last_seen_at: NOW.into(),
     }
@@ -723,6 +727,164 @@ async fn license_reservations_follow_apples_answers() {
             "{}",
             b.name
         );
+        b.finish().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_registrations_user_licenses_and_prompts() {
+    for b in backends().await {
+        let s = b.store.as_ref();
+        s.insert_token(&token("t1", "secret")).await.unwrap();
+        s.record_sync(&SyncRecord {
+            token_id: "t1".into(),
+            location_name: None,
+            country: None,
+            location_uid: None,
+            apps: vec![app("a1", "t1", 1, 10)],
+            now: NOW.into(),
+        })
+        .await
+        .unwrap();
+        let ana = UserRecord {
+            id: "ana".into(),
+            email: "ana@example.com".into(),
+            managed_apple_id: None,
+            name: Some("Ana".into()),
+            created_at: NOW.into(),
+        };
+        assert!(s.insert_user(&ana).await.unwrap());
+        assert!(
+            !s.insert_user(&UserRecord {
+                id: "other".into(),
+                ..ana.clone()
+            })
+            .await
+            .unwrap(),
+            "{}: emails are unique",
+            b.name
+        );
+        assert_eq!(s.user("ana").await.unwrap(), Some(ana.clone()));
+        for (udid, fp) in [("U1", "f1"), ("U2", "f2")] {
+            s.upsert_enrollment(&device(udid, fp)).await.unwrap();
+            s.record_token_update(&udid.into(), "t", "m", &[], NOW)
+                .await
+                .unwrap();
+            s.set_device_user(&udid.into(), Some("ana")).await.unwrap();
+        }
+        s.record_restrictions(&"U2".into(), false).await.unwrap();
+        let devices = s.devices_of_user("ana").await.unwrap();
+        assert_eq!(devices.len(), 2, "{}", b.name);
+        assert_eq!(devices[1].app_store_allowed, Some(false));
+        assert_eq!(devices[0].ownership.as_deref(), Some("Corporate"));
+        s.insert_group(&GroupRecord {
+            id: "g1".into(),
+            name: "Sales".into(),
+            kind: GroupKind::User,
+            created_at: NOW.into(),
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            s.add_group_users("g1", &["ana".into()], NOW).await.unwrap(),
+            1
+        );
+        assert_eq!(s.group_users("g1").await.unwrap(), vec!["ana".to_owned()]);
+        s.insert_assignment(&AssignmentRecord {
+            id: "as1".into(),
+            app_id: "a1".into(),
+            group_id: "g1".into(),
+            intent: Intent::Required,
+            license_type: LicenseType::User,
+            created_at: LATER.into(),
+        })
+        .await
+        .unwrap();
+        let targets = s.required_user_targets().await.unwrap();
+        assert_eq!(targets.len(), 2, "{}", b.name);
+        assert_eq!(targets[0].user_id.as_deref(), Some("ana"));
+        assert_eq!(
+            targets[0].joined_at, LATER,
+            "the later of join and assignment"
+        );
+        assert_eq!(targets[1].app_store_allowed, Some(false));
+        assert!(
+            s.required_device_targets().await.unwrap().is_empty(),
+            "{}: a user-licensed assignment targets no device license",
+            b.name
+        );
+
+        let mut vu = VppUserRecord {
+            token_id: "t1".into(),
+            user_id: "ana".into(),
+            client_user_id: "c-ana".into(),
+            status: VppUserStatus::Registering,
+            event_id: Some("e1".into()),
+            invite_code: None,
+            id_hash: None,
+            invited_udid: None,
+            invited_at: None,
+            invitation_answer: None,
+            answered_at: None,
+            error: None,
+            updated_at: NOW.into(),
+        };
+        s.put_vpp_user(&vu).await.unwrap();
+        vu.status = VppUserStatus::Associated;
+        vu.id_hash = Some("hash".into());
+        s.put_vpp_user(&vu).await.unwrap();
+        assert_eq!(s.vpp_users().await.unwrap(), vec![vu.clone()], "{}", b.name);
+
+        let mut l = UserLicenseRecord {
+            app_id: "a1".into(),
+            user_id: "ana".into(),
+            state: LicenseState::Pending,
+            event_id: None,
+            error: None,
+            updated_at: NOW.into(),
+        };
+        s.put_user_licenses(std::slice::from_ref(&l)).await.unwrap();
+        l.state = LicenseState::Associated;
+        l.event_id = Some("e2".into());
+        s.put_user_licenses(std::slice::from_ref(&l)).await.unwrap();
+        assert_eq!(s.user_licenses().await.unwrap(), vec![l]);
+
+        let shown = PromptRecord {
+            udid: "U1".into(),
+            prompt_id: "p1".into(),
+            kind: "AppleID".into(),
+            bundle_id: Some("com.apple.Pages".into()),
+            adam_id: Some("1".into()),
+            shown_at: NOW.into(),
+            answer: None,
+            answered_at: None,
+        };
+        s.record_prompts(std::slice::from_ref(&shown))
+            .await
+            .unwrap();
+        let answered = PromptRecord {
+            answer: Some("Accepted".into()),
+            answered_at: Some(LATER.into()),
+            ..shown.clone()
+        };
+        s.record_prompts(std::slice::from_ref(&answered))
+            .await
+            .unwrap();
+        // A late copy of the first report does not erase the answer.
+        s.record_prompts(std::slice::from_ref(&shown))
+            .await
+            .unwrap();
+        assert_eq!(
+            s.prompts_of_device(&"U1".into()).await.unwrap(),
+            vec![answered.clone()],
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            s.prompts_of_bundle("com.apple.Pages").await.unwrap(),
+            vec![answered]
+        );
+        assert!(s.prompts_of_device(&"U2".into()).await.unwrap().is_empty());
         b.finish().await;
     }
 }

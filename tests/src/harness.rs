@@ -172,7 +172,6 @@ impl Testbed {
             },
             timings: Timings {
                 install: Duration::from_millis(400),
-                prompt_answer: Duration::from_millis(200),
             },
             state_path: None,
             quic: None,

@@ -231,7 +231,6 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
         },
         timings: Timings {
             install: Duration::from_millis(500),
-            prompt_answer: Duration::from_millis(200),
         },
         state_path: None,
         quic: None,

@@ -31,6 +31,8 @@ async fn enroll(bed: &Testbed, udid: &str, secret: &str) -> reqwest::Response {
         serial_number: format!("SN-{udid}").into(),
         product_name: Some("iPhone15,2".into()),
         os_version: Some("17.5".into()),
+        ownership: None,
+        single_app_mode: None,
     };
     let http = tls_client(Trust::Only(&bed.server.ca_pem), None).unwrap();
     http.post(format!("{}/mdm/enroll", bed.server.url))
@@ -49,6 +51,8 @@ async fn enrolled(bed: &Testbed, udid: &str) -> Identity {
         serial_number: format!("SN-{udid}").into(),
         product_name: None,
         os_version: None,
+        ownership: None,
+        single_app_mode: None,
     };
     let http = tls_client(Trust::Only(&bed.server.ca_pem), None).unwrap();
     let response = http

@@ -192,6 +192,39 @@ pub trait AssignmentStore: Send + Sync {
 }
 
 /// Leases: one replica at a time runs a singleton job.
+/// The directory's people, user licensing state at Apple, and reported prompts.
+#[async_trait]
+pub trait UserStore: Send + Sync {
+    /// Adds a user; false when the email or managed Apple ID is taken.
+    async fn insert_user(&self, user: &UserRecord) -> StoreResult<bool>;
+    async fn user(&self, id: &str) -> StoreResult<Option<UserRecord>>;
+    async fn users(&self, page: &Page) -> StoreResult<Vec<UserRecord>>;
+    /// Sets (or clears) a device's user.
+    async fn set_device_user(&self, udid: &Udid, user_id: Option<&str>) -> StoreResult<()>;
+    async fn devices_of_user(&self, user_id: &str) -> StoreResult<Vec<DeviceRecord>>;
+    async fn add_group_users(
+        &self,
+        group_id: &str,
+        user_ids: &[String],
+        now: &str,
+    ) -> StoreResult<u64>;
+    async fn group_users(&self, group_id: &str) -> StoreResult<Vec<String>>;
+    async fn vpp_users(&self) -> StoreResult<Vec<VppUserRecord>>;
+    /// Writes a user's registration at Apple (insert or replace).
+    async fn put_vpp_user(&self, user: &VppUserRecord) -> StoreResult<()>;
+    async fn user_licenses(&self) -> StoreResult<Vec<UserLicenseRecord>>;
+    /// Writes user licenses (insert or replace).
+    async fn put_user_licenses(&self, rows: &[UserLicenseRecord]) -> StoreResult<()>;
+    /// Devices that Required, user-licensed assignments target, in service order.
+    async fn required_user_targets(&self) -> StoreResult<Vec<UserTarget>>;
+    /// Records prompts; a prompt reported again (answered) replaces the first report.
+    async fn record_prompts(&self, prompts: &[PromptRecord]) -> StoreResult<()>;
+    async fn prompts_of_device(&self, udid: &Udid) -> StoreResult<Vec<PromptRecord>>;
+    async fn prompts_of_bundle(&self, bundle_id: &str) -> StoreResult<Vec<PromptRecord>>;
+    /// Records whether the App Store is usable on a device (Restrictions answer).
+    async fn record_restrictions(&self, udid: &Udid, app_store_allowed: bool) -> StoreResult<()>;
+}
+
 #[async_trait]
 pub trait LeaseStore: Send + Sync {
     /// Takes or renews the lease `name` for `holder` until `until`, if it is free, expired
@@ -209,7 +242,14 @@ pub trait LeaseStore: Send + Sync {
 
 /// Everything the server stores.
 pub trait Store:
-    AdminStore + DeviceStore + CommandStore + VppStore + DirectoryStore + AssignmentStore + LeaseStore
+    AdminStore
+    + DeviceStore
+    + CommandStore
+    + VppStore
+    + DirectoryStore
+    + AssignmentStore
+    + UserStore
+    + LeaseStore
 {
 }
 
@@ -220,6 +260,7 @@ impl<T> Store for T where
         + VppStore
         + DirectoryStore
         + AssignmentStore
+        + UserStore
         + LeaseStore
 {
 }

@@ -98,6 +98,23 @@ text_enum!(
 );
 
 text_enum!(
+    /// A user as registered at Apple under one token (Apple's user `status`, plus
+    /// the steps before Apple answers).
+    VppUserStatus {
+        /// Asked Apple to create the user; waiting for the event.
+        Registering = "registering",
+        /// Created at Apple, has an invite code, has not joined yet.
+        Registered = "registered",
+        /// Joined the VPP program with an Apple Account (Apple has its idHash).
+        Associated = "associated",
+        /// Retired at Apple.
+        Retired = "retired",
+        /// Apple refused to create the user; see the error.
+        Failed = "failed",
+    }
+);
+
+text_enum!(
     /// An app's install state on one device, as admins see it.
     InstallStatus {
         /// The license is being associated at Apple.
@@ -112,6 +129,13 @@ text_enum!(
         Failed = "failed",
         /// No license could be associated; see the reason.
         LicenseFailed = "license_failed",
+        /// The device waits for its user to answer a prompt.
+        Prompting = "prompting",
+        /// The assignment cannot apply to this device; see the reason.
+        NotApplicable = "not_applicable",
+        /// Installed once, but no longer on the device (the user deleted it); the
+        /// license stays assigned.
+        NotInstalled = "not_installed",
     }
 );
 
@@ -120,6 +144,8 @@ text_enum!(
     GroupKind {
         /// Devices.
         Device = "device",
+        /// Users (their devices are the devices with that user).
+        User = "user",
     }
 );
 
@@ -177,6 +203,14 @@ pub struct DeviceRecord {
     pub push_magic: Option<String>,
     /// Supervised, as last reported.
     pub is_supervised: Option<bool>,
+    /// `Corporate` or `Personal`, as enrolled.
+    pub ownership: Option<String>,
+    /// Runs in single-app (kiosk) mode.
+    pub single_app_mode: Option<bool>,
+    /// The App Store is usable (from the Restrictions query).
+    pub app_store_allowed: Option<bool>,
+    /// The device's user, if any.
+    pub user_id: Option<String>,
     /// When the certificate was issued.
     pub enrolled_at: String,
     /// Last request.
@@ -437,4 +471,107 @@ pub struct InstallRecord {
     pub reason: Option<String>,
     /// Last change.
     pub updated_at: String,
+}
+
+/// A person in the directory.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct UserRecord {
+    /// Opaque id.
+    pub id: String,
+    /// Email (unique).
+    pub email: String,
+    /// Managed Apple Account, if the organisation has one for the user (unique).
+    pub managed_apple_id: Option<String>,
+    /// Display name.
+    pub name: Option<String>,
+    /// Creation time.
+    pub created_at: String,
+}
+
+/// A user as registered at Apple under one token.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct VppUserRecord {
+    /// Token.
+    pub token_id: String,
+    /// User.
+    pub user_id: String,
+    /// Apple's `clientUserId` (chosen by this server).
+    pub client_user_id: String,
+    /// Status.
+    pub status: VppUserStatus,
+    /// Apple's event for the registration.
+    #[serde(skip)]
+    pub event_id: Option<String>,
+    /// Invite code for the VPP invitation.
+    #[serde(skip)]
+    pub invite_code: Option<String>,
+    /// Apple's opaque hash of the user's Apple Account, once joined.
+    pub id_hash: Option<String>,
+    /// The device the invitation was sent to.
+    pub invited_udid: Option<String>,
+    /// When the invitation was sent.
+    pub invited_at: Option<String>,
+    /// The user's answer to the invitation (`Accepted`, `Declined`, `Dismissed`).
+    pub invitation_answer: Option<String>,
+    /// When the user answered.
+    pub answered_at: Option<String>,
+    /// Last error.
+    pub error: Option<String>,
+    /// Last change.
+    pub updated_at: String,
+}
+
+/// A user license this server asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserLicenseRecord {
+    /// App.
+    pub app_id: String,
+    /// User.
+    pub user_id: String,
+    /// State.
+    pub state: LicenseState,
+    /// Apple's event id.
+    pub event_id: Option<String>,
+    /// Last error.
+    pub error: Option<String>,
+    /// Last change.
+    pub updated_at: String,
+}
+
+/// An (app, device) pair a Required, user-licensed assignment targets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserTarget {
+    /// App.
+    pub app_id: String,
+    /// The device's user (none: the device has no user).
+    pub user_id: Option<String>,
+    /// Device.
+    pub udid: Udid,
+    /// When it joined the targeting group (earliest, if several).
+    pub joined_at: String,
+    /// The device runs in single-app mode.
+    pub single_app_mode: bool,
+    /// The App Store is usable, if known.
+    pub app_store_allowed: Option<bool>,
+}
+
+/// A prompt a device showed its user.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PromptRecord {
+    /// Device.
+    pub udid: Udid,
+    /// The device's id for the prompt.
+    pub prompt_id: String,
+    /// `VPPInvitation`, `AppInstall`, `AppUpdate` or `AppleID`.
+    pub kind: String,
+    /// App bundle id, for app prompts.
+    pub bundle_id: Option<String>,
+    /// App Store id, for app prompts.
+    pub adam_id: Option<String>,
+    /// When shown.
+    pub shown_at: String,
+    /// The answer, once given.
+    pub answer: Option<String>,
+    /// When answered.
+    pub answered_at: Option<String>,
 }

@@ -21,6 +21,14 @@ macro_rules! row_mappers {
                 topic: row.try_get("topic")?,
                 push_magic: row.try_get("push_magic")?,
                 is_supervised: supervised.map(|v| v != 0),
+                ownership: row.try_get("ownership")?,
+                single_app_mode: row
+                    .try_get::<Option<i64>, _>("single_app_mode")?
+                    .map(|v| v != 0),
+                app_store_allowed: row
+                    .try_get::<Option<i64>, _>("app_store_allowed")?
+                    .map(|v| v != 0),
+                user_id: row.try_get("user_id")?,
                 enrolled_at: row.try_get("enrolled_at")?,
                 last_seen_at: row.try_get("last_seen_at")?,
             })
@@ -131,6 +139,75 @@ macro_rules! row_mappers {
                 version: row.try_get("version")?,
                 reason: row.try_get("reason")?,
                 updated_at: row.try_get("updated_at")?,
+            })
+        }
+
+        fn user_row(row: &$row) -> StoreResult<UserRecord> {
+            Ok(UserRecord {
+                id: row.try_get("id")?,
+                email: row.try_get("email")?,
+                managed_apple_id: row.try_get("managed_apple_id")?,
+                name: row.try_get("name")?,
+                created_at: row.try_get("created_at")?,
+            })
+        }
+
+        fn vpp_user_row(row: &$row) -> StoreResult<VppUserRecord> {
+            let status: String = row.try_get("status")?;
+            Ok(VppUserRecord {
+                token_id: row.try_get("token_id")?,
+                user_id: row.try_get("user_id")?,
+                client_user_id: row.try_get("client_user_id")?,
+                status: VppUserStatus::parse(&status).ok_or(corrupt("vpp_users.status"))?,
+                event_id: row.try_get("event_id")?,
+                invite_code: row.try_get("invite_code")?,
+                id_hash: row.try_get("id_hash")?,
+                invited_udid: row.try_get("invited_udid")?,
+                invited_at: row.try_get("invited_at")?,
+                invitation_answer: row.try_get("invitation_answer")?,
+                answered_at: row.try_get("answered_at")?,
+                error: row.try_get("error")?,
+                updated_at: row.try_get("updated_at")?,
+            })
+        }
+
+        fn user_license_row(row: &$row) -> StoreResult<UserLicenseRecord> {
+            let state: String = row.try_get("state")?;
+            Ok(UserLicenseRecord {
+                app_id: row.try_get("app_id")?,
+                user_id: row.try_get("user_id")?,
+                state: LicenseState::parse(&state).ok_or(corrupt("user_licenses.state"))?,
+                event_id: row.try_get("event_id")?,
+                error: row.try_get("error")?,
+                updated_at: row.try_get("updated_at")?,
+            })
+        }
+
+        fn user_target_row(row: &$row) -> StoreResult<UserTarget> {
+            Ok(UserTarget {
+                app_id: row.try_get("app_id")?,
+                user_id: row.try_get("user_id")?,
+                udid: Udid(row.try_get("udid")?),
+                joined_at: row.try_get("joined_at")?,
+                single_app_mode: row
+                    .try_get::<Option<i64>, _>("single_app_mode")?
+                    .is_some_and(|v| v != 0),
+                app_store_allowed: row
+                    .try_get::<Option<i64>, _>("app_store_allowed")?
+                    .map(|v| v != 0),
+            })
+        }
+
+        fn prompt_row(row: &$row) -> StoreResult<PromptRecord> {
+            Ok(PromptRecord {
+                udid: Udid(row.try_get("udid")?),
+                prompt_id: row.try_get("prompt_id")?,
+                kind: row.try_get("kind")?,
+                bundle_id: row.try_get("bundle_id")?,
+                adam_id: row.try_get("adam_id")?,
+                shown_at: row.try_get("shown_at")?,
+                answer: row.try_get("answer")?,
+                answered_at: row.try_get("answered_at")?,
             })
         }
 

@@ -281,12 +281,13 @@ impl DeviceStore for SqliteStore {
     async fn upsert_enrollment(&self, d: &DeviceRecord) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO devices (udid, serial_number, product_name, os_version, cert_fingerprint, status,
-                                  enrolled_at, last_seen_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                                  enrolled_at, last_seen_at, ownership, single_app_mode)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (udid) DO UPDATE SET serial_number = excluded.serial_number,
                 product_name = excluded.product_name, os_version = excluded.os_version,
                 cert_fingerprint = excluded.cert_fingerprint, status = excluded.status,
-                enrolled_at = excluded.enrolled_at, last_seen_at = excluded.last_seen_at",
+                enrolled_at = excluded.enrolled_at, last_seen_at = excluded.last_seen_at,
+                ownership = excluded.ownership, single_app_mode = excluded.single_app_mode",
         )
         .bind(d.udid.as_str())
         .bind(d.serial_number.as_str())
@@ -296,6 +297,8 @@ impl DeviceStore for SqliteStore {
         .bind(d.status.as_str())
         .bind(&d.enrolled_at)
         .bind(&d.last_seen_at)
+        .bind(&d.ownership)
+        .bind(d.single_app_mode.map(i64::from))
         .execute(&self.writer)
         .await?;
         Ok(())
@@ -658,11 +661,17 @@ impl AssignmentStore for SqliteStore {
 
     async fn required_device_targets(&self) -> StoreResult<Vec<Target>> {
         let rows = sqlx::query(
-            "SELECT a.app_id AS app_id, d.udid AS udid, d.serial_number AS serial_number,
-                    MIN(MAX(gd.joined_at, a.created_at)) AS joined_at
+            "WITH members AS (
+                SELECT gd.group_id, gd.udid, gd.joined_at FROM group_devices gd
+                UNION ALL
+                SELECT gu.group_id, d.udid, gu.joined_at
+                FROM group_users gu JOIN devices d ON d.user_id = gu.user_id
+             )
+             SELECT a.app_id AS app_id, d.udid AS udid, d.serial_number AS serial_number,
+                    MIN(MAX(m.joined_at, a.created_at)) AS joined_at
              FROM assignments a
-             JOIN group_devices gd ON gd.group_id = a.group_id
-             JOIN devices d ON d.udid = gd.udid
+             JOIN members m ON m.group_id = a.group_id
+             JOIN devices d ON d.udid = m.udid
              WHERE a.intent = 'required' AND a.license_type = 'device' AND d.status = 'active'
              GROUP BY a.app_id, d.udid
              ORDER BY joined_at, d.udid",
@@ -822,6 +831,232 @@ impl AssignmentStore for SqliteStore {
         let mut tx = self.writer.begin().await?;
         upsert_installs(&mut tx, installs).await?;
         tx.commit().await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl UserStore for SqliteStore {
+    async fn insert_user(&self, u: &UserRecord) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "INSERT INTO users (id, email, managed_apple_id, name, created_at) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&u.id)
+        .bind(&u.email)
+        .bind(&u.managed_apple_id)
+        .bind(&u.name)
+        .bind(&u.created_at)
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn user(&self, id: &str) -> StoreResult<Option<UserRecord>> {
+        self.one("users", "id", id, user_row).await
+    }
+
+    async fn users(&self, page: &Page) -> StoreResult<Vec<UserRecord>> {
+        let rows = sqlx::query("SELECT * FROM users WHERE id > ? ORDER BY id LIMIT ?")
+            .bind(page.cursor.as_deref().unwrap_or(""))
+            .bind(page.limit)
+            .fetch_all(&self.reader)
+            .await?;
+        collect(rows, user_row)
+    }
+
+    async fn set_device_user(&self, udid: &Udid, user_id: Option<&str>) -> StoreResult<()> {
+        sqlx::query("UPDATE devices SET user_id = ? WHERE udid = ?")
+            .bind(user_id)
+            .bind(udid.as_str())
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn devices_of_user(&self, user_id: &str) -> StoreResult<Vec<DeviceRecord>> {
+        let rows =
+            sqlx::query("SELECT * FROM devices WHERE user_id = ? ORDER BY enrolled_at, udid")
+                .bind(user_id)
+                .fetch_all(&self.reader)
+                .await?;
+        collect(rows, device_row)
+    }
+
+    async fn add_group_users(
+        &self,
+        group_id: &str,
+        user_ids: &[String],
+        now: &str,
+    ) -> StoreResult<u64> {
+        let mut tx = self.writer.begin().await?;
+        let mut added = 0;
+        for user_id in user_ids {
+            added += sqlx::query(
+                "INSERT INTO group_users (group_id, user_id, joined_at) VALUES (?, ?, ?)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(group_id)
+            .bind(user_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(added)
+    }
+
+    async fn group_users(&self, group_id: &str) -> StoreResult<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT user_id FROM group_users WHERE group_id = ? ORDER BY joined_at, user_id",
+        )
+        .bind(group_id)
+        .fetch_all(&self.reader)
+        .await?)
+    }
+
+    async fn vpp_users(&self) -> StoreResult<Vec<VppUserRecord>> {
+        let rows = sqlx::query("SELECT * FROM vpp_users ORDER BY token_id, user_id")
+            .fetch_all(&self.reader)
+            .await?;
+        collect(rows, vpp_user_row)
+    }
+
+    async fn put_vpp_user(&self, u: &VppUserRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO vpp_users (token_id, user_id, client_user_id, status, event_id, invite_code,
+                                    id_hash, invited_udid, invited_at, invitation_answer, answered_at,
+                                    error, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (token_id, user_id) DO UPDATE SET client_user_id = excluded.client_user_id,
+                status = excluded.status, event_id = excluded.event_id,
+                invite_code = excluded.invite_code, id_hash = excluded.id_hash,
+                invited_udid = excluded.invited_udid, invited_at = excluded.invited_at,
+                invitation_answer = excluded.invitation_answer, answered_at = excluded.answered_at,
+                error = excluded.error, updated_at = excluded.updated_at",
+        )
+        .bind(&u.token_id)
+        .bind(&u.user_id)
+        .bind(&u.client_user_id)
+        .bind(u.status.as_str())
+        .bind(&u.event_id)
+        .bind(&u.invite_code)
+        .bind(&u.id_hash)
+        .bind(&u.invited_udid)
+        .bind(&u.invited_at)
+        .bind(&u.invitation_answer)
+        .bind(&u.answered_at)
+        .bind(&u.error)
+        .bind(&u.updated_at)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn user_licenses(&self) -> StoreResult<Vec<UserLicenseRecord>> {
+        let rows = sqlx::query("SELECT * FROM user_licenses ORDER BY app_id, user_id")
+            .fetch_all(&self.reader)
+            .await?;
+        collect(rows, user_license_row)
+    }
+
+    async fn put_user_licenses(&self, rows: &[UserLicenseRecord]) -> StoreResult<()> {
+        let mut tx = self.writer.begin().await?;
+        for l in rows {
+            sqlx::query(
+                "INSERT INTO user_licenses (app_id, user_id, state, event_id, error, updated_at)
+                 VALUES (?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (app_id, user_id) DO UPDATE SET state = excluded.state,
+                    event_id = excluded.event_id, error = excluded.error,
+                    updated_at = excluded.updated_at",
+            )
+            .bind(&l.app_id)
+            .bind(&l.user_id)
+            .bind(l.state.as_str())
+            .bind(&l.event_id)
+            .bind(&l.error)
+            .bind(&l.updated_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn required_user_targets(&self) -> StoreResult<Vec<UserTarget>> {
+        let rows = sqlx::query(
+            "WITH members AS (
+                SELECT gd.group_id, gd.udid, gd.joined_at FROM group_devices gd
+                UNION ALL
+                SELECT gu.group_id, d.udid, gu.joined_at
+                FROM group_users gu JOIN devices d ON d.user_id = gu.user_id
+             )
+             SELECT a.app_id AS app_id, d.udid AS udid, d.user_id AS user_id,
+                    d.single_app_mode AS single_app_mode, d.app_store_allowed AS app_store_allowed,
+                    MIN(MAX(m.joined_at, a.created_at)) AS joined_at
+             FROM assignments a
+             JOIN members m ON m.group_id = a.group_id
+             JOIN devices d ON d.udid = m.udid
+             WHERE a.intent = 'required' AND a.license_type = 'user' AND d.status = 'active'
+             GROUP BY a.app_id, d.udid, d.user_id, d.single_app_mode, d.app_store_allowed
+             ORDER BY joined_at, d.udid",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        collect(rows, user_target_row)
+    }
+
+    async fn record_prompts(&self, prompts: &[PromptRecord]) -> StoreResult<()> {
+        let mut tx = self.writer.begin().await?;
+        for p in prompts {
+            sqlx::query(
+                "INSERT INTO prompts (udid, prompt_id, kind, bundle_id, adam_id, shown_at, answer,
+                                      answered_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (udid, prompt_id) DO UPDATE SET
+                    answer = COALESCE(excluded.answer, prompts.answer),
+                    answered_at = COALESCE(excluded.answered_at, prompts.answered_at)",
+            )
+            .bind(p.udid.as_str())
+            .bind(&p.prompt_id)
+            .bind(&p.kind)
+            .bind(&p.bundle_id)
+            .bind(&p.adam_id)
+            .bind(&p.shown_at)
+            .bind(&p.answer)
+            .bind(&p.answered_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn prompts_of_device(&self, udid: &Udid) -> StoreResult<Vec<PromptRecord>> {
+        let rows = sqlx::query("SELECT * FROM prompts WHERE udid = ? ORDER BY shown_at, prompt_id")
+            .bind(udid.as_str())
+            .fetch_all(&self.reader)
+            .await?;
+        collect(rows, prompt_row)
+    }
+
+    async fn prompts_of_bundle(&self, bundle_id: &str) -> StoreResult<Vec<PromptRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM prompts WHERE bundle_id = ? ORDER BY shown_at, udid, prompt_id",
+        )
+        .bind(bundle_id)
+        .fetch_all(&self.reader)
+        .await?;
+        collect(rows, prompt_row)
+    }
+
+    async fn record_restrictions(&self, udid: &Udid, app_store_allowed: bool) -> StoreResult<()> {
+        sqlx::query("UPDATE devices SET app_store_allowed = ? WHERE udid = ?")
+            .bind(i64::from(app_store_allowed))
+            .bind(udid.as_str())
+            .execute(&self.writer)
+            .await?;
         Ok(())
     }
 }

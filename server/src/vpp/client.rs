@@ -206,6 +206,56 @@ impl AppleClient {
         .await
     }
 
+    /// `POST /users/create`: registers users; returns the event to follow.
+    pub async fn create_users(
+        &self,
+        s_token: &str,
+        request: &ManageUsersRequest,
+    ) -> Result<EventResponse, VppError> {
+        self.call(Method::POST, "/users/create", s_token, &[], Some(request))
+            .await
+    }
+
+    /// `GET /users?clientUserId=…`: one user as Apple has it.
+    pub async fn user(
+        &self,
+        s_token: &str,
+        client_user_id: &str,
+    ) -> Result<Option<ResponseUser>, VppError> {
+        let resp: GetUsersResponse = self
+            .call::<(), _>(
+                Method::GET,
+                "/users",
+                s_token,
+                &[("clientUserId", client_user_id)],
+                None,
+            )
+            .await?;
+        Ok(resp
+            .users
+            .into_iter()
+            .find(|u| u.client_user_id == client_user_id))
+    }
+
+    /// The VPP invitation URL for an invite code: service config's `invitationEmail`
+    /// template with the code filled in.
+    pub async fn invitation_url(
+        &self,
+        s_token: &str,
+        invite_code: &str,
+    ) -> Result<String, VppError> {
+        let config: ServiceConfigResponse = self
+            .call::<(), _>(Method::GET, "/service/config", s_token, &[], None)
+            .await?;
+        let template = config
+            .urls
+            .invitation_email
+            .ok_or_else(|| VppError::Decode("service config has no invitationEmail URL".into()))?;
+        Ok(template
+            .replace("%25inviteCode%25", invite_code)
+            .replace("%inviteCode%", invite_code))
+    }
+
     /// `GET /status?eventId=…`.
     pub async fn event_status(
         &self,

@@ -103,6 +103,74 @@ pub struct ManageAssetsRequest {
     pub client_user_ids: Vec<String>,
 }
 
+/// `ServiceConfigResponse`: the URLs Orchard reads.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ServiceConfigResponse {
+    /// Endpoint URLs.
+    pub urls: ServiceUrls,
+}
+
+/// `ServiceConfigResponse.urls`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceUrls {
+    /// The VPP invitation URL template (`%25inviteCode%25` stands for the code).
+    #[serde(default)]
+    pub invitation_email: Option<String>,
+}
+
+/// `RequestUser` inside `ManageUsersRequest`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestUser {
+    /// This server's id for the user.
+    pub client_user_id: String,
+    /// The user's email.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// The user's Managed Apple Account, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub managed_apple_id: Option<String>,
+}
+
+/// `ManageUsersRequest` (`POST /users/create`, `/users/update`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ManageUsersRequest {
+    /// Users.
+    pub users: Vec<RequestUser>,
+}
+
+/// `ResponseUser`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResponseUser {
+    /// This server's id for the user.
+    pub client_user_id: String,
+    /// Email.
+    #[serde(default)]
+    pub email: Option<String>,
+    /// Apple's hash of the user's Apple Account, once associated.
+    #[serde(default)]
+    pub id_hash: Option<String>,
+    /// Invite code, until associated.
+    #[serde(default)]
+    pub invite_code: Option<String>,
+    /// `Registered`, `Associated` or `Retired`.
+    pub status: String,
+}
+
+/// `GetUsersResponse` (one page).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GetUsersResponse {
+    /// Users on this page.
+    #[serde(default)]
+    pub users: Vec<ResponseUser>,
+    /// The next page, absent on the last.
+    #[serde(default)]
+    pub next_page_index: Option<i64>,
+}
+
 /// `EventResponse`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]

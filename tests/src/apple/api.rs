@@ -14,7 +14,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use super::state::{Event, World};
+use super::state::{Event, VppUser, World};
 
 /// Shared world.
 pub(super) type SharedWorld = Arc<Mutex<World>>;
@@ -49,7 +49,11 @@ pub(super) fn router(world: SharedWorld) -> Router {
         .route("/mdm/v2/assets/associate", post(associate))
         .route("/mdm/v2/assignments", get(assignments))
         .route("/mdm/v2/status", get(status))
+        .route("/mdm/v2/users", get(users))
+        .route("/mdm/v2/users/create", post(create_users))
         .route("/lookup", get(lookup))
+        .route("/associateVPPUserWithITSAccount", get(accept_invitation))
+        .route("/store/license", get(store_license))
         .route("/testbed/locations/{uid}/token", get(token_file))
         .with_state(world)
 }
@@ -129,7 +133,7 @@ async fn service_config(headers: HeaderMap) -> Json<Value> {
             "retireUsers": format!("{base}/users/retire"),
             "eventStatus": format!("{base}/status"),
             "contentMetadataLookup": format!("https://{host}/lookup"),
-            "invitationEmail": "https://buy.itunes.apple.com/WebObjects/MZFinance.woa/wa/associateVPPUserWithITSAccount?inviteCode=%25inviteCode%25&mt=8",
+            "invitationEmail": format!("https://{host}/associateVPPUserWithITSAccount?inviteCode=%25inviteCode%25&mt=8"),
         },
         "limits": {
             "maxAssets": 25, "maxClientUserIds": 1000, "maxSerialNumbers": 1000,
@@ -273,6 +277,12 @@ async fn associate(State(world): State<SharedWorld>, headers: HeaderMap, body: B
     if serials.iter().collect::<BTreeSet<_>>().len() != serials.len() {
         return apple_error(StatusCode::BAD_REQUEST, 9705, "Duplicate serial numbers");
     }
+    if users.len() > 1000 {
+        return apple_error(StatusCode::BAD_REQUEST, 9701, "Too many clientUserIds");
+    }
+    if users.iter().collect::<BTreeSet<_>>().len() != users.len() {
+        return apple_error(StatusCode::BAD_REQUEST, 9704, "Duplicate clientUserIds");
+    }
     let mut adam_ids = Vec::new();
     for asset in assets {
         let Some(adam_id) = asset
@@ -326,6 +336,43 @@ async fn associate(State(world): State<SharedWorld>, headers: HeaderMap, body: B
                 "errorInfo": { "assets": [{ "adamId": adam_id.to_string(), "pricingParam": "STDQ" }], "serialNumbers": short },
             }));
         }
+        let mut short_users = Vec::new();
+        let mut unknown_users = Vec::new();
+        for client in &users {
+            let key = (uid.clone(), adam_id, client.clone());
+            if world.user_assignments.contains(&key) {
+                continue;
+            }
+            let active = world
+                .users
+                .get(&(uid.clone(), client.clone()))
+                .is_some_and(|u| u.status != "Retired");
+            if !active {
+                unknown_users.push(client.clone());
+                continue;
+            }
+            let counts = world.assets.entry((uid.clone(), adam_id)).or_default();
+            if counts.assigned < counts.total {
+                counts.assigned += 1;
+                world.user_assignments.insert(key);
+            } else {
+                short_users.push(client.clone());
+            }
+        }
+        if !short_users.is_empty() {
+            failures.push(json!({
+                "errorNumber": 9709,
+                "errorMessage": "Not enough licenses",
+                "errorInfo": { "assets": [{ "adamId": adam_id.to_string(), "pricingParam": "STDQ" }], "clientUserIds": short_users },
+            }));
+        }
+        if !unknown_users.is_empty() {
+            failures.push(json!({
+                "errorNumber": 9609,
+                "errorMessage": "Registered user not found",
+                "errorInfo": { "clientUserIds": unknown_users },
+            }));
+        }
     }
     let event_id = uuid::Uuid::new_v4().to_string();
     let ready_at = Instant::now() + world.event_delay;
@@ -334,7 +381,7 @@ async fn associate(State(world): State<SharedWorld>, headers: HeaderMap, body: B
         Event {
             uid: uid.clone(),
             event_type: "ASSOCIATE",
-            requested: serials.len() as i64,
+            requested: (serials.len() + users.len()) as i64,
             failures,
             ready_at,
         },
@@ -350,6 +397,7 @@ async fn associate(State(world): State<SharedWorld>, headers: HeaderMap, body: B
 struct AssignmentsQuery {
     adam_id: Option<String>,
     serial_number: Option<String>,
+    client_user_id: Option<String>,
 }
 
 async fn assignments(
@@ -362,16 +410,28 @@ async fn assignments(
         Ok(uid) => uid,
         Err(fault) => return fault.into_response(),
     };
-    let items: Vec<Value> = world
+    let wanted_asset = |a: &u64| q.adam_id.as_ref().is_none_or(|id| id == &a.to_string());
+    let devices = world
         .serial_assignments
         .iter()
         .filter(|(u, a, s)| {
             u == &uid
-                && q.adam_id.as_ref().is_none_or(|id| id == &a.to_string())
+                && wanted_asset(a)
+                && q.client_user_id.is_none()
                 && q.serial_number.as_ref().is_none_or(|sn| sn == s)
         })
-        .map(|(_, a, s)| json!({ "adamId": a.to_string(), "pricingParam": "STDQ", "serialNumber": s }))
-        .collect();
+        .map(|(_, a, s)| json!({ "adamId": a.to_string(), "pricingParam": "STDQ", "serialNumber": s }));
+    let users = world
+        .user_assignments
+        .iter()
+        .filter(|(u, a, c)| {
+            u == &uid
+                && wanted_asset(a)
+                && q.serial_number.is_none()
+                && q.client_user_id.as_ref().is_none_or(|id| id == c)
+        })
+        .map(|(_, a, c)| json!({ "adamId": a.to_string(), "pricingParam": "STDQ", "clientUserId": c }));
+    let items: Vec<Value> = devices.chain(users).collect();
     Json(json!({
         "assignments": items,
         "currentPageIndex": 0,
@@ -412,10 +472,11 @@ async fn status(
     let failed_items: i64 = event
         .failures
         .iter()
-        .filter_map(|f| {
-            f["errorInfo"]["serialNumbers"]
-                .as_array()
-                .map(|a| a.len() as i64)
+        .map(|f| {
+            ["serialNumbers", "clientUserIds"]
+                .iter()
+                .filter_map(|k| f["errorInfo"][k].as_array().map(|a| a.len() as i64))
+                .sum::<i64>()
         })
         .sum();
     Json(json!({
@@ -475,4 +536,200 @@ async fn token_file(State(world): State<SharedWorld>, Path(uid): Path<String>) -
         Some(l) => (StatusCode::OK, l.token_file.clone()).into_response(),
         None => (StatusCode::NOT_FOUND, format!("no location {uid}")).into_response(),
     }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UsersQuery {
+    client_user_id: Option<String>,
+}
+
+async fn users(
+    State(world): State<SharedWorld>,
+    headers: HeaderMap,
+    Query(q): Query<UsersQuery>,
+) -> Response {
+    let world = lock(&world);
+    let uid = match authenticate(&world, &headers) {
+        Ok(uid) => uid,
+        Err(fault) => return fault.into_response(),
+    };
+    let items: Vec<Value> = world
+        .users
+        .iter()
+        .filter(|((u, c), _)| u == &uid && q.client_user_id.as_ref().is_none_or(|id| id == c))
+        .map(|((_, c), user)| user.to_json(c))
+        .collect();
+    Json(json!({
+        "users": items,
+        "currentPageIndex": 0,
+        "size": items.len(),
+        "totalPages": 1,
+        "versionId": "1",
+        "tokenExpirationDate": expiration(&world, &uid),
+        "uId": uid,
+    }))
+    .into_response()
+}
+
+async fn create_users(
+    State(world): State<SharedWorld>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut world = lock(&world);
+    let uid = match authenticate(&world, &headers) {
+        Ok(uid) => uid,
+        Err(fault) => return fault.into_response(),
+    };
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        return apple_error(
+            StatusCode::BAD_REQUEST,
+            9602,
+            "Invalid argument: body is not JSON",
+        );
+    };
+    let Some(requested) = body
+        .get("users")
+        .and_then(Value::as_array)
+        .filter(|u| !u.is_empty())
+    else {
+        return apple_error(StatusCode::BAD_REQUEST, 9720, "Users are missing");
+    };
+    if requested.len() > 100 {
+        return apple_error(StatusCode::BAD_REQUEST, 9714, "Too many users");
+    }
+    let mut seen = BTreeSet::new();
+    let mut new_users = Vec::new();
+    for user in requested {
+        let Some(client) = user.get("clientUserId").and_then(Value::as_str) else {
+            return apple_error(
+                StatusCode::BAD_REQUEST,
+                9602,
+                "Invalid argument: clientUserId",
+            );
+        };
+        if !seen.insert(client.to_owned()) {
+            return apple_error(StatusCode::BAD_REQUEST, 9715, "Duplicate users");
+        }
+        let email = user.get("email").and_then(Value::as_str).map(str::to_owned);
+        if email.as_deref().is_some_and(|e| !e.contains('@')) {
+            return apple_error(StatusCode::BAD_REQUEST, 9717, "Invalid email");
+        }
+        new_users.push((
+            client.to_owned(),
+            VppUser {
+                email,
+                managed_apple_id: user
+                    .get("managedAppleId")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+                status: "Registered",
+                invite_code: Some(uuid::Uuid::new_v4().simple().to_string()),
+                id_hash: None,
+            },
+        ));
+    }
+    let requested = new_users.len() as i64;
+    for (client, user) in new_users {
+        // Creating a user again changes nothing (a retried request is harmless).
+        world.users.entry((uid.clone(), client)).or_insert(user);
+    }
+    let event_id = uuid::Uuid::new_v4().to_string();
+    let ready_at = Instant::now() + world.event_delay;
+    world.events.insert(
+        event_id.clone(),
+        Event {
+            uid: uid.clone(),
+            event_type: "CREATE",
+            requested,
+            failures: Vec::new(),
+            ready_at,
+        },
+    );
+    Json(
+        json!({ "eventId": event_id, "tokenExpirationDate": expiration(&world, &uid), "uId": uid }),
+    )
+    .into_response()
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct InvitationQuery {
+    invite_code: Option<String>,
+    id_hash: Option<String>,
+}
+
+/// The invitation page a device opens when its user accepts the VPP invitation,
+/// signed in with an Apple Account (`idHash`): the user becomes `Associated`.
+async fn accept_invitation(
+    State(world): State<SharedWorld>,
+    Query(q): Query<InvitationQuery>,
+) -> Response {
+    let mut world = lock(&world);
+    let (Some(code), Some(hash)) = (q.invite_code, q.id_hash) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "inviteCode and a signed-in account are required",
+        )
+            .into_response();
+    };
+    let Some(key) = world
+        .users
+        .iter()
+        .find(|(_, u)| u.invite_code.as_deref() == Some(code.as_str()))
+        .map(|(k, _)| k.clone())
+    else {
+        return (
+            StatusCode::NOT_FOUND,
+            "this invitation is not valid any more",
+        )
+            .into_response();
+    };
+    let taken = world.users.iter().any(|((uid, client), u)| {
+        uid == &key.0
+            && client != &key.1
+            && u.status == "Associated"
+            && u.id_hash.as_deref() == Some(hash.as_str())
+    });
+    if taken {
+        return (
+            StatusCode::CONFLICT,
+            "this Apple Account is already associated with another user of the organisation",
+        )
+            .into_response();
+    }
+    if let Some(user) = world.users.get_mut(&key) {
+        user.status = "Associated";
+        user.id_hash = Some(hash);
+        user.invite_code = None;
+    }
+    (
+        StatusCode::OK,
+        "You have joined the organisation's Apps and Books program",
+    )
+        .into_response()
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LicenseQuery {
+    adam_id: Option<String>,
+    serial_number: Option<String>,
+    id_hash: Option<String>,
+}
+
+/// What the App Store tells a device about its license for an app.
+async fn store_license(
+    State(world): State<SharedWorld>,
+    Query(q): Query<LicenseQuery>,
+) -> Json<Value> {
+    let world = lock(&world);
+    let adam_id = q.adam_id.and_then(|a| a.parse::<u64>().ok()).unwrap_or(0);
+    let license = world.license_for(
+        adam_id,
+        q.serial_number.as_deref().unwrap_or_default(),
+        q.id_hash.as_deref(),
+    );
+    Json(json!({ "license": license }))
 }

@@ -50,6 +50,38 @@ pub struct Counts {
     pub assigned: i64,
 }
 
+/// A user registered at a location (Apple's `ResponseUser`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VppUser {
+    /// Email.
+    pub email: Option<String>,
+    /// Managed Apple Account.
+    pub managed_apple_id: Option<String>,
+    /// `Registered`, `Associated` or `Retired`.
+    pub status: &'static str,
+    /// Invite code, until associated.
+    pub invite_code: Option<String>,
+    /// Hash of the Apple Account the user joined with.
+    pub id_hash: Option<String>,
+}
+
+impl VppUser {
+    /// Apple's `ResponseUser` JSON.
+    pub fn to_json(&self, client_user_id: &str) -> Value {
+        let mut user = json!({ "clientUserId": client_user_id, "status": self.status });
+        if let Some(email) = &self.email {
+            user["email"] = json!(email);
+        }
+        if let Some(code) = &self.invite_code {
+            user["inviteCode"] = json!(code);
+        }
+        if let Some(hash) = &self.id_hash {
+            user["idHash"] = json!(hash);
+        }
+        user
+    }
+}
+
 /// An asynchronous event.
 #[derive(Debug, Clone)]
 pub struct Event {
@@ -78,6 +110,10 @@ pub struct World {
     pub assets: BTreeMap<(String, u64), Counts>,
     /// Device associations: (location, adamId, serial).
     pub serial_assignments: BTreeSet<(String, u64, String)>,
+    /// Users by (location, clientUserId).
+    pub users: BTreeMap<(String, String), VppUser>,
+    /// User associations: (location, adamId, clientUserId).
+    pub user_assignments: BTreeSet<(String, u64, String)>,
     /// Events by id.
     pub events: HashMap<String, Event>,
     /// How long events stay PENDING.
@@ -155,6 +191,8 @@ impl World {
             catalog,
             assets,
             serial_assignments: BTreeSet::new(),
+            users: BTreeMap::new(),
+            user_assignments: BTreeSet::new(),
             events: HashMap::new(),
             event_delay: Duration::ZERO,
             page_size: 100,
@@ -186,6 +224,37 @@ impl World {
             "revocable": item.product_type != "Book",
             "supportedPlatforms": item.platforms,
         }))
+    }
+
+    /// Which license a device may use for an app, as the App Store tells the device:
+    /// `device` when its serial number holds one, `user` when the signed-in account
+    /// (`id_hash`) belongs to a user holding one.
+    pub fn license_for(
+        &self,
+        adam_id: u64,
+        serial: &str,
+        id_hash: Option<&str>,
+    ) -> Option<&'static str> {
+        if self
+            .serial_assignments
+            .iter()
+            .any(|(_, a, s)| *a == adam_id && s == serial)
+        {
+            return Some("device");
+        }
+        let hash = id_hash?;
+        self.user_assignments
+            .iter()
+            .any(|(uid, a, client)| {
+                *a == adam_id
+                    && self
+                        .users
+                        .get(&(uid.clone(), client.clone()))
+                        .is_some_and(|u| {
+                            u.status == "Associated" && u.id_hash.as_deref() == Some(hash)
+                        })
+            })
+            .then_some("user")
     }
 
     /// Serial numbers associated with an asset at a location.
