@@ -359,7 +359,23 @@ mod tests {
     fn shipped_example_profile_parses() {
         let text = include_str!("../profiles/mixed.toml");
         let profile = FleetProfile::parse(text).unwrap();
-        assert_eq!(profile.devices.len(), 4);
+        assert_eq!(profile.devices.len(), 5);
+        let personal = profile
+            .devices
+            .iter()
+            .find(|d| d.ownership == Ownership::Personal)
+            .unwrap();
+        assert_eq!(personal.persona.update, crate::prompt::Response::Decline);
+        assert!(
+            profile
+                .devices
+                .iter()
+                .any(|d| d.kiosk && !d.app_store_allowed)
+        );
+        // Device number 8 is the personal phone: its user types their own Apple ID.
+        let facts = profile.facts(8, "RUN");
+        assert_eq!(facts.ownership, Ownership::Personal);
+        assert_eq!(facts.persona.apple_id_to_enter, "user8@example.com");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::error::{ServerError, ServerResult};
 use crate::state::ServerState;
 use crate::store::{
     AppRecord, AssignmentRecord, AuditEntry, GroupKind, GroupRecord, InstallRecord, Intent,
-    LicenseType, VppTokenRecord,
+    LicenseType, UserRecord, VppTokenRecord, VppUserRecord,
 };
 use crate::vpp::TokenFile;
 
@@ -131,17 +131,25 @@ pub async fn create_group(
     Ok(group)
 }
 
-/// Adds enrolled devices to a group; every UDID must be known.
+/// Adds enrolled devices to a device group; every UDID must be known.
 pub async fn add_group_devices(
     state: &ServerState,
     group_id: &str,
     udids: &[Udid],
 ) -> ServerResult<u64> {
-    state
+    let group = state
         .store
         .group(group_id)
         .await?
         .ok_or_else(|| ServerError::not_found("group", group_id))?;
+    if group.kind != GroupKind::Device {
+        return Err(ServerError::Invalid {
+            field: "udids",
+            reason: format!(
+                "group {group_id} is a user group: add users to it, or add the devices to a device group"
+            ),
+        });
+    }
     if udids.is_empty() {
         return Err(ServerError::Invalid {
             field: "udids",
@@ -171,7 +179,7 @@ pub async fn assign(
     group_id: &str,
     intent: Intent,
     license_type: LicenseType,
-) -> ServerResult<AssignmentRecord> {
+) -> ServerResult<AssignmentCreated> {
     let app = state
         .store
         .app(app_id)
@@ -188,10 +196,10 @@ pub async fn assign(
             reason: "Available cannot be assigned to a device group: there is no user to ask; use Required or a user group".into(),
         });
     }
-    if intent != Intent::Required || license_type != LicenseType::Device {
+    if intent != Intent::Required {
         return Err(ServerError::Invalid {
             field: "intent",
-            reason: "this server supports Required assignments with device licensing".into(),
+            reason: "this server supports Required assignments".into(),
         });
     }
     if license_type == LicenseType::Device && (app.product_type == "Book" || !app.device_assignable)
@@ -212,6 +220,7 @@ pub async fn assign(
         license_type,
         created_at: clock::now(),
     };
+    let warnings = assignment_warnings(state, &group, license_type).await?;
     if !state.store.insert_assignment(&assignment).await? {
         return Err(ServerError::Conflict(format!(
             "app {} is already assigned to group {}",
@@ -219,7 +228,251 @@ pub async fn assign(
         )));
     }
     state.poke_reconciler();
-    Ok(assignment)
+    Ok(AssignmentCreated {
+        assignment,
+        warnings,
+    })
+}
+
+/// A new assignment and what the admin should know about it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AssignmentCreated {
+    /// The assignment.
+    #[serde(flatten)]
+    pub assignment: AssignmentRecord,
+    /// Things that will not work as the admin may expect.
+    pub warnings: Vec<String>,
+}
+
+/// The devices of a group: its devices, or the devices of its users.
+async fn group_member_devices(
+    state: &ServerState,
+    group: &GroupRecord,
+) -> ServerResult<Vec<crate::store::DeviceRecord>> {
+    let mut devices = Vec::new();
+    match group.kind {
+        GroupKind::Device => {
+            for udid in state.store.group_devices(&group.id).await? {
+                devices.extend(state.store.device(&udid).await?);
+            }
+        }
+        GroupKind::User => {
+            for user_id in state.store.group_users(&group.id).await? {
+                devices.extend(state.store.devices_of_user(&user_id).await?);
+            }
+        }
+    }
+    Ok(devices)
+}
+
+/// User licensing on kiosk devices (scenario 8 of the prompt table) is not
+/// recommended: the device can show neither the invitation nor the Apple ID prompt.
+async fn assignment_warnings(
+    state: &ServerState,
+    group: &GroupRecord,
+    license_type: LicenseType,
+) -> ServerResult<Vec<String>> {
+    if license_type != LicenseType::User {
+        return Ok(Vec::new());
+    }
+    let devices = group_member_devices(state, group).await?;
+    let kiosks: Vec<&str> = devices
+        .iter()
+        .filter(|d| d.single_app_mode == Some(true))
+        .map(|d| d.udid.as_str())
+        .collect();
+    let mut warnings = Vec::new();
+    if !kiosks.is_empty() {
+        warnings.push(format!(
+            "user licensing is not recommended for single-app (kiosk) devices: {} cannot show the VPP invitation or the Apple ID prompt and will report \"not applicable\"; use device licensing for them ({})",
+            kiosks.len(),
+            kiosks.join(", ")
+        ));
+    }
+    let no_user = devices.iter().filter(|d| d.user_id.is_none()).count();
+    if no_user > 0 {
+        warnings.push(format!(
+            "{no_user} device(s) of the group have no user; user licensing needs one"
+        ));
+    }
+    Ok(warnings)
+}
+
+/// A new user.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    /// Email (unique).
+    pub email: String,
+    /// Managed Apple Account (unique), if any.
+    pub managed_apple_id: Option<String>,
+    /// Display name.
+    pub name: Option<String>,
+}
+
+/// Adds a user to the directory.
+pub async fn create_user(state: &ServerState, new: NewUser) -> ServerResult<UserRecord> {
+    let email = new.email.trim().to_lowercase();
+    if !email.contains('@') || email.starts_with('@') || email.ends_with('@') {
+        return Err(ServerError::Invalid {
+            field: "email",
+            reason: format!("{email:?} is not an email address"),
+        });
+    }
+    let user = UserRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        email,
+        managed_apple_id: new.managed_apple_id.map(|m| m.trim().to_lowercase()),
+        name: new.name,
+        created_at: clock::now(),
+    };
+    if !state.store.insert_user(&user).await? {
+        return Err(ServerError::Conflict(
+            "a user with this email or managed Apple Account already exists".into(),
+        ));
+    }
+    Ok(user)
+}
+
+/// Sets or clears the user of a device.
+pub async fn set_device_user(
+    state: &ServerState,
+    udid: &Udid,
+    user_id: Option<&str>,
+) -> ServerResult<()> {
+    state
+        .store
+        .device(udid)
+        .await?
+        .ok_or_else(|| ServerError::not_found("device", udid.as_str()))?;
+    if let Some(id) = user_id {
+        state
+            .store
+            .user(id)
+            .await?
+            .ok_or_else(|| ServerError::not_found("user", id))?;
+    }
+    state.store.set_device_user(udid, user_id).await?;
+    state.poke_reconciler();
+    Ok(())
+}
+
+/// Adds users to a user group.
+pub async fn add_group_users(
+    state: &ServerState,
+    group_id: &str,
+    user_ids: &[String],
+) -> ServerResult<u64> {
+    let group = state
+        .store
+        .group(group_id)
+        .await?
+        .ok_or_else(|| ServerError::not_found("group", group_id))?;
+    if group.kind != GroupKind::User {
+        return Err(ServerError::Invalid {
+            field: "user_ids",
+            reason: format!("group {group_id} is a device group: add devices to it"),
+        });
+    }
+    if user_ids.is_empty() {
+        return Err(ServerError::Invalid {
+            field: "user_ids",
+            reason: "must name at least one user".into(),
+        });
+    }
+    for id in user_ids {
+        state
+            .store
+            .user(id)
+            .await?
+            .ok_or_else(|| ServerError::not_found("user", id))?;
+    }
+    let added = state
+        .store
+        .add_group_users(group_id, user_ids, &clock::now())
+        .await?;
+    state.poke_reconciler();
+    Ok(added)
+}
+
+/// A user with their standing in the VPP program of each token.
+#[derive(Debug, Clone, Serialize)]
+pub struct UserView {
+    /// The user.
+    #[serde(flatten)]
+    pub user: UserRecord,
+    /// Registrations at Apple, one per token.
+    pub vpp: Vec<VppStanding>,
+    /// The user's devices.
+    pub devices: Vec<Udid>,
+}
+
+/// A user's standing under one token. The personal Apple ID is never known here:
+/// only whether the user joined and Apple's opaque hash of the account.
+#[derive(Debug, Clone, Serialize)]
+pub struct VppStanding {
+    /// Token.
+    pub token_id: String,
+    /// Registration status at Apple.
+    pub status: String,
+    /// The user accepted the VPP terms (joined the program).
+    pub terms_accepted: bool,
+    /// The invitation, if sent.
+    pub invitation: Option<Invitation>,
+    /// Apple's hash of the account the user joined with.
+    pub apple_account_hash: Option<String>,
+}
+
+/// A VPP invitation as sent and answered.
+#[derive(Debug, Clone, Serialize)]
+pub struct Invitation {
+    /// The device it went to.
+    pub udid: Option<String>,
+    /// When.
+    pub sent_at: String,
+    /// The user's answer on the device, once given.
+    pub answer: Option<String>,
+    /// When answered.
+    pub answered_at: Option<String>,
+}
+
+fn standing(u: VppUserRecord) -> VppStanding {
+    VppStanding {
+        token_id: u.token_id,
+        status: u.status.as_str().to_owned(),
+        terms_accepted: u.status == crate::store::VppUserStatus::Associated,
+        invitation: u.invited_at.map(|sent_at| Invitation {
+            udid: u.invited_udid,
+            sent_at,
+            answer: u.invitation_answer,
+            answered_at: u.answered_at,
+        }),
+        apple_account_hash: u.id_hash,
+    }
+}
+
+/// One user with registrations and devices.
+pub async fn user_view(state: &ServerState, user_id: &str) -> ServerResult<UserView> {
+    let user = state
+        .store
+        .user(user_id)
+        .await?
+        .ok_or_else(|| ServerError::not_found("user", user_id))?;
+    let vpp = state
+        .store
+        .vpp_users()
+        .await?
+        .into_iter()
+        .filter(|u| u.user_id == user_id)
+        .map(standing)
+        .collect();
+    let devices = state
+        .store
+        .devices_of_user(user_id)
+        .await?
+        .into_iter()
+        .map(|d| d.udid)
+        .collect();
+    Ok(UserView { user, vpp, devices })
 }
 
 fn describe(app: &AppRecord) -> String {

@@ -352,6 +352,109 @@ impl Testbed {
         Ok(app_id)
     }
 
+    /// Adds a user to the directory; returns its id.
+    pub async fn create_user(&self, email: &str) -> anyhow::Result<String> {
+        let (status, body) = self
+            .admin
+            .post("/v1/users", json!({ "email": email }))
+            .await?;
+        if status != StatusCode::CREATED {
+            bail!("creating user {email} answered {status}: {body}");
+        }
+        Ok(body["id"].as_str().context("user id")?.to_owned())
+    }
+
+    /// Makes `user_id` the user of each device.
+    pub async fn set_device_users(&self, udids: &[String], user_id: &str) -> anyhow::Result<()> {
+        for udid in udids {
+            let (status, body) = self
+                .admin
+                .put(
+                    &format!("/v1/devices/{udid}/user"),
+                    json!({ "user_id": user_id }),
+                )
+                .await?;
+            if status != StatusCode::OK {
+                bail!("setting the user of {udid} answered {status}: {body}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates a group of `kind` (`device` or `user`) with these members; returns its id.
+    pub async fn group_of(
+        &self,
+        name: &str,
+        kind: &str,
+        members: &[String],
+    ) -> anyhow::Result<String> {
+        let (status, body) = self
+            .admin
+            .post("/v1/groups", json!({ "name": name, "kind": kind }))
+            .await?;
+        if status != StatusCode::CREATED {
+            bail!("creating group {name} answered {status}: {body}");
+        }
+        let id = body["id"].as_str().context("group id")?.to_owned();
+        let (path, body) = match kind {
+            "user" => (
+                format!("/v1/groups/{id}/users"),
+                json!({ "user_ids": members }),
+            ),
+            _ => (
+                format!("/v1/groups/{id}/devices"),
+                json!({ "udids": members }),
+            ),
+        };
+        let (status, answer) = self.admin.post(&path, body).await?;
+        if status != StatusCode::OK {
+            bail!("adding members to {name} answered {status}: {answer}");
+        }
+        Ok(id)
+    }
+
+    /// Assigns an app to a group as Required with `license_type`; returns the answer
+    /// (the assignment and its warnings).
+    pub async fn assign(
+        &self,
+        app_id: &str,
+        group_id: &str,
+        license_type: &str,
+    ) -> anyhow::Result<Value> {
+        let assignment = json!({ "app_id": app_id, "group_id": group_id, "intent": "required", "license_type": license_type });
+        let (status, body) = self.admin.post("/v1/assignments", assignment).await?;
+        if status != StatusCode::CREATED {
+            bail!("the assignment answered {status}: {body}");
+        }
+        Ok(body)
+    }
+
+    /// Waits until the install row of `udid` for the app has `status`; returns it.
+    pub async fn wait_install_status(
+        &self,
+        app_id: &str,
+        udid: &str,
+        status: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<Value> {
+        let path = format!("/v1/devices/{udid}/installs");
+        wait_for(timeout, &format!("{udid} {status} for {app_id}"), || {
+            let admin = self.admin.clone();
+            let path = path.clone();
+            async move {
+                let (_, body) = admin.get(&path).await?;
+                let row = body["installs"]
+                    .as_array()
+                    .and_then(|rows| rows.iter().find(|r| r["app_id"] == app_id).cloned());
+                Ok(match row {
+                    Some(r) if r["status"] == status => Ok(r),
+                    other => Err(format!("{other:?}")),
+                })
+            }
+        })
+        .await
+    }
+
     /// Waits until `count` devices have the app verified installed; returns their install rows.
     pub async fn wait_installed(
         &self,
@@ -526,6 +629,19 @@ impl AdminClient {
         Self::read(
             self.http
                 .post(format!("{}{path}", self.base))
+                .bearer_auth(&self.token)
+                .json(&body)
+                .send()
+                .await?,
+        )
+        .await
+    }
+
+    /// PUT JSON to a path.
+    pub async fn put(&self, path: &str, body: Value) -> anyhow::Result<(StatusCode, Value)> {
+        Self::read(
+            self.http
+                .put(format!("{}{path}", self.base))
                 .bearer_auth(&self.token)
                 .json(&body)
                 .send()

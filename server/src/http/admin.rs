@@ -4,7 +4,7 @@
 use axum::extract::{FromRequest, FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use orchard_protocol::Udid;
 use serde::{Deserialize, Serialize};
@@ -58,6 +58,15 @@ pub(super) fn router() -> Router<ServerState> {
         .route("/v1/devices", get(list_devices))
         .route("/v1/devices/{udid}", get(get_device))
         .route("/v1/devices/{udid}/installs", get(device_installs))
+        .route("/v1/devices/{udid}/prompts", get(device_prompts))
+        .route("/v1/devices/{udid}/user", put(set_device_user))
+        .route("/v1/apps/{id}/prompts", get(app_prompts))
+        .route("/v1/users", post(create_user).get(list_users))
+        .route("/v1/users/{id}", get(get_user))
+        .route(
+            "/v1/groups/{id}/users",
+            post(add_group_users).get(group_users),
+        )
         .route("/v1/audit", get(audit_log))
 }
 
@@ -449,4 +458,138 @@ async fn audit_log(
     let page = q.page()?;
     let entries = state.store.audit_log(&page).await?;
     Ok(Json(serde_json::json!({ "items": entries })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserBody {
+    email: String,
+    #[serde(default)]
+    managed_apple_id: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+async fn create_user(
+    State(state): State<ServerState>,
+    actor: Actor,
+    ApiJson(body): ApiJson<UserBody>,
+) -> ApiResult<impl IntoResponse> {
+    let email = body.email.clone();
+    let result = admin::create_user(
+        &state,
+        admin::NewUser {
+            email: body.email,
+            managed_apple_id: body.managed_apple_id,
+            name: body.name,
+        },
+    )
+    .await;
+    let target = result.as_ref().map(|u| u.id.clone()).unwrap_or(email);
+    admin::audit(&state, &actor, "user.create", &target, &result).await;
+    Ok((StatusCode::CREATED, Json(result?)))
+}
+
+async fn list_users(
+    State(state): State<ServerState>,
+    _actor: Actor,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> ApiResult<impl IntoResponse> {
+    let page = q.page()?;
+    let users = state.store.users(&page).await?;
+    Ok(Json(list(users, &page, |u| u.id.clone(), |u| u)))
+}
+
+async fn get_user(
+    State(state): State<ServerState>,
+    _actor: Actor,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(admin::user_view(&state, &id).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeviceUserBody {
+    user_id: Option<String>,
+}
+
+async fn set_device_user(
+    State(state): State<ServerState>,
+    actor: Actor,
+    ApiPath(udid): ApiPath<String>,
+    ApiJson(body): ApiJson<DeviceUserBody>,
+) -> ApiResult<impl IntoResponse> {
+    let udid = Udid(udid);
+    let result = admin::set_device_user(&state, &udid, body.user_id.as_deref()).await;
+    admin::audit(&state, &actor, "device.set_user", udid.as_str(), &result).await;
+    result?;
+    Ok(Json(
+        serde_json::json!({ "udid": udid, "user_id": body.user_id }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserMembersBody {
+    user_ids: Vec<String>,
+}
+
+async fn add_group_users(
+    State(state): State<ServerState>,
+    actor: Actor,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<UserMembersBody>,
+) -> ApiResult<impl IntoResponse> {
+    let result = admin::add_group_users(&state, &id, &body.user_ids).await;
+    admin::audit(&state, &actor, "group.add_users", &id, &result).await;
+    Ok(Json(serde_json::json!({ "added": result? })))
+}
+
+async fn group_users(
+    State(state): State<ServerState>,
+    _actor: Actor,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<impl IntoResponse> {
+    state
+        .store
+        .group(&id)
+        .await?
+        .ok_or_else(|| ServerError::not_found("group", &id))?;
+    let users = state.store.group_users(&id).await?;
+    Ok(Json(
+        serde_json::json!({ "items": users, "next_cursor": null }),
+    ))
+}
+
+async fn device_prompts(
+    State(state): State<ServerState>,
+    _actor: Actor,
+    ApiPath(udid): ApiPath<String>,
+) -> ApiResult<impl IntoResponse> {
+    let udid = Udid(udid);
+    state
+        .store
+        .device(&udid)
+        .await?
+        .ok_or_else(|| ServerError::not_found("device", udid.as_str()))?;
+    let prompts = state.store.prompts_of_device(&udid).await?;
+    Ok(Json(serde_json::json!({ "udid": udid, "items": prompts })))
+}
+
+async fn app_prompts(
+    State(state): State<ServerState>,
+    _actor: Actor,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<impl IntoResponse> {
+    let app = state
+        .store
+        .app(&id)
+        .await?
+        .ok_or_else(|| ServerError::not_found("app", &id))?;
+    let prompts = match &app.bundle_id {
+        Some(bundle) => state.store.prompts_of_bundle(bundle).await?,
+        None => Vec::new(),
+    };
+    Ok(Json(serde_json::json!({ "app_id": id, "items": prompts })))
 }
