@@ -503,3 +503,62 @@ pub async fn app_installs(state: &ServerState, app_id: &str) -> ServerResult<App
         installs: state.store.installs_of_app(app_id).await?,
     })
 }
+
+/// Sets how long installs of an app may stay `Installing` (none: the server default).
+pub async fn set_install_timeout(
+    state: &ServerState,
+    app_id: &str,
+    seconds: Option<i64>,
+) -> ServerResult<AppRecord> {
+    if let Some(s) = seconds
+        && !(1..=7 * 24 * 3600).contains(&s)
+    {
+        return Err(ServerError::Invalid {
+            field: "install_timeout_seconds",
+            reason: "must be between 1 and 604800 seconds (a week), or null for the server default"
+                .into(),
+        });
+    }
+    if !state.store.set_app_install_timeout(app_id, seconds).await? {
+        return Err(ServerError::not_found("app", app_id));
+    }
+    state
+        .store
+        .app(app_id)
+        .await?
+        .ok_or_else(|| ServerError::not_found("app", app_id))
+}
+
+/// Asks a device again about every app this server installed on it: whether it is
+/// still there, with which version (Apple's ManagedApplicationList, then
+/// InstalledApplicationList). A user who deleted an app shows up as not installed.
+pub async fn refresh_inventory(state: &ServerState, udid: &Udid) -> ServerResult<usize> {
+    state
+        .store
+        .device(udid)
+        .await?
+        .ok_or_else(|| ServerError::not_found("device", udid.as_str()))?;
+    let mut commands = Vec::new();
+    for row in state.store.installs_of_device(udid).await? {
+        let Some(app) = state.store.app(&row.app_id).await? else {
+            continue;
+        };
+        let Some(bundle_id) = app.bundle_id else {
+            continue;
+        };
+        let command = orchard_protocol::command::Command::ManagedApplicationList(
+            orchard_protocol::command::ManagedApplicationList {
+                identifiers: Some(vec![bundle_id]),
+            },
+        );
+        commands.push(crate::command_queue::new_command(
+            udid,
+            command,
+            Some(app.id),
+            clock::now(),
+        )?);
+    }
+    state.store.enqueue(&commands).await?;
+    state.wake_for(&commands);
+    Ok(commands.len())
+}

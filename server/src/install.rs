@@ -99,6 +99,16 @@ fn error_reason(report: &CommandReport) -> String {
         .unwrap_or_else(|| "the device reported an error without details".to_owned())
 }
 
+/// Whether an install `Installing` since `since` has outlived `timeout` at `now`
+/// (times in the server's RFC 3339 text, whose order is time order).
+pub fn timed_out(since: &str, now: &str, timeout: Duration) -> bool {
+    let Ok(now) = time::OffsetDateTime::parse(now, &time::format_description::well_known::Rfc3339)
+    else {
+        return false;
+    };
+    since < clock::rfc3339(now - timeout).as_str()
+}
+
 /// Orchard's status for an app still on its way: waiting for the user, or installing.
 fn progress(status: ManagedAppStatus) -> InstallStatus {
     match status {
@@ -294,12 +304,43 @@ pub async fn apply_result(
         Some(id) => state.store.app(id).await?,
         None => None,
     };
-    let reading = interpret(
+    let mut reading = interpret(
         &command.request_type,
         app.as_ref(),
         report,
         state.options.install_poll_interval,
     );
+    if let (Some(app), Some(update)) = (&app, reading.install.as_mut())
+        && update.status == InstallStatus::Installing
+        && update.device_status != Some(ManagedAppStatus::Managed)
+    {
+        let timeout = app
+            .install_timeout_seconds
+            .and_then(|s| u64::try_from(s).ok())
+            .map_or(state.options.install_timeout, Duration::from_secs);
+        let since = state
+            .store
+            .installs_of_device(&report.udid)
+            .await?
+            .into_iter()
+            .find(|r| r.app_id == app.id && r.status == InstallStatus::Installing)
+            .and_then(|r| r.since);
+        if let Some(since) = since
+            && timed_out(&since, now, timeout)
+        {
+            *update = InstallUpdate::failed(
+                update.device_status,
+                format!(
+                    "the install did not finish within {} s; the device still reports {}",
+                    timeout.as_secs(),
+                    update
+                        .device_status
+                        .map_or("it installing", ManagedAppStatus::as_str)
+                ),
+            );
+            reading.follow_up = None;
+        }
+    }
     let mut installs = Vec::new();
     let mut follow_ups: Vec<NewCommand> = Vec::new();
     if let (Some(app), Some(update)) = (&app, reading.install) {
@@ -311,6 +352,7 @@ pub async fn apply_result(
             version: update.version,
             reason: update.reason,
             updated_at: now.to_owned(),
+            since: None,
         });
     }
     if let (Some(app), Some((cmd, delay))) = (&app, reading.follow_up) {
@@ -376,6 +418,7 @@ mod tests {
             device_assignable: true,
             counts: LicenseCounts::default(),
             updated_at: String::new(),
+            install_timeout_seconds: None,
         }
     }
 
@@ -415,6 +458,15 @@ mod tests {
         let (cmd, delay) = i.follow_up.unwrap();
         assert_eq!(cmd.request_type(), "ManagedApplicationList");
         assert_eq!(delay, POLL);
+    }
+
+    #[test]
+    fn installs_time_out_only_after_the_timeout() {
+        let since = "2026-11-25T12:00:00.000000Z";
+        let minute = Duration::from_secs(60);
+        assert!(!timed_out(since, "2026-11-25T12:00:59.000000Z", minute));
+        assert!(timed_out(since, "2026-11-25T12:01:00.500000Z", minute));
+        assert!(!timed_out(since, "not a time", minute));
     }
 
     #[test]

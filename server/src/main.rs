@@ -80,6 +80,14 @@ struct ServeArgs {
     /// Seconds before asking a device again about an install in progress.
     #[arg(long, env = "ORCHARD_INSTALL_POLL_SECONDS", default_value_t = 5.0)]
     install_poll_seconds: f64,
+    /// Seconds an install may stay Installing before it fails with a reason (an app
+    /// may set its own through the admin API).
+    #[arg(
+        long,
+        env = "ORCHARD_INSTALL_TIMEOUT_SECONDS",
+        default_value_t = 1800.0
+    )]
+    install_timeout_seconds: f64,
     /// Seconds between syncs of each token with Apple (twice a day by default).
     #[arg(long, env = "ORCHARD_SYNC_INTERVAL_SECONDS", default_value_t = 43200.0)]
     sync_interval_seconds: f64,
@@ -119,6 +127,7 @@ async fn main() -> anyhow::Result<()> {
     };
     config.event_poll_interval = seconds("event-poll-seconds", args.event_poll_seconds)?;
     config.install_poll_interval = seconds("install-poll-seconds", args.install_poll_seconds)?;
+    config.install_timeout = seconds("install-timeout-seconds", args.install_timeout_seconds)?;
     config.max_tokens = args.max_tokens;
     config.sync_interval = seconds("sync-interval-seconds", args.sync_interval_seconds)?;
     let data_dir = config.data_dir.clone();

@@ -417,6 +417,7 @@ fn install_row(
         version: None,
         reason,
         updated_at: now.to_owned(),
+        since: None,
     }
 }
 
@@ -487,6 +488,7 @@ mod tests {
                 retired: 0,
             },
             updated_at: String::new(),
+            install_timeout_seconds: None,
         }
     }
 

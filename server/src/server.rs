@@ -36,6 +36,8 @@ pub struct ServerConfig {
     pub apple: AppleConfig,
     /// Delay before asking a device again about an install in progress.
     pub install_poll_interval: Duration,
+    /// How long an install may stay `Installing` before it fails (apps may set their own).
+    pub install_timeout: Duration,
     /// How often pending Apple events are polled.
     pub event_poll_interval: Duration,
     /// Most VPP tokens.
@@ -57,6 +59,7 @@ impl ServerConfig {
             server_names: Vec::new(),
             apple: AppleConfig::default(),
             install_poll_interval: Duration::from_secs(5),
+            install_timeout: Duration::from_secs(30 * 60),
             event_poll_interval: Duration::from_secs(30),
             max_tokens: 256,
             sync_interval: Duration::from_secs(12 * 3600),
@@ -208,6 +211,7 @@ pub async fn start_with_listener(
         }),
         options: Arc::new(ServiceOptions {
             install_poll_interval: config.install_poll_interval,
+            install_timeout: config.install_timeout,
             event_poll_interval: config.event_poll_interval,
             max_tokens: config.max_tokens,
             sync_interval: config.sync_interval,

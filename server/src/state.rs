@@ -29,6 +29,8 @@ pub struct MdmIdentity {
 pub struct ServiceOptions {
     /// Delay before asking a device again about an install in progress.
     pub install_poll_interval: Duration,
+    /// How long an install may stay `Installing` before it fails (apps may set their own).
+    pub install_timeout: Duration,
     /// How often pending Apple events are polled.
     pub event_poll_interval: Duration,
     /// Most VPP tokens the server holds.

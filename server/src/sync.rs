@@ -200,6 +200,7 @@ async fn fetch(
                 retired: asset.retired_count,
             },
             updated_at: now.clone(),
+            install_timeout_seconds: None,
         });
     }
     let summary = SyncSummary {

@@ -410,6 +410,7 @@ fn install_row(
         version: None,
         reason: reason.map(str::to_owned),
         updated_at: now.to_owned(),
+        since: None,
     }
 }
 
@@ -760,6 +761,7 @@ mod tests {
                 retired: 0,
             },
             updated_at: "t".into(),
+            install_timeout_seconds: None,
         }
     }
 

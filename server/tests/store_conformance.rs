@@ -165,6 +165,7 @@ fn app(id: &str, token: &str, adam: u64, available: i64) -> AppRecord {
             retired: 0,
         },
         updated_at: NOW.into(),
+        install_timeout_seconds: None,
     }
 }
 
@@ -670,6 +671,7 @@ async fn license_reservations_follow_apples_answers() {
                 version: None,
                 reason: None,
                 updated_at: LATER.into(),
+                since: None,
             }],
             now: LATER.into(),
         })
@@ -706,6 +708,7 @@ async fn license_reservations_follow_apples_answers() {
             version: Some("1.0".into()),
             reason: None,
             updated_at: LATER.into(),
+            since: None,
         }])
         .await
         .unwrap();
@@ -717,6 +720,7 @@ async fn license_reservations_follow_apples_answers() {
             version: None,
             reason: None,
             updated_at: LATER.into(),
+            since: None,
         }])
         .await
         .unwrap();

@@ -637,6 +637,19 @@ impl AdminClient {
         .await
     }
 
+    /// PATCH JSON to a path.
+    pub async fn patch(&self, path: &str, body: Value) -> anyhow::Result<(StatusCode, Value)> {
+        Self::read(
+            self.http
+                .patch(format!("{}{path}", self.base))
+                .bearer_auth(&self.token)
+                .json(&body)
+                .send()
+                .await?,
+        )
+        .await
+    }
+
     /// PUT JSON to a path.
     pub async fn put(&self, path: &str, body: Value) -> anyhow::Result<(StatusCode, Value)> {
         Self::read(

@@ -44,7 +44,7 @@ pub(super) fn router() -> Router<ServerState> {
         .route("/v1/tokens", post(upload_token).get(list_tokens))
         .route("/v1/tokens/{id}/sync", post(sync_token))
         .route("/v1/apps", get(list_apps))
-        .route("/v1/apps/{id}", get(get_app))
+        .route("/v1/apps/{id}", get(get_app).patch(update_app))
         .route("/v1/apps/{id}/installs", get(app_installs))
         .route("/v1/groups", post(create_group).get(list_groups))
         .route(
@@ -60,6 +60,7 @@ pub(super) fn router() -> Router<ServerState> {
         .route("/v1/devices/{udid}/installs", get(device_installs))
         .route("/v1/devices/{udid}/prompts", get(device_prompts))
         .route("/v1/devices/{udid}/user", put(set_device_user))
+        .route("/v1/devices/{udid}/inventory", post(refresh_inventory))
         .route("/v1/apps/{id}/prompts", get(app_prompts))
         .route("/v1/users", post(create_user).get(list_users))
         .route("/v1/users/{id}", get(get_user))
@@ -252,6 +253,7 @@ struct AppView {
     device_assignable: bool,
     licenses: Licenses,
     updated_at: String,
+    install_timeout_seconds: Option<i64>,
 }
 
 impl From<AppRecord> for AppView {
@@ -268,6 +270,7 @@ impl From<AppRecord> for AppView {
             platforms: a.platforms,
             device_assignable: a.device_assignable,
             licenses: a.counts.into(),
+            install_timeout_seconds: a.install_timeout_seconds,
             updated_at: a.updated_at,
         }
     }
@@ -592,4 +595,35 @@ async fn app_prompts(
         None => Vec::new(),
     };
     Ok(Json(serde_json::json!({ "app_id": id, "items": prompts })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppUpdateBody {
+    install_timeout_seconds: Option<i64>,
+}
+
+async fn update_app(
+    State(state): State<ServerState>,
+    actor: Actor,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<AppUpdateBody>,
+) -> ApiResult<impl IntoResponse> {
+    let result = admin::set_install_timeout(&state, &id, body.install_timeout_seconds).await;
+    admin::audit(&state, &actor, "app.update", &id, &result).await;
+    Ok(Json(AppView::from(result?)))
+}
+
+async fn refresh_inventory(
+    State(state): State<ServerState>,
+    actor: Actor,
+    ApiPath(udid): ApiPath<String>,
+) -> ApiResult<impl IntoResponse> {
+    let udid = Udid(udid);
+    let result = admin::refresh_inventory(&state, &udid).await;
+    admin::audit(&state, &actor, "device.inventory", udid.as_str(), &result).await;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "udid": udid, "queries_queued": result? })),
+    ))
 }

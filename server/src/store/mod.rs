@@ -126,6 +126,12 @@ pub trait VppStore: Send + Sync {
         now: &str,
     ) -> StoreResult<()>;
     /// Finds an app.
+    /// Sets (or clears) an app's install timeout.
+    async fn set_app_install_timeout(
+        &self,
+        app_id: &str,
+        seconds: Option<i64>,
+    ) -> StoreResult<bool>;
     async fn app(&self, id: &str) -> StoreResult<Option<AppRecord>>;
     /// Lists apps.
     async fn apps(&self, page: &Page) -> StoreResult<Vec<AppRecord>>;

@@ -115,7 +115,7 @@ async fn upsert_installs(
 ) -> StoreResult<()> {
     for chunk in installs.chunks(BATCH) {
         let mut q = QueryBuilder::<Postgres>::new(
-            "INSERT INTO installs (app_id, udid, status, device_status, version, reason, updated_at) ",
+            "INSERT INTO installs (app_id, udid, status, device_status, version, reason, updated_at, since) ",
         );
         q.push_values(chunk, |mut b, i| {
             b.push_bind(&i.app_id)
@@ -124,13 +124,16 @@ async fn upsert_installs(
                 .push_bind(&i.device_status)
                 .push_bind(&i.version)
                 .push_bind(&i.reason)
-                .push_bind(&i.updated_at);
+                .push_bind(&i.updated_at)
+                .push_bind(i.since.as_ref().unwrap_or(&i.updated_at));
         });
         q.push(
             " ON CONFLICT (app_id, udid) DO UPDATE SET status = excluded.status,
                 device_status = COALESCE(excluded.device_status, installs.device_status),
                 version = COALESCE(excluded.version, installs.version),
-                reason = excluded.reason, updated_at = excluded.updated_at",
+                reason = excluded.reason, updated_at = excluded.updated_at,
+                since = CASE WHEN installs.status = excluded.status
+                             THEN COALESCE(installs.since, excluded.since) ELSE excluded.since END",
         );
         q.build().execute(&mut **tx).await?;
     }
@@ -567,6 +570,19 @@ impl VppStore for PostgresStore {
         Ok(())
     }
 
+    async fn set_app_install_timeout(
+        &self,
+        app_id: &str,
+        seconds: Option<i64>,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query("UPDATE apps SET install_timeout_seconds = $1 WHERE id = $2")
+            .bind(seconds)
+            .bind(app_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn app(&self, id: &str) -> StoreResult<Option<AppRecord>> {
         self.one("apps", "id", id, app_row).await
     }
@@ -724,6 +740,7 @@ impl AssignmentStore for PostgresStore {
                 version: None,
                 reason: l.error.clone(),
                 updated_at: l.updated_at.clone(),
+                since: None,
             })
             .collect();
         upsert_installs(&mut tx, &installs).await?;

@@ -356,6 +356,9 @@ pub struct AppRecord {
     pub counts: LicenseCounts,
     /// Last update.
     pub updated_at: String,
+    /// How long an install may stay `Installing` before it counts as failed (none: the
+    /// server's default).
+    pub install_timeout_seconds: Option<i64>,
 }
 
 /// One sync's result for a token.
@@ -471,6 +474,9 @@ pub struct InstallRecord {
     pub reason: Option<String>,
     /// Last change.
     pub updated_at: String,
+    /// When the current status began (kept by storage while the status stays).
+    #[serde(rename = "status_since")]
+    pub since: Option<String>,
 }
 
 /// A person in the directory.

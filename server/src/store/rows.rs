@@ -89,6 +89,7 @@ macro_rules! row_mappers {
                     retired: row.try_get("retired_count")?,
                 },
                 updated_at: row.try_get("updated_at")?,
+                install_timeout_seconds: row.try_get("install_timeout_seconds")?,
             })
         }
 
@@ -139,6 +140,7 @@ macro_rules! row_mappers {
                 version: row.try_get("version")?,
                 reason: row.try_get("reason")?,
                 updated_at: row.try_get("updated_at")?,
+                since: row.try_get("since")?,
             })
         }
 

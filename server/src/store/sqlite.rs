@@ -126,7 +126,7 @@ async fn upsert_installs(
 ) -> StoreResult<()> {
     for chunk in installs.chunks(BATCH) {
         let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO installs (app_id, udid, status, device_status, version, reason, updated_at) ",
+            "INSERT INTO installs (app_id, udid, status, device_status, version, reason, updated_at, since) ",
         );
         q.push_values(chunk, |mut b, i| {
             b.push_bind(&i.app_id)
@@ -135,13 +135,16 @@ async fn upsert_installs(
                 .push_bind(&i.device_status)
                 .push_bind(&i.version)
                 .push_bind(&i.reason)
-                .push_bind(&i.updated_at);
+                .push_bind(&i.updated_at)
+                .push_bind(i.since.as_ref().unwrap_or(&i.updated_at));
         });
         q.push(
             " ON CONFLICT (app_id, udid) DO UPDATE SET status = excluded.status,
                 device_status = COALESCE(excluded.device_status, installs.device_status),
                 version = COALESCE(excluded.version, installs.version),
-                reason = excluded.reason, updated_at = excluded.updated_at",
+                reason = excluded.reason, updated_at = excluded.updated_at,
+                since = CASE WHEN installs.status = excluded.status
+                             THEN COALESCE(installs.since, excluded.since) ELSE excluded.since END",
         );
         q.build().execute(&mut **tx).await?;
     }
@@ -575,6 +578,19 @@ impl VppStore for SqliteStore {
         Ok(())
     }
 
+    async fn set_app_install_timeout(
+        &self,
+        app_id: &str,
+        seconds: Option<i64>,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query("UPDATE apps SET install_timeout_seconds = ? WHERE id = ?")
+            .bind(seconds)
+            .bind(app_id)
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn app(&self, id: &str) -> StoreResult<Option<AppRecord>> {
         self.one("apps", "id", id, app_row).await
     }
@@ -732,6 +748,7 @@ impl AssignmentStore for SqliteStore {
                 version: None,
                 reason: l.error.clone(),
                 updated_at: l.updated_at.clone(),
+                since: None,
             })
             .collect();
         upsert_installs(&mut tx, &installs).await?;
