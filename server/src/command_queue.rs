@@ -9,7 +9,7 @@ use crate::error::ServerResult;
 use crate::identity::{self, DeviceIdentity};
 use crate::install;
 use crate::state::ServerState;
-use crate::store::{CommandState, Exchange, NewCommand};
+use crate::store::{CommandState, Exchange, InstallStatus, NewCommand};
 
 /// Handles one command-channel body; returns the next command's envelope, or `None` for
 /// the zero-byte body that ends the session.
@@ -59,6 +59,14 @@ pub async fn handle(
             .cloned()
             .collect();
         state.wake_for(&later);
+        // An install that ended without the app may have a license to give back.
+        if outcome
+            .installs
+            .iter()
+            .any(|i| i.status == InstallStatus::Failed)
+        {
+            state.poke_reconciler();
+        }
     }
     Ok(next.map(|c| c.payload))
 }

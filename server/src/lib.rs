@@ -13,6 +13,7 @@ pub mod identity;
 pub mod install;
 pub mod prompt;
 pub mod push;
+pub mod reclaim;
 pub mod reconcile;
 mod server;
 pub mod state;

@@ -223,6 +223,7 @@ pub async fn run_once(state: &ServerState) -> ServerResult<bool> {
         *device_in_flight.entry(l.app_id.clone()).or_default() += 1;
     }
     pending |= crate::user_licensing::run_once(state, &apps, &device_in_flight).await?;
+    pending |= crate::reclaim::run_once(state, &apps).await?;
     Ok(pending)
 }
 

@@ -256,6 +256,8 @@ pub fn plan(world: UserWorld<'_>) -> Vec<UserAction> {
                     Some(LicenseState::Failed) => {
                         status(InstallStatus::LicenseFailed, crate::reconcile::NO_LICENSES)
                     }
+                    // Given back on purpose; nothing to do until it is assigned again.
+                    Some(LicenseState::Releasing | LicenseState::Released) => {}
                     Some(LicenseState::Associated) => {
                         let served = devices_served
                             .entry((t.app_id.clone(), user_id.clone()))

@@ -399,7 +399,30 @@ async fn declined_install_prompt_ends_user_rejected(builder: TestbedBuilder) {
         device_prompts(&fleet, 0),
         vec![(PromptKind::AppInstall, Some(PromptAnswer::Declined))]
     );
-    counts_agree(&bed, &token, &app_id).await;
+    // The license was a reservation: the declined install gives it back.
+    orchard_testbed::harness::wait_for(WAIT, "the license given back", || {
+        let bed = &bed;
+        async move {
+            let assigned = bed
+                .apple
+                .with_world(|w| w.assets[&(DEMO_LOCATION.to_owned(), PAGES)].assigned);
+            Ok(if assigned == 0 {
+                Ok(())
+            } else {
+                Err(format!("{assigned} assigned"))
+            })
+        }
+    })
+    .await
+    .unwrap();
+    let (_, assigned) = counts_agree(&bed, &token, &app_id).await;
+    assert_eq!(assigned, 0);
+    // It is not asked for again while the user's answer stands.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let row = install_row(&bed, &app_id, &udid).await;
+    assert_eq!(row["device_status"], "UserRejected", "{row}");
+    let (_, assigned) = counts_agree(&bed, &token, &app_id).await;
+    assert_eq!(assigned, 0);
     fleet.stop().await;
     bed.shutdown().await;
 }

@@ -189,6 +189,15 @@ pub trait AssignmentStore: Send + Sync {
     ) -> StoreResult<()>;
     /// Applies an association's outcome: confirmed licenses, their installs queued, failures recorded.
     async fn finish_association(&self, outcome: &AssociationOutcome) -> StoreResult<()>;
+    /// Sets the state (and, if given, the event) of many devices' licenses of one app.
+    async fn set_license_states(
+        &self,
+        app_id: &str,
+        udids: &[Udid],
+        state: LicenseState,
+        event_id: Option<&str>,
+        now: &str,
+    ) -> StoreResult<()>;
     /// Install states of one app, by device.
     async fn installs_of_app(&self, app_id: &str) -> StoreResult<Vec<InstallRecord>>;
     /// Install states of one device, by app.

@@ -94,6 +94,10 @@ text_enum!(
         Associated = "associated",
         /// Apple refused it.
         Failed = "failed",
+        /// Given back: disassociation asked of Apple, waiting for its event.
+        Releasing = "releasing",
+        /// Given back and confirmed; kept so the license is not asked for again.
+        Released = "released",
     }
 );
 

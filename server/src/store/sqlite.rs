@@ -756,6 +756,20 @@ impl AssignmentStore for SqliteStore {
         Ok(())
     }
 
+    async fn set_license_states(
+        &self,
+        app_id: &str,
+        udids: &[Udid],
+        state: LicenseState,
+        event_id: Option<&str>,
+        now: &str,
+    ) -> StoreResult<()> {
+        let mut tx = self.writer.begin().await?;
+        set_license_state(&mut tx, app_id, udids, Some(state), event_id, None, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn mark_associating(
         &self,
         app_id: &str,

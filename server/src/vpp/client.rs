@@ -206,6 +206,22 @@ impl AppleClient {
         .await
     }
 
+    /// `POST /assets/disassociate`: returns the event to follow.
+    pub async fn disassociate(
+        &self,
+        s_token: &str,
+        request: &ManageAssetsRequest,
+    ) -> Result<EventResponse, VppError> {
+        self.call(
+            Method::POST,
+            "/assets/disassociate",
+            s_token,
+            &[],
+            Some(request),
+        )
+        .await
+    }
+
     /// `POST /users/create`: registers users; returns the event to follow.
     pub async fn create_users(
         &self,

@@ -47,6 +47,7 @@ pub(super) fn router(world: SharedWorld) -> Router {
         .route("/mdm/v2/client/config", get(client_config))
         .route("/mdm/v2/assets", get(assets))
         .route("/mdm/v2/assets/associate", post(associate))
+        .route("/mdm/v2/assets/disassociate", post(disassociate))
         .route("/mdm/v2/assignments", get(assignments))
         .route("/mdm/v2/status", get(status))
         .route("/mdm/v2/users", get(users))
@@ -732,4 +733,84 @@ async fn store_license(
         q.id_hash.as_deref(),
     );
     Json(json!({ "license": license }))
+}
+
+/// `POST /assets/disassociate`: the licenses go back to the pool. Items that hold no
+/// license are not an error (a retried request is harmless).
+async fn disassociate(
+    State(world): State<SharedWorld>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut world = lock(&world);
+    let uid = match authenticate(&world, &headers) {
+        Ok(uid) => uid,
+        Err(fault) => return fault.into_response(),
+    };
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        return apple_error(
+            StatusCode::BAD_REQUEST,
+            9602,
+            "Invalid argument: body is not JSON",
+        );
+    };
+    let Some(assets) = body
+        .get("assets")
+        .and_then(Value::as_array)
+        .filter(|a| !a.is_empty())
+    else {
+        return apple_error(StatusCode::BAD_REQUEST, 9718, "Assets are missing");
+    };
+    let serials = strings(&body, "serialNumbers").unwrap_or_default();
+    let users = strings(&body, "clientUserIds").unwrap_or_default();
+    if serials.is_empty() && users.is_empty() {
+        return apple_error(
+            StatusCode::BAD_REQUEST,
+            9719,
+            "Either clientUserIds or serialNumbers are required",
+        );
+    }
+    let adam_ids: Vec<u64> = assets
+        .iter()
+        .filter_map(|a| a.get("adamId").and_then(Value::as_str)?.parse().ok())
+        .collect();
+    if adam_ids.len() != assets.len() {
+        return apple_error(StatusCode::BAD_REQUEST, 9602, "Invalid argument: adamId");
+    }
+    for adam_id in adam_ids {
+        for serial in &serials {
+            if world
+                .serial_assignments
+                .remove(&(uid.clone(), adam_id, serial.clone()))
+                && let Some(c) = world.assets.get_mut(&(uid.clone(), adam_id))
+            {
+                c.assigned -= 1;
+            }
+        }
+        for client in &users {
+            if world
+                .user_assignments
+                .remove(&(uid.clone(), adam_id, client.clone()))
+                && let Some(c) = world.assets.get_mut(&(uid.clone(), adam_id))
+            {
+                c.assigned -= 1;
+            }
+        }
+    }
+    let event_id = uuid::Uuid::new_v4().to_string();
+    let ready_at = Instant::now() + world.event_delay;
+    world.events.insert(
+        event_id.clone(),
+        Event {
+            uid: uid.clone(),
+            event_type: "DISASSOCIATE",
+            requested: (serials.len() + users.len()) as i64,
+            failures: Vec::new(),
+            ready_at,
+        },
+    );
+    Json(
+        json!({ "eventId": event_id, "tokenExpirationDate": expiration(&world, &uid), "uId": uid }),
+    )
+    .into_response()
 }
