@@ -179,6 +179,7 @@ pub async fn assign(
     group_id: &str,
     intent: Intent,
     license_type: LicenseType,
+    install: bool,
 ) -> ServerResult<AssignmentCreated> {
     let app = state
         .store
@@ -196,29 +197,16 @@ pub async fn assign(
             reason: "Available cannot be assigned to a device group: there is no user to ask; use Required or a user group".into(),
         });
     }
-    if intent != Intent::Required {
-        return Err(ServerError::Invalid {
-            field: "intent",
-            reason: "this server supports Required assignments".into(),
-        });
-    }
-    if license_type == LicenseType::Device && (app.product_type == "Book" || !app.device_assignable)
-    {
-        return Err(ServerError::Invalid {
-            field: "license_type",
-            reason: format!(
-                "{} cannot be licensed to devices at Apple; use user licensing",
-                describe(&app)
-            ),
-        });
-    }
+    check_intent(&app, intent, license_type)?;
     let assignment = AssignmentRecord {
         id: uuid::Uuid::new_v4().to_string(),
         app_id: app.id.clone(),
         group_id: group.id.clone(),
         intent,
         license_type,
+        install,
         created_at: clock::now(),
+        updated_at: None,
     };
     let warnings = assignment_warnings(state, &group, license_type).await?;
     if !state.store.insert_assignment(&assignment).await? {
@@ -473,6 +461,255 @@ pub async fn user_view(state: &ServerState, user_id: &str) -> ServerResult<UserV
         .map(|d| d.udid)
         .collect();
     Ok(UserView { user, vpp, devices })
+}
+
+/// Rules every assignment (new or changed) must follow.
+fn check_intent(app: &AppRecord, intent: Intent, license_type: LicenseType) -> ServerResult<()> {
+    if intent == Intent::Available {
+        return Err(ServerError::Invalid {
+            field: "intent",
+            reason: "Available assignments are not offered by this server yet; use Required".into(),
+        });
+    }
+    if app.product_type == "Book" && intent == Intent::Uninstall {
+        return Err(ServerError::Invalid {
+            field: "intent",
+            reason: format!(
+                "{} is a book: Apple never revokes or reassigns books, so it cannot be uninstalled",
+                describe(app)
+            ),
+        });
+    }
+    if license_type == LicenseType::Device && (app.product_type == "Book" || !app.device_assignable)
+    {
+        return Err(ServerError::Invalid {
+            field: "license_type",
+            reason: format!(
+                "{} cannot be licensed to devices at Apple; use user licensing",
+                describe(app)
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// A change of an assignment.
+#[derive(Debug, Clone, Default)]
+pub struct AssignmentChange {
+    /// New intent.
+    pub intent: Option<Intent>,
+    /// New license type (user to device migrates silently on enrolled devices).
+    pub license_type: Option<LicenseType>,
+    /// Install, or license only.
+    pub install: Option<bool>,
+}
+
+/// Changes an assignment; the engine moves licenses and apps to match.
+pub async fn update_assignment(
+    state: &ServerState,
+    id: &str,
+    change: AssignmentChange,
+) -> ServerResult<AssignmentRecord> {
+    let mut a = state
+        .store
+        .assignment(id)
+        .await?
+        .ok_or_else(|| ServerError::not_found("assignment", id))?;
+    let app = state
+        .store
+        .app(&a.app_id)
+        .await?
+        .ok_or_else(|| ServerError::not_found("app", &a.app_id))?;
+    if app.product_type == "Book"
+        && (change.intent.is_some_and(|i| i != a.intent)
+            || change.license_type.is_some_and(|l| l != a.license_type))
+    {
+        return Err(ServerError::Invalid {
+            field: "intent",
+            reason: format!(
+                "{} is a book: Apple never revokes or reassigns books",
+                describe(&app)
+            ),
+        });
+    }
+    a.intent = change.intent.unwrap_or(a.intent);
+    a.license_type = change.license_type.unwrap_or(a.license_type);
+    a.install = change.install.unwrap_or(a.install);
+    check_intent(&app, a.intent, a.license_type)?;
+    a.updated_at = Some(clock::now());
+    state.store.update_assignment(&a).await?;
+    state.poke_reconciler();
+    Ok(a)
+}
+
+/// Deletes an assignment: licenses nothing else needs go back to the pool; apps stay
+/// installed (use the Uninstall intent to remove them).
+pub async fn delete_assignment(state: &ServerState, id: &str) -> ServerResult<()> {
+    let a = state
+        .store
+        .assignment(id)
+        .await?
+        .ok_or_else(|| ServerError::not_found("assignment", id))?;
+    if let Some(app) = state.store.app(&a.app_id).await?
+        && app.product_type == "Book"
+    {
+        return Err(ServerError::Invalid {
+            field: "id",
+            reason: format!(
+                "{} is a book: Apple never revokes or reassigns books, so its assignment stays",
+                describe(&app)
+            ),
+        });
+    }
+    state.store.delete_assignment(id).await?;
+    state.poke_reconciler();
+    Ok(())
+}
+
+/// Removes devices from a device group.
+pub async fn remove_group_devices(
+    state: &ServerState,
+    group_id: &str,
+    udids: &[Udid],
+) -> ServerResult<u64> {
+    state
+        .store
+        .group(group_id)
+        .await?
+        .ok_or_else(|| ServerError::not_found("group", group_id))?;
+    let removed = state.store.remove_group_devices(group_id, udids).await?;
+    state.poke_reconciler();
+    Ok(removed)
+}
+
+/// Removes users from a user group; a user no group targets any more loses the user
+/// licenses of those apps.
+pub async fn remove_group_users(
+    state: &ServerState,
+    group_id: &str,
+    user_ids: &[String],
+) -> ServerResult<u64> {
+    state
+        .store
+        .group(group_id)
+        .await?
+        .ok_or_else(|| ServerError::not_found("group", group_id))?;
+    let removed = state.store.remove_group_users(group_id, user_ids).await?;
+    state.poke_reconciler();
+    Ok(removed)
+}
+
+/// Whose licenses to revoke.
+#[derive(Debug, Clone)]
+pub enum RevokeTarget {
+    /// Every device license of a device.
+    Device(Udid),
+    /// Every user license of a user.
+    User(String),
+    /// Every license (device and user) of an app.
+    App(String),
+}
+
+/// What a revocation took back.
+#[derive(Debug, Clone, Serialize)]
+pub struct Revoked {
+    /// Device licenses taken back.
+    pub device_licenses: usize,
+    /// User licenses taken back.
+    pub user_licenses: usize,
+    /// What happens on the devices.
+    pub note: &'static str,
+}
+
+/// Revokes licenses: they are disassociated at Apple and not asked for again until
+/// the device or user comes under an assignment anew. Apps stay installed on iOS; on
+/// macOS they stay usable without updates and are removed after a 30-day grace period.
+pub async fn revoke(state: &ServerState, target: RevokeTarget) -> ServerResult<Revoked> {
+    let store = state.store.as_ref();
+    let apps: std::collections::HashMap<String, AppRecord> = store
+        .apps(&crate::store::Page::all())
+        .await?
+        .into_iter()
+        .map(|a| (a.id.clone(), a))
+        .collect();
+    let is_book = |app_id: &str| apps.get(app_id).is_some_and(|a| a.product_type == "Book");
+    match &target {
+        RevokeTarget::Device(udid) => {
+            store
+                .device(udid)
+                .await?
+                .ok_or_else(|| ServerError::not_found("device", udid.as_str()))?;
+        }
+        RevokeTarget::User(id) => {
+            store
+                .user(id)
+                .await?
+                .ok_or_else(|| ServerError::not_found("user", id))?;
+        }
+        RevokeTarget::App(id) => {
+            let app = apps
+                .get(id)
+                .ok_or_else(|| ServerError::not_found("app", id))?;
+            if app.product_type == "Book" {
+                return Err(ServerError::Invalid {
+                    field: "app_id",
+                    reason: format!("{} is a book: Apple never revokes books", describe(app)),
+                });
+            }
+        }
+    }
+    let now = clock::now();
+    let held = |s: crate::store::LicenseState| s == crate::store::LicenseState::Associated;
+    let mut by_app: std::collections::BTreeMap<String, Vec<Udid>> = Default::default();
+    if !matches!(target, RevokeTarget::User(_)) {
+        for l in store.licenses().await? {
+            let wanted = match &target {
+                RevokeTarget::Device(udid) => &l.udid == udid,
+                RevokeTarget::App(id) => &l.app_id == id,
+                RevokeTarget::User(_) => false,
+            };
+            if wanted && held(l.state) && !is_book(&l.app_id) {
+                by_app.entry(l.app_id.clone()).or_default().push(l.udid);
+            }
+        }
+    }
+    let device_licenses = by_app.values().map(Vec::len).sum();
+    for (app_id, udids) in &by_app {
+        store
+            .set_license_states(
+                app_id,
+                udids,
+                crate::store::LicenseState::Revoking,
+                None,
+                &now,
+            )
+            .await?;
+    }
+    let mut user_rows = Vec::new();
+    if !matches!(target, RevokeTarget::Device(_)) {
+        for l in store.user_licenses().await? {
+            let wanted = match &target {
+                RevokeTarget::User(id) => &l.user_id == id,
+                RevokeTarget::App(id) => &l.app_id == id,
+                RevokeTarget::Device(_) => false,
+            };
+            if wanted && held(l.state) && !is_book(&l.app_id) {
+                user_rows.push(crate::store::UserLicenseRecord {
+                    state: crate::store::LicenseState::Revoking,
+                    event_id: None,
+                    updated_at: now.clone(),
+                    ..l
+                });
+            }
+        }
+    }
+    store.put_user_licenses(&user_rows).await?;
+    state.poke_reconciler();
+    Ok(Revoked {
+        device_licenses,
+        user_licenses: user_rows.len(),
+        note: "licenses are disassociated at Apple; apps stay installed on iOS; on macOS they stay usable without updates and are removed after a 30-day grace period; books are never revoked",
+    })
 }
 
 fn describe(app: &AppRecord) -> String {

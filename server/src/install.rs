@@ -137,6 +137,31 @@ pub fn interpret(
     };
     match (request_type, report.status) {
         (_, CommandStatus::NotNow | CommandStatus::Idle) => Interpretation::default(),
+        ("RemoveApplication", CommandStatus::Acknowledged) => Interpretation {
+            install: Some(InstallUpdate::new(InstallStatus::Removed, None)),
+            follow_up: None,
+        },
+        ("RemoveApplication", _) => {
+            // Nothing to remove is as good as removed.
+            let absent = report.error_chain.iter().any(|e| e.error_code == 12029);
+            Interpretation {
+                install: Some(if absent {
+                    InstallUpdate {
+                        reason: Some("the app was not on the device".into()),
+                        ..InstallUpdate::new(InstallStatus::Removed, None)
+                    }
+                } else {
+                    InstallUpdate::failed(
+                        None,
+                        format!(
+                            "the device could not remove the app: {}",
+                            error_reason(report)
+                        ),
+                    )
+                }),
+                follow_up: None,
+            }
+        }
         ("InstallApplication", CommandStatus::Acknowledged) => {
             let response: InstallApplicationResponse = report.response().unwrap_or_default();
             let state = response.state.unwrap_or(ManagedAppStatus::Queued);

@@ -3,6 +3,7 @@
 //! verified installed.
 
 pub mod admin;
+pub mod applicability;
 pub mod checkin;
 pub mod clock;
 pub mod command_queue;
@@ -11,6 +12,7 @@ pub mod error;
 pub mod http;
 pub mod identity;
 pub mod install;
+pub mod precedence;
 pub mod prompt;
 pub mod push;
 pub mod reclaim;

@@ -16,10 +16,11 @@ use orchard_protocol::{SerialNumber, Udid};
 use crate::clock;
 use crate::command_queue::new_command;
 use crate::error::ServerResult;
+use crate::precedence::Effective;
 use crate::state::ServerState;
 use crate::store::{
-    AppRecord, AssociationOutcome, InstallRecord, InstallStatus, LicenseCounts, LicenseRecord,
-    LicenseState, Target,
+    AppRecord, AssociationOutcome, InstallRecord, InstallStatus, Intent, LicenseCounts,
+    LicenseRecord, LicenseState, LicenseType, Target, UserTarget,
 };
 use crate::vpp::{EventStatus, ManageAssetsRequest, RequestAsset, VppError};
 
@@ -28,6 +29,90 @@ pub const NO_LICENSES: &str = "license assignment failed: no licenses available"
 /// Reason given when the app cannot be licensed to devices.
 pub const NOT_DEVICE_ASSIGNABLE: &str =
     "license assignment failed: the app cannot be assigned to devices";
+/// Status of a license-only target once licensed.
+pub const LICENSE_ONLY: &str =
+    "licensed; the assignment installs nothing (another tool installs the app)";
+
+/// What the reconciler works on, from the applying assignments.
+#[derive(Debug, Default)]
+pub struct PlanTargets {
+    /// Required, device-licensed, in service order.
+    pub device: Vec<Target>,
+    /// Required, user-licensed, in service order.
+    pub user: Vec<UserTarget>,
+    /// (app, device, reason) for targets that cannot apply.
+    pub not_applicable: Vec<(String, Udid, &'static str)>,
+}
+
+/// Splits the applying assignments into what each part of the engine serves (sans-IO).
+pub fn targets(effective: &[Effective]) -> PlanTargets {
+    let mut out = PlanTargets::default();
+    for e in effective {
+        let c = &e.winner;
+        if c.intent != Intent::Required || !c.active {
+            continue;
+        }
+        if let Err(reason) = crate::applicability::check(c) {
+            out.not_applicable
+                .push((c.app_id.clone(), c.udid.clone(), reason));
+            continue;
+        }
+        match c.license_type {
+            LicenseType::Device => out.device.push(Target {
+                app_id: c.app_id.clone(),
+                udid: c.udid.clone(),
+                serial_number: c.serial_number.clone(),
+                joined_at: c.joined_at.clone(),
+                install: c.install,
+            }),
+            LicenseType::User => out.user.push(UserTarget {
+                app_id: c.app_id.clone(),
+                user_id: c.user_id.clone(),
+                udid: c.udid.clone(),
+                joined_at: c.joined_at.clone(),
+                single_app_mode: c.single_app_mode,
+                app_store_allowed: c.app_store_allowed,
+                install: c.install,
+            }),
+        }
+    }
+    out
+}
+
+/// Reports targets that cannot apply, unless already reported so.
+async fn write_not_applicable(
+    state: &ServerState,
+    rows: &[(String, Udid, &'static str)],
+) -> ServerResult<()> {
+    let now = clock::now();
+    let mut out = Vec::new();
+    for (app_id, udid, reason) in rows {
+        let existing = state
+            .store
+            .installs_of_device(udid)
+            .await?
+            .into_iter()
+            .find(|r| &r.app_id == app_id);
+        if existing.is_some_and(|r| r.reason.as_deref() == Some(reason)) {
+            continue;
+        }
+        out.push(InstallRecord {
+            app_id: app_id.clone(),
+            udid: udid.clone(),
+            status: InstallStatus::NotApplicable,
+            device_status: None,
+            version: None,
+            reason: Some((*reason).to_owned()),
+            updated_at: now.clone(),
+            since: None,
+        });
+    }
+    if !out.is_empty() {
+        state.store.set_installs(&out).await?;
+    }
+    Ok(())
+}
+
 /// Apple's most serial numbers per association (service config `maxSerialNumbers`).
 pub const MAX_SERIALS_PER_CALL: usize = 1000;
 
@@ -87,6 +172,13 @@ pub fn plan(
             match held.get(&(app_id, &t.udid)) {
                 Some(l) if l.state == LicenseState::Pending && l.event_id.is_none() => {
                     associate.push(device)
+                }
+                // Revoked stays revoked until the device comes under an assignment anew.
+                Some(l) if l.state == LicenseState::Revoked && t.joined_at > l.updated_at => {
+                    if free > 0 && app.device_assignable {
+                        free -= 1;
+                        associate.push(device);
+                    }
                 }
                 Some(l) if l.state != LicenseState::Failed => {}
                 existing => {
@@ -175,7 +267,11 @@ const RECONCILE_LEASE: Duration = Duration::from_secs(120);
 /// One pass; returns whether Apple events are still pending.
 pub async fn run_once(state: &ServerState) -> ServerResult<bool> {
     let store = state.store.as_ref();
-    let targets = store.required_device_targets().await?;
+    let candidates = store.assignment_candidates().await?;
+    let effective = crate::precedence::resolve(&candidates);
+    let plan_targets = targets(&effective);
+    write_not_applicable(state, &plan_targets.not_applicable).await?;
+    let targets = plan_targets.device;
     let licenses = store.licenses().await?;
     let apps: HashMap<String, AppRecord> = store
         .apps(&crate::store::Page::all())
@@ -213,7 +309,12 @@ pub async fn run_once(state: &ServerState) -> ServerResult<bool> {
             }
         }
     }
-    let mut pending = follow_events(state, &apps).await?;
+    let license_only: HashSet<(String, Udid)> = targets
+        .iter()
+        .filter(|t| !t.install)
+        .map(|t| (t.app_id.clone(), t.udid.clone()))
+        .collect();
+    let mut pending = follow_events(state, &apps, &license_only).await?;
     let licenses = store.licenses().await?;
     let mut device_in_flight: HashMap<String, i64> = HashMap::new();
     for l in licenses
@@ -222,8 +323,9 @@ pub async fn run_once(state: &ServerState) -> ServerResult<bool> {
     {
         *device_in_flight.entry(l.app_id.clone()).or_default() += 1;
     }
-    pending |= crate::user_licensing::run_once(state, &apps, &device_in_flight).await?;
-    pending |= crate::reclaim::run_once(state, &apps).await?;
+    pending |= crate::user_licensing::run_once(state, &apps, &device_in_flight, &plan_targets.user)
+        .await?;
+    pending |= crate::reclaim::run_once(state, &apps, &effective).await?;
     Ok(pending)
 }
 
@@ -287,6 +389,7 @@ async fn associate(
 async fn follow_events(
     state: &ServerState,
     apps: &HashMap<String, AppRecord>,
+    license_only: &HashSet<(String, Udid)>,
 ) -> ServerResult<bool> {
     let store = state.store.as_ref();
     let licenses = store.licenses().await?;
@@ -369,6 +472,16 @@ async fn follow_events(
                         &now,
                     ));
                     outcome.failed.push((l.udid.clone(), reason));
+                }
+                None if license_only.contains(&(app_id.clone(), l.udid.clone())) => {
+                    outcome.install_rows.push(install_row(
+                        app,
+                        &l.udid,
+                        InstallStatus::Licensed,
+                        Some(LICENSE_ONLY.to_owned()),
+                        &now,
+                    ));
+                    outcome.associated.push(l.udid.clone());
                 }
                 None => {
                     let command =
@@ -500,6 +613,7 @@ mod tests {
                 udid: Udid(format!("U{i}")),
                 serial_number: SerialNumber(format!("S{i}")),
                 joined_at: format!("2026-01-01T00:00:{i:02}Z"),
+                install: true,
             })
             .collect()
     }

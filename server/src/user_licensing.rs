@@ -257,7 +257,9 @@ pub fn plan(world: UserWorld<'_>) -> Vec<UserAction> {
                         status(InstallStatus::LicenseFailed, crate::reconcile::NO_LICENSES)
                     }
                     // Given back on purpose; nothing to do until it is assigned again.
-                    Some(LicenseState::Releasing | LicenseState::Released) => {}
+                    Some(
+                        LicenseState::Releasing | LicenseState::Revoking | LicenseState::Revoked,
+                    ) => {}
                     Some(LicenseState::Associated) => {
                         let served = devices_served
                             .entry((t.app_id.clone(), user_id.clone()))
@@ -265,6 +267,8 @@ pub fn plan(world: UserWorld<'_>) -> Vec<UserAction> {
                         *served += 1;
                         if *served > MAX_DEVICES_PER_USER_LICENSE {
                             status(InstallStatus::LicenseFailed, DEVICE_LIMIT);
+                        } else if !t.install {
+                            status(InstallStatus::Licensed, crate::reconcile::LICENSE_ONLY);
                         } else if open_row(row) {
                             actions.push(UserAction::Install {
                                 app_id: t.app_id.clone(),
@@ -297,11 +301,11 @@ pub async fn run_once(
     state: &ServerState,
     apps: &HashMap<String, AppRecord>,
     device_in_flight: &HashMap<String, i64>,
+    targets: &[UserTarget],
 ) -> ServerResult<bool> {
     let store = state.store.as_ref();
     let mut pending = follow_registrations(state).await?;
     pending |= follow_license_events(state, apps).await?;
-    let targets = store.required_user_targets().await?;
     if targets.is_empty() {
         return Ok(pending);
     }
@@ -314,7 +318,7 @@ pub async fn run_once(
         }
     }
     let world = UserWorld {
-        targets: &targets,
+        targets,
         apps,
         vpp_users: &vpp_users,
         licenses: &licenses,
@@ -775,6 +779,7 @@ mod tests {
             joined_at: format!("2026-01-01T00:00:00.{udid:0>6}Z"),
             single_app_mode: false,
             app_store_allowed: Some(true),
+            install: true,
         }
     }
 

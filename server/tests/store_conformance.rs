@@ -570,7 +570,9 @@ async fn groups_assignments_and_targets() {
             group_id: "g1".into(),
             intent: Intent::Required,
             license_type: LicenseType::Device,
+            install: true,
             created_at: NOW.into(),
+            updated_at: None,
         };
         assert!(s.insert_assignment(&a).await.unwrap());
         assert!(
@@ -581,15 +583,44 @@ async fn groups_assignments_and_targets() {
             .await
             .unwrap()
         );
-        let targets = s.required_device_targets().await.unwrap();
+        let targets = s.assignment_candidates().await.unwrap();
         // U3 has not finished enrollment; U2 joined first.
         assert_eq!(
-            targets.iter().map(|t| t.udid.as_str()).collect::<Vec<_>>(),
-            ["U2", "U1"],
+            targets
+                .iter()
+                .map(|t| (t.udid.as_str(), t.active))
+                .collect::<Vec<_>>(),
+            [("U2", true), ("U1", true), ("U3", false)],
             "{}",
             b.name
         );
         assert_eq!(targets[0].serial_number, SerialNumber::from("SN-U2"));
+        assert_eq!(targets[0].group_kind, GroupKind::Device);
+        assert_eq!(targets[1].joined_at, LATER);
+        // Changing the assignment brings every device under it anew.
+        let mut changed = a.clone();
+        changed.license_type = LicenseType::User;
+        changed.install = false;
+        changed.updated_at = Some("2026-11-25T13:00:00.000000Z".into());
+        assert!(s.update_assignment(&changed).await.unwrap());
+        assert_eq!(s.assignment("as1").await.unwrap(), Some(changed.clone()));
+        let targets = s.assignment_candidates().await.unwrap();
+        assert!(
+            targets
+                .iter()
+                .all(|t| t.joined_at == "2026-11-25T13:00:00.000000Z"
+                    && t.license_type == LicenseType::User
+                    && !t.install)
+        );
+        assert_eq!(
+            s.remove_group_devices("g1", &["U1".into()]).await.unwrap(),
+            1
+        );
+        assert_eq!(s.assignment_candidates().await.unwrap().len(), 2);
+        assert!(s.delete_assignment("as1").await.unwrap());
+        assert!(s.assignment_candidates().await.unwrap().is_empty());
+        assert!(!s.delete_assignment("as1").await.unwrap());
+        s.insert_assignment(&a).await.unwrap();
         assert_eq!(s.assignments(&Page::all()).await.unwrap().len(), 1);
         b.finish().await;
     }
@@ -800,23 +831,29 @@ async fn users_registrations_user_licenses_and_prompts() {
             group_id: "g1".into(),
             intent: Intent::Required,
             license_type: LicenseType::User,
+            install: true,
             created_at: LATER.into(),
+            updated_at: None,
         })
         .await
         .unwrap();
-        let targets = s.required_user_targets().await.unwrap();
+        let targets = s.assignment_candidates().await.unwrap();
         assert_eq!(targets.len(), 2, "{}", b.name);
         assert_eq!(targets[0].user_id.as_deref(), Some("ana"));
+        assert_eq!(targets[0].group_kind, GroupKind::User);
         assert_eq!(
             targets[0].joined_at, LATER,
             "the later of join and assignment"
         );
         assert_eq!(targets[1].app_store_allowed, Some(false));
-        assert!(
-            s.required_device_targets().await.unwrap().is_empty(),
-            "{}: a user-licensed assignment targets no device license",
+        assert_eq!(
+            s.remove_group_users("g1", &["ana".into()]).await.unwrap(),
+            1,
+            "{}",
             b.name
         );
+        assert!(s.assignment_candidates().await.unwrap().is_empty());
+        s.add_group_users("g1", &["ana".into()], NOW).await.unwrap();
 
         let mut vu = VppUserRecord {
             token_id: "t1".into(),
@@ -852,6 +889,8 @@ async fn users_registrations_user_licenses_and_prompts() {
         l.event_id = Some("e2".into());
         s.put_user_licenses(std::slice::from_ref(&l)).await.unwrap();
         assert_eq!(s.user_licenses().await.unwrap(), vec![l]);
+        s.delete_user_licenses("a1", &["ana".into()]).await.unwrap();
+        assert!(s.user_licenses().await.unwrap().is_empty(), "{}", b.name);
 
         let shown = PromptRecord {
             udid: "U1".into(),

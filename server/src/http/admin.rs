@@ -55,6 +55,22 @@ pub(super) fn router() -> Router<ServerState> {
             "/v1/assignments",
             post(create_assignment).get(list_assignments),
         )
+        .route(
+            "/v1/assignments/{id}",
+            get(get_assignment)
+                .patch(update_assignment)
+                .delete(delete_assignment),
+        )
+        .route("/v1/licenses/revoke", post(revoke_licenses))
+        .route("/v1/devices/{udid}/assignments", get(explain_device))
+        .route(
+            "/v1/groups/{id}/devices/{udid}",
+            axum::routing::delete(remove_group_device),
+        )
+        .route(
+            "/v1/groups/{id}/users/{user_id}",
+            axum::routing::delete(remove_group_user),
+        )
         .route("/v1/devices", get(list_devices))
         .route("/v1/devices/{udid}", get(get_device))
         .route("/v1/devices/{udid}/installs", get(device_installs))
@@ -381,6 +397,12 @@ struct AssignmentBody {
     group_id: String,
     intent: Intent,
     license_type: LicenseType,
+    #[serde(default = "yes")]
+    install: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 async fn create_assignment(
@@ -394,6 +416,7 @@ async fn create_assignment(
         &body.group_id,
         body.intent,
         body.license_type,
+        body.install,
     )
     .await;
     let target = format!("{} -> {}", body.app_id, body.group_id);
@@ -626,4 +649,148 @@ async fn refresh_inventory(
         StatusCode::ACCEPTED,
         Json(serde_json::json!({ "udid": udid, "queries_queued": result? })),
     ))
+}
+
+async fn get_assignment(
+    State(state): State<ServerState>,
+    _actor: Actor,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<impl IntoResponse> {
+    let a = state.store.assignment(&id).await?;
+    Ok(Json(a.ok_or_else(|| {
+        ServerError::not_found("assignment", &id)
+    })?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AssignmentChangeBody {
+    intent: Option<Intent>,
+    license_type: Option<LicenseType>,
+    install: Option<bool>,
+}
+
+async fn update_assignment(
+    State(state): State<ServerState>,
+    actor: Actor,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<AssignmentChangeBody>,
+) -> ApiResult<impl IntoResponse> {
+    let change = admin::AssignmentChange {
+        intent: body.intent,
+        license_type: body.license_type,
+        install: body.install,
+    };
+    let result = admin::update_assignment(&state, &id, change).await;
+    admin::audit(&state, &actor, "assignment.update", &id, &result).await;
+    Ok(Json(result?))
+}
+
+async fn delete_assignment(
+    State(state): State<ServerState>,
+    actor: Actor,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<impl IntoResponse> {
+    let result = admin::delete_assignment(&state, &id).await;
+    admin::audit(&state, &actor, "assignment.delete", &id, &result).await;
+    result?;
+    Ok(Json(serde_json::json!({
+        "deleted": id,
+        "note": "licenses that no other assignment needs go back to the pool; apps stay installed (use the Uninstall intent to remove them)"
+    })))
+}
+
+async fn remove_group_device(
+    State(state): State<ServerState>,
+    actor: Actor,
+    ApiPath((id, udid)): ApiPath<(String, String)>,
+) -> ApiResult<impl IntoResponse> {
+    let result = admin::remove_group_devices(&state, &id, &[Udid(udid.clone())]).await;
+    admin::audit(
+        &state,
+        &actor,
+        "group.remove_device",
+        &format!("{id}/{udid}"),
+        &result,
+    )
+    .await;
+    Ok(Json(serde_json::json!({ "removed": result? })))
+}
+
+async fn remove_group_user(
+    State(state): State<ServerState>,
+    actor: Actor,
+    ApiPath((id, user_id)): ApiPath<(String, String)>,
+) -> ApiResult<impl IntoResponse> {
+    let result = admin::remove_group_users(&state, &id, std::slice::from_ref(&user_id)).await;
+    admin::audit(
+        &state,
+        &actor,
+        "group.remove_user",
+        &format!("{id}/{user_id}"),
+        &result,
+    )
+    .await;
+    Ok(Json(serde_json::json!({ "removed": result? })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeBody {
+    udid: Option<String>,
+    user_id: Option<String>,
+    app_id: Option<String>,
+}
+
+async fn revoke_licenses(
+    State(state): State<ServerState>,
+    actor: Actor,
+    ApiJson(body): ApiJson<RevokeBody>,
+) -> ApiResult<impl IntoResponse> {
+    let target = match (body.udid, body.user_id, body.app_id) {
+        (Some(udid), None, None) => admin::RevokeTarget::Device(Udid(udid)),
+        (None, Some(user), None) => admin::RevokeTarget::User(user),
+        (None, None, Some(app)) => admin::RevokeTarget::App(app),
+        _ => {
+            return Err(ServerError::Invalid {
+                field: "udid",
+                reason: "name exactly one of udid, user_id or app_id".into(),
+            }
+            .into());
+        }
+    };
+    let what = format!("{target:?}");
+    let result = admin::revoke(&state, target).await;
+    admin::audit(&state, &actor, "licenses.revoke", &what, &result).await;
+    Ok((StatusCode::ACCEPTED, Json(result?)))
+}
+
+async fn explain_device(
+    State(state): State<ServerState>,
+    _actor: Actor,
+    ApiPath(udid): ApiPath<String>,
+) -> ApiResult<impl IntoResponse> {
+    let udid = Udid(udid);
+    state
+        .store
+        .device(&udid)
+        .await?
+        .ok_or_else(|| ServerError::not_found("device", udid.as_str()))?;
+    let candidates: Vec<_> = state
+        .store
+        .assignment_candidates()
+        .await?
+        .into_iter()
+        .filter(|c| c.udid == udid)
+        .collect();
+    let resolved = crate::precedence::resolve(&candidates);
+    Ok(Json(serde_json::json!({
+        "udid": udid,
+        "precedence": [
+            crate::precedence::BY_INTENT,
+            crate::precedence::BY_GROUP,
+            crate::precedence::BY_AGE
+        ],
+        "items": resolved,
+    })))
 }

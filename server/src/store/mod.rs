@@ -155,6 +155,8 @@ pub trait DirectoryStore: Send + Sync {
     ) -> StoreResult<u64>;
     /// Members of a group.
     async fn group_devices(&self, group_id: &str) -> StoreResult<Vec<Udid>>;
+    /// Removes devices from a group.
+    async fn remove_group_devices(&self, group_id: &str, udids: &[Udid]) -> StoreResult<u64>;
 }
 
 /// Assignments, licenses and install states.
@@ -166,7 +168,15 @@ pub trait AssignmentStore: Send + Sync {
     async fn assignments(&self, page: &Page) -> StoreResult<Vec<AssignmentRecord>>;
     /// Every (app, device) pair a Required, device-licensed assignment targets, among
     /// devices that finished enrollment, in the order they joined.
-    async fn required_device_targets(&self) -> StoreResult<Vec<Target>>;
+    async fn assignment(&self, id: &str) -> StoreResult<Option<AssignmentRecord>>;
+    /// Changes intent, license type and install of an assignment.
+    async fn update_assignment(&self, assignment: &AssignmentRecord) -> StoreResult<bool>;
+    async fn delete_assignment(&self, id: &str) -> StoreResult<bool>;
+    /// Every assignment reaching every active device (through device groups and the
+    /// device's user's groups), in service order: joined, then UDID.
+    async fn assignment_candidates(&self) -> StoreResult<Vec<Candidate>>;
+    /// Forgets device licenses (after Apple confirmed giving them back).
+    async fn delete_licenses(&self, app_id: &str, udids: &[Udid]) -> StoreResult<()>;
     /// Every license this server holds or asked for.
     async fn licenses(&self) -> StoreResult<Vec<LicenseRecord>>;
     /// Reserves licenses before asking Apple (state `pending`).
@@ -230,8 +240,10 @@ pub trait UserStore: Send + Sync {
     async fn user_licenses(&self) -> StoreResult<Vec<UserLicenseRecord>>;
     /// Writes user licenses (insert or replace).
     async fn put_user_licenses(&self, rows: &[UserLicenseRecord]) -> StoreResult<()>;
-    /// Devices that Required, user-licensed assignments target, in service order.
-    async fn required_user_targets(&self) -> StoreResult<Vec<UserTarget>>;
+    /// Forgets user licenses (after Apple confirmed giving them back).
+    async fn delete_user_licenses(&self, app_id: &str, user_ids: &[String]) -> StoreResult<()>;
+    /// Removes users from a group.
+    async fn remove_group_users(&self, group_id: &str, user_ids: &[String]) -> StoreResult<u64>;
     /// Records prompts; a prompt reported again (answered) replaces the first report.
     async fn record_prompts(&self, prompts: &[PromptRecord]) -> StoreResult<()>;
     async fn prompts_of_device(&self, udid: &Udid) -> StoreResult<Vec<PromptRecord>>;

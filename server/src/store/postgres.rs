@@ -156,9 +156,8 @@ async fn set_license_state(
         if let Some(state) = state {
             q.push(", state = ").push_bind(state.as_str());
         }
-        if let Some(event_id) = event_id {
-            q.push(", event_id = ").push_bind(event_id);
-        }
+        // The event belongs to the state: a new state without one clears it.
+        q.push(", event_id = ").push_bind(event_id);
         q.push(" WHERE app_id = ")
             .push_bind(app_id)
             .push(" AND udid IN (");
@@ -643,14 +642,30 @@ impl DirectoryStore for PostgresStore {
         .await?;
         Ok(rows.into_iter().map(Udid).collect())
     }
+
+    async fn remove_group_devices(&self, group_id: &str, udids: &[Udid]) -> StoreResult<u64> {
+        let mut tx = self.pool.begin().await?;
+        let mut removed = 0;
+        for udid in udids {
+            removed += sqlx::query("DELETE FROM group_devices WHERE group_id = $1 AND udid = $2")
+                .bind(group_id)
+                .bind(udid.as_str())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(removed)
+    }
 }
 
 #[async_trait]
 impl AssignmentStore for PostgresStore {
     async fn insert_assignment(&self, a: &AssignmentRecord) -> StoreResult<bool> {
         let done = sqlx::query(
-            "INSERT INTO assignments (id, app_id, group_id, intent, license_type, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            "INSERT INTO assignments (id, app_id, group_id, intent, license_type, created_at, install,
+                                      updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
         )
         .bind(&a.id)
         .bind(&a.app_id)
@@ -658,6 +673,8 @@ impl AssignmentStore for PostgresStore {
         .bind(a.intent.as_str())
         .bind(a.license_type.as_str())
         .bind(&a.created_at)
+        .bind(i64::from(a.install))
+        .bind(&a.updated_at)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -667,7 +684,34 @@ impl AssignmentStore for PostgresStore {
         self.page("assignments", "id", page, assignment_row).await
     }
 
-    async fn required_device_targets(&self) -> StoreResult<Vec<Target>> {
+    async fn assignment(&self, id: &str) -> StoreResult<Option<AssignmentRecord>> {
+        self.one("assignments", "id", id, assignment_row).await
+    }
+
+    async fn update_assignment(&self, a: &AssignmentRecord) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE assignments SET intent = $1, license_type = $2, install = $3, updated_at = $4
+             WHERE id = $5",
+        )
+        .bind(a.intent.as_str())
+        .bind(a.license_type.as_str())
+        .bind(i64::from(a.install))
+        .bind(&a.updated_at)
+        .bind(&a.id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn delete_assignment(&self, id: &str) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM assignments WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn assignment_candidates(&self) -> StoreResult<Vec<Candidate>> {
         let rows = sqlx::query(
             "WITH members AS (
                 SELECT gd.group_id, gd.udid, gd.joined_at FROM group_devices gd
@@ -675,27 +719,37 @@ impl AssignmentStore for PostgresStore {
                 SELECT gu.group_id, d.udid, gu.joined_at
                 FROM group_users gu JOIN devices d ON d.user_id = gu.user_id
              )
-             SELECT a.app_id AS app_id, d.udid AS udid, d.serial_number AS serial_number,
-                    MIN(GREATEST(m.joined_at, a.created_at)) AS joined_at
+             SELECT a.id AS assignment_id, a.app_id AS app_id, a.group_id AS group_id,
+                    g.kind AS group_kind, a.intent AS intent, a.license_type AS license_type,
+                    a.install AS install, a.created_at AS created_at,
+                    GREATEST(m.joined_at, COALESCE(a.updated_at, a.created_at)) AS joined_at,
+                    d.udid AS udid, d.serial_number AS serial_number, d.user_id AS user_id,
+                    d.single_app_mode AS single_app_mode, d.app_store_allowed AS app_store_allowed,
+                    d.os_version AS os_version, d.product_name AS product_name,
+                    d.status AS device_status
              FROM assignments a
+             JOIN groups g ON g.id = a.group_id
              JOIN members m ON m.group_id = a.group_id
              JOIN devices d ON d.udid = m.udid
-             WHERE a.intent = 'required' AND a.license_type = 'device' AND d.status = 'active'
-             GROUP BY a.app_id, d.udid, d.serial_number
-             ORDER BY joined_at, d.udid",
+             WHERE d.status <> 'checked_out'
+             ORDER BY joined_at, d.udid, a.created_at, a.id",
         )
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Target {
-                    app_id: r.try_get("app_id")?,
-                    udid: Udid(r.try_get("udid")?),
-                    serial_number: SerialNumber(r.try_get("serial_number")?),
-                    joined_at: r.try_get("joined_at")?,
-                })
-            })
-            .collect()
+        collect(rows, candidate_row)
+    }
+
+    async fn delete_licenses(&self, app_id: &str, udids: &[Udid]) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        for udid in udids {
+            sqlx::query("DELETE FROM licenses WHERE app_id = $1 AND udid = $2")
+                .bind(app_id)
+                .bind(udid.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn licenses(&self) -> StoreResult<Vec<LicenseRecord>> {
@@ -1007,27 +1061,32 @@ impl UserStore for PostgresStore {
         Ok(())
     }
 
-    async fn required_user_targets(&self) -> StoreResult<Vec<UserTarget>> {
-        let rows = sqlx::query(
-            "WITH members AS (
-                SELECT gd.group_id, gd.udid, gd.joined_at FROM group_devices gd
-                UNION ALL
-                SELECT gu.group_id, d.udid, gu.joined_at
-                FROM group_users gu JOIN devices d ON d.user_id = gu.user_id
-             )
-             SELECT a.app_id AS app_id, d.udid AS udid, d.user_id AS user_id,
-                    d.single_app_mode AS single_app_mode, d.app_store_allowed AS app_store_allowed,
-                    MIN(GREATEST(m.joined_at, a.created_at)) AS joined_at
-             FROM assignments a
-             JOIN members m ON m.group_id = a.group_id
-             JOIN devices d ON d.udid = m.udid
-             WHERE a.intent = 'required' AND a.license_type = 'user' AND d.status = 'active'
-             GROUP BY a.app_id, d.udid, d.user_id, d.single_app_mode, d.app_store_allowed
-             ORDER BY joined_at, d.udid",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        collect(rows, user_target_row)
+    async fn delete_user_licenses(&self, app_id: &str, user_ids: &[String]) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        for user_id in user_ids {
+            sqlx::query("DELETE FROM user_licenses WHERE app_id = $1 AND user_id = $2")
+                .bind(app_id)
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn remove_group_users(&self, group_id: &str, user_ids: &[String]) -> StoreResult<u64> {
+        let mut tx = self.pool.begin().await?;
+        let mut removed = 0;
+        for user_id in user_ids {
+            removed += sqlx::query("DELETE FROM group_users WHERE group_id = $1 AND user_id = $2")
+                .bind(group_id)
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(removed)
     }
 
     async fn record_prompts(&self, prompts: &[PromptRecord]) -> StoreResult<()> {

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 macro_rules! text_enum {
     ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         pub enum $name {
             $($(#[$vdoc])* #[serde(rename = $text)] $variant),+
         }
@@ -94,10 +94,15 @@ text_enum!(
         Associated = "associated",
         /// Apple refused it.
         Failed = "failed",
-        /// Given back: disassociation asked of Apple, waiting for its event.
+        /// Given back because nothing needs it any more: disassociation asked of Apple;
+        /// the record goes once Apple confirms.
         Releasing = "releasing",
-        /// Given back and confirmed; kept so the license is not asked for again.
-        Released = "released",
+        /// Taken back on purpose (revoked by an admin, or the user declined the install):
+        /// disassociation asked of Apple.
+        Revoking = "revoking",
+        /// Taken back and confirmed; kept so the license is not asked for again until
+        /// the device (or user) comes under an assignment anew.
+        Revoked = "revoked",
     }
 );
 
@@ -140,6 +145,12 @@ text_enum!(
         /// Installed once, but no longer on the device (the user deleted it); the
         /// license stays assigned.
         NotInstalled = "not_installed",
+        /// The license is assigned; the assignment asks for no install.
+        Licensed = "licensed",
+        /// RemoveApplication is queued (Uninstall intent).
+        Removing = "removing",
+        /// The device removed the app; the license goes back.
+        Removed = "removed",
     }
 );
 
@@ -396,7 +407,7 @@ pub struct GroupRecord {
 }
 
 /// An app assigned to a group.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AssignmentRecord {
     /// Opaque id.
     pub id: String,
@@ -408,8 +419,53 @@ pub struct AssignmentRecord {
     pub intent: Intent,
     /// License type.
     pub license_type: LicenseType,
+    /// Install the app (false: only hold the license, for devices whose installs
+    /// another tool does).
+    pub install: bool,
     /// Creation time.
     pub created_at: String,
+    /// Last change of intent, license type or install.
+    pub updated_at: Option<String>,
+}
+
+/// One assignment reaching one device, with what the engine needs to know about both.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Candidate {
+    /// Assignment.
+    pub assignment_id: String,
+    /// App.
+    pub app_id: String,
+    /// The group through which it reaches the device.
+    pub group_id: String,
+    /// A device group, or a user group (through the device's user).
+    pub group_kind: GroupKind,
+    /// Intent.
+    pub intent: Intent,
+    /// License type.
+    pub license_type: LicenseType,
+    /// Install the app, or only license it.
+    pub install: bool,
+    /// When the assignment was created.
+    pub created_at: String,
+    /// When the device came under the assignment: the latest of joining the group and
+    /// the assignment's creation or last change.
+    pub joined_at: String,
+    /// Device.
+    pub udid: Udid,
+    /// Serial number.
+    pub serial_number: SerialNumber,
+    /// The device's user.
+    pub user_id: Option<String>,
+    /// Single-app mode.
+    pub single_app_mode: bool,
+    /// App Store usable, if known.
+    pub app_store_allowed: Option<bool>,
+    /// OS version.
+    pub os_version: Option<String>,
+    /// Product name (tells the platform).
+    pub product_name: Option<String>,
+    /// Finished enrollment (sent TokenUpdate); only such devices are served.
+    pub active: bool,
 }
 
 /// An (app, device) pair a Required, device-licensed assignment targets.
@@ -423,6 +479,8 @@ pub struct Target {
     pub serial_number: SerialNumber,
     /// When it joined the targeting group (earliest, if several).
     pub joined_at: String,
+    /// Install the app once licensed (false: license only).
+    pub install: bool,
 }
 
 /// A license this server asked for.
@@ -563,6 +621,8 @@ pub struct UserTarget {
     pub single_app_mode: bool,
     /// The App Store is usable, if known.
     pub app_store_allowed: Option<bool>,
+    /// Install the app once licensed (false: license only).
+    pub install: bool,
 }
 
 /// A prompt a device showed its user.

@@ -113,7 +113,39 @@ macro_rules! row_mappers {
                 intent: Intent::parse(&intent).ok_or(corrupt("assignments.intent"))?,
                 license_type: LicenseType::parse(&license_type)
                     .ok_or(corrupt("assignments.license_type"))?,
+                install: row.try_get::<i64, _>("install")? != 0,
                 created_at: row.try_get("created_at")?,
+                updated_at: row.try_get("updated_at")?,
+            })
+        }
+
+        fn candidate_row(row: &$row) -> StoreResult<Candidate> {
+            let intent: String = row.try_get("intent")?;
+            let license_type: String = row.try_get("license_type")?;
+            let kind: String = row.try_get("group_kind")?;
+            Ok(Candidate {
+                assignment_id: row.try_get("assignment_id")?,
+                app_id: row.try_get("app_id")?,
+                group_id: row.try_get("group_id")?,
+                group_kind: GroupKind::parse(&kind).ok_or(corrupt("groups.kind"))?,
+                intent: Intent::parse(&intent).ok_or(corrupt("assignments.intent"))?,
+                license_type: LicenseType::parse(&license_type)
+                    .ok_or(corrupt("assignments.license_type"))?,
+                install: row.try_get::<i64, _>("install")? != 0,
+                created_at: row.try_get("created_at")?,
+                joined_at: row.try_get("joined_at")?,
+                udid: Udid(row.try_get("udid")?),
+                serial_number: SerialNumber(row.try_get("serial_number")?),
+                user_id: row.try_get("user_id")?,
+                single_app_mode: row
+                    .try_get::<Option<i64>, _>("single_app_mode")?
+                    .is_some_and(|v| v != 0),
+                app_store_allowed: row
+                    .try_get::<Option<i64>, _>("app_store_allowed")?
+                    .map(|v| v != 0),
+                os_version: row.try_get("os_version")?,
+                product_name: row.try_get("product_name")?,
+                active: row.try_get::<String, _>("device_status")? == "active",
             })
         }
 
@@ -182,21 +214,6 @@ macro_rules! row_mappers {
                 event_id: row.try_get("event_id")?,
                 error: row.try_get("error")?,
                 updated_at: row.try_get("updated_at")?,
-            })
-        }
-
-        fn user_target_row(row: &$row) -> StoreResult<UserTarget> {
-            Ok(UserTarget {
-                app_id: row.try_get("app_id")?,
-                user_id: row.try_get("user_id")?,
-                udid: Udid(row.try_get("udid")?),
-                joined_at: row.try_get("joined_at")?,
-                single_app_mode: row
-                    .try_get::<Option<i64>, _>("single_app_mode")?
-                    .is_some_and(|v| v != 0),
-                app_store_allowed: row
-                    .try_get::<Option<i64>, _>("app_store_allowed")?
-                    .map(|v| v != 0),
             })
         }
 

@@ -1,0 +1,5 @@
+-- The licensing engine: assignments change over time and may license without
+-- installing; license removals and revocations are remembered.
+
+ALTER TABLE assignments ADD COLUMN updated_at TEXT;
+ALTER TABLE assignments ADD COLUMN install BIGINT NOT NULL DEFAULT 1;

@@ -1,0 +1,137 @@
+//! Whether an assignment can apply to a device at all (sans-IO): the OS minimums of
+//! VPP licensing and what macOS does not allow. A device that fails gets a per-device
+//! "not applicable" status with the reason, never a silent skip.
+
+use crate::store::{Candidate, LicenseType};
+
+/// A device's platform, as its product name tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Platform {
+    /// iPhone, iPod.
+    Ios,
+    /// iPad.
+    IpadOs,
+    /// Mac.
+    MacOs,
+    /// Not known (no product name yet).
+    Unknown,
+}
+
+/// The platform of a product name such as `iPhone15,2`, `iPad13,18` or `Mac14,2`.
+pub fn platform_of(product_name: Option<&str>) -> Platform {
+    match product_name {
+        Some(p) if p.starts_with("iPhone") || p.starts_with("iPod") => Platform::Ios,
+        Some(p) if p.starts_with("iPad") => Platform::IpadOs,
+        Some(p) if p.starts_with("Mac") || p.starts_with("iMac") || p.starts_with("VirtualMac") => {
+            Platform::MacOs
+        }
+        _ => Platform::Unknown,
+    }
+}
+
+/// Whether `version` (e.g. `17.5`, `10.15.7`) is at least `major.minor`. An unreadable
+/// version counts as new enough: the device decides then.
+pub fn at_least(version: &str, major: u32, minor: u32) -> bool {
+    let mut parts = version.split('.').map(|p| p.trim().parse::<u32>());
+    match (parts.next(), parts.next()) {
+        (Some(Ok(ma)), Some(Ok(mi))) => (ma, mi) >= (major, minor),
+        (Some(Ok(ma)), None) => (ma, 0) >= (major, minor),
+        _ => true,
+    }
+}
+
+/// Reason for an iOS device below the minimum of user licensing.
+pub const IOS_USER_MINIMUM: &str =
+    "not applicable: user-licensed VPP apps need iOS 7 or later on this device";
+/// Reason for an iOS device below the minimum of device licensing.
+pub const IOS_DEVICE_MINIMUM: &str =
+    "not applicable: device-licensed VPP apps need iOS 9 or later on this device";
+/// Reason for a Mac below the minimum of user licensing.
+pub const MACOS_USER_MINIMUM: &str =
+    "not applicable: user-licensed VPP apps need macOS 10.9 or later on this Mac";
+/// Reason for a Mac below the minimum of device licensing.
+pub const MACOS_DEVICE_MINIMUM: &str =
+    "not applicable: device-licensed VPP apps need macOS 10.10 or later on this Mac";
+/// Reason for the Uninstall intent on a Mac.
+pub const MACOS_UNINSTALL: &str = "not applicable: macOS apps cannot be removed with the Uninstall intent; revoke the license instead (the app stays usable without updates and is removed after a 30-day grace period)";
+
+/// Checks the OS minimum of the candidate's license type.
+pub fn check(c: &Candidate) -> Result<(), &'static str> {
+    let Some(version) = c.os_version.as_deref() else {
+        return Ok(());
+    };
+    let platform = platform_of(c.product_name.as_deref());
+    let (minimum, reason) = match (platform, c.license_type) {
+        (Platform::Ios | Platform::IpadOs, LicenseType::User) => ((7, 0), IOS_USER_MINIMUM),
+        (Platform::Ios | Platform::IpadOs, LicenseType::Device) => ((9, 0), IOS_DEVICE_MINIMUM),
+        (Platform::MacOs, LicenseType::User) => ((10, 9), MACOS_USER_MINIMUM),
+        (Platform::MacOs, LicenseType::Device) => ((10, 10), MACOS_DEVICE_MINIMUM),
+        (Platform::Unknown, _) => return Ok(()),
+    };
+    if at_least(version, minimum.0, minimum.1) {
+        Ok(())
+    } else {
+        Err(reason)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{GroupKind, Intent};
+
+    fn device(product: &str, os: &str, license_type: LicenseType) -> Candidate {
+        Candidate {
+            assignment_id: "a".into(),
+            app_id: "app".into(),
+            group_id: "g".into(),
+            group_kind: GroupKind::Device,
+            intent: Intent::Required,
+            license_type,
+            install: true,
+            created_at: "t".into(),
+            joined_at: "t".into(),
+            udid: "U".into(),
+            serial_number: "S".into(),
+            user_id: None,
+            single_app_mode: false,
+            app_store_allowed: None,
+            os_version: Some(os.into()),
+            product_name: Some(product.into()),
+            active: true,
+        }
+    }
+
+    #[test]
+    fn os_minimums_table() {
+        use LicenseType::{Device, User};
+        let cases = [
+            ("iPhone5,1", "6.1.4", User, Err(IOS_USER_MINIMUM)),
+            ("iPhone5,1", "7.0", User, Ok(())),
+            ("iPhone5,1", "8.4", Device, Err(IOS_DEVICE_MINIMUM)),
+            ("iPhone8,1", "9.0", Device, Ok(())),
+            ("iPad13,18", "17.5", Device, Ok(())),
+            ("Mac14,2", "10.8.5", User, Err(MACOS_USER_MINIMUM)),
+            ("Mac14,2", "10.9", User, Ok(())),
+            ("iMac14,2", "10.9.5", Device, Err(MACOS_DEVICE_MINIMUM)),
+            ("Mac14,2", "10.10", Device, Ok(())),
+            ("Mac14,2", "14.5", Device, Ok(())),
+            ("Unknown1,1", "1.0", Device, Ok(())),
+        ];
+        for (product, os, license, expected) in cases {
+            assert_eq!(
+                check(&device(product, os, license)),
+                expected,
+                "{product} {os} {license:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn versions_compare_by_number() {
+        assert!(at_least("10.10", 10, 9));
+        assert!(!at_least("10.9", 10, 10));
+        assert!(at_least("17", 9, 0));
+        assert!(at_least("garbage", 99, 0));
+    }
+}
