@@ -188,10 +188,19 @@ pub struct App {
     /// The version an update prompt offers.
     #[serde(default)]
     pub offered_version: Option<String>,
+    /// The App Store no longer finds a license for the app (revoked).
+    #[serde(default)]
+    pub license_revoked: bool,
+    /// macOS: when a revoked app stops working and is removed.
+    #[serde(skip)]
+    grace_ends: Option<Instant>,
     /// When the current install step ends.
     #[serde(skip)]
     step_ends: Option<Instant>,
 }
+
+/// How long a macOS app whose license was revoked stays usable.
+pub const REVOKED_MAC_APP_GRACE: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// How long simulated steps take.
 #[derive(Debug, Clone, Copy)]
@@ -411,6 +420,35 @@ impl Device {
         }
     }
 
+    /// The App Store says the license of an installed VPP app was revoked. iOS keeps
+    /// the app (it only stops getting updates); macOS keeps it usable for a
+    /// [`REVOKED_MAC_APP_GRACE`] and then removes it.
+    pub fn license_revoked(&mut self, bundle_id: &str, now: Instant) {
+        let mac = self.facts.platform == Platform::MacOs;
+        if let Some(app) = self.apps.get_mut(bundle_id)
+            && !app.license_revoked
+        {
+            app.license_revoked = true;
+            if mac {
+                app.grace_ends = Some(now + REVOKED_MAC_APP_GRACE);
+            }
+        }
+    }
+
+    /// When a revoked macOS app goes, if it is on its grace period.
+    pub fn grace_ends(&self, bundle_id: &str) -> Option<Instant> {
+        self.apps.get(bundle_id).and_then(|a| a.grace_ends)
+    }
+
+    /// Installed VPP apps whose license the device should check with the App Store.
+    pub fn licensed_apps(&self) -> Vec<(String, AdamId)> {
+        self.apps
+            .values()
+            .filter(|a| a.status == ManagedAppStatus::Managed && !a.license_revoked)
+            .filter_map(|a| a.adam_id.map(|id| (a.bundle_id.clone(), id)))
+            .collect()
+    }
+
     /// The app store item an envelope needs looked up before it can be handled.
     pub fn store_lookup_needed(envelope: &CommandEnvelope) -> Option<AdamId> {
         match &envelope.command {
@@ -485,6 +523,16 @@ impl Device {
             let adam_id = self.prompts[i].adam_id;
             self.answered(kind, subject, adam_id, answer, due);
         }
+        // Revoked macOS apps stop working after their grace period (a grace lost to a
+        // restart starts again: the device cannot know how much had passed).
+        let mac = self.facts.platform == Platform::MacOs;
+        for app in self.apps.values_mut() {
+            if mac && app.license_revoked && app.grace_ends.is_none() {
+                app.grace_ends = Some(now + REVOKED_MAC_APP_GRACE);
+            }
+        }
+        self.apps
+            .retain(|_, a| a.grace_ends.is_none_or(|ends| now < ends));
         for app in self.apps.values_mut() {
             let ends = match app.step_ends {
                 Some(ends) => ends,
@@ -789,6 +837,8 @@ impl Device {
                 device_based_vpp: store.license == Some(LicenseKind::Device),
                 offered_version: (is_update && status == ManagedAppStatus::PromptingForUpdate)
                     .then(|| store.version.clone()),
+                license_revoked: false,
+                grace_ends: None,
                 step_ends,
             },
         );
@@ -1363,6 +1413,30 @@ mod tests {
             managed_status(&mut device, t0 + secs(8)),
             Some(ManagedAppStatus::Managed)
         );
+    }
+
+    #[test]
+    fn revoked_license_keeps_ios_apps_and_removes_mac_apps_after_30_days() {
+        let t0 = Instant::now();
+        let day = secs(24 * 3600);
+        for (platform, removed) in [(Platform::Ios, false), (Platform::MacOs, true)] {
+            let mut device = device(|f| f.platform = platform);
+            device.handle(&install_cmd(), Some(&store_app(LicenseKind::Device)), t0);
+            managed_status(&mut device, t0 + secs(3));
+            assert_eq!(device.licensed_apps().len(), 1);
+            device.license_revoked(PAGES, t0 + secs(10));
+            assert!(device.licensed_apps().is_empty(), "checked once");
+            assert_eq!(
+                managed_status(&mut device, t0 + day * 29),
+                Some(ManagedAppStatus::Managed),
+                "{platform:?}: still usable within the grace period"
+            );
+            assert_eq!(
+                managed_status(&mut device, t0 + day * 31).is_none(),
+                removed,
+                "{platform:?}"
+            );
+        }
     }
 
     #[test]

@@ -71,9 +71,7 @@ impl StoreLookup {
     }
 
     /// Asks the store whose license this device can use for `adam_id`: the one of its
-    /// serial number, or the one of the signed-in account. Before sign-in the answer
-    /// for a user license cannot be known; the device then takes it to be a user
-    /// license, which makes it ask for the Apple ID.
+    /// serial number, or the one of the signed-in account; `None` when neither holds one.
     pub async fn license(
         &self,
         adam_id: AdamId,
@@ -96,9 +94,9 @@ impl StoreLookup {
             .await?
             .error_for_status()?;
         let body: LicenseResponse = response.json().await?;
-        Ok(match (body.license.as_deref(), account_hash) {
-            (Some("device"), _) => Some(LicenseKind::Device),
-            (Some("user"), _) | (_, None) => Some(LicenseKind::User),
+        Ok(match body.license.as_deref() {
+            Some("device") => Some(LicenseKind::Device),
+            Some("user") => Some(LicenseKind::User),
             _ => None,
         })
     }
@@ -130,7 +128,12 @@ impl StoreLookup {
         let Some(mut app) = self.app(adam_id).await? else {
             return Ok(None);
         };
-        app.license = self.license(adam_id, serial_number, account_hash).await?;
+        // Before sign-in a user license cannot be known: the device takes it to be
+        // one, which makes it ask for the Apple ID.
+        app.license = match self.license(adam_id, serial_number, account_hash).await? {
+            None if account_hash.is_none() => Some(LicenseKind::User),
+            found => found,
+        };
         Ok(Some(app))
     }
 

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use orchard_certs::DeviceIdentityRequest;
-use orchard_protocol::checkin::{Authenticate, CheckinMessage, TokenUpdate};
+use orchard_protocol::checkin::{Authenticate, CheckOut, CheckinMessage, TokenUpdate};
 use orchard_protocol::command::CommandEnvelope;
 use orchard_protocol::enroll::{EnrollRequest, EnrollResponse, MdmPayload};
 use orchard_protocol::prompt::PromptReport;
@@ -473,6 +473,44 @@ impl Agent {
         Ok(())
     }
 
+    /// Asks the App Store about the license of every installed VPP app; an app whose
+    /// license is gone is marked revoked (macOS then removes it after its grace period).
+    /// Returns how many were found revoked.
+    pub async fn recheck_licenses(&self) -> Result<usize, AgentError> {
+        let (apps, facts) = {
+            let device = self.device.lock().unwrap_or_else(|p| p.into_inner());
+            (device.licensed_apps(), device.facts.clone())
+        };
+        let account = facts.account_hash();
+        let mut revoked = 0;
+        for (bundle_id, adam_id) in apps {
+            self.metrics.requests.fetch_add(1, Ordering::Relaxed);
+            let license = self
+                .store
+                .license(adam_id, &facts.serial_number, account.as_deref())
+                .await?;
+            // Without a signed-in account a user license cannot be checked.
+            if license.is_none() {
+                self.device
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .license_revoked(&bundle_id, Instant::now());
+                revoked += 1;
+            }
+        }
+        Ok(revoked)
+    }
+
+    /// Sends CheckOut: the MDM profile is removed and the device leaves management.
+    pub async fn check_out(&self) -> Result<(), AgentError> {
+        let f = self.facts();
+        self.checkin(CheckinMessage::CheckOut(CheckOut {
+            topic: self.enrollment.payload.topic.clone(),
+            udid: f.udid,
+        }))
+        .await
+    }
+
     /// Sends TokenUpdate with this device's push token and PushMagic.
     pub async fn token_update(&self) -> Result<(), AgentError> {
         let f = self.facts();
@@ -559,6 +597,12 @@ impl Agent {
             }
         };
         loop {
+            // Macs find out about revoked licenses themselves (iOS keeps the apps anyway).
+            if self.facts().platform == crate::device::Platform::MacOs
+                && let Err(e) = self.recheck_licenses().await
+            {
+                tracing::warn!(error = %e, "cannot check licenses with the App Store");
+            }
             match self.session().await {
                 Ok(n) if n > 0 => {
                     if let Err(e) = self.save() {

@@ -77,6 +77,8 @@ pub async fn handle(
         }
         CheckinMessage::CheckOut(m) => {
             state.store.record_check_out(&m.udid, &now).await?;
+            // Its device licenses go back to the pool.
+            state.poke_reconciler();
             tracing::info!(udid = %m.udid, "device checked out");
         }
         CheckinMessage::PromptReport(m) => prompt::record(state, &m).await?,

@@ -59,11 +59,12 @@ pub async fn handle(
             .cloned()
             .collect();
         state.wake_for(&later);
-        // An install that ended without the app may have a license to give back.
+        // An install that ended without the app, or an app removed, may have a license
+        // to give back.
         if outcome
             .installs
             .iter()
-            .any(|i| i.status == InstallStatus::Failed)
+            .any(|i| matches!(i.status, InstallStatus::Failed | InstallStatus::Removed))
         {
             state.poke_reconciler();
         }

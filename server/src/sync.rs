@@ -82,6 +82,8 @@ pub async fn sync_token(state: &ServerState, token_id: &str) -> ServerResult<Syn
         Ok((record, summary)) => {
             state.store.record_sync(&record).await?;
             tracing::info!(token = %token.id, assets = summary.assets, "sync finished");
+            // Bought licenses serve the targets that waited for one.
+            state.poke_reconciler();
             state
                 .syncs_run
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

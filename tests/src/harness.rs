@@ -455,6 +455,55 @@ impl Testbed {
         .await
     }
 
+    /// Syncs the token, then checks that the server's counts of the app equal the
+    /// stand-in's; returns (total, assigned).
+    pub async fn counts_agree(
+        &self,
+        token_id: &str,
+        app_id: &str,
+        adam_id: u64,
+    ) -> anyhow::Result<(i64, i64)> {
+        let (status, body) = self
+            .admin
+            .post(&format!("/v1/tokens/{token_id}/sync"), json!({}))
+            .await?;
+        if status != StatusCode::OK {
+            bail!("sync answered {status}: {body}");
+        }
+        let (_, app) = self.admin.get(&format!("/v1/apps/{app_id}")).await?;
+        let (total, assigned) = self
+            .apple
+            .with_world(|w| {
+                w.assets
+                    .get(&(DEMO_LOCATION.to_owned(), adam_id))
+                    .map(|c| (c.total, c.assigned))
+            })
+            .context("the stand-in has the asset")?;
+        let server = (
+            app["licenses"]["total"].as_i64(),
+            app["licenses"]["used"].as_i64(),
+            app["licenses"]["available"].as_i64(),
+        );
+        if server != (Some(total), Some(assigned), Some(total - assigned)) {
+            bail!(
+                "server counts {server:?} differ from Apple's total {total}, assigned {assigned}"
+            );
+        }
+        Ok((total, assigned))
+    }
+
+    /// The install row of one device for an app (null when there is none).
+    pub async fn install_row(&self, app_id: &str, udid: &str) -> anyhow::Result<Value> {
+        let (_, body) = self
+            .admin
+            .get(&format!("/v1/devices/{udid}/installs"))
+            .await?;
+        Ok(body["installs"]
+            .as_array()
+            .and_then(|rows| rows.iter().find(|r| r["app_id"] == app_id).cloned())
+            .unwrap_or(Value::Null))
+    }
+
     /// Waits until `count` devices have the app verified installed; returns their install rows.
     pub async fn wait_installed(
         &self,
@@ -631,6 +680,18 @@ impl AdminClient {
                 .post(format!("{}{path}", self.base))
                 .bearer_auth(&self.token)
                 .json(&body)
+                .send()
+                .await?,
+        )
+        .await
+    }
+
+    /// DELETE a path.
+    pub async fn delete(&self, path: &str) -> anyhow::Result<(StatusCode, Value)> {
+        Self::read(
+            self.http
+                .delete(format!("{}{path}", self.base))
+                .bearer_auth(&self.token)
                 .send()
                 .await?,
         )

@@ -1,0 +1,553 @@
+//! The licensing engine end to end with real agents and the Apple stand-in:
+//! oversubscription and bought licenses, revoking by device, user and app on iOS and
+//! macOS, Uninstall reclaiming, a user leaving a group, user-to-device migration and a
+//! device checking out. After each, the server's counts equal the stand-in's.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use orchard_agent::fleet::{DeviceKind, Fleet, FleetProfile};
+use orchard_agent::prompt::Persona;
+use orchard_agent::{Ownership, Platform};
+use orchard_protocol::command::ManagedAppStatus;
+use orchard_server::reconcile::NO_LICENSES;
+use orchard_testbed::harness::{DEMO_LOCATION, Testbed, TestbedBuilder, wait_for};
+use serde_json::{Value, json};
+
+const PAGES: u64 = 361309726;
+const TEAM_CHAT: u64 = 1500000001;
+const WAIT: Duration = Duration::from_secs(90);
+
+fn kind(platform: Platform, supervised: bool) -> DeviceKind {
+    let (product, os) = match platform {
+        Platform::MacOs => ("Mac14,2", "14.5"),
+        _ => ("iPhone15,2", "17.5"),
+    };
+    DeviceKind {
+        weight: 1,
+        platform,
+        os_versions: vec![os.into()],
+        product_name: Some(product.into()),
+        ownership: Ownership::Corporate,
+        supervised,
+        kiosk: false,
+        app_store_allowed: true,
+        apple_id: None,
+        persona: Persona {
+            answer_after_ms: 50,
+            apple_id_to_enter: "person{index}@example.com".into(),
+            ..Persona::default()
+        },
+        identity_key: orchard_certs::KeyAlgorithm::P256,
+    }
+}
+
+async fn fleet(bed: &Testbed, kinds: Vec<DeviceKind>, run: &str) -> Fleet {
+    let count = kinds.len();
+    bed.fleet_with(
+        &FleetProfile { devices: kinds },
+        &bed.server.url,
+        count,
+        Duration::from_secs(600),
+        run,
+    )
+    .await
+    .unwrap()
+}
+
+async fn app_id(bed: &Testbed, adam_id: u64) -> String {
+    bed.app_by_adam_id(adam_id).await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn serial_assigned(bed: &Testbed, adam_id: u64, serial: &str) -> bool {
+    bed.apple.with_world(|w| {
+        w.serial_assignments
+            .contains(&(DEMO_LOCATION.to_owned(), adam_id, serial.to_owned()))
+    })
+}
+
+fn user_assignments(bed: &Testbed, adam_id: u64) -> usize {
+    bed.apple.with_world(|w| {
+        w.user_assignments
+            .iter()
+            .filter(|(_, a, _)| *a == adam_id)
+            .count()
+    })
+}
+
+/// Waits until the stand-in's assigned count of an asset is `expected`.
+async fn wait_assigned(bed: &Testbed, adam_id: u64, expected: i64) {
+    wait_for(
+        WAIT,
+        &format!("{expected} assigned at Apple"),
+        || async move {
+            let assigned = bed
+                .apple
+                .with_world(|w| w.assets[&(DEMO_LOCATION.to_owned(), adam_id)].assigned);
+            Ok(if assigned == expected {
+                Ok(())
+            } else {
+                Err(format!("{assigned}"))
+            })
+        },
+    )
+    .await
+    .unwrap();
+}
+
+fn app_status(fleet: &Fleet, index: usize, bundle: &str) -> Option<ManagedAppStatus> {
+    fleet.agents[index]
+        .device()
+        .lock()
+        .unwrap()
+        .apps()
+        .get(bundle)
+        .map(|a| a.status)
+}
+
+async fn statuses(bed: &Testbed, app_id: &str) -> (usize, usize, Vec<Value>) {
+    let (_, body) = bed
+        .admin
+        .get(&format!("/v1/apps/{app_id}/installs"))
+        .await
+        .unwrap();
+    let rows = body["installs"].as_array().cloned().unwrap_or_default();
+    let installed = rows.iter().filter(|r| r["status"] == "installed").count();
+    let refused: Vec<Value> = rows
+        .iter()
+        .filter(|r| r["status"] == "license_failed")
+        .cloned()
+        .collect();
+    (installed, refused.len(), refused)
+}
+
+async fn oversubscribed_group_gets_exactly_the_purchased_count(builder: TestbedBuilder) {
+    let bed = builder.start().await.unwrap();
+    bed.apple.with_world(|w| {
+        w.assets
+            .get_mut(&(DEMO_LOCATION.to_owned(), TEAM_CHAT))
+            .unwrap()
+            .total = 100;
+    });
+    let token = bed.upload_and_sync_demo_token().await.unwrap();
+    let fleet = bed
+        .enroll_fleet(500, Duration::from_secs(600))
+        .await
+        .unwrap();
+    let udids = fleet.udids();
+    let app = bed
+        .assign_required(TEAM_CHAT, &udids, "Everyone")
+        .await
+        .unwrap();
+    let converged = |installed: usize, refused: usize| {
+        let bed = &bed;
+        let app = app.clone();
+        async move {
+            wait_for(
+                Duration::from_secs(180),
+                &format!("{installed} installed, {refused} refused"),
+                || {
+                    let app = app.clone();
+                    async move {
+                        let (i, r, _) = statuses(bed, &app).await;
+                        Ok(if (i, r) == (installed, refused) {
+                            Ok(())
+                        } else {
+                            Err(format!("{i} installed, {r} refused"))
+                        })
+                    }
+                },
+            )
+            .await
+            .unwrap();
+        }
+    };
+    converged(100, 400).await;
+    let (_, _, refused) = statuses(&bed, &app).await;
+    assert!(refused.iter().all(|r| r["reason"] == NO_LICENSES));
+    let managed = (0..fleet.agents.len())
+        .filter(|i| {
+            app_status(&fleet, *i, "com.example.teamchat") == Some(ManagedAppStatus::Managed)
+        })
+        .count();
+    assert_eq!(managed, 100);
+    assert_eq!(
+        bed.counts_agree(&token, &app, TEAM_CHAT).await.unwrap(),
+        (100, 100)
+    );
+
+    // 50 more are bought; the next sync serves the first 50 in line, no admin action.
+    bed.apple.with_world(|w| {
+        w.assets
+            .get_mut(&(DEMO_LOCATION.to_owned(), TEAM_CHAT))
+            .unwrap()
+            .total += 50;
+    });
+    bed.admin
+        .post(&format!("/v1/tokens/{token}/sync"), json!({}))
+        .await
+        .unwrap();
+    converged(150, 350).await;
+    assert_eq!(
+        bed.counts_agree(&token, &app, TEAM_CHAT).await.unwrap(),
+        (150, 150)
+    );
+    fleet.stop().await;
+    bed.shutdown().await;
+}
+
+async fn revoking_by_device_user_and_app(builder: TestbedBuilder) {
+    let bed = builder.start().await.unwrap();
+    let token = bed.upload_and_sync_demo_token().await.unwrap();
+    let pages = app_id(&bed, PAGES).await;
+    // An iPhone and a Mac with device licenses, an iPhone of a user with a user license.
+    let fleet = fleet(
+        &bed,
+        vec![
+            kind(Platform::Ios, true),
+            kind(Platform::MacOs, true),
+            kind(Platform::Ios, true),
+        ],
+        "REV",
+    )
+    .await;
+    let udids = fleet.udids();
+    let serials = fleet.serials();
+    let devices = bed
+        .group_of("Devices", "device", &udids[..2])
+        .await
+        .unwrap();
+    bed.assign(&pages, &devices, "device").await.unwrap();
+    let ana = bed.create_user("ana@example.com").await.unwrap();
+    bed.set_device_users(&udids[2..], &ana).await.unwrap();
+    let people = bed
+        .group_of("People", "user", std::slice::from_ref(&ana))
+        .await
+        .unwrap();
+    bed.assign(&pages, &people, "user").await.unwrap();
+    for udid in &udids {
+        bed.wait_install_status(&pages, udid, "installed", WAIT)
+            .await
+            .unwrap();
+    }
+    assert_eq!(bed.counts_agree(&token, &pages, PAGES).await.unwrap().1, 3);
+
+    // By device (iOS): the license goes back, the app stays installed.
+    let (status, body) = bed
+        .admin
+        .post("/v1/licenses/revoke", json!({ "udid": udids[0] }))
+        .await
+        .unwrap();
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["device_licenses"], 1);
+    wait_assigned(&bed, PAGES, 2).await;
+    assert!(!serial_assigned(&bed, PAGES, &serials[0]));
+    assert_eq!(
+        app_status(&fleet, 0, "com.apple.Pages"),
+        Some(ManagedAppStatus::Managed),
+        "revoking never uninstalls on iOS"
+    );
+    assert_eq!(bed.counts_agree(&token, &pages, PAGES).await.unwrap().1, 2);
+
+    // By user: the user license goes back.
+    let (status, body) = bed
+        .admin
+        .post("/v1/licenses/revoke", json!({ "user_id": ana }))
+        .await
+        .unwrap();
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["user_licenses"], 1);
+    wait_assigned(&bed, PAGES, 1).await;
+    assert_eq!(user_assignments(&bed, PAGES), 0);
+    assert_eq!(
+        app_status(&fleet, 2, "com.apple.Pages"),
+        Some(ManagedAppStatus::Managed)
+    );
+
+    // By app: what is left (the Mac's) goes back; the Mac keeps the app for its grace
+    // period, which its agent learns from the App Store.
+    let (status, body) = bed
+        .admin
+        .post("/v1/licenses/revoke", json!({ "app_id": pages }))
+        .await
+        .unwrap();
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["device_licenses"], 1, "{body}");
+    wait_assigned(&bed, PAGES, 0).await;
+    assert_eq!(fleet.agents[1].recheck_licenses().await.unwrap(), 1);
+    {
+        let device = fleet.agents[1].device();
+        let device = device.lock().unwrap();
+        assert_eq!(
+            device.apps().get("com.apple.Pages").map(|a| a.status),
+            Some(ManagedAppStatus::Managed)
+        );
+        let grace = device.grace_ends("com.apple.Pages").unwrap();
+        let days = grace.duration_since(std::time::Instant::now()).as_secs() / 86400;
+        assert!((29..=30).contains(&days), "{days} days of grace");
+    }
+    // Revoked stays revoked while the assignments stand.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(bed.counts_agree(&token, &pages, PAGES).await.unwrap().1, 0);
+
+    // Books are never revoked.
+    let book = app_id(&bed, 1490240032).await;
+    let (status, body) = bed
+        .admin
+        .post("/v1/licenses/revoke", json!({ "app_id": book }))
+        .await
+        .unwrap();
+    assert_eq!(status, 422, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("book"), "{body}");
+    fleet.stop().await;
+    bed.shutdown().await;
+}
+
+async fn uninstall_removes_the_app_then_reclaims_the_license(builder: TestbedBuilder) {
+    let bed = builder.start().await.unwrap();
+    let token = bed.upload_and_sync_demo_token().await.unwrap();
+    let pages = app_id(&bed, PAGES).await;
+    let fleet = fleet(
+        &bed,
+        vec![kind(Platform::Ios, true), kind(Platform::MacOs, true)],
+        "UNI",
+    )
+    .await;
+    let udids = fleet.udids();
+    let group = bed.group_of("Lab", "device", &udids).await.unwrap();
+    let assignment = bed.assign(&pages, &group, "device").await.unwrap();
+    for udid in &udids {
+        bed.wait_install_status(&pages, udid, "installed", WAIT)
+            .await
+            .unwrap();
+    }
+    let id = assignment["id"].as_str().unwrap();
+    let (status, body) = bed
+        .admin
+        .patch(
+            &format!("/v1/assignments/{id}"),
+            json!({ "intent": "uninstall" }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    bed.wait_install_status(&pages, &udids[0], "removed", WAIT)
+        .await
+        .unwrap();
+    assert_eq!(
+        app_status(&fleet, 0, "com.apple.Pages"),
+        None,
+        "removed from the iPhone"
+    );
+    let mac = bed
+        .wait_install_status(&pages, &udids[1], "not_applicable", WAIT)
+        .await
+        .unwrap();
+    assert_eq!(
+        mac["reason"],
+        orchard_server::applicability::MACOS_UNINSTALL
+    );
+    assert_eq!(
+        app_status(&fleet, 1, "com.apple.Pages"),
+        Some(ManagedAppStatus::Managed)
+    );
+    // The iPhone's license goes back; the Mac's stays.
+    wait_assigned(&bed, PAGES, 1).await;
+    assert!(serial_assigned(&bed, PAGES, &fleet.serials()[1]));
+    assert_eq!(bed.counts_agree(&token, &pages, PAGES).await.unwrap().1, 1);
+    fleet.stop().await;
+    bed.shutdown().await;
+}
+
+async fn user_leaving_the_group_loses_the_user_license(builder: TestbedBuilder) {
+    let bed = builder.start().await.unwrap();
+    let token = bed.upload_and_sync_demo_token().await.unwrap();
+    let pages = app_id(&bed, PAGES).await;
+    let fleet = fleet(&bed, vec![kind(Platform::Ios, true)], "LEAVE").await;
+    let udid = fleet.udids().remove(0);
+    let ana = bed.create_user("leaver@example.com").await.unwrap();
+    bed.set_device_users(std::slice::from_ref(&udid), &ana)
+        .await
+        .unwrap();
+    let group = bed
+        .group_of("Team", "user", std::slice::from_ref(&ana))
+        .await
+        .unwrap();
+    bed.assign(&pages, &group, "user").await.unwrap();
+    bed.wait_install_status(&pages, &udid, "installed", WAIT)
+        .await
+        .unwrap();
+    assert_eq!(user_assignments(&bed, PAGES), 1);
+    let (status, body) = bed
+        .admin
+        .delete(&format!("/v1/groups/{group}/users/{ana}"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (status.as_u16(), body["removed"].as_u64()),
+        (200, Some(1)),
+        "{body}"
+    );
+    wait_assigned(&bed, PAGES, 0).await;
+    assert_eq!(user_assignments(&bed, PAGES), 0);
+    assert_eq!(
+        app_status(&fleet, 0, "com.apple.Pages"),
+        Some(ManagedAppStatus::Managed)
+    );
+    assert_eq!(bed.counts_agree(&token, &pages, PAGES).await.unwrap().1, 0);
+    fleet.stop().await;
+    bed.shutdown().await;
+}
+
+async fn user_to_device_licensing_migrates_silently(builder: TestbedBuilder) {
+    let bed = builder.start().await.unwrap();
+    let token = bed.upload_and_sync_demo_token().await.unwrap();
+    let pages = app_id(&bed, PAGES).await;
+    // Unsupervised: a reinstall would show an install prompt.
+    let fleet = fleet(&bed, vec![kind(Platform::Ios, false)], "MIG").await;
+    let udid = fleet.udids().remove(0);
+    let serial = fleet.serials().remove(0);
+    let ana = bed.create_user("mover@example.com").await.unwrap();
+    bed.set_device_users(std::slice::from_ref(&udid), &ana)
+        .await
+        .unwrap();
+    let group = bed
+        .group_of("Movers", "user", std::slice::from_ref(&ana))
+        .await
+        .unwrap();
+    let assignment = bed.assign(&pages, &group, "user").await.unwrap();
+    bed.wait_install_status(&pages, &udid, "installed", WAIT)
+        .await
+        .unwrap();
+    let prompts_before = fleet.agents[0].device().lock().unwrap().prompts().len();
+    let id = assignment["id"].as_str().unwrap();
+    let (status, body) = bed
+        .admin
+        .patch(
+            &format!("/v1/assignments/{id}"),
+            json!({ "license_type": "device" }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    wait_for(WAIT, "a device license and no user license", || {
+        let bed = &bed;
+        let serial = serial.clone();
+        async move {
+            let state = (
+                serial_assigned(bed, PAGES, &serial),
+                user_assignments(bed, PAGES),
+            );
+            Ok(if state == (true, 0) {
+                Ok(())
+            } else {
+                Err(format!("{state:?}"))
+            })
+        }
+    })
+    .await
+    .unwrap();
+    bed.wait_install_status(&pages, &udid, "installed", WAIT)
+        .await
+        .unwrap();
+    {
+        let device = fleet.agents[0].device();
+        let device = device.lock().unwrap();
+        let app = device.apps().get("com.apple.Pages").unwrap();
+        assert_eq!(app.status, ManagedAppStatus::Managed);
+        assert!(app.device_based_vpp, "now on the device license");
+        assert_eq!(
+            device.prompts().len(),
+            prompts_before,
+            "no prompt: not reinstalled"
+        );
+    }
+    assert_eq!(bed.counts_agree(&token, &pages, PAGES).await.unwrap().1, 1);
+    fleet.stop().await;
+    bed.shutdown().await;
+}
+
+async fn device_checking_out_releases_its_licenses(builder: TestbedBuilder) {
+    let bed = builder.start().await.unwrap();
+    let token = bed.upload_and_sync_demo_token().await.unwrap();
+    let fleet = bed.enroll_fleet(2, Duration::from_secs(600)).await.unwrap();
+    let udids = fleet.udids();
+    let serials = fleet.serials();
+    let pages = bed.assign_required(PAGES, &udids, "Leavers").await.unwrap();
+    for udid in &udids {
+        bed.wait_install_status(&pages, udid, "installed", WAIT)
+            .await
+            .unwrap();
+    }
+    fleet.agents[0].check_out().await.unwrap();
+    wait_assigned(&bed, PAGES, 1).await;
+    assert!(!serial_assigned(&bed, PAGES, &serials[0]));
+    assert!(serial_assigned(&bed, PAGES, &serials[1]));
+    let (_, device) = bed
+        .admin
+        .get(&format!("/v1/devices/{}", udids[0]))
+        .await
+        .unwrap();
+    assert_eq!(device["status"], "checked_out");
+    assert_eq!(bed.counts_agree(&token, &pages, PAGES).await.unwrap().1, 1);
+    fleet.stop().await;
+    bed.shutdown().await;
+}
+
+async fn the_api_explains_which_assignment_applies(builder: TestbedBuilder) {
+    let bed = builder.start().await.unwrap();
+    bed.upload_and_sync_demo_token().await.unwrap();
+    let pages = app_id(&bed, PAGES).await;
+    let fleet = fleet(&bed, vec![kind(Platform::Ios, true)], "WHY").await;
+    let udid = fleet.udids().remove(0);
+    let ana = bed.create_user("why@example.com").await.unwrap();
+    bed.set_device_users(std::slice::from_ref(&udid), &ana)
+        .await
+        .unwrap();
+    let users = bed
+        .group_of("Why users", "user", std::slice::from_ref(&ana))
+        .await
+        .unwrap();
+    let devices = bed
+        .group_of("Why devices", "device", std::slice::from_ref(&udid))
+        .await
+        .unwrap();
+    let by_user = bed.assign(&pages, &users, "user").await.unwrap();
+    let by_device = bed.assign(&pages, &devices, "device").await.unwrap();
+    let (_, body) = bed
+        .admin
+        .get(&format!("/v1/devices/{udid}/assignments"))
+        .await
+        .unwrap();
+    let item = &body["items"][0];
+    assert_eq!(item["winner"]["assignment_id"], by_device["id"], "{body}");
+    assert_eq!(
+        item["overridden"][0]["candidate"]["assignment_id"],
+        by_user["id"]
+    );
+    assert_eq!(
+        item["overridden"][0]["rule"],
+        orchard_server::precedence::BY_GROUP
+    );
+    // The device license of the winning assignment is the one used.
+    bed.wait_install_status(&pages, &udid, "installed", WAIT)
+        .await
+        .unwrap();
+    assert!(serial_assigned(&bed, PAGES, &fleet.serials()[0]));
+    assert_eq!(user_assignments(&bed, PAGES), 0);
+    fleet.stop().await;
+    bed.shutdown().await;
+}
+
+orchard_testbed::on_both_backends!(
+    oversubscribed_group_gets_exactly_the_purchased_count,
+    revoking_by_device_user_and_app,
+    uninstall_removes_the_app_then_reclaims_the_license,
+    user_leaving_the_group_loses_the_user_license,
+    user_to_device_licensing_migrates_silently,
+    device_checking_out_releases_its_licenses,
+    the_api_explains_which_assignment_applies,
+);
