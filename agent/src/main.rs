@@ -118,6 +118,10 @@ struct RunArgs {
     /// (answers: accept, decline, dismiss, never).
     #[arg(long, value_parser = parse_persona)]
     persona: Option<Persona>,
+    /// Ask for an app an Available assignment offers (App Store id), as the user would
+    /// from a company portal; repeat for several.
+    #[arg(long = "request-app", value_name = "ADAM_ID")]
+    request_apps: Vec<u64>,
 }
 
 fn parse_persona(text: &str) -> Result<Persona, String> {
@@ -253,6 +257,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         "device {} (serial {}) {how}; push channel on, periodic check-in every {}s",
         f.udid, f.serial_number, args.connection.checkin_seconds
     );
+    for adam_id in args.request_apps {
+        agent
+            .request_app(orchard_protocol::AdamId(adam_id))
+            .await
+            .with_context(|| format!("the server refused the request for app {adam_id}"))?;
+        println!("asked for app {adam_id}");
+    }
     agent.run(ctrl_c()).await;
     Ok(())
 }

@@ -11,6 +11,7 @@ use orchard_certs::DeviceIdentityRequest;
 use orchard_protocol::checkin::{Authenticate, CheckOut, CheckinMessage, TokenUpdate};
 use orchard_protocol::command::CommandEnvelope;
 use orchard_protocol::enroll::{EnrollRequest, EnrollResponse, MdmPayload};
+use orchard_protocol::portal::AppRequest;
 use orchard_protocol::prompt::PromptReport;
 use orchard_protocol::report::{CommandReport, CommandStatus};
 use rustls_pki_types::pem::PemObject;
@@ -499,6 +500,17 @@ impl Agent {
             }
         }
         Ok(revoked)
+    }
+
+    /// The device's user asks for an app an Available assignment offers (Orchard's
+    /// `OrchardAppRequest` check-in, as from a company portal).
+    pub async fn request_app(&self, adam_id: orchard_protocol::AdamId) -> Result<(), AgentError> {
+        let f = self.facts();
+        self.checkin(CheckinMessage::AppRequest(AppRequest {
+            udid: f.udid,
+            itunes_store_id: adam_id,
+        }))
+        .await
     }
 
     /// Sends CheckOut: the MDM profile is removed and the device leaves management.

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
+use crate::portal::{APP_REQUEST, AppRequest};
 use crate::prompt::{PROMPT_REPORT, PromptReport};
 use crate::xml;
 use crate::{ProtocolError, SerialNumber, Udid};
@@ -112,6 +113,8 @@ pub enum CheckinMessage {
     CheckOut(CheckOut),
     /// Orchard's extension: `MessageType` = `OrchardPromptReport`.
     PromptReport(PromptReport),
+    /// Orchard's extension: `MessageType` = `OrchardAppRequest`.
+    AppRequest(AppRequest),
     /// A well-formed check-in of a kind Orchard does not handle (e.g. `UserAuthenticate`).
     Unknown {
         /// The `MessageType` the device sent.
@@ -129,6 +132,7 @@ impl CheckinMessage {
             "TokenUpdate" => Self::TokenUpdate(xml::typed(dict)?),
             "CheckOut" => Self::CheckOut(xml::typed(dict)?),
             PROMPT_REPORT => Self::PromptReport(xml::typed(dict)?),
+            APP_REQUEST => Self::AppRequest(xml::typed(dict)?),
             _ => Self::Unknown { message_type },
         })
     }
@@ -140,6 +144,7 @@ impl CheckinMessage {
             Self::TokenUpdate(m) => ("TokenUpdate", xml::to_dictionary(m)?),
             Self::CheckOut(m) => ("CheckOut", xml::to_dictionary(m)?),
             Self::PromptReport(m) => (PROMPT_REPORT, xml::to_dictionary(m)?),
+            Self::AppRequest(m) => (APP_REQUEST, xml::to_dictionary(m)?),
             Self::Unknown { message_type } => (message_type.as_str(), plist::Dictionary::new()),
         };
         dict.insert("MessageType".into(), message_type.into());
@@ -153,6 +158,7 @@ impl CheckinMessage {
             Self::TokenUpdate(m) => Some(&m.udid),
             Self::CheckOut(m) => Some(&m.udid),
             Self::PromptReport(m) => Some(&m.udid),
+            Self::AppRequest(m) => Some(&m.udid),
             Self::Unknown { .. } => None,
         }
     }
@@ -203,6 +209,10 @@ mod tests {
                     answer: Some(crate::prompt::PromptAnswer::Dismissed),
                     answered_at: Some("2026-11-25T10:00:01.000000Z".into()),
                 }],
+            }),
+            CheckinMessage::AppRequest(crate::portal::AppRequest {
+                udid: "UDID-1".into(),
+                itunes_store_id: crate::AdamId(361309726),
             }),
         ];
         for message in messages {

@@ -10,6 +10,7 @@ pub mod command;
 pub mod enroll;
 mod error;
 pub mod ids;
+pub mod portal;
 pub mod prompt;
 pub mod push;
 pub mod report;

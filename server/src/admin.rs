@@ -465,12 +465,6 @@ pub async fn user_view(state: &ServerState, user_id: &str) -> ServerResult<UserV
 
 /// Rules every assignment (new or changed) must follow.
 fn check_intent(app: &AppRecord, intent: Intent, license_type: LicenseType) -> ServerResult<()> {
-    if intent == Intent::Available {
-        return Err(ServerError::Invalid {
-            field: "intent",
-            reason: "Available assignments are not offered by this server yet; use Required".into(),
-        });
-    }
     if app.product_type == "Book" && intent == Intent::Uninstall {
         return Err(ServerError::Invalid {
             field: "intent",

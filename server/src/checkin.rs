@@ -8,7 +8,7 @@ use crate::error::{ServerError, ServerResult};
 use crate::identity::{self, DeviceIdentity};
 use crate::state::ServerState;
 use crate::store::{AuthenticateFacts, EnrollmentStatus};
-use crate::{clock, command_queue, prompt};
+use crate::{clock, command_queue, portal, prompt};
 
 /// The queries Orchard asks every device on its first TokenUpdate.
 pub const DEVICE_QUERIES: [&str; 10] = [
@@ -36,6 +36,7 @@ pub async fn handle(
         CheckinMessage::TokenUpdate(m) => &m.udid,
         CheckinMessage::CheckOut(m) => &m.udid,
         CheckinMessage::PromptReport(m) => &m.udid,
+        CheckinMessage::AppRequest(m) => &m.udid,
         CheckinMessage::Unknown { message_type } => {
             return Err(ServerError::UnsupportedMessage(message_type.clone()));
         }
@@ -82,6 +83,7 @@ pub async fn handle(
             tracing::info!(udid = %m.udid, "device checked out");
         }
         CheckinMessage::PromptReport(m) => prompt::record(state, &m).await?,
+        CheckinMessage::AppRequest(m) => portal::request(state, &m).await?,
         CheckinMessage::Unknown { .. } => {}
     }
     Ok(())

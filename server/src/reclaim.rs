@@ -72,6 +72,7 @@ pub fn plan_devices(
     licenses: &[LicenseRecord],
     effective: &EffectiveMap<'_>,
     installs: &Installs<'_>,
+    requested: &HashSet<(String, Udid)>,
 ) -> Vec<(String, Udid, LicenseState)> {
     let mut out = Vec::new();
     for l in licenses
@@ -86,7 +87,11 @@ pub fn plan_devices(
             match effective.get(&key).map(|e| &e.winner) {
                 None => Some(LicenseState::Releasing),
                 Some(w) if w.license_type == LicenseType::User => Some(LicenseState::Releasing),
-                Some(w) if w.intent == Intent::Available => Some(LicenseState::Releasing),
+                Some(w)
+                    if w.intent == Intent::Available && !crate::reconcile::wanted(w, requested) =>
+                {
+                    Some(LicenseState::Releasing)
+                }
                 Some(w)
                     if w.intent == Intent::Uninstall
                         && platform_of(w.product_name.as_deref()) != Platform::MacOs
@@ -111,6 +116,7 @@ pub fn plan_users(
     licenses: &[UserLicenseRecord],
     effective: &[Effective],
     installs: &Installs<'_>,
+    requested: &HashSet<(String, Udid)>,
 ) -> Vec<(String, String)> {
     let mut needed: HashSet<(&str, &str)> = HashSet::new();
     for e in effective {
@@ -119,9 +125,10 @@ pub fn plan_users(
             continue;
         };
         let keeps = match w.intent {
-            Intent::Required => w.license_type == LicenseType::User,
+            Intent::Required | Intent::Available => {
+                w.license_type == LicenseType::User && crate::reconcile::wanted(w, requested)
+            }
             Intent::Uninstall => !off_the_device(installs.get(&(w.app_id.as_str(), &w.udid))),
-            Intent::Available => false,
         };
         if keeps {
             needed.insert((w.app_id.as_str(), user));
@@ -197,6 +204,7 @@ pub async fn run_once(
     state: &ServerState,
     apps: &HashMap<String, AppRecord>,
     effective: &[Effective],
+    requested: &HashSet<(String, Udid)>,
 ) -> ServerResult<bool> {
     let store = state.store.as_ref();
     let licenses = store.licenses().await?;
@@ -223,7 +231,7 @@ pub async fn run_once(
 
     let now = clock::now();
     let mut by_state: BTreeMap<(String, LicenseState), Vec<Udid>> = BTreeMap::new();
-    for (app_id, udid, next) in plan_devices(&licenses, &by_pair, &installs) {
+    for (app_id, udid, next) in plan_devices(&licenses, &by_pair, &installs, requested) {
         by_state.entry((app_id, next)).or_default().push(udid);
     }
     for ((app_id, next), udids) in by_state {
@@ -232,17 +240,18 @@ pub async fn run_once(
             .set_license_states(&app_id, &udids, next, None, &now)
             .await?;
     }
-    let released: Vec<UserLicenseRecord> = plan_users(&user_licenses, effective, &installs)
-        .into_iter()
-        .map(|(app_id, user_id)| UserLicenseRecord {
-            app_id,
-            user_id,
-            state: LicenseState::Releasing,
-            event_id: None,
-            error: None,
-            updated_at: now.clone(),
-        })
-        .collect();
+    let released: Vec<UserLicenseRecord> =
+        plan_users(&user_licenses, effective, &installs, requested)
+            .into_iter()
+            .map(|(app_id, user_id)| UserLicenseRecord {
+                app_id,
+                user_id,
+                state: LicenseState::Releasing,
+                event_id: None,
+                error: None,
+                updated_at: now.clone(),
+            })
+            .collect();
     if !released.is_empty() {
         store.put_user_licenses(&released).await?;
     }
@@ -628,7 +637,7 @@ mod tests {
             let installs: Vec<InstallRecord> = row.into_iter().collect();
             let (by_pair, by_row) = maps(&effective, &installs);
             let licenses = [license("d", LicenseState::Associated)];
-            let plan = plan_devices(&licenses, &by_pair, &by_row);
+            let plan = plan_devices(&licenses, &by_pair, &by_row, &HashSet::new());
             assert_eq!(plan.first().map(|(_, _, s)| *s), expected, "{case}");
         }
         // Licenses not yet (or no longer) associated are left alone.
@@ -639,7 +648,9 @@ mod tests {
             LicenseState::Revoked,
             LicenseState::Failed,
         ] {
-            assert!(plan_devices(&[license("d", state)], &by_pair, &by_row).is_empty());
+            assert!(
+                plan_devices(&[license("d", state)], &by_pair, &by_row, &HashSet::new()).is_empty()
+            );
         }
     }
 
@@ -660,7 +671,8 @@ mod tests {
             "iPhone15,2",
         )];
         let (_, none) = maps(&[], &[]);
-        assert!(plan_users(&licenses, &needed, &none).is_empty());
+        let asked = HashSet::new();
+        assert!(plan_users(&licenses, &needed, &none, &asked).is_empty());
         let migrated = [effective(
             "d",
             Intent::Required,
@@ -668,14 +680,24 @@ mod tests {
             "iPhone15,2",
         )];
         assert_eq!(
-            plan_users(&licenses, &migrated, &none),
+            plan_users(&licenses, &migrated, &none, &asked),
             vec![("app".to_owned(), "ana".to_owned())]
         );
         assert_eq!(
-            plan_users(&licenses, &[], &none).len(),
+            plan_users(&licenses, &[], &none, &asked).len(),
             1,
             "left every group"
         );
+        // An Available app keeps its license once the user asked for it.
+        let offered = [effective(
+            "d",
+            Intent::Available,
+            LicenseType::User,
+            "iPhone15,2",
+        )];
+        assert_eq!(plan_users(&licenses, &offered, &none, &asked).len(), 1);
+        let asked = HashSet::from([("app".to_owned(), Udid::from("d"))]);
+        assert!(plan_users(&licenses, &offered, &none, &asked).is_empty());
     }
 
     #[test]

@@ -44,12 +44,13 @@ pub struct PlanTargets {
     pub not_applicable: Vec<(String, Udid, &'static str)>,
 }
 
-/// Splits the applying assignments into what each part of the engine serves (sans-IO).
-pub fn targets(effective: &[Effective]) -> PlanTargets {
+/// Splits the applying assignments into what each part of the engine serves (sans-IO):
+/// Required targets, and Available ones the device's user asked for.
+pub fn targets(effective: &[Effective], requested: &HashSet<(String, Udid)>) -> PlanTargets {
     let mut out = PlanTargets::default();
     for e in effective {
         let c = &e.winner;
-        if c.intent != Intent::Required || !c.active {
+        if !wanted(c, requested) || !c.active {
             continue;
         }
         if let Err(reason) = crate::applicability::check(c) {
@@ -77,6 +78,16 @@ pub fn targets(effective: &[Effective]) -> PlanTargets {
         }
     }
     out
+}
+
+/// Whether the applying assignment wants the app on the device: Required, or Available
+/// and asked for by the device's user.
+pub fn wanted(c: &crate::store::Candidate, requested: &HashSet<(String, Udid)>) -> bool {
+    match c.intent {
+        Intent::Required => true,
+        Intent::Available => requested.contains(&(c.app_id.clone(), c.udid.clone())),
+        Intent::Uninstall => false,
+    }
 }
 
 /// Reports targets that cannot apply, unless already reported so.
@@ -269,7 +280,8 @@ pub async fn run_once(state: &ServerState) -> ServerResult<bool> {
     let store = state.store.as_ref();
     let candidates = store.assignment_candidates().await?;
     let effective = crate::precedence::resolve(&candidates);
-    let plan_targets = targets(&effective);
+    let requested: HashSet<(String, Udid)> = store.app_requests().await?.into_iter().collect();
+    let plan_targets = targets(&effective, &requested);
     write_not_applicable(state, &plan_targets.not_applicable).await?;
     let targets = plan_targets.device;
     let licenses = store.licenses().await?;
@@ -325,7 +337,7 @@ pub async fn run_once(state: &ServerState) -> ServerResult<bool> {
     }
     pending |= crate::user_licensing::run_once(state, &apps, &device_in_flight, &plan_targets.user)
         .await?;
-    pending |= crate::reclaim::run_once(state, &apps, &effective).await?;
+    pending |= crate::reclaim::run_once(state, &apps, &effective, &requested).await?;
     Ok(pending)
 }
 

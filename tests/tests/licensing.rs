@@ -542,7 +542,104 @@ async fn the_api_explains_which_assignment_applies(builder: TestbedBuilder) {
     bed.shutdown().await;
 }
 
+async fn available_apps_are_licensed_when_the_user_asks(builder: TestbedBuilder) {
+    const NUMBERS: u64 = 361304891;
+    let bed = builder.start().await.unwrap();
+    bed.apple.with_world(|w| {
+        w.assets
+            .get_mut(&(DEMO_LOCATION.to_owned(), NUMBERS))
+            .unwrap()
+            .total = 1;
+    });
+    let token = bed.upload_and_sync_demo_token().await.unwrap();
+    let numbers = app_id(&bed, NUMBERS).await;
+    let fleet = fleet(
+        &bed,
+        vec![kind(Platform::Ios, true), kind(Platform::Ios, true)],
+        "PORTAL",
+    )
+    .await;
+    let udids = fleet.udids();
+    let ana = bed.create_user("portal@example.com").await.unwrap();
+    bed.set_device_users(&udids, &ana).await.unwrap();
+    let group = bed
+        .group_of("Portal", "user", std::slice::from_ref(&ana))
+        .await
+        .unwrap();
+    let offer = json!({ "app_id": numbers, "group_id": group, "intent": "available", "license_type": "device" });
+    let (status, body) = bed.admin.post("/v1/assignments", offer).await.unwrap();
+    assert_eq!(status, 201, "{body}");
+    // Offered, not installed: no license is taken until someone asks.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        bed.install_row(&numbers, &udids[0]).await.unwrap(),
+        Value::Null
+    );
+    assert_eq!(
+        bed.counts_agree(&token, &numbers, NUMBERS).await.unwrap().1,
+        0
+    );
+
+    fleet.agents[0]
+        .request_app(orchard_protocol::AdamId(NUMBERS))
+        .await
+        .unwrap();
+    bed.wait_install_status(&numbers, &udids[0], "installed", WAIT)
+        .await
+        .unwrap();
+    fleet.agents[1]
+        .request_app(orchard_protocol::AdamId(NUMBERS))
+        .await
+        .unwrap();
+    let refused = bed
+        .wait_install_status(&numbers, &udids[1], "license_failed", WAIT)
+        .await
+        .unwrap();
+    assert_eq!(refused["reason"], NO_LICENSES);
+    // An app nobody offers cannot be asked for.
+    let err = fleet.agents[0]
+        .request_app(orchard_protocol::AdamId(PAGES))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no Available assignment"), "{err}");
+    assert_eq!(
+        bed.counts_agree(&token, &numbers, NUMBERS).await.unwrap(),
+        (1, 1)
+    );
+    fleet.stop().await;
+    bed.shutdown().await;
+}
+
+async fn license_only_assignment_installs_nothing(builder: TestbedBuilder) {
+    let bed = builder.start().await.unwrap();
+    let token = bed.upload_and_sync_demo_token().await.unwrap();
+    let pages = app_id(&bed, PAGES).await;
+    let fleet = bed.enroll_fleet(1, Duration::from_secs(600)).await.unwrap();
+    let udid = fleet.udids().remove(0);
+    let group = bed
+        .group_of("Other tool", "device", std::slice::from_ref(&udid))
+        .await
+        .unwrap();
+    let body = json!({ "app_id": pages, "group_id": group, "intent": "required", "license_type": "device", "install": false });
+    let (status, answer) = bed.admin.post("/v1/assignments", body).await.unwrap();
+    assert_eq!(status, 201, "{answer}");
+    let row = bed
+        .wait_install_status(&pages, &udid, "licensed", WAIT)
+        .await
+        .unwrap();
+    assert_eq!(row["reason"], orchard_server::reconcile::LICENSE_ONLY);
+    assert!(serial_assigned(&bed, PAGES, &fleet.serials()[0]));
+    assert_eq!(app_status(&fleet, 0, "com.apple.Pages"), None);
+    let handled = fleet.agents[0].device().lock().unwrap().handled().clone();
+    assert!(!handled.contains_key("InstallApplication"), "{handled:?}");
+    assert_eq!(bed.counts_agree(&token, &pages, PAGES).await.unwrap().1, 1);
+    fleet.stop().await;
+    bed.shutdown().await;
+}
+
 orchard_testbed::on_both_backends!(
+    available_apps_are_licensed_when_the_user_asks,
+    license_only_assignment_installs_nothing,
     oversubscribed_group_gets_exactly_the_purchased_count,
     revoking_by_device_user_and_app,
     uninstall_removes_the_app_then_reclaims_the_license,

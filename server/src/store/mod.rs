@@ -175,6 +175,10 @@ pub trait AssignmentStore: Send + Sync {
     /// Every assignment reaching every active device (through device groups and the
     /// device's user's groups), in service order: joined, then UDID.
     async fn assignment_candidates(&self) -> StoreResult<Vec<Candidate>>;
+    /// Records that a device's user asked for an app; false when already asked.
+    async fn record_app_request(&self, app_id: &str, udid: &Udid, now: &str) -> StoreResult<bool>;
+    /// Every (app, device) a user asked for.
+    async fn app_requests(&self) -> StoreResult<Vec<(String, Udid)>>;
     /// Forgets device licenses (after Apple confirmed giving them back).
     async fn delete_licenses(&self, app_id: &str, udids: &[Udid]) -> StoreResult<()>;
     /// Every license this server holds or asked for.

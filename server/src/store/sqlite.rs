@@ -747,6 +747,27 @@ impl AssignmentStore for SqliteStore {
         collect(rows, candidate_row)
     }
 
+    async fn record_app_request(&self, app_id: &str, udid: &Udid, now: &str) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "INSERT INTO app_requests (app_id, udid, requested_at) VALUES (?, ?, ?)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(app_id)
+        .bind(udid.as_str())
+        .bind(now)
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn app_requests(&self) -> StoreResult<Vec<(String, Udid)>> {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT app_id, udid FROM app_requests ORDER BY requested_at, udid")
+                .fetch_all(&self.reader)
+                .await?;
+        Ok(rows.into_iter().map(|(a, u)| (a, Udid(u))).collect())
+    }
+
     async fn delete_licenses(&self, app_id: &str, udids: &[Udid]) -> StoreResult<()> {
         let mut tx = self.writer.begin().await?;
         for udid in udids {

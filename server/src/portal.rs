@@ -1,0 +1,53 @@
+//! Self-service: a device's user asks for an app that an Available assignment offers
+//! (Orchard's `OrchardAppRequest` check-in, as from a company portal). The request is
+//! recorded; the engine then treats the (app, device) like a Required target, taking a
+//! license if one is free.
+
+use orchard_protocol::portal::AppRequest;
+
+use crate::clock;
+use crate::error::{ServerError, ServerResult};
+use crate::state::ServerState;
+use crate::store::Intent;
+
+/// Records an app request, or refuses it when no assignment offers the app.
+pub async fn request(state: &ServerState, request: &AppRequest) -> ServerResult<()> {
+    let adam = request.itunes_store_id.to_string();
+    let candidates: Vec<_> = state
+        .store
+        .assignment_candidates()
+        .await?
+        .into_iter()
+        .filter(|c| c.udid == request.udid)
+        .collect();
+    let mut offered = None;
+    for e in crate::precedence::resolve(&candidates) {
+        let Some(app) = state.store.app(&e.winner.app_id).await? else {
+            continue;
+        };
+        if app.adam_id.to_string() != adam {
+            continue;
+        }
+        match e.winner.intent {
+            // Already on its way: nothing to ask for.
+            Intent::Required => return Ok(()),
+            Intent::Available => offered = Some(app.id),
+            Intent::Uninstall => {}
+        }
+    }
+    let Some(app_id) = offered else {
+        return Err(ServerError::Invalid {
+            field: "iTunesStoreID",
+            reason: format!("no Available assignment offers app {adam} to this device"),
+        });
+    };
+    if state
+        .store
+        .record_app_request(&app_id, &request.udid, &clock::now())
+        .await?
+    {
+        tracing::info!(udid = %request.udid, app = %adam, "app requested");
+    }
+    state.poke_reconciler();
+    Ok(())
+}
