@@ -95,6 +95,7 @@ pub async fn upload_token(
         created_at: clock::now(),
         last_sync_at: None,
         last_sync_error: None,
+        priority: 100,
     };
     if !state.store.insert_token(&record).await? {
         return Err(ServerError::Conflict(
@@ -180,6 +181,7 @@ pub async fn assign(
     intent: Intent,
     license_type: LicenseType,
     install: bool,
+    any_token: bool,
 ) -> ServerResult<AssignmentCreated> {
     let app = state
         .store
@@ -205,6 +207,7 @@ pub async fn assign(
         intent,
         license_type,
         install,
+        any_token,
         created_at: clock::now(),
         updated_at: None,
     };
@@ -792,4 +795,27 @@ pub async fn refresh_inventory(state: &ServerState, udid: &Udid) -> ServerResult
     state.store.enqueue(&commands).await?;
     state.wake_for(&commands);
     Ok(commands.len())
+}
+
+/// Sets a token's place among tokens holding the same app (lower first).
+pub async fn set_token_priority(
+    state: &ServerState,
+    token_id: &str,
+    priority: i64,
+) -> ServerResult<VppTokenRecord> {
+    if !(0..=1_000_000).contains(&priority) {
+        return Err(ServerError::Invalid {
+            field: "priority",
+            reason: "must be between 0 and 1000000 (lower is used first)".into(),
+        });
+    }
+    if !state.store.set_token_priority(token_id, priority).await? {
+        return Err(ServerError::not_found("token", token_id));
+    }
+    state.poke_reconciler();
+    state
+        .store
+        .token(token_id)
+        .await?
+        .ok_or_else(|| ServerError::not_found("token", token_id))
 }

@@ -89,6 +89,7 @@ mod tests {
             intent: Intent::Required,
             license_type,
             install: true,
+            any_token: false,
             created_at: "t".into(),
             joined_at: "t".into(),
             udid: "U".into(),

@@ -123,6 +123,7 @@ mod tests {
             intent,
             license_type: LicenseType::Device,
             install: true,
+            any_token: false,
             created_at: created.into(),
             joined_at: created.into(),
             udid: "U".into(),

@@ -8,15 +8,15 @@
 //!   any more (it left the group, the assignment went, the device checked out or was
 //!   deleted), the assignment moved to the other license type, or the Uninstall intent
 //!   removed the app. A user license goes when none of the user's devices needs it.
-//! - Revoked (`revoking`, then kept `revoked`): an admin revoked it, or the user
-//!   declined the install. It is not asked for again until the device comes under an
+//! - Revoked (`revoking`, then kept `revoked`): an admin revoked it, or the install
+//!   ended without the app (the user declined it, the device refused it, it timed out). It is not asked for again until the device comes under an
 //!   assignment anew (joins a group, or the assignment changes).
 //! - Uninstall: RemoveApplication first; the license goes once the device confirms.
 //!   macOS apps are not removed this way (reported as not applicable).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use orchard_protocol::command::{Command, ManagedAppStatus, RemoveApplication};
+use orchard_protocol::command::{Command, RemoveApplication};
 use orchard_protocol::{SerialNumber, Udid};
 
 use crate::applicability::{MACOS_UNINSTALL, Platform, platform_of};
@@ -46,11 +46,10 @@ struct EventItems {
     users: Vec<UserLicenseRecord>,
 }
 
-fn declined(row: Option<&&InstallRecord>) -> bool {
-    row.is_some_and(|r| {
-        r.status == InstallStatus::Failed
-            && r.device_status.as_deref() == Some(ManagedAppStatus::UserRejected.as_str())
-    })
+/// The install ended without the app: the user declined it, the device refused it, or
+/// it timed out. Its device license was a reservation and goes back.
+fn ended_without_app(row: Option<&&InstallRecord>) -> bool {
+    row.is_some_and(|r| r.status == InstallStatus::Failed)
 }
 
 /// Whether the app is off the device as far as an Uninstall is concerned.
@@ -81,7 +80,7 @@ pub fn plan_devices(
     {
         let key = (l.app_id.as_str(), &l.udid);
         let row = installs.get(&key);
-        let next = if declined(row) {
+        let next = if ended_without_app(row) {
             Some(LicenseState::Revoking)
         } else {
             match effective.get(&key).map(|e| &e.winner) {
@@ -186,8 +185,7 @@ pub fn plan_uninstalls(effective: &[Effective], installs: &Installs<'_>) -> Vec<
                     | InstallStatus::Installing
                     | InstallStatus::Prompting
                     | InstallStatus::Queued
-                    | InstallStatus::Failed
-            ) && !declined(Some(r))
+            )
         });
         if on_device {
             out.push(UninstallStep::Remove {
@@ -492,6 +490,7 @@ async fn follow(state: &ServerState, apps: &HashMap<String, AppRecord>) -> Serve
 mod tests {
     use super::*;
     use crate::store::{Candidate, GroupKind};
+    use orchard_protocol::command::ManagedAppStatus;
 
     fn license(udid: &str, state: LicenseState) -> LicenseRecord {
         LicenseRecord {
@@ -532,6 +531,7 @@ mod tests {
                 intent,
                 license_type: license,
                 install: true,
+                any_token: false,
                 created_at: "t".into(),
                 joined_at: "t".into(),
                 udid: udid.into(),
@@ -630,6 +630,26 @@ mod tests {
                     Some(ManagedAppStatus::UserRejected),
                 )),
                 Some(LicenseState::Revoking),
+            ),
+            (
+                "install timed out",
+                Some(effective("d", Required, Device, iphone)),
+                Some(install(
+                    "d",
+                    InstallStatus::Failed,
+                    Some(ManagedAppStatus::Installing),
+                )),
+                Some(LicenseState::Revoking),
+            ),
+            (
+                "installed",
+                Some(effective("d", Required, Device, iphone)),
+                Some(install(
+                    "d",
+                    InstallStatus::Installed,
+                    Some(ManagedAppStatus::Managed),
+                )),
+                None,
             ),
         ];
         for (case, e, row, expected) in cases {

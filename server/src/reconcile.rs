@@ -279,11 +279,7 @@ const RECONCILE_LEASE: Duration = Duration::from_secs(120);
 pub async fn run_once(state: &ServerState) -> ServerResult<bool> {
     let store = state.store.as_ref();
     let candidates = store.assignment_candidates().await?;
-    let effective = crate::precedence::resolve(&candidates);
-    let requested: HashSet<(String, Udid)> = store.app_requests().await?.into_iter().collect();
-    let plan_targets = targets(&effective, &requested);
-    write_not_applicable(state, &plan_targets.not_applicable).await?;
-    let targets = plan_targets.device;
+    let mut effective = crate::precedence::resolve(&candidates);
     let licenses = store.licenses().await?;
     let apps: HashMap<String, AppRecord> = store
         .apps(&crate::store::Page::all())
@@ -291,6 +287,24 @@ pub async fn run_once(state: &ServerState) -> ServerResult<bool> {
         .into_iter()
         .map(|a| (a.id.clone(), a))
         .collect();
+    let ranks: HashMap<String, crate::token_order::TokenRank> = store
+        .tokens(&crate::store::Page::all())
+        .await?
+        .into_iter()
+        .map(|t| (t.id, (t.priority, t.created_at)))
+        .collect();
+    let requested: HashSet<(String, Udid)> = store.app_requests().await?.into_iter().collect();
+    let requested = crate::token_order::choose(
+        &mut effective,
+        &apps,
+        &ranks,
+        &licenses,
+        &store.user_licenses().await?,
+        &requested,
+    );
+    let plan_targets = targets(&effective, &requested);
+    write_not_applicable(state, &plan_targets.not_applicable).await?;
+    let targets = plan_targets.device;
     for action in plan(&targets, &licenses, &apps) {
         match action {
             Action::Associate { app_id, devices } => {
@@ -732,5 +746,67 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    fn candidate(
+        udid: &str,
+        intent: Intent,
+        license: LicenseType,
+        os: &str,
+    ) -> crate::store::Candidate {
+        crate::store::Candidate {
+            assignment_id: "as".into(),
+            app_id: "a".into(),
+            group_id: "g".into(),
+            group_kind: crate::store::GroupKind::Device,
+            intent,
+            license_type: license,
+            install: true,
+            any_token: false,
+            created_at: "t".into(),
+            joined_at: "t".into(),
+            udid: udid.into(),
+            serial_number: "S".into(),
+            user_id: Some("ana".into()),
+            single_app_mode: false,
+            app_store_allowed: None,
+            os_version: Some(os.into()),
+            product_name: Some("iPhone5,1".into()),
+            active: true,
+        }
+    }
+
+    #[test]
+    fn targets_table() {
+        use Intent::{Available, Required, Uninstall};
+        use LicenseType::{Device, User};
+        let effective: Vec<Effective> = [
+            candidate("required-device", Required, Device, "17.5"),
+            candidate("required-user", Required, User, "17.5"),
+            candidate("available-asked", Available, Device, "17.5"),
+            candidate("available-not-asked", Available, Device, "17.5"),
+            candidate("uninstall", Uninstall, Device, "17.5"),
+            candidate("too-old", Required, Device, "8.4"),
+        ]
+        .into_iter()
+        .map(|winner| Effective {
+            winner,
+            overridden: vec![],
+        })
+        .collect();
+        let requested = HashSet::from([("a".to_owned(), Udid::from("available-asked"))]);
+        let t = super::targets(&effective, &requested);
+        let devices: Vec<&str> = t.device.iter().map(|t| t.udid.as_str()).collect();
+        assert_eq!(devices, ["required-device", "available-asked"]);
+        let users: Vec<&str> = t.user.iter().map(|t| t.udid.as_str()).collect();
+        assert_eq!(users, ["required-user"]);
+        assert_eq!(
+            t.not_applicable,
+            vec![(
+                "a".to_owned(),
+                Udid::from("too-old"),
+                crate::applicability::IOS_DEVICE_MINIMUM
+            )]
+        );
     }
 }

@@ -183,6 +183,7 @@ fn token(id: &str, secret: &str) -> VppTokenRecord {
         created_at: NOW.into(),
         last_sync_at: None,
         last_sync_error: None,
+        priority: 100,
     }
 }
 
@@ -571,6 +572,7 @@ async fn groups_assignments_and_targets() {
             intent: Intent::Required,
             license_type: LicenseType::Device,
             install: true,
+            any_token: false,
             created_at: NOW.into(),
             updated_at: None,
         };
@@ -832,6 +834,7 @@ async fn users_registrations_user_licenses_and_prompts() {
             intent: Intent::Required,
             license_type: LicenseType::User,
             install: true,
+            any_token: false,
             created_at: LATER.into(),
             updated_at: None,
         })

@@ -273,15 +273,26 @@ impl Testbed {
 
     /// Uploads the demo location's token and syncs it; returns the token id.
     pub async fn upload_and_sync_demo_token(&self) -> anyhow::Result<String> {
+        self.upload_and_sync_token(DEMO_LOCATION, "Headquarters")
+            .await
+    }
+
+    /// Uploads the token of a seeded location under `name` and syncs it; returns the
+    /// token id.
+    pub async fn upload_and_sync_token(
+        &self,
+        location: &str,
+        name: &str,
+    ) -> anyhow::Result<String> {
         let file = self
             .apple
-            .token_file(DEMO_LOCATION)
-            .context("the demo seed has this location")?;
+            .token_file(location)
+            .with_context(|| format!("the seed has no location {location}"))?;
         let (status, token) = self
             .admin
             .post(
                 "/v1/tokens",
-                json!({ "name": "Headquarters", "token_file": file, "consent": true }),
+                json!({ "name": name, "token_file": file, "consent": true }),
             )
             .await?;
         if status != StatusCode::CREATED {

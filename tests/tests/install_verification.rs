@@ -77,6 +77,22 @@ async fn install_that_outlives_its_timeout_fails_with_a_reason(builder: TestbedB
             .contains("did not finish within 1 s"),
         "{row}"
     );
+    // The failed install gives its license back.
+    orchard_testbed::harness::wait_for(WAIT, "the license given back", || {
+        let bed = &bed;
+        async move {
+            let assigned = bed
+                .apple
+                .with_world(|w| w.assets[&(DEMO_LOCATION.to_owned(), PAGES)].assigned);
+            Ok(if assigned == 0 {
+                Ok(())
+            } else {
+                Err(format!("{assigned} assigned"))
+            })
+        }
+    })
+    .await
+    .unwrap();
     fleet.stop().await;
     bed.shutdown().await;
 }

@@ -637,7 +637,95 @@ async fn license_only_assignment_installs_nothing(builder: TestbedBuilder) {
     bed.shutdown().await;
 }
 
+async fn any_token_assignment_falls_through_tokens_in_priority_order(builder: TestbedBuilder) {
+    const BRANCH: &str = "2049025000431440";
+    let mut seed = orchard_testbed::apple::Seed::demo();
+    seed.locations.push(orchard_testbed::apple::seed::Location {
+        uid: BRANCH.into(),
+        name: "Branch".into(),
+        country: "US".into(),
+    });
+    let pages_seed = seed.apps.iter_mut().find(|a| a.adam_id == PAGES).unwrap();
+    pages_seed.licenses.insert(DEMO_LOCATION.into(), 1);
+    pages_seed.licenses.insert(BRANCH.into(), 2);
+    let bed = builder.seed(seed).start().await.unwrap();
+    let hq = bed.upload_and_sync_demo_token().await.unwrap();
+    let branch = bed.upload_and_sync_token(BRANCH, "Branch").await.unwrap();
+    for (token, priority) in [(&hq, 1), (&branch, 2)] {
+        let (status, body) = bed
+            .admin
+            .patch(
+                &format!("/v1/tokens/{token}"),
+                json!({ "priority": priority }),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (status.as_u16(), body["priority"].as_i64()),
+            (200, Some(priority))
+        );
+    }
+    let (_, apps) = bed.admin.get("/v1/apps").await.unwrap();
+    let copies: Vec<(String, String)> = apps["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["adam_id"].as_str() == Some(PAGES.to_string().as_str()))
+        .map(|a| {
+            (
+                a["token_id"].as_str().unwrap().to_owned(),
+                a["id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        copies.len(),
+        2,
+        "an app bought with two tokens appears once per token"
+    );
+    let app_of = |token: &str| copies.iter().find(|(t, _)| t == token).unwrap().1.clone();
+    let (hq_app, branch_app) = (app_of(&hq), app_of(&branch));
+
+    let fleet = bed.enroll_fleet(4, Duration::from_secs(600)).await.unwrap();
+    let udids = fleet.udids();
+    let group = bed.group_of("Everyone", "device", &udids).await.unwrap();
+    let body = json!({ "app_id": hq_app, "group_id": group, "intent": "required", "license_type": "device", "any_token": true });
+    let (status, answer) = bed.admin.post("/v1/assignments", body).await.unwrap();
+    assert_eq!(status, 201, "{answer}");
+    // HQ's one license first, then Branch's two; the fourth device finds none.
+    bed.wait_install_status(&hq_app, &udids[0], "installed", WAIT)
+        .await
+        .unwrap();
+    for udid in &udids[1..3] {
+        bed.wait_install_status(&branch_app, udid, "installed", WAIT)
+            .await
+            .unwrap();
+    }
+    let refused = bed
+        .wait_install_status(&hq_app, &udids[3], "license_failed", WAIT)
+        .await
+        .unwrap();
+    assert_eq!(refused["reason"], NO_LICENSES);
+    let per_location = bed.apple.with_world(|w| {
+        (
+            w.assets[&(DEMO_LOCATION.to_owned(), PAGES)].assigned,
+            w.assets[&(BRANCH.to_owned(), PAGES)].assigned,
+        )
+    });
+    assert_eq!(per_location, (1, 2));
+    assert_eq!(bed.counts_agree(&hq, &hq_app, PAGES).await.unwrap(), (1, 1));
+    let (_, branch_view) = bed
+        .admin
+        .get(&format!("/v1/apps/{branch_app}"))
+        .await
+        .unwrap();
+    assert_eq!(branch_view["licenses"]["used"], 2, "{branch_view}");
+    fleet.stop().await;
+    bed.shutdown().await;
+}
+
 orchard_testbed::on_both_backends!(
+    any_token_assignment_falls_through_tokens_in_priority_order,
     available_apps_are_licensed_when_the_user_asks,
     license_only_assignment_installs_nothing,
     oversubscribed_group_gets_exactly_the_purchased_count,

@@ -11,3 +11,8 @@ CREATE TABLE app_requests (
     requested_at TEXT NOT NULL,
     PRIMARY KEY (app_id, udid)
 );
+
+-- Several tokens holding the same app: an assignment may use any of them, in the
+-- tokens' priority order (lower first), falling through when one is exhausted.
+ALTER TABLE vpp_tokens ADD COLUMN priority BIGINT NOT NULL DEFAULT 100;
+ALTER TABLE assignments ADD COLUMN any_token BIGINT NOT NULL DEFAULT 0;

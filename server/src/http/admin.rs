@@ -42,6 +42,7 @@ pub(super) fn router() -> Router<ServerState> {
     Router::new()
         .route("/v1/enrollment", get(enrollment))
         .route("/v1/tokens", post(upload_token).get(list_tokens))
+        .route("/v1/tokens/{id}", axum::routing::patch(update_token))
         .route("/v1/tokens/{id}/sync", post(sync_token))
         .route("/v1/apps", get(list_apps))
         .route("/v1/apps/{id}", get(get_app).patch(update_app))
@@ -171,6 +172,7 @@ struct TokenView {
     last_sync_at: Option<String>,
     last_sync_error: Option<String>,
     created_at: String,
+    priority: i64,
 }
 
 impl From<VppTokenRecord> for TokenView {
@@ -192,6 +194,7 @@ impl From<VppTokenRecord> for TokenView {
             last_sync_at: t.last_sync_at,
             last_sync_error: t.last_sync_error,
             created_at: t.created_at,
+            priority: t.priority,
         }
     }
 }
@@ -399,6 +402,8 @@ struct AssignmentBody {
     license_type: LicenseType,
     #[serde(default = "yes")]
     install: bool,
+    #[serde(default)]
+    any_token: bool,
 }
 
 fn yes() -> bool {
@@ -417,6 +422,7 @@ async fn create_assignment(
         body.intent,
         body.license_type,
         body.install,
+        body.any_token,
     )
     .await;
     let target = format!("{} -> {}", body.app_id, body.group_id);
@@ -793,4 +799,21 @@ async fn explain_device(
         ],
         "items": resolved,
     })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenChangeBody {
+    priority: i64,
+}
+
+async fn update_token(
+    State(state): State<ServerState>,
+    actor: Actor,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<TokenChangeBody>,
+) -> ApiResult<impl IntoResponse> {
+    let result = admin::set_token_priority(&state, &id, body.priority).await;
+    admin::audit(&state, &actor, "token.update", &id, &result).await;
+    Ok(Json(TokenView::from(result?)))
 }

@@ -126,6 +126,8 @@ pub trait VppStore: Send + Sync {
         now: &str,
     ) -> StoreResult<()>;
     /// Finds an app.
+    /// Sets a token's priority; false when there is no such token.
+    async fn set_token_priority(&self, token_id: &str, priority: i64) -> StoreResult<bool>;
     /// Sets (or clears) an app's install timeout.
     async fn set_app_install_timeout(
         &self,

@@ -569,6 +569,15 @@ impl VppStore for PostgresStore {
         Ok(())
     }
 
+    async fn set_token_priority(&self, token_id: &str, priority: i64) -> StoreResult<bool> {
+        let done = sqlx::query("UPDATE vpp_tokens SET priority = $1 WHERE id = $2")
+            .bind(priority)
+            .bind(token_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn set_app_install_timeout(
         &self,
         app_id: &str,
@@ -664,8 +673,8 @@ impl AssignmentStore for PostgresStore {
     async fn insert_assignment(&self, a: &AssignmentRecord) -> StoreResult<bool> {
         let done = sqlx::query(
             "INSERT INTO assignments (id, app_id, group_id, intent, license_type, created_at, install,
-                                      updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+                                      updated_at, any_token)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
         )
         .bind(&a.id)
         .bind(&a.app_id)
@@ -675,6 +684,7 @@ impl AssignmentStore for PostgresStore {
         .bind(&a.created_at)
         .bind(i64::from(a.install))
         .bind(&a.updated_at)
+        .bind(i64::from(a.any_token))
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -721,7 +731,7 @@ impl AssignmentStore for PostgresStore {
              )
              SELECT a.id AS assignment_id, a.app_id AS app_id, a.group_id AS group_id,
                     g.kind AS group_kind, a.intent AS intent, a.license_type AS license_type,
-                    a.install AS install, a.created_at AS created_at,
+                    a.install AS install, a.any_token AS any_token, a.created_at AS created_at,
                     GREATEST(m.joined_at, COALESCE(a.updated_at, a.created_at)) AS joined_at,
                     d.udid AS udid, d.serial_number AS serial_number, d.user_id AS user_id,
                     d.single_app_mode AS single_app_mode, d.app_store_allowed AS app_store_allowed,

@@ -329,6 +329,8 @@ pub struct VppTokenRecord {
     pub last_sync_at: Option<String>,
     /// Last sync error.
     pub last_sync_error: Option<String>,
+    /// Order among tokens holding the same app (lower first).
+    pub priority: i64,
 }
 
 /// License counts of an asset, as Apple reports them.
@@ -422,6 +424,8 @@ pub struct AssignmentRecord {
     /// Install the app (false: only hold the license, for devices whose installs
     /// another tool does).
     pub install: bool,
+    /// Use every token holding the app, in priority order, not only the app's own.
+    pub any_token: bool,
     /// Creation time.
     pub created_at: String,
     /// Last change of intent, license type or install.
@@ -445,6 +449,8 @@ pub struct Candidate {
     pub license_type: LicenseType,
     /// Install the app, or only license it.
     pub install: bool,
+    /// Any token holding the app may license it.
+    pub any_token: bool,
     /// When the assignment was created.
     pub created_at: String,
     /// When the device came under the assignment: the latest of joining the group and

@@ -61,6 +61,7 @@ macro_rules! row_mappers {
                 created_at: row.try_get("created_at")?,
                 last_sync_at: row.try_get("last_sync_at")?,
                 last_sync_error: row.try_get("last_sync_error")?,
+                priority: row.try_get("priority")?,
             })
         }
 
@@ -114,6 +115,7 @@ macro_rules! row_mappers {
                 license_type: LicenseType::parse(&license_type)
                     .ok_or(corrupt("assignments.license_type"))?,
                 install: row.try_get::<i64, _>("install")? != 0,
+                any_token: row.try_get::<i64, _>("any_token")? != 0,
                 created_at: row.try_get("created_at")?,
                 updated_at: row.try_get("updated_at")?,
             })
@@ -132,6 +134,7 @@ macro_rules! row_mappers {
                 license_type: LicenseType::parse(&license_type)
                     .ok_or(corrupt("assignments.license_type"))?,
                 install: row.try_get::<i64, _>("install")? != 0,
+                any_token: row.try_get::<i64, _>("any_token")? != 0,
                 created_at: row.try_get("created_at")?,
                 joined_at: row.try_get("joined_at")?,
                 udid: Udid(row.try_get("udid")?),

@@ -577,6 +577,15 @@ impl VppStore for SqliteStore {
         Ok(())
     }
 
+    async fn set_token_priority(&self, token_id: &str, priority: i64) -> StoreResult<bool> {
+        let done = sqlx::query("UPDATE vpp_tokens SET priority = ? WHERE id = ?")
+            .bind(priority)
+            .bind(token_id)
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn set_app_install_timeout(
         &self,
         app_id: &str,
@@ -672,8 +681,8 @@ impl AssignmentStore for SqliteStore {
     async fn insert_assignment(&self, a: &AssignmentRecord) -> StoreResult<bool> {
         let done = sqlx::query(
             "INSERT INTO assignments (id, app_id, group_id, intent, license_type, created_at, install,
-                                      updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                                      updated_at, any_token)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
         )
         .bind(&a.id)
         .bind(&a.app_id)
@@ -683,6 +692,7 @@ impl AssignmentStore for SqliteStore {
         .bind(&a.created_at)
         .bind(i64::from(a.install))
         .bind(&a.updated_at)
+        .bind(i64::from(a.any_token))
         .execute(&self.writer)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -729,7 +739,7 @@ impl AssignmentStore for SqliteStore {
              )
              SELECT a.id AS assignment_id, a.app_id AS app_id, a.group_id AS group_id,
                     g.kind AS group_kind, a.intent AS intent, a.license_type AS license_type,
-                    a.install AS install, a.created_at AS created_at,
+                    a.install AS install, a.any_token AS any_token, a.created_at AS created_at,
                     MAX(m.joined_at, COALESCE(a.updated_at, a.created_at)) AS joined_at,
                     d.udid AS udid, d.serial_number AS serial_number, d.user_id AS user_id,
                     d.single_app_mode AS single_app_mode, d.app_store_allowed AS app_store_allowed,
