@@ -819,3 +819,14 @@ pub async fn set_token_priority(
         .await?
         .ok_or_else(|| ServerError::not_found("token", token_id))
 }
+
+/// Deletes a device: it leaves its groups and management records; its device licenses
+/// go back to the pool. (A device that is still enrolled can check in again only by
+/// enrolling anew.)
+pub async fn delete_device(state: &ServerState, udid: &Udid) -> ServerResult<()> {
+    if !state.store.delete_device(udid).await? {
+        return Err(ServerError::not_found("device", udid.as_str()));
+    }
+    state.poke_reconciler();
+    Ok(())
+}

@@ -470,7 +470,7 @@ async fn user_to_device_licensing_migrates_silently(builder: TestbedBuilder) {
     bed.shutdown().await;
 }
 
-async fn device_checking_out_releases_its_licenses(builder: TestbedBuilder) {
+async fn device_checking_out_or_deleted_releases_its_licenses(builder: TestbedBuilder) {
     let bed = builder.start().await.unwrap();
     let token = bed.upload_and_sync_demo_token().await.unwrap();
     let fleet = bed.enroll_fleet(2, Duration::from_secs(600)).await.unwrap();
@@ -493,6 +493,21 @@ async fn device_checking_out_releases_its_licenses(builder: TestbedBuilder) {
         .unwrap();
     assert_eq!(device["status"], "checked_out");
     assert_eq!(bed.counts_agree(&token, &pages, PAGES).await.unwrap().1, 1);
+    // A deleted device releases its licenses too.
+    let (status, body) = bed
+        .admin
+        .delete(&format!("/v1/devices/{}", udids[1]))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    wait_assigned(&bed, PAGES, 0).await;
+    let (status, _) = bed
+        .admin
+        .get(&format!("/v1/devices/{}", udids[1]))
+        .await
+        .unwrap();
+    assert_eq!(status, 404);
+    assert_eq!(bed.counts_agree(&token, &pages, PAGES).await.unwrap().1, 0);
     fleet.stop().await;
     bed.shutdown().await;
 }
@@ -733,6 +748,6 @@ orchard_testbed::on_both_backends!(
     uninstall_removes_the_app_then_reclaims_the_license,
     user_leaving_the_group_loses_the_user_license,
     user_to_device_licensing_migrates_silently,
-    device_checking_out_releases_its_licenses,
+    device_checking_out_or_deleted_releases_its_licenses,
     the_api_explains_which_assignment_applies,
 );

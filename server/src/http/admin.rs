@@ -73,7 +73,7 @@ pub(super) fn router() -> Router<ServerState> {
             axum::routing::delete(remove_group_user),
         )
         .route("/v1/devices", get(list_devices))
-        .route("/v1/devices/{udid}", get(get_device))
+        .route("/v1/devices/{udid}", get(get_device).delete(delete_device))
         .route("/v1/devices/{udid}/installs", get(device_installs))
         .route("/v1/devices/{udid}/prompts", get(device_prompts))
         .route("/v1/devices/{udid}/user", put(set_device_user))
@@ -816,4 +816,19 @@ async fn update_token(
     let result = admin::set_token_priority(&state, &id, body.priority).await;
     admin::audit(&state, &actor, "token.update", &id, &result).await;
     Ok(Json(TokenView::from(result?)))
+}
+
+async fn delete_device(
+    State(state): State<ServerState>,
+    actor: Actor,
+    ApiPath(udid): ApiPath<String>,
+) -> ApiResult<impl IntoResponse> {
+    let udid = Udid(udid);
+    let result = admin::delete_device(&state, &udid).await;
+    admin::audit(&state, &actor, "device.delete", udid.as_str(), &result).await;
+    result?;
+    Ok(Json(serde_json::json!({
+        "deleted": udid,
+        "note": "its device licenses go back to the pool; apps on it are not removed"
+    })))
 }

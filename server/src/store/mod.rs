@@ -86,6 +86,9 @@ pub trait DeviceStore: Send + Sync {
     ) -> StoreResult<()>;
     /// Lists devices by UDID.
     async fn devices(&self, page: &Page) -> StoreResult<Vec<DeviceRecord>>;
+    /// Forgets a device: its enrollment, memberships, queued commands, install states
+    /// and prompts (its licenses stay until the engine gives them back).
+    async fn delete_device(&self, udid: &Udid) -> StoreResult<bool>;
 }
 
 /// The per-device command queue.

@@ -381,6 +381,30 @@ impl DeviceStore for PostgresStore {
     async fn devices(&self, page: &Page) -> StoreResult<Vec<DeviceRecord>> {
         self.page("devices", "udid", page, device_row).await
     }
+
+    async fn delete_device(&self, udid: &Udid) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        for table in [
+            "group_devices",
+            "commands",
+            "installs",
+            "prompts",
+            "app_requests",
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE udid = $1"
+            )))
+            .bind(udid.as_str())
+            .execute(&mut *tx)
+            .await?;
+        }
+        let done = sqlx::query("DELETE FROM devices WHERE udid = $1")
+            .bind(udid.as_str())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
 }
 
 #[async_trait]
