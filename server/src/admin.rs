@@ -33,6 +33,10 @@ pub struct TokenUpload {
     pub token_file: String,
     /// The admin agrees that user and device data is sent to Apple.
     pub consent: bool,
+    /// Take the location over from another MDM.
+    pub take_over: bool,
+    /// Settings.
+    pub settings: TokenSettings,
 }
 
 /// Writes an audit entry for an admin change.
@@ -75,6 +79,7 @@ pub async fn upload_token(
             reason: "must be true: Orchard sends user and device information to Apple to manage licenses".into(),
         });
     }
+    check_settings(&upload.settings)?;
     let file = TokenFile::parse(&upload.token_file, OffsetDateTime::now_utc())?;
     if state.store.token_count().await? >= state.options.max_tokens {
         return Err(ServerError::LimitReached(format!(
@@ -82,7 +87,7 @@ pub async fn upload_token(
             state.options.max_tokens
         )));
     }
-    let record = VppTokenRecord {
+    let mut record = VppTokenRecord {
         id: uuid::Uuid::new_v4().to_string(),
         name: upload.name.trim().to_owned(),
         org_name: file.org_name,
@@ -96,7 +101,30 @@ pub async fn upload_token(
         last_sync_at: None,
         last_sync_error: None,
         priority: 100,
+        apple_id: None,
+        account_type: "business".into(),
+        automatic_updates: false,
+        store_country: None,
+        external_mdm: None,
+        disabled_reason: None,
     };
+    apply_settings(&mut record, upload.settings);
+    if state
+        .store
+        .tokens(&crate::store::Page::all())
+        .await?
+        .iter()
+        .any(|t| t.secret_hash == record.secret_hash)
+    {
+        return Err(ServerError::Conflict(
+            "this token file has already been uploaded".into(),
+        ));
+    }
+    // Taking the location over from another MDM happens before anything is stored.
+    if upload.take_over {
+        let ours = crate::token_lifecycle::mdm_info(state).await?;
+        state.apple.claim(&record.secret, &ours).await?;
+    }
     if !state.store.insert_token(&record).await? {
         return Err(ServerError::Conflict(
             "this token file has already been uploaded".into(),
@@ -797,27 +825,95 @@ pub async fn refresh_inventory(state: &ServerState, udid: &Udid) -> ServerResult
     Ok(commands.len())
 }
 
-/// Sets a token's place among tokens holding the same app (lower first).
-pub async fn set_token_priority(
-    state: &ServerState,
-    token_id: &str,
-    priority: i64,
-) -> ServerResult<VppTokenRecord> {
-    if !(0..=1_000_000).contains(&priority) {
+/// Changes of a token's settings.
+#[derive(Debug, Clone, Default)]
+pub struct TokenSettings {
+    /// Display name.
+    pub name: Option<String>,
+    /// Order among tokens holding the same app (lower first).
+    pub priority: Option<i64>,
+    /// Apple ID of the managing account.
+    pub apple_id: Option<String>,
+    /// Store country for metadata (two letters); refreshed at the next sync.
+    pub store_country: Option<String>,
+    /// `business` or `education`.
+    pub account_type: Option<String>,
+    /// Push newer versions to Required devices.
+    pub automatic_updates: Option<bool>,
+}
+
+fn check_settings(s: &TokenSettings) -> ServerResult<()> {
+    if let Some(p) = s.priority
+        && !(0..=1_000_000).contains(&p)
+    {
         return Err(ServerError::Invalid {
             field: "priority",
             reason: "must be between 0 and 1000000 (lower is used first)".into(),
         });
     }
-    if !state.store.set_token_priority(token_id, priority).await? {
-        return Err(ServerError::not_found("token", token_id));
+    if let Some(c) = &s.store_country
+        && (c.len() != 2 || !c.chars().all(|ch| ch.is_ascii_alphabetic()))
+    {
+        return Err(ServerError::Invalid {
+            field: "country",
+            reason: format!("{c:?} is not a two-letter country code such as US or DE"),
+        });
     }
-    state.poke_reconciler();
-    state
+    if let Some(t) = &s.account_type
+        && t != "business"
+        && t != "education"
+    {
+        return Err(ServerError::Invalid {
+            field: "account_type",
+            reason: format!("{t:?} is neither business nor education"),
+        });
+    }
+    if s.name.as_ref().is_some_and(|n| n.trim().is_empty()) {
+        return Err(ServerError::Invalid {
+            field: "name",
+            reason: "must not be empty".into(),
+        });
+    }
+    Ok(())
+}
+
+fn apply_settings(token: &mut VppTokenRecord, s: TokenSettings) {
+    if let Some(name) = s.name {
+        token.name = name.trim().to_owned();
+    }
+    if let Some(p) = s.priority {
+        token.priority = p;
+    }
+    if let Some(a) = s.apple_id {
+        token.apple_id = Some(a);
+    }
+    if let Some(c) = s.store_country {
+        token.store_country = Some(c.to_uppercase());
+    }
+    if let Some(t) = s.account_type {
+        token.account_type = t;
+    }
+    if let Some(u) = s.automatic_updates {
+        token.automatic_updates = u;
+    }
+}
+
+/// Changes a token's settings.
+pub async fn update_token_settings(
+    state: &ServerState,
+    token_id: &str,
+    settings: TokenSettings,
+) -> ServerResult<VppTokenRecord> {
+    check_settings(&settings)?;
+    let mut token = state
         .store
         .token(token_id)
         .await?
-        .ok_or_else(|| ServerError::not_found("token", token_id))
+        .ok_or_else(|| ServerError::not_found("token", token_id))?;
+    apply_settings(&mut token, settings);
+    state.store.update_token(&token).await?;
+    state.poke_reconciler();
+    Ok(token)
 }
 
 /// Deletes a device: it leaves its groups and management records; its device licenses

@@ -23,6 +23,7 @@ pub mod state;
 pub mod store;
 pub mod sync;
 pub mod tls;
+pub mod token_lifecycle;
 pub mod token_order;
 pub mod user_licensing;
 pub mod vpp;

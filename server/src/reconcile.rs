@@ -281,17 +281,23 @@ pub async fn run_once(state: &ServerState) -> ServerResult<bool> {
     let candidates = store.assignment_candidates().await?;
     let mut effective = crate::precedence::resolve(&candidates);
     let licenses = store.licenses().await?;
+    let tokens = store.tokens(&crate::store::Page::all()).await?;
+    // Tokens another MDM owns, or that Apple expired or revoked, are not used.
+    let usable: HashSet<&str> = tokens
+        .iter()
+        .filter(|t| t.external_mdm.is_none() && t.disabled_reason.is_none())
+        .map(|t| t.id.as_str())
+        .collect();
     let apps: HashMap<String, AppRecord> = store
         .apps(&crate::store::Page::all())
         .await?
         .into_iter()
+        .filter(|a| usable.contains(a.token_id.as_str()))
         .map(|a| (a.id.clone(), a))
         .collect();
-    let ranks: HashMap<String, crate::token_order::TokenRank> = store
-        .tokens(&crate::store::Page::all())
-        .await?
-        .into_iter()
-        .map(|t| (t.id, (t.priority, t.created_at)))
+    let ranks: HashMap<String, crate::token_order::TokenRank> = tokens
+        .iter()
+        .map(|t| (t.id.clone(), (t.priority, t.created_at.clone())))
         .collect();
     let requested: HashSet<(String, Udid)> = store.app_requests().await?.into_iter().collect();
     let requested = crate::token_order::choose(

@@ -26,6 +26,8 @@ pub struct SyncSummary {
     pub missing_metadata: Vec<String>,
     /// When.
     pub synced_at: String,
+    /// The other MDM that owns the token at Apple, if any (the token is then not used).
+    pub external_mdm: Option<String>,
 }
 
 struct SyncGuard<'a> {
@@ -48,6 +50,12 @@ pub async fn sync_token(state: &ServerState, token_id: &str) -> ServerResult<Syn
         .token(token_id)
         .await?
         .ok_or_else(|| ServerError::not_found("token", token_id))?;
+    if let Some(reason) = &token.disabled_reason {
+        return Err(ServerError::Conflict(format!(
+            "token {} is not synced: {reason}",
+            token.id
+        )));
+    }
     {
         let mut running = state
             .syncing
@@ -78,9 +86,14 @@ pub async fn sync_token(state: &ServerState, token_id: &str) -> ServerResult<Syn
             token.id
         )));
     }
-    let result = match fetch(state, &token.secret, &token.id).await {
+    let result = match fetch(state, &token).await {
         Ok((record, summary)) => {
             state.store.record_sync(&record).await?;
+            if summary.external_mdm != token.external_mdm {
+                let mut changed = token.clone();
+                changed.external_mdm = summary.external_mdm.clone();
+                state.store.update_token(&changed).await?;
+            }
             tracing::info!(token = %token.id, assets = summary.assets, "sync finished");
             // Bought licenses serve the targets that waited for one.
             state.poke_reconciler();
@@ -95,6 +108,14 @@ pub async fn sync_token(state: &ServerState, token_id: &str) -> ServerResult<Syn
                 .store
                 .record_sync_error(&token.id, &e.to_string(), &clock::now())
                 .await?;
+            if let ServerError::Apple(apple) = &e
+                && let Some(reason) = crate::token_lifecycle::disabling(apple)
+            {
+                tracing::warn!(token = %token.id, %reason, "token disabled");
+                let mut disabled = token.clone();
+                disabled.disabled_reason = Some(reason);
+                state.store.update_token(&disabled).await?;
+            }
             Err(e)
         }
     };
@@ -144,7 +165,10 @@ async fn schedule_once(state: &ServerState, tick: std::time::Duration) -> Server
             Some(at) => at < due_before.as_str(),
             None => token.created_at < clock::rfc3339(now - tick),
         };
-        if due && let Err(e) = sync_token(state, &token.id).await {
+        if due
+            && token.disabled_reason.is_none()
+            && let Err(e) = sync_token(state, &token.id).await
+        {
             tracing::warn!(token = %token.id, error = %e, "scheduled sync failed");
         }
     }
@@ -153,13 +177,30 @@ async fn schedule_once(state: &ServerState, tick: std::time::Duration) -> Server
 
 async fn fetch(
     state: &ServerState,
-    secret: &str,
-    token_id: &str,
+    token: &crate::store::VppTokenRecord,
 ) -> ServerResult<(SyncRecord, SyncSummary)> {
+    let (secret, token_id) = (token.secret.as_str(), token.id.as_str());
     let config = state.apple.client_config(secret).await?;
-    let country = config
-        .country_iso2a_code
+    // Whose is the location? Unclaimed: this server's now. Another MDM's: counted,
+    // shown, and not used until an admin takes it over.
+    let ours = crate::token_lifecycle::mdm_info(state).await?;
+    let external_mdm = match &config.mdm_info {
+        None => {
+            state.apple.claim(secret, &ours).await?;
+            None
+        }
+        Some(info) if info.id == ours.id => None,
+        Some(info) => Some(if info.name.is_empty() {
+            info.id.clone()
+        } else {
+            info.name.clone()
+        }),
+    };
+    // The admin's choice of store wins over the location's country.
+    let country = token
+        .store_country
         .clone()
+        .or_else(|| config.country_iso2a_code.clone())
         .unwrap_or_else(|| "US".into());
     let assets = state.apple.assets(secret).await?;
     let adam_ids: Vec<AdamId> = assets
@@ -212,6 +253,7 @@ async fn fetch(
         assets: apps.len(),
         missing_metadata: missing,
         synced_at: now.clone(),
+        external_mdm,
     };
     let record = SyncRecord {
         token_id: token_id.to_owned(),

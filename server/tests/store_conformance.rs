@@ -184,6 +184,12 @@ fn token(id: &str, secret: &str) -> VppTokenRecord {
         last_sync_at: None,
         last_sync_error: None,
         priority: 100,
+        apple_id: None,
+        account_type: "business".into(),
+        automatic_updates: false,
+        store_country: None,
+        external_mdm: None,
+        disabled_reason: None,
     }
 }
 

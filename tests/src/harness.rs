@@ -31,9 +31,17 @@ pub struct TestbedBuilder {
     public_url: Option<String>,
     event_poll: Duration,
     install_poll: Duration,
+    apple_timeout: Duration,
 }
 
 impl TestbedBuilder {
+    /// How long the server waits for one answer from Apple (the stand-in's `timeout`
+    /// faults answer later than this).
+    pub fn apple_timeout(mut self, timeout: Duration) -> Self {
+        self.apple_timeout = timeout;
+        self
+    }
+
     /// Runs the server on PostgreSQL, in a database created for this testbed. `None` (with
     /// the reason printed) when PostgreSQL is unreachable outside CI; in CI that panics.
     pub async fn postgres(mut self) -> Option<Self> {
@@ -83,6 +91,8 @@ impl TestbedBuilder {
             vpp_base_url: apple.vpp_url(),
             lookup_url: apple.lookup_url(),
             extra_ca_file: Some(apple_ca.clone()),
+            timeout: self.apple_timeout,
+            backoff: Duration::from_millis(100),
             ..AppleConfig::default()
         };
         config.event_poll_interval = self.event_poll;
@@ -143,6 +153,7 @@ impl Testbed {
             public_url: None,
             event_poll: Duration::from_millis(200),
             install_poll: Duration::from_millis(300),
+            apple_timeout: Duration::from_secs(10),
         }
     }
 

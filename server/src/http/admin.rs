@@ -42,7 +42,12 @@ pub(super) fn router() -> Router<ServerState> {
     Router::new()
         .route("/v1/enrollment", get(enrollment))
         .route("/v1/tokens", post(upload_token).get(list_tokens))
-        .route("/v1/tokens/{id}", axum::routing::patch(update_token))
+        .route(
+            "/v1/tokens/{id}",
+            get(get_token).patch(update_token).delete(delete_token),
+        )
+        .route("/v1/tokens/{id}/renew", post(renew_token))
+        .route("/v1/tokens/{id}/take-over", post(take_over_token))
         .route("/v1/tokens/{id}/sync", post(sync_token))
         .route("/v1/apps", get(list_apps))
         .route("/v1/apps/{id}", get(get_app).patch(update_app))
@@ -157,6 +162,13 @@ struct TokenUploadBody {
     name: String,
     token_file: String,
     consent: bool,
+    #[serde(default)]
+    take_over: bool,
+    apple_id: Option<String>,
+    country: Option<String>,
+    account_type: Option<String>,
+    automatic_updates: Option<bool>,
+    priority: Option<i64>,
 }
 
 /// A token as the API shows it (never the secret).
@@ -173,6 +185,13 @@ struct TokenView {
     last_sync_error: Option<String>,
     created_at: String,
     priority: i64,
+    status: &'static str,
+    external_mdm: Option<String>,
+    disabled_reason: Option<String>,
+    apple_id: Option<String>,
+    account_type: String,
+    automatic_updates: bool,
+    store_country: Option<String>,
 }
 
 impl From<VppTokenRecord> for TokenView {
@@ -195,6 +214,18 @@ impl From<VppTokenRecord> for TokenView {
             last_sync_error: t.last_sync_error,
             created_at: t.created_at,
             priority: t.priority,
+            status: match (&t.disabled_reason, &t.external_mdm, expiry_status) {
+                (Some(_), _, _) => "disabled",
+                (None, _, "expired") => "expired",
+                (None, Some(_), _) => "assigned_to_external_mdm",
+                _ => "active",
+            },
+            external_mdm: t.external_mdm,
+            disabled_reason: t.disabled_reason,
+            apple_id: t.apple_id,
+            account_type: t.account_type,
+            automatic_updates: t.automatic_updates,
+            store_country: t.store_country,
         }
     }
 }
@@ -211,6 +242,15 @@ async fn upload_token(
             name: body.name,
             token_file: body.token_file,
             consent: body.consent,
+            take_over: body.take_over,
+            settings: admin::TokenSettings {
+                name: None,
+                priority: body.priority,
+                apple_id: body.apple_id,
+                store_country: body.country,
+                account_type: body.account_type,
+                automatic_updates: body.automatic_updates,
+            },
         },
     )
     .await;
@@ -804,7 +844,12 @@ async fn explain_device(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TokenChangeBody {
-    priority: i64,
+    name: Option<String>,
+    priority: Option<i64>,
+    apple_id: Option<String>,
+    country: Option<String>,
+    account_type: Option<String>,
+    automatic_updates: Option<bool>,
 }
 
 async fn update_token(
@@ -813,9 +858,65 @@ async fn update_token(
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<TokenChangeBody>,
 ) -> ApiResult<impl IntoResponse> {
-    let result = admin::set_token_priority(&state, &id, body.priority).await;
+    let settings = admin::TokenSettings {
+        name: body.name,
+        priority: body.priority,
+        apple_id: body.apple_id,
+        store_country: body.country,
+        account_type: body.account_type,
+        automatic_updates: body.automatic_updates,
+    };
+    let result = admin::update_token_settings(&state, &id, settings).await;
     admin::audit(&state, &actor, "token.update", &id, &result).await;
     Ok(Json(TokenView::from(result?)))
+}
+
+async fn get_token(
+    State(state): State<ServerState>,
+    _actor: Actor,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<impl IntoResponse> {
+    let token = state.store.token(&id).await?;
+    Ok(Json(TokenView::from(
+        token.ok_or_else(|| ServerError::not_found("token", &id))?,
+    )))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RenewBody {
+    token_file: String,
+}
+
+async fn renew_token(
+    State(state): State<ServerState>,
+    actor: Actor,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<RenewBody>,
+) -> ApiResult<impl IntoResponse> {
+    let result = crate::token_lifecycle::renew(&state, &id, &body.token_file).await;
+    admin::audit(&state, &actor, "token.renew", &id, &result).await;
+    Ok(Json(TokenView::from(result?)))
+}
+
+async fn take_over_token(
+    State(state): State<ServerState>,
+    actor: Actor,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<impl IntoResponse> {
+    let result = crate::token_lifecycle::take_over(&state, &id).await;
+    admin::audit(&state, &actor, "token.take_over", &id, &result).await;
+    Ok(Json(TokenView::from(result?)))
+}
+
+async fn delete_token(
+    State(state): State<ServerState>,
+    actor: Actor,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<impl IntoResponse> {
+    let result = crate::token_lifecycle::delete(&state, &id).await;
+    admin::audit(&state, &actor, "token.delete", &id, &result).await;
+    Ok(Json(result?))
 }
 
 async fn delete_device(

@@ -113,6 +113,10 @@ pub trait VppStore: Send + Sync {
     async fn insert_token(&self, token: &VppTokenRecord) -> StoreResult<bool>;
     /// Finds a token.
     async fn token(&self, id: &str) -> StoreResult<Option<VppTokenRecord>>;
+    /// Writes a token's settings, secret and status (not its sync results).
+    async fn update_token(&self, token: &VppTokenRecord) -> StoreResult<bool>;
+    /// Deletes a token with its apps, assignments and license records.
+    async fn delete_token(&self, id: &str) -> StoreResult<bool>;
     /// Lists tokens.
     async fn tokens(&self, page: &Page) -> StoreResult<Vec<VppTokenRecord>>;
     /// Counts tokens.
@@ -129,8 +133,6 @@ pub trait VppStore: Send + Sync {
         now: &str,
     ) -> StoreResult<()>;
     /// Finds an app.
-    /// Sets a token's priority; false when there is no such token.
-    async fn set_token_priority(&self, token_id: &str, priority: i64) -> StoreResult<bool>;
     /// Sets (or clears) an app's install timeout.
     async fn set_app_install_timeout(
         &self,

@@ -483,8 +483,9 @@ impl CommandStore for PostgresStore {
 impl VppStore for PostgresStore {
     async fn insert_token(&self, t: &VppTokenRecord) -> StoreResult<bool> {
         let done = sqlx::query(
-            "INSERT INTO vpp_tokens (id, name, org_name, secret, secret_hash, expires_at, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+            "INSERT INTO vpp_tokens (id, name, org_name, secret, secret_hash, expires_at, created_at,
+                                     priority, apple_id, account_type, automatic_updates, store_country)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT DO NOTHING",
         )
         .bind(&t.id)
         .bind(&t.name)
@@ -493,8 +494,45 @@ impl VppStore for PostgresStore {
         .bind(&t.secret_hash)
         .bind(&t.expires_at)
         .bind(&t.created_at)
+        .bind(t.priority)
+        .bind(&t.apple_id)
+        .bind(&t.account_type)
+        .bind(i64::from(t.automatic_updates))
+        .bind(&t.store_country)
         .execute(&self.pool)
         .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn update_token(&self, t: &VppTokenRecord) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE vpp_tokens SET name = $1, secret = $2, secret_hash = $3, expires_at = $4,
+                priority = $5, apple_id = $6, account_type = $7, automatic_updates = $8,
+                store_country = $9, external_mdm = $10, disabled_reason = $11
+             WHERE id = $12",
+        )
+        .bind(&t.name)
+        .bind(&t.secret)
+        .bind(&t.secret_hash)
+        .bind(&t.expires_at)
+        .bind(t.priority)
+        .bind(&t.apple_id)
+        .bind(&t.account_type)
+        .bind(i64::from(t.automatic_updates))
+        .bind(&t.store_country)
+        .bind(&t.external_mdm)
+        .bind(&t.disabled_reason)
+        .bind(&t.id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn delete_token(&self, id: &str) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM vpp_tokens WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -591,15 +629,6 @@ impl VppStore for PostgresStore {
         .execute(&self.pool)
         .await?;
         Ok(())
-    }
-
-    async fn set_token_priority(&self, token_id: &str, priority: i64) -> StoreResult<bool> {
-        let done = sqlx::query("UPDATE vpp_tokens SET priority = $1 WHERE id = $2")
-            .bind(priority)
-            .bind(token_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() == 1)
     }
 
     async fn set_app_install_timeout(

@@ -331,6 +331,18 @@ pub struct VppTokenRecord {
     pub last_sync_error: Option<String>,
     /// Order among tokens holding the same app (lower first).
     pub priority: i64,
+    /// The Apple ID of the account that manages the token.
+    pub apple_id: Option<String>,
+    /// `business` or `education`.
+    pub account_type: String,
+    /// Push newer versions found at sync to devices of Required assignments.
+    pub automatic_updates: bool,
+    /// The store country for metadata, as the admin chose it.
+    pub store_country: Option<String>,
+    /// The other MDM Apple names as owner, while the token is not this server's.
+    pub external_mdm: Option<String>,
+    /// Why the token is not used (expired or revoked), until renewed.
+    pub disabled_reason: Option<String>,
 }
 
 /// License counts of an asset, as Apple reports them.

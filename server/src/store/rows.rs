@@ -62,6 +62,12 @@ macro_rules! row_mappers {
                 last_sync_at: row.try_get("last_sync_at")?,
                 last_sync_error: row.try_get("last_sync_error")?,
                 priority: row.try_get("priority")?,
+                apple_id: row.try_get("apple_id")?,
+                account_type: row.try_get("account_type")?,
+                automatic_updates: row.try_get::<i64, _>("automatic_updates")? != 0,
+                store_country: row.try_get("store_country")?,
+                external_mdm: row.try_get("external_mdm")?,
+                disabled_reason: row.try_get("disabled_reason")?,
             })
         }
 

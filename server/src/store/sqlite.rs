@@ -491,8 +491,9 @@ impl CommandStore for SqliteStore {
 impl VppStore for SqliteStore {
     async fn insert_token(&self, t: &VppTokenRecord) -> StoreResult<bool> {
         let done = sqlx::query(
-            "INSERT INTO vpp_tokens (id, name, org_name, secret, secret_hash, expires_at, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            "INSERT INTO vpp_tokens (id, name, org_name, secret, secret_hash, expires_at, created_at,
+                                     priority, apple_id, account_type, automatic_updates, store_country)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
         )
         .bind(&t.id)
         .bind(&t.name)
@@ -501,8 +502,45 @@ impl VppStore for SqliteStore {
         .bind(&t.secret_hash)
         .bind(&t.expires_at)
         .bind(&t.created_at)
+        .bind(t.priority)
+        .bind(&t.apple_id)
+        .bind(&t.account_type)
+        .bind(i64::from(t.automatic_updates))
+        .bind(&t.store_country)
         .execute(&self.writer)
         .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn update_token(&self, t: &VppTokenRecord) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE vpp_tokens SET name = ?, secret = ?, secret_hash = ?, expires_at = ?,
+                priority = ?, apple_id = ?, account_type = ?, automatic_updates = ?,
+                store_country = ?, external_mdm = ?, disabled_reason = ?
+             WHERE id = ?",
+        )
+        .bind(&t.name)
+        .bind(&t.secret)
+        .bind(&t.secret_hash)
+        .bind(&t.expires_at)
+        .bind(t.priority)
+        .bind(&t.apple_id)
+        .bind(&t.account_type)
+        .bind(i64::from(t.automatic_updates))
+        .bind(&t.store_country)
+        .bind(&t.external_mdm)
+        .bind(&t.disabled_reason)
+        .bind(&t.id)
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn delete_token(&self, id: &str) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM vpp_tokens WHERE id = ?")
+            .bind(id)
+            .execute(&self.writer)
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -599,15 +637,6 @@ impl VppStore for SqliteStore {
         .execute(&self.writer)
         .await?;
         Ok(())
-    }
-
-    async fn set_token_priority(&self, token_id: &str, priority: i64) -> StoreResult<bool> {
-        let done = sqlx::query("UPDATE vpp_tokens SET priority = ? WHERE id = ?")
-            .bind(priority)
-            .bind(token_id)
-            .execute(&self.writer)
-            .await?;
-        Ok(done.rows_affected() == 1)
     }
 
     async fn set_app_install_timeout(

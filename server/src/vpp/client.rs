@@ -148,6 +148,27 @@ impl AppleClient {
             .await
     }
 
+    /// `POST /client/config`: names this server as the MDM that owns the location.
+    pub async fn claim(
+        &self,
+        s_token: &str,
+        mdm_info: &MdmInfo,
+    ) -> Result<ClientConfigResponse, VppError> {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Request<'a> {
+            mdm_info: &'a MdmInfo,
+        }
+        self.call(
+            Method::POST,
+            "/client/config",
+            s_token,
+            &[],
+            Some(&Request { mdm_info }),
+        )
+        .await
+    }
+
     /// `GET /assets`, every page.
     pub async fn assets(&self, s_token: &str) -> Result<Vec<ResponseAsset>, VppError> {
         let mut all = Vec::new();

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -19,7 +19,7 @@ use super::state::{Event, VppUser, World};
 /// Shared world.
 pub(super) type SharedWorld = Arc<Mutex<World>>;
 
-fn lock(world: &SharedWorld) -> MutexGuard<'_, World> {
+pub(super) fn lock(world: &SharedWorld) -> MutexGuard<'_, World> {
     world.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -44,7 +44,10 @@ fn apple_error(status: StatusCode, number: i64, message: &'static str) -> Respon
 pub(super) fn router(world: SharedWorld) -> Router {
     Router::new()
         .route("/mdm/v2/service/config", get(service_config))
-        .route("/mdm/v2/client/config", get(client_config))
+        .route(
+            "/mdm/v2/client/config",
+            get(client_config).post(set_client_config),
+        )
         .route("/mdm/v2/assets", get(assets))
         .route("/mdm/v2/assets/associate", post(associate))
         .route("/mdm/v2/assets/disassociate", post(disassociate))
@@ -55,7 +58,11 @@ pub(super) fn router(world: SharedWorld) -> Router {
         .route("/lookup", get(lookup))
         .route("/associateVPPUserWithITSAccount", get(accept_invitation))
         .route("/store/license", get(store_license))
-        .route("/testbed/locations/{uid}/token", get(token_file))
+        .merge(super::testbed_admin::routes())
+        .layer(axum::middleware::from_fn_with_state(
+            world.clone(),
+            super::testbed_admin::inject_faults,
+        ))
         .with_state(world)
 }
 
@@ -155,7 +162,7 @@ async fn client_config(State(world): State<SharedWorld>, headers: HeaderMap) -> 
     let Some(location) = world.locations.get(&uid) else {
         return apple_error(StatusCode::INTERNAL_SERVER_ERROR, 9603, "Internal error");
     };
-    Json(json!({
+    let mut body = json!({
         "countryISO2ACode": location.country,
         "defaultPlatform": "volumestore",
         "locationName": location.name,
@@ -164,8 +171,60 @@ async fn client_config(State(world): State<SharedWorld>, headers: HeaderMap) -> 
         "tokenExpirationDate": expiration(&world, &uid),
         "uId": uid,
         "websiteURL": "https://business.apple.com",
-    }))
-    .into_response()
+    });
+    if let Some(info) = &location.mdm_info {
+        body["mdmInfo"] = info.clone();
+    }
+    Json(body).into_response()
+}
+
+/// `POST /client/config`: the caller claims the location (`mdmInfo`).
+async fn set_client_config(
+    State(world): State<SharedWorld>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    {
+        let mut world = lock(&world);
+        let uid = match authenticate(&world, &headers) {
+            Ok(uid) => uid,
+            Err(fault) => return fault.into_response(),
+        };
+        let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+            return apple_error(
+                StatusCode::BAD_REQUEST,
+                9602,
+                "Invalid argument: body is not JSON",
+            );
+        };
+        if let Some(info) = body.get("mdmInfo") {
+            let field = |k: &str| info.get(k).and_then(Value::as_str).map(str::len);
+            match (field("id"), field("name"), field("metadata")) {
+                (Some(id), Some(name), Some(meta)) => {
+                    if id > 100 {
+                        return apple_error(StatusCode::BAD_REQUEST, 9724, "MDM id too long");
+                    }
+                    if name > 100 {
+                        return apple_error(StatusCode::BAD_REQUEST, 9725, "MDM name too long");
+                    }
+                    if meta > 255 {
+                        return apple_error(StatusCode::BAD_REQUEST, 9713, "MDM metadata too long");
+                    }
+                }
+                _ => {
+                    return apple_error(
+                        StatusCode::BAD_REQUEST,
+                        9723,
+                        "mdmInfo needs id, name and metadata",
+                    );
+                }
+            }
+            if let Some(location) = world.locations.get_mut(&uid) {
+                location.mdm_info = Some(info.clone());
+            }
+        }
+    }
+    client_config(State(world), headers).await
 }
 
 #[derive(serde::Deserialize)]
@@ -529,14 +588,6 @@ async fn lookup(State(world): State<SharedWorld>, Query(q): Query<LookupQuery>) 
         })
         .collect();
     Json(json!({ "resultCount": results.len(), "results": results }))
-}
-
-async fn token_file(State(world): State<SharedWorld>, Path(uid): Path<String>) -> Response {
-    let world = lock(&world);
-    match world.locations.get(&uid) {
-        Some(l) => (StatusCode::OK, l.token_file.clone()).into_response(),
-        None => (StatusCode::NOT_FOUND, format!("no location {uid}")).into_response(),
-    }
 }
 
 #[derive(serde::Deserialize)]

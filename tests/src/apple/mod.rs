@@ -4,6 +4,7 @@
 mod api;
 pub mod seed;
 pub mod state;
+pub mod testbed_admin;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -57,6 +58,11 @@ impl AppleStandIn {
             shutdown,
             task,
         })
+    }
+
+    /// Base URL of the stand-in (its testbed side is under `/testbed`).
+    pub fn base_url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.addr.port())
     }
 
     /// Base URL of the v2 API.

@@ -39,6 +39,8 @@ pub struct LocationState {
     pub token_file: String,
     /// Token expiry.
     pub expires: OffsetDateTime,
+    /// The MDM that claimed the location (`mdmInfo`), if any.
+    pub mdm_info: Option<Value>,
 }
 
 /// License counts of one asset at one location.
@@ -122,9 +124,12 @@ pub struct World {
     pub page_size: usize,
     /// How long `GET /assets` takes to answer (a slow Apple).
     pub assets_delay: Duration,
+    /// Faults injected into Apple's answers.
+    pub faults: Option<super::testbed_admin::Faults>,
 }
 
-fn token_file(org_name: &str, expires: OffsetDateTime) -> String {
+/// A new token file (base64 JSON, as Apple issues it).
+pub fn token_file(org_name: &str, expires: OffsetDateTime) -> String {
     let mut secret = [0u8; 48];
     rand::rng().fill_bytes(&mut secret);
     let exp = format!(
@@ -157,6 +162,7 @@ impl World {
                     country: l.country.clone(),
                     token_file: token_file(&seed.organisation.name, expires),
                     expires,
+                    mdm_info: None,
                 };
                 (l.uid.clone(), state)
             })
@@ -197,6 +203,7 @@ impl World {
             event_delay: Duration::ZERO,
             page_size: 100,
             assets_delay: Duration::ZERO,
+            faults: None,
         }
     }
 

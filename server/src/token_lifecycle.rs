@@ -1,0 +1,136 @@
+//! A VPP token's life after upload: who owns its location at Apple (this server, or
+//! another MDM until taken over), renewal with a new file, deletion, and the status
+//! that stops its syncs when Apple says it expired or was revoked.
+
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+use crate::clock;
+use crate::error::{ServerError, ServerResult};
+use crate::state::ServerState;
+use crate::store::VppTokenRecord;
+use crate::vpp::{MdmInfo, TokenFile, VppError};
+
+/// The name this server gives itself in Apple's `mdmInfo`.
+pub const MDM_NAME: &str = "Orchard";
+
+/// This server's `mdmInfo`: a stable id kept in settings, shared by every replica.
+pub async fn mdm_info(state: &ServerState) -> ServerResult<MdmInfo> {
+    let id = state
+        .store
+        .setting_or_insert("vpp_mdm_id", &uuid::Uuid::new_v4().to_string())
+        .await?;
+    Ok(MdmInfo {
+        id,
+        name: MDM_NAME.to_owned(),
+        metadata: state.mdm.public_url.chars().take(255).collect(),
+    })
+}
+
+/// Why Apple's answer disables a token until it is renewed, if it does.
+pub fn disabling(error: &VppError) -> Option<String> {
+    match error {
+        VppError::Apple {
+            error_number: 9621, ..
+        } => Some(
+            "Apple says the token expired (9621); download a new token file and renew the token"
+                .into(),
+        ),
+        VppError::Apple {
+            error_number: 9625, ..
+        } => Some(
+            "Apple says the token was revoked (9625); download a new token file and renew the token"
+                .into(),
+        ),
+        _ => None,
+    }
+}
+
+/// Takes the token's location over from another MDM: Apple then names this server
+/// as its owner, and the token is used again.
+pub async fn take_over(state: &ServerState, token_id: &str) -> ServerResult<VppTokenRecord> {
+    let mut token = state
+        .store
+        .token(token_id)
+        .await?
+        .ok_or_else(|| ServerError::not_found("token", token_id))?;
+    let ours = mdm_info(state).await?;
+    state.apple.claim(&token.secret, &ours).await?;
+    tracing::info!(token = %token.id, previous = ?token.external_mdm, "token taken over");
+    token.external_mdm = None;
+    state.store.update_token(&token).await?;
+    state.poke_reconciler();
+    Ok(token)
+}
+
+/// Renews a token with a new file for the same location.
+pub async fn renew(
+    state: &ServerState,
+    token_id: &str,
+    contents: &str,
+) -> ServerResult<VppTokenRecord> {
+    let mut token = state
+        .store
+        .token(token_id)
+        .await?
+        .ok_or_else(|| ServerError::not_found("token", token_id))?;
+    let file = TokenFile::parse(contents, OffsetDateTime::now_utc())?;
+    let hash = hex::encode(Sha256::digest(file.s_token.as_bytes()));
+    if hash == token.secret_hash {
+        return Err(ServerError::Conflict(
+            "this is the token file the token already has; download a new one to renew".into(),
+        ));
+    }
+    if let Some(uid) = &token.location_uid {
+        let config = state.apple.client_config(&file.s_token).await?;
+        if config.u_id.as_deref() != Some(uid.as_str()) {
+            return Err(ServerError::Invalid {
+                field: "token_file",
+                reason: format!(
+                    "the new token file belongs to another location ({}), not to this token's ({uid})",
+                    config.u_id.as_deref().unwrap_or("unknown")
+                ),
+            });
+        }
+    }
+    token.secret = file.s_token;
+    token.secret_hash = hash;
+    token.expires_at = clock::rfc3339(file.expires_at);
+    token.disabled_reason = None;
+    if !state.store.update_token(&token).await? {
+        return Err(ServerError::not_found("token", token_id));
+    }
+    state.poke_reconciler();
+    Ok(token)
+}
+
+/// What deleting a token did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Deleted {
+    /// Token.
+    pub deleted: String,
+    /// Apps (and books) that went with it.
+    pub apps_removed: usize,
+    /// What did not happen.
+    pub note: &'static str,
+}
+
+/// Deletes a token with its apps and assignments. No license is revoked and nothing
+/// is uninstalled: licenses stay associated at Apple.
+pub async fn delete(state: &ServerState, token_id: &str) -> ServerResult<Deleted> {
+    let apps = state
+        .store
+        .apps(&crate::store::Page::all())
+        .await?
+        .into_iter()
+        .filter(|a| a.token_id == token_id)
+        .count();
+    if !state.store.delete_token(token_id).await? {
+        return Err(ServerError::not_found("token", token_id));
+    }
+    Ok(Deleted {
+        deleted: token_id.to_owned(),
+        apps_removed: apps,
+        note: "the token's apps and assignments are gone; no license was revoked and nothing was uninstalled: the licenses stay associated at Apple (revoke before deleting to free them)",
+    })
+}
