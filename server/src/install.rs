@@ -234,11 +234,16 @@ pub fn interpret(
                     )),
                     follow_up: None,
                 },
+                // Still installed, at the version it had.
                 Some(ManagedAppStatus::UpdateRejected) => Interpretation {
-                    install: Some(InstallUpdate::failed(
-                        Some(ManagedAppStatus::UpdateRejected),
-                        "the user declined the update prompt; the installed version stays".into(),
-                    )),
+                    install: Some(InstallUpdate {
+                        status: InstallStatus::Installed,
+                        device_status: Some(ManagedAppStatus::UpdateRejected),
+                        version: None,
+                        reason: Some(
+                            "the user declined the update; the installed version stays".into(),
+                        ),
+                    }),
                     follow_up: None,
                 },
                 Some(s) => Interpretation {
@@ -444,6 +449,8 @@ mod tests {
             counts: LicenseCounts::default(),
             updated_at: String::new(),
             install_timeout_seconds: None,
+            store_url: None,
+            minimum_os_version: None,
         }
     }
 
@@ -525,7 +532,7 @@ mod tests {
             (ManagedAppStatus::UserRejected, InstallStatus::Failed, None),
             (
                 ManagedAppStatus::UpdateRejected,
-                InstallStatus::Failed,
+                InstallStatus::Installed,
                 None,
             ),
             (

@@ -25,6 +25,7 @@ pub mod sync;
 pub mod tls;
 pub mod token_lifecycle;
 pub mod token_order;
+pub mod updates;
 pub mod user_licensing;
 pub mod vpp;
 pub mod wake_bus;

@@ -6,9 +6,11 @@
 use orchard_protocol::portal::AppRequest;
 
 use crate::clock;
+use crate::command_queue::new_command;
 use crate::error::{ServerError, ServerResult};
 use crate::state::ServerState;
-use crate::store::Intent;
+use crate::store::{InstallRecord, InstallStatus, Intent};
+use orchard_protocol::command::{Command, InstallApplication};
 
 /// Records an app request, or refuses it when no assignment offers the app.
 pub async fn request(state: &ServerState, request: &AppRequest) -> ServerResult<()> {
@@ -34,6 +36,33 @@ pub async fn request(state: &ServerState, request: &AppRequest) -> ServerResult<
             Intent::Available => offered = Some(app.id),
             Intent::Uninstall => {}
         }
+    }
+    // Installed with an update on offer: the user takes the update.
+    if let Some(app_id) = &offered
+        && let Some(row) = state
+            .store
+            .installs_of_device(&request.udid)
+            .await?
+            .into_iter()
+            .find(|r| &r.app_id == app_id && r.status == InstallStatus::UpdateAvailable)
+        && let Some(app) = state.store.app(app_id).await?
+    {
+        let now = clock::now();
+        let command = Command::InstallApplication(InstallApplication::vpp(app.adam_id, 1));
+        let queued = new_command(&request.udid, command, Some(app.id.clone()), now.clone())?;
+        state.store.enqueue(std::slice::from_ref(&queued)).await?;
+        state
+            .store
+            .set_installs(&[InstallRecord {
+                status: InstallStatus::Queued,
+                reason: Some("the user asked for the update".into()),
+                updated_at: now,
+                since: None,
+                ..row
+            }])
+            .await?;
+        state.wake_for(&[queued]);
+        return Ok(());
     }
     let Some(app_id) = offered else {
         return Err(ServerError::Invalid {

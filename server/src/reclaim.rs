@@ -182,6 +182,7 @@ pub fn plan_uninstalls(effective: &[Effective], installs: &Installs<'_>) -> Vec<
             matches!(
                 r.status,
                 InstallStatus::Installed
+                    | InstallStatus::UpdateAvailable
                     | InstallStatus::Installing
                     | InstallStatus::Prompting
                     | InstallStatus::Queued

@@ -635,6 +635,8 @@ mod tests {
             },
             updated_at: String::new(),
             install_timeout_seconds: None,
+            store_url: None,
+            minimum_os_version: None,
         }
     }
 

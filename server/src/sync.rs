@@ -88,7 +88,25 @@ pub async fn sync_token(state: &ServerState, token_id: &str) -> ServerResult<Syn
     }
     let result = match fetch(state, &token).await {
         Ok((record, summary)) => {
+            let before: HashMap<(AdamId, String), Option<String>> = state
+                .store
+                .apps(&crate::store::Page::all())
+                .await?
+                .into_iter()
+                .filter(|a| a.token_id == token.id)
+                .map(|a| ((a.adam_id, a.pricing_param), a.version))
+                .collect();
             state.store.record_sync(&record).await?;
+            let after = state.store.apps(&crate::store::Page::all()).await?;
+            for app in after.iter().filter(|a| a.token_id == token.id) {
+                let old = before.get(&(app.adam_id, app.pricing_param.clone()));
+                if let Some(Some(old)) = old
+                    && app.version.as_ref().is_some_and(|v| v != old)
+                    && token.external_mdm.is_none()
+                {
+                    crate::updates::new_version(state, app, token.automatic_updates).await?;
+                }
+            }
             if summary.external_mdm != token.external_mdm {
                 let mut changed = token.clone();
                 changed.external_mdm = summary.external_mdm.clone();
@@ -244,6 +262,8 @@ async fn fetch(
             },
             updated_at: now.clone(),
             install_timeout_seconds: None,
+            store_url: meta.and_then(|m| m.track_view_url.clone()),
+            minimum_os_version: meta.and_then(|m| m.minimum_os_version.clone()),
         });
     }
     let summary = SyncSummary {

@@ -127,6 +127,8 @@ mod tests {
             },
             updated_at: "t".into(),
             install_timeout_seconds: None,
+            store_url: None,
+            minimum_os_version: None,
         }
     }
 

@@ -166,6 +166,8 @@ fn app(id: &str, token: &str, adam: u64, available: i64) -> AppRecord {
         },
         updated_at: NOW.into(),
         install_timeout_seconds: None,
+        store_url: None,
+        minimum_os_version: None,
     }
 }
 

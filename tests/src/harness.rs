@@ -451,6 +451,30 @@ impl Testbed {
         Ok(body)
     }
 
+    /// Waits until the install row of `udid` for the app satisfies `done`; returns it.
+    pub async fn wait_install_status_where(
+        &self,
+        app_id: &str,
+        udid: &str,
+        timeout: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> anyhow::Result<Value> {
+        let done = &done;
+        wait_for(
+            timeout,
+            &format!("{udid}'s install of {app_id}"),
+            || async move {
+                let row = self.install_row(app_id, udid).await?;
+                Ok(if done(&row) {
+                    Ok(row)
+                } else {
+                    Err(row.to_string())
+                })
+            },
+        )
+        .await
+    }
+
     /// Waits until the install row of `udid` for the app has `status`; returns it.
     pub async fn wait_install_status(
         &self,

@@ -8,3 +8,7 @@ ALTER TABLE vpp_tokens ADD COLUMN store_country TEXT;
 ALTER TABLE vpp_tokens ADD COLUMN external_mdm TEXT;
 -- Why the token is not used (expired or revoked at Apple), until renewed.
 ALTER TABLE vpp_tokens ADD COLUMN disabled_reason TEXT;
+
+-- Store metadata of the token's country: where the app is sold, and the OS it needs.
+ALTER TABLE apps ADD COLUMN store_url TEXT;
+ALTER TABLE apps ADD COLUMN minimum_os_version TEXT;

@@ -313,6 +313,8 @@ struct AppView {
     licenses: Licenses,
     updated_at: String,
     install_timeout_seconds: Option<i64>,
+    store_url: Option<String>,
+    minimum_os_version: Option<String>,
 }
 
 impl From<AppRecord> for AppView {
@@ -330,6 +332,8 @@ impl From<AppRecord> for AppView {
             device_assignable: a.device_assignable,
             licenses: a.counts.into(),
             install_timeout_seconds: a.install_timeout_seconds,
+            store_url: a.store_url,
+            minimum_os_version: a.minimum_os_version,
             updated_at: a.updated_at,
         }
     }

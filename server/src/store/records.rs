@@ -151,6 +151,8 @@ text_enum!(
         Removing = "removing",
         /// The device removed the app; the license goes back.
         Removed = "removed",
+        /// Installed, and a newer version is in the store (see the reason).
+        UpdateAvailable = "update_available",
     }
 );
 
@@ -388,6 +390,10 @@ pub struct AppRecord {
     /// How long an install may stay `Installing` before it counts as failed (none: the
     /// server's default).
     pub install_timeout_seconds: Option<i64>,
+    /// The app's page in the token's store country.
+    pub store_url: Option<String>,
+    /// The OS the current version needs, e.g. `15.0`.
+    pub minimum_os_version: Option<String>,
 }
 
 /// One sync's result for a token.

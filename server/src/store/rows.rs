@@ -97,6 +97,8 @@ macro_rules! row_mappers {
                 },
                 updated_at: row.try_get("updated_at")?,
                 install_timeout_seconds: row.try_get("install_timeout_seconds")?,
+                store_url: row.try_get("store_url")?,
+                minimum_os_version: row.try_get("minimum_os_version")?,
             })
         }
 

@@ -249,6 +249,10 @@ pub struct LookupResult {
     pub supported_devices: Vec<String>,
     /// `software` or `mac-software`.
     pub kind: Option<String>,
+    /// The OS the current version needs.
+    pub minimum_os_version: Option<String>,
+    /// The app's page in this store.
+    pub track_view_url: Option<String>,
 }
 
 /// The iTunes lookup API's answer.

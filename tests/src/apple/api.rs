@@ -566,6 +566,9 @@ async fn lookup(State(world): State<SharedWorld>, Query(q): Query<LookupQuery>) 
         .split(',')
         .filter_map(|id| id.trim().parse::<u64>().ok())
         .filter_map(|id| world.catalog.get(&id).map(|c| (id, c)))
+        .filter(|(_, c)| {
+            c.countries.is_empty() || c.countries.iter().any(|k| k.eq_ignore_ascii_case(&country))
+        })
         .map(|(id, c)| {
             let mac = c.platforms.iter().any(|p| p == "macOS");
             json!({
@@ -579,7 +582,7 @@ async fn lookup(State(world): State<SharedWorld>, Query(q): Query<LookupQuery>) 
                     "iOS" => "iPhone12-iPhone12",
                     other => other,
                 }).collect::<Vec<_>>(),
-                "minimumOsVersion": "15.0",
+                "minimumOsVersion": c.minimum_os,
                 "trackViewUrl": format!("https://apps.apple.com/{}/app/id{id}", country.to_lowercase()),
                 "price": 0.0,
                 "currency": "USD",

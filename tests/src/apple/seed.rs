@@ -70,6 +70,16 @@ pub struct SeedApp {
     /// Licenses bought, by location uid.
     #[serde(default)]
     pub licenses: BTreeMap<String, i64>,
+    /// Store countries that sell the app (two letters); every country when empty.
+    #[serde(default)]
+    pub countries: Vec<String>,
+    /// The OS the current version needs.
+    #[serde(default = "fifteen")]
+    pub minimum_os: String,
+}
+
+fn fifteen() -> String {
+    "15.0".into()
 }
 
 impl Seed {

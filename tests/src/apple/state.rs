@@ -26,6 +26,10 @@ pub struct CatalogItem {
     pub platforms: Vec<String>,
     /// Licensable to serial numbers.
     pub device_assignable: bool,
+    /// Store countries that sell it; every country when empty.
+    pub countries: Vec<String>,
+    /// The OS the current version needs.
+    pub minimum_os: String,
 }
 
 /// A location and its token.
@@ -179,6 +183,8 @@ impl World {
                     product_type: a.product_type.clone(),
                     platforms: a.platforms.clone(),
                     device_assignable: a.device_assignable,
+                    countries: a.countries.clone(),
+                    minimum_os: a.minimum_os.clone(),
                 },
             );
             for (uid, total) in &a.licenses {

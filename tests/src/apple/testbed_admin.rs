@@ -5,7 +5,8 @@
 //! - `POST /testbed/locations/{uid}/token`: a new token file (valid a year); the old
 //!   one stops working;
 //! - `POST /testbed/locations/{uid}/assets/{adamId}/buy` `{count}`: licenses bought;
-//! - `POST /testbed/apps/{adamId}/version` `{version}`: a new version in the store;
+//! - `POST /testbed/apps/{adamId}/version` `{version, minimumOs?}`: a new version in
+//!   the store;
 //! - `POST /testbed/locations/{uid}/expire`: the token expires now;
 //! - `POST /testbed/locations/{uid}/owner` `{id, name}`: another MDM claims the location;
 //! - `POST /testbed/faults` `{rate, kinds, timeoutMs, retryAfterSeconds}`: from now on a
@@ -122,8 +123,10 @@ async fn buy(
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct Version {
     version: String,
+    minimum_os: Option<String>,
 }
 
 async fn publish_version(
@@ -135,6 +138,9 @@ async fn publish_version(
     match world.catalog.get_mut(&adam_id) {
         Some(item) => {
             item.version = body.version;
+            if let Some(os) = body.minimum_os {
+                item.minimum_os = os;
+            }
             Json(json!({ "adamId": adam_id, "version": item.version })).into_response()
         }
         None => (StatusCode::NOT_FOUND, "no such app").into_response(),

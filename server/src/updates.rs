@@ -1,0 +1,259 @@
+//! Automatic app updates: when a sync finds a newer version of an app, devices of
+//! Required assignments get it pushed (iOS 11 / macOS 10.12 or later, and only where
+//! the device's OS meets the new version's minimum); Available assignments and tokens
+//! without automatic updates show "update available" instead, and the device's user
+//! may install it on request. The decision is sans-IO ([`plan`]).
+
+use std::collections::HashMap;
+
+use orchard_protocol::Udid;
+use orchard_protocol::command::{Command, InstallApplication};
+
+use crate::applicability::{Platform, at_least, platform_of};
+use crate::clock;
+use crate::command_queue::new_command;
+use crate::error::ServerResult;
+use crate::precedence::Effective;
+use crate::state::ServerState;
+use crate::store::{AppRecord, InstallRecord, InstallStatus, Intent};
+
+/// What a new version means for one device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpdateStep {
+    /// Push the update (InstallApplication again).
+    Push(Udid),
+    /// Show "update available" with the reason.
+    Offer(Udid, String),
+}
+
+/// Whether the device's OS can take automatic updates and the version's minimum.
+fn os_allows(e: &Effective, minimum: Option<&str>) -> Result<(), String> {
+    let w = &e.winner;
+    let Some(os) = w.os_version.as_deref() else {
+        return Ok(());
+    };
+    let platform = platform_of(w.product_name.as_deref());
+    let (floor, name) = match platform {
+        Platform::MacOs => ((10, 12), "macOS 10.12"),
+        Platform::Ios | Platform::IpadOs => ((11, 0), "iOS 11"),
+        Platform::Unknown => return Ok(()),
+    };
+    if !at_least(os, floor.0, floor.1) {
+        return Err(format!(
+            "automatic updates need {name} or later; the device has {os}"
+        ));
+    }
+    if let Some(min) = minimum {
+        let mut parts = min.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+        let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+        if !at_least(os, major, minor) {
+            return Err(format!(
+                "the new version needs OS {min}; the device has {os}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Decides, for every device with an older version of `app` installed, whether the
+/// new version is pushed or offered.
+pub fn plan(
+    app: &AppRecord,
+    automatic: bool,
+    effective: &[Effective],
+    installs: &HashMap<&Udid, &InstallRecord>,
+) -> Vec<UpdateStep> {
+    let Some(version) = app.version.as_deref() else {
+        return Vec::new();
+    };
+    let mut steps = Vec::new();
+    for e in effective.iter().filter(|e| e.winner.app_id == app.id) {
+        let udid = &e.winner.udid;
+        let Some(row) = installs.get(udid) else {
+            continue;
+        };
+        let outdated = row.status == InstallStatus::Installed
+            && row.version.as_deref().is_some_and(|v| v != version);
+        if !outdated {
+            continue;
+        }
+        let step = match (e.winner.intent, automatic) {
+            (Intent::Required, true) => match os_allows(e, app.minimum_os_version.as_deref()) {
+                Ok(()) => UpdateStep::Push(udid.clone()),
+                Err(reason) => UpdateStep::Offer(udid.clone(), reason),
+            },
+            (Intent::Required, false) => UpdateStep::Offer(
+                udid.clone(),
+                format!("version {version} is available; automatic updates are off for the token"),
+            ),
+            (Intent::Available, _) => UpdateStep::Offer(
+                udid.clone(),
+                format!("version {version} is available; the user may install it"),
+            ),
+            (Intent::Uninstall, _) => continue,
+        };
+        steps.push(step);
+    }
+    steps
+}
+
+/// Carries out [`plan`] for an app whose version changed at sync.
+pub async fn new_version(
+    state: &ServerState,
+    app: &AppRecord,
+    automatic: bool,
+) -> ServerResult<()> {
+    let candidates = state.store.assignment_candidates().await?;
+    let effective = crate::precedence::resolve(&candidates);
+    let rows = state.store.installs_of_app(&app.id).await?;
+    let installs: HashMap<&Udid, &InstallRecord> = rows.iter().map(|r| (&r.udid, r)).collect();
+    let now = clock::now();
+    let mut commands = Vec::new();
+    let mut out = Vec::new();
+    for step in plan(app, automatic, &effective, &installs) {
+        let (udid, status, reason) = match step {
+            UpdateStep::Push(udid) => {
+                let command = Command::InstallApplication(InstallApplication::vpp(app.adam_id, 1));
+                commands.push(new_command(
+                    &udid,
+                    command,
+                    Some(app.id.clone()),
+                    now.clone(),
+                )?);
+                let reason = format!(
+                    "updating to {}",
+                    app.version.as_deref().unwrap_or("the new version")
+                );
+                (udid, InstallStatus::Queued, reason)
+            }
+            UpdateStep::Offer(udid, reason) => (udid, InstallStatus::UpdateAvailable, reason),
+        };
+        out.push(InstallRecord {
+            app_id: app.id.clone(),
+            udid,
+            status,
+            device_status: None,
+            version: None,
+            reason: Some(reason),
+            updated_at: now.clone(),
+            since: None,
+        });
+    }
+    tracing::info!(app = %app.adam_id, pushed = commands.len(), offered = out.len() - commands.len(), "new version");
+    if !commands.is_empty() {
+        state.store.enqueue(&commands).await?;
+        state.wake_for(&commands);
+    }
+    if !out.is_empty() {
+        state.store.set_installs(&out).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Candidate, GroupKind, LicenseCounts, LicenseType};
+    use orchard_protocol::AdamId;
+
+    fn app() -> AppRecord {
+        AppRecord {
+            id: "app".into(),
+            token_id: "t".into(),
+            adam_id: AdamId(1),
+            pricing_param: "STDQ".into(),
+            product_type: "App".into(),
+            name: None,
+            bundle_id: Some("b".into()),
+            version: Some("2.0".into()),
+            platforms: vec![],
+            device_assignable: true,
+            counts: LicenseCounts::default(),
+            updated_at: "t".into(),
+            install_timeout_seconds: None,
+            store_url: None,
+            minimum_os_version: Some("16.0".into()),
+        }
+    }
+
+    fn target(udid: &str, intent: Intent, product: &str, os: &str) -> Effective {
+        Effective {
+            winner: Candidate {
+                assignment_id: "a".into(),
+                app_id: "app".into(),
+                group_id: "g".into(),
+                group_kind: GroupKind::Device,
+                intent,
+                license_type: LicenseType::Device,
+                install: true,
+                any_token: false,
+                created_at: "t".into(),
+                joined_at: "t".into(),
+                udid: udid.into(),
+                serial_number: "S".into(),
+                user_id: None,
+                single_app_mode: false,
+                app_store_allowed: None,
+                os_version: Some(os.into()),
+                product_name: Some(product.into()),
+                active: true,
+            },
+            overridden: vec![],
+        }
+    }
+
+    fn installed(udid: &str, version: &str) -> InstallRecord {
+        InstallRecord {
+            app_id: "app".into(),
+            udid: udid.into(),
+            status: InstallStatus::Installed,
+            device_status: None,
+            version: Some(version.into()),
+            reason: None,
+            updated_at: "t".into(),
+            since: None,
+        }
+    }
+
+    #[test]
+    fn update_table() {
+        let effective = [
+            target("required", Intent::Required, "iPhone15,2", "17.5"),
+            target("old-ios", Intent::Required, "iPhone8,1", "10.3"),
+            target("below-minimum", Intent::Required, "iPhone10,1", "15.7"),
+            target("available", Intent::Available, "iPhone15,2", "17.5"),
+            target("current", Intent::Required, "iPhone15,2", "17.5"),
+            target("mac", Intent::Required, "Mac14,2", "10.11"),
+        ];
+        let rows = [
+            installed("required", "1.0"),
+            installed("old-ios", "1.0"),
+            installed("below-minimum", "1.0"),
+            installed("available", "1.0"),
+            installed("current", "2.0"),
+            installed("mac", "1.0"),
+        ];
+        let installs: HashMap<&Udid, &InstallRecord> = rows.iter().map(|r| (&r.udid, r)).collect();
+        let steps = plan(&app(), true, &effective, &installs);
+        let summary: Vec<(String, bool)> = steps
+            .iter()
+            .map(|s| match s {
+                UpdateStep::Push(u) => (u.0.clone(), true),
+                UpdateStep::Offer(u, _) => (u.0.clone(), false),
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("required".to_owned(), true),
+                ("old-ios".to_owned(), false),
+                ("below-minimum".to_owned(), false),
+                ("available".to_owned(), false),
+                ("mac".to_owned(), false),
+            ]
+        );
+        // Automatic updates off: offered everywhere.
+        let off = plan(&app(), false, &effective, &installs);
+        assert!(off.iter().all(|s| matches!(s, UpdateStep::Offer(..))));
+    }
+}
