@@ -107,6 +107,8 @@ pub async fn upload_token(
         store_country: None,
         external_mdm: None,
         disabled_reason: None,
+        notification_secret: None,
+        last_notification_at: None,
     };
     apply_settings(&mut record, upload.settings);
     if state
@@ -120,15 +122,17 @@ pub async fn upload_token(
             "this token file has already been uploaded".into(),
         ));
     }
-    // Taking the location over from another MDM happens before anything is stored.
-    if upload.take_over {
-        let ours = crate::token_lifecycle::mdm_info(state).await?;
-        state.apple.claim(&record.secret, &ours).await?;
-    }
     if !state.store.insert_token(&record).await? {
         return Err(ServerError::Conflict(
             "this token file has already been uploaded".into(),
         ));
+    }
+    // Taking the location over from another MDM: if Apple refuses, nothing stays.
+    if upload.take_over
+        && let Err(e) = crate::token_lifecycle::claim(state, &mut record).await
+    {
+        state.store.delete_token(&record.id).await?;
+        return Err(e);
     }
     Ok(record)
 }

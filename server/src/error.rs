@@ -51,6 +51,9 @@ pub enum ServerError {
     /// A configured limit is reached.
     #[error("{0}")]
     LimitReached(String),
+    /// The caller did not prove who it is.
+    #[error("{0}")]
+    Unauthenticated(String),
     /// The message type is not handled.
     #[error("unsupported check-in message type {0:?}")]
     UnsupportedMessage(String),

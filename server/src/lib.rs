@@ -12,6 +12,7 @@ pub mod error;
 pub mod http;
 pub mod identity;
 pub mod install;
+pub mod notifications;
 pub mod portal;
 pub mod precedence;
 pub mod prompt;

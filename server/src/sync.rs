@@ -107,8 +107,9 @@ pub async fn sync_token(state: &ServerState, token_id: &str) -> ServerResult<Syn
                     crate::updates::new_version(state, app, token.automatic_updates).await?;
                 }
             }
-            if summary.external_mdm != token.external_mdm {
-                let mut changed = token.clone();
+            if summary.external_mdm != token.external_mdm
+                && let Some(mut changed) = state.store.token(&token.id).await?
+            {
                 changed.external_mdm = summary.external_mdm.clone();
                 state.store.update_token(&changed).await?;
             }
@@ -130,9 +131,10 @@ pub async fn sync_token(state: &ServerState, token_id: &str) -> ServerResult<Syn
                 && let Some(reason) = crate::token_lifecycle::disabling(apple)
             {
                 tracing::warn!(token = %token.id, %reason, "token disabled");
-                let mut disabled = token.clone();
-                disabled.disabled_reason = Some(reason);
-                state.store.update_token(&disabled).await?;
+                if let Some(mut disabled) = state.store.token(&token.id).await? {
+                    disabled.disabled_reason = Some(reason);
+                    state.store.update_token(&disabled).await?;
+                }
             }
             Err(e)
         }
@@ -202,11 +204,16 @@ async fn fetch(
     // Whose is the location? Unclaimed: this server's now. Another MDM's: counted,
     // shown, and not used until an admin takes it over.
     let ours = crate::token_lifecycle::mdm_info(state).await?;
+    let mine = |info: &Option<crate::vpp::MdmInfo>| info.as_ref().is_none_or(|i| i.id == ours.id);
+    // Unclaimed, or ours without notifications set up yet: claim it now.
+    if mine(&config.mdm_info) && (config.mdm_info.is_none() || token.notification_secret.is_none())
+    {
+        let mut claimed = token.clone();
+        crate::token_lifecycle::claim(state, &mut claimed).await?;
+        state.store.update_token(&claimed).await?;
+    }
     let external_mdm = match &config.mdm_info {
-        None => {
-            state.apple.claim(secret, &ours).await?;
-            None
-        }
+        None => None,
         Some(info) if info.id == ours.id => None,
         Some(info) => Some(if info.name.is_empty() {
             info.id.clone()

@@ -9,7 +9,7 @@ use crate::clock;
 use crate::error::{ServerError, ServerResult};
 use crate::state::ServerState;
 use crate::store::VppTokenRecord;
-use crate::vpp::{MdmInfo, TokenFile, VppError};
+use crate::vpp::{MdmInfo, NotificationTarget, TokenFile, VppError};
 
 /// The name this server gives itself in Apple's `mdmInfo`.
 pub const MDM_NAME: &str = "Orchard";
@@ -25,6 +25,37 @@ pub async fn mdm_info(state: &ServerState) -> ServerResult<MdmInfo> {
         name: MDM_NAME.to_owned(),
         metadata: state.mdm.public_url.chars().take(255).collect(),
     })
+}
+
+/// Where Apple sends this token's notifications; makes the bearer secret if the token
+/// has none yet (the caller stores it).
+pub fn notification_target(state: &ServerState, token: &mut VppTokenRecord) -> NotificationTarget {
+    let secret = token
+        .notification_secret
+        .get_or_insert_with(|| {
+            let mut bytes = [0u8; 32];
+            rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+            hex::encode(bytes)
+        })
+        .clone();
+    NotificationTarget {
+        url: format!(
+            "{}/apple/notifications/{}",
+            state.mdm.public_url.trim_end_matches('/'),
+            token.id
+        ),
+        secret,
+    }
+}
+
+/// Claims the token's location for this server at Apple, with notifications. The
+/// token must be stored: Apple's test notification is checked against it at once.
+pub async fn claim(state: &ServerState, token: &mut VppTokenRecord) -> ServerResult<()> {
+    let ours = mdm_info(state).await?;
+    let target = notification_target(state, token);
+    state.store.update_token(token).await?;
+    state.apple.claim(&token.secret, &ours, &target).await?;
+    Ok(())
 }
 
 /// Why Apple's answer disables a token until it is renewed, if it does.
@@ -54,8 +85,7 @@ pub async fn take_over(state: &ServerState, token_id: &str) -> ServerResult<VppT
         .token(token_id)
         .await?
         .ok_or_else(|| ServerError::not_found("token", token_id))?;
-    let ours = mdm_info(state).await?;
-    state.apple.claim(&token.secret, &ours).await?;
+    claim(state, &mut token).await?;
     tracing::info!(token = %token.id, previous = ?token.external_mdm, "token taken over");
     token.external_mdm = None;
     state.store.update_token(&token).await?;

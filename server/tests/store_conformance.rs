@@ -192,6 +192,8 @@ fn token(id: &str, secret: &str) -> VppTokenRecord {
         store_country: None,
         external_mdm: None,
         disabled_reason: None,
+        notification_secret: None,
+        last_notification_at: None,
     }
 }
 

@@ -35,6 +35,13 @@ pub struct TestbedBuilder {
 }
 
 impl TestbedBuilder {
+    /// How often the server polls Apple's pending events (notifications make it act
+    /// sooner).
+    pub fn event_poll(mut self, interval: Duration) -> Self {
+        self.event_poll = interval;
+        self
+    }
+
     /// How long the server waits for one answer from Apple (the stand-in's `timeout`
     /// faults answer later than this).
     pub fn apple_timeout(mut self, timeout: Duration) -> Self {
@@ -113,6 +120,9 @@ impl TestbedBuilder {
             .clone()
             .context("a fresh server prints its admin token")?;
         let admin = AdminClient::new(&server.url, &server.ca_pem, &token)?;
+        // Apple's notifications reach the server like any HTTPS client would.
+        let ca = server.ca_pem.clone();
+        apple.with_world(|w| w.notification_ca = Some(ca));
         Ok(Testbed {
             apple,
             server,

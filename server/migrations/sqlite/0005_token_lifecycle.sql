@@ -12,3 +12,14 @@ ALTER TABLE vpp_tokens ADD COLUMN disabled_reason TEXT;
 -- Store metadata of the token's country: where the app is sold, and the OS it needs.
 ALTER TABLE apps ADD COLUMN store_url TEXT;
 ALTER TABLE apps ADD COLUMN minimum_os_version TEXT;
+
+-- Apple's notifications: the bearer secret Apple sends back, and the ones received
+-- (by notificationId, so a notification delivered twice counts once).
+ALTER TABLE vpp_tokens ADD COLUMN notification_secret TEXT;
+ALTER TABLE vpp_tokens ADD COLUMN last_notification_at TEXT;
+CREATE TABLE apple_notifications (
+    id                TEXT PRIMARY KEY,
+    token_id          TEXT NOT NULL,
+    notification_type TEXT NOT NULL,
+    received_at       TEXT NOT NULL
+);

@@ -192,6 +192,7 @@ struct TokenView {
     account_type: String,
     automatic_updates: bool,
     store_country: Option<String>,
+    last_notification_at: Option<String>,
 }
 
 impl From<VppTokenRecord> for TokenView {
@@ -226,6 +227,7 @@ impl From<VppTokenRecord> for TokenView {
             account_type: t.account_type,
             automatic_updates: t.automatic_updates,
             store_country: t.store_country,
+            last_notification_at: t.last_notification_at,
         }
     }
 }

@@ -85,6 +85,7 @@ impl From<ServerError> for ApiError {
             ServerError::NotFound { .. } => Self::new(S::NOT_FOUND, "not_found", msg),
             ServerError::Invalid { .. } => Self::new(S::UNPROCESSABLE_ENTITY, "invalid", msg),
             ServerError::Conflict(_) => Self::new(S::CONFLICT, "conflict", msg),
+            ServerError::Unauthenticated(_) => Self::new(S::UNAUTHORIZED, "unauthenticated", msg),
             ServerError::LimitReached(_) => Self::new(S::CONFLICT, "limit_reached", msg),
         }
     }

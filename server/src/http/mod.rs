@@ -3,6 +3,7 @@
 //! must chain to our CA; the device endpoints then require one.
 
 mod admin;
+mod apple;
 mod auth;
 mod device;
 pub mod error;
@@ -32,6 +33,7 @@ pub fn router(state: ServerState) -> Router {
     Router::new()
         .merge(device::router())
         .merge(admin::router())
+        .merge(apple::router())
         .fallback(|| async {
             error::ApiError::new(
                 axum::http::StatusCode::NOT_FOUND,

@@ -115,6 +115,14 @@ pub trait VppStore: Send + Sync {
     async fn token(&self, id: &str) -> StoreResult<Option<VppTokenRecord>>;
     /// Writes a token's settings, secret and status (not its sync results).
     async fn update_token(&self, token: &VppTokenRecord) -> StoreResult<bool>;
+    /// Records a notification from Apple; false when this notificationId came before.
+    async fn record_notification(
+        &self,
+        id: &str,
+        token_id: &str,
+        notification_type: &str,
+        now: &str,
+    ) -> StoreResult<bool>;
     /// Deletes a token with its apps, assignments and license records.
     async fn delete_token(&self, id: &str) -> StoreResult<bool>;
     /// Lists tokens.

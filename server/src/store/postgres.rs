@@ -484,8 +484,9 @@ impl VppStore for PostgresStore {
     async fn insert_token(&self, t: &VppTokenRecord) -> StoreResult<bool> {
         let done = sqlx::query(
             "INSERT INTO vpp_tokens (id, name, org_name, secret, secret_hash, expires_at, created_at,
-                                     priority, apple_id, account_type, automatic_updates, store_country)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT DO NOTHING",
+                                     priority, apple_id, account_type, automatic_updates, store_country,
+                                     notification_secret)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT DO NOTHING",
         )
         .bind(&t.id)
         .bind(&t.name)
@@ -499,6 +500,7 @@ impl VppStore for PostgresStore {
         .bind(&t.account_type)
         .bind(i64::from(t.automatic_updates))
         .bind(&t.store_country)
+        .bind(&t.notification_secret)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -508,8 +510,8 @@ impl VppStore for PostgresStore {
         let done = sqlx::query(
             "UPDATE vpp_tokens SET name = $1, secret = $2, secret_hash = $3, expires_at = $4,
                 priority = $5, apple_id = $6, account_type = $7, automatic_updates = $8,
-                store_country = $9, external_mdm = $10, disabled_reason = $11
-             WHERE id = $12",
+                store_country = $9, external_mdm = $10, disabled_reason = $11, notification_secret = $12
+             WHERE id = $13",
         )
         .bind(&t.name)
         .bind(&t.secret)
@@ -522,9 +524,37 @@ impl VppStore for PostgresStore {
         .bind(&t.store_country)
         .bind(&t.external_mdm)
         .bind(&t.disabled_reason)
+        .bind(&t.notification_secret)
         .bind(&t.id)
         .execute(&self.pool)
         .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn record_notification(
+        &self,
+        id: &str,
+        token_id: &str,
+        notification_type: &str,
+        now: &str,
+    ) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "INSERT INTO apple_notifications (id, token_id, notification_type, received_at)
+             VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        )
+        .bind(id)
+        .bind(token_id)
+        .bind(notification_type)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE vpp_tokens SET last_notification_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(token_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
 

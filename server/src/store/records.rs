@@ -345,6 +345,10 @@ pub struct VppTokenRecord {
     pub external_mdm: Option<String>,
     /// Why the token is not used (expired or revoked), until renewed.
     pub disabled_reason: Option<String>,
+    /// The bearer secret Apple sends with notifications for this token.
+    pub notification_secret: Option<String>,
+    /// When Apple's last notification came.
+    pub last_notification_at: Option<String>,
 }
 
 /// License counts of an asset, as Apple reports them.

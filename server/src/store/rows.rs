@@ -68,6 +68,8 @@ macro_rules! row_mappers {
                 store_country: row.try_get("store_country")?,
                 external_mdm: row.try_get("external_mdm")?,
                 disabled_reason: row.try_get("disabled_reason")?,
+                notification_secret: row.try_get("notification_secret")?,
+                last_notification_at: row.try_get("last_notification_at")?,
             })
         }
 

@@ -492,8 +492,9 @@ impl VppStore for SqliteStore {
     async fn insert_token(&self, t: &VppTokenRecord) -> StoreResult<bool> {
         let done = sqlx::query(
             "INSERT INTO vpp_tokens (id, name, org_name, secret, secret_hash, expires_at, created_at,
-                                     priority, apple_id, account_type, automatic_updates, store_country)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                                     priority, apple_id, account_type, automatic_updates, store_country,
+                                     notification_secret)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
         )
         .bind(&t.id)
         .bind(&t.name)
@@ -507,6 +508,7 @@ impl VppStore for SqliteStore {
         .bind(&t.account_type)
         .bind(i64::from(t.automatic_updates))
         .bind(&t.store_country)
+        .bind(&t.notification_secret)
         .execute(&self.writer)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -516,7 +518,7 @@ impl VppStore for SqliteStore {
         let done = sqlx::query(
             "UPDATE vpp_tokens SET name = ?, secret = ?, secret_hash = ?, expires_at = ?,
                 priority = ?, apple_id = ?, account_type = ?, automatic_updates = ?,
-                store_country = ?, external_mdm = ?, disabled_reason = ?
+                store_country = ?, external_mdm = ?, disabled_reason = ?, notification_secret = ?
              WHERE id = ?",
         )
         .bind(&t.name)
@@ -530,9 +532,37 @@ impl VppStore for SqliteStore {
         .bind(&t.store_country)
         .bind(&t.external_mdm)
         .bind(&t.disabled_reason)
+        .bind(&t.notification_secret)
         .bind(&t.id)
         .execute(&self.writer)
         .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn record_notification(
+        &self,
+        id: &str,
+        token_id: &str,
+        notification_type: &str,
+        now: &str,
+    ) -> StoreResult<bool> {
+        let mut tx = self.writer.begin().await?;
+        let done = sqlx::query(
+            "INSERT INTO apple_notifications (id, token_id, notification_type, received_at)
+             VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(id)
+        .bind(token_id)
+        .bind(notification_type)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE vpp_tokens SET last_notification_at = ? WHERE id = ?")
+            .bind(now)
+            .bind(token_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
 

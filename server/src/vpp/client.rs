@@ -148,23 +148,33 @@ impl AppleClient {
             .await
     }
 
-    /// `POST /client/config`: names this server as the MDM that owns the location.
+    /// `POST /client/config`: names this server as the MDM that owns the location and
+    /// where Apple sends its notifications, with the bearer secret it sends back.
     pub async fn claim(
         &self,
         s_token: &str,
         mdm_info: &MdmInfo,
+        notifications: &NotificationTarget,
     ) -> Result<ClientConfigResponse, VppError> {
         #[derive(Serialize)]
         #[serde(rename_all = "camelCase")]
         struct Request<'a> {
             mdm_info: &'a MdmInfo,
+            notification_url: &'a str,
+            notification_auth_token: &'a str,
+            notification_types: &'a [&'a str],
         }
         self.call(
             Method::POST,
             "/client/config",
             s_token,
             &[],
-            Some(&Request { mdm_info }),
+            Some(&Request {
+                mdm_info,
+                notification_url: &notifications.url,
+                notification_auth_token: &notifications.secret,
+                notification_types: &NOTIFICATION_TYPES,
+            }),
         )
         .await
     }

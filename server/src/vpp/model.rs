@@ -31,6 +31,40 @@ pub struct MdmInfo {
     pub metadata: String,
 }
 
+/// Where Apple sends notifications, and the bearer secret it sends with them.
+#[derive(Debug, Clone)]
+pub struct NotificationTarget {
+    /// HTTPS URL.
+    pub url: String,
+    /// Bearer secret.
+    pub secret: String,
+}
+
+/// The notification types Orchard subscribes to (the complete list Apple takes).
+pub const NOTIFICATION_TYPES: [&str; 5] = [
+    "ASSET_MANAGEMENT",
+    "ASSET_COUNT",
+    "USER_MANAGEMENT",
+    "USER_ASSOCIATED",
+    "TEST_NOTIFICATION",
+];
+
+/// Apple's notification envelope.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationEnvelope {
+    /// Unique per notification (the de-duplication key).
+    pub notification_id: String,
+    /// `ASSET_MANAGEMENT`, `ASSET_COUNT`, ...
+    pub notification_type: String,
+    /// The payload.
+    #[serde(default)]
+    pub notification: serde_json::Value,
+    /// Location.
+    #[serde(default)]
+    pub u_id: Option<String>,
+}
+
 /// `ResponseAsset`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -178,12 +178,14 @@ async fn client_config(State(world): State<SharedWorld>, headers: HeaderMap) -> 
     Json(body).into_response()
 }
 
-/// `POST /client/config`: the caller claims the location (`mdmInfo`).
+/// `POST /client/config`: the caller claims the location (`mdmInfo`) and names where
+/// notifications go.
 async fn set_client_config(
     State(world): State<SharedWorld>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let mut tested = None;
     {
         let mut world = lock(&world);
         let uid = match authenticate(&world, &headers) {
@@ -223,6 +225,46 @@ async fn set_client_config(
                 location.mdm_info = Some(info.clone());
             }
         }
+        let url = body.get("notificationUrl").and_then(Value::as_str);
+        let secret = body.get("notificationAuthToken").and_then(Value::as_str);
+        match (url, secret) {
+            (None, None) => {}
+            (Some(url), Some(secret)) => {
+                if !url.starts_with("https://") {
+                    return apple_error(
+                        StatusCode::BAD_REQUEST,
+                        9712,
+                        "Notification URL must be https",
+                    );
+                }
+                if let Some(location) = world.locations.get_mut(&uid) {
+                    location.notification_url = Some(url.to_owned());
+                    location.notification_token = Some(secret.to_owned());
+                }
+                tested = Some(uid);
+            }
+            _ => {
+                return apple_error(
+                    StatusCode::BAD_REQUEST,
+                    9710,
+                    "notificationUrl and notificationAuthToken go together",
+                );
+            }
+        }
+    }
+    // Apple sends a test notification; a config whose URL cannot take it is refused.
+    if let Some(uid) = tested
+        && !super::notify::test(&world, &uid).await
+    {
+        if let Some(location) = lock(&world).locations.get_mut(&uid) {
+            location.notification_url = None;
+            location.notification_token = None;
+        }
+        return apple_error(
+            StatusCode::BAD_REQUEST,
+            9728,
+            "Notification URL is unreachable",
+        );
     }
     client_config(State(world), headers).await
 }
@@ -289,6 +331,7 @@ fn strings(body: &Value, key: &str) -> Option<Vec<String>> {
 }
 
 async fn associate(State(world): State<SharedWorld>, headers: HeaderMap, body: Bytes) -> Response {
+    let shared = world.clone();
     let mut world = lock(&world);
     let uid = match authenticate(&world, &headers) {
         Ok(uid) => uid,
@@ -374,6 +417,7 @@ async fn associate(State(world): State<SharedWorld>, headers: HeaderMap, body: B
         adam_ids.push(adam_id);
     }
     let mut failures = Vec::new();
+    let mut done = Vec::new();
     for adam_id in adam_ids {
         let mut short = Vec::new();
         for serial in &serials {
@@ -385,6 +429,7 @@ async fn associate(State(world): State<SharedWorld>, headers: HeaderMap, body: B
             if counts.assigned < counts.total {
                 counts.assigned += 1;
                 world.serial_assignments.insert(key);
+                done.push(json!({ "adamId": adam_id.to_string(), "pricingParam": "STDQ", "serialNumber": serial }));
             } else {
                 short.push(serial.clone());
             }
@@ -415,6 +460,7 @@ async fn associate(State(world): State<SharedWorld>, headers: HeaderMap, body: B
             if counts.assigned < counts.total {
                 counts.assigned += 1;
                 world.user_assignments.insert(key);
+                done.push(json!({ "adamId": adam_id.to_string(), "pricingParam": "STDQ", "clientUserId": client }));
             } else {
                 short_users.push(client.clone());
             }
@@ -442,9 +488,17 @@ async fn associate(State(world): State<SharedWorld>, headers: HeaderMap, body: B
             uid: uid.clone(),
             event_type: "ASSOCIATE",
             requested: (serials.len() + users.len()) as i64,
-            failures,
+            failures: failures.clone(),
             ready_at,
         },
+    );
+    super::notify::later(
+        &shared,
+        super::notify::target_of(&world, &uid),
+        &uid,
+        "ASSET_MANAGEMENT",
+        super::notify::asset_management(&event_id, "ASSOCIATE", &done, &failures),
+        world.event_delay,
     );
     Json(
         json!({ "eventId": event_id, "tokenExpirationDate": expiration(&world, &uid), "uId": uid }),
@@ -632,6 +686,7 @@ async fn create_users(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let shared = world.clone();
     let mut world = lock(&world);
     let uid = match authenticate(&world, &headers) {
         Ok(uid) => uid,
@@ -686,9 +741,14 @@ async fn create_users(
         ));
     }
     let requested = new_users.len() as i64;
+    let mut created = Vec::new();
     for (client, user) in new_users {
         // Creating a user again changes nothing (a retried request is harmless).
-        world.users.entry((uid.clone(), client)).or_insert(user);
+        let user = world
+            .users
+            .entry((uid.clone(), client.clone()))
+            .or_insert(user);
+        created.push(user.to_json(&client));
     }
     let event_id = uuid::Uuid::new_v4().to_string();
     let ready_at = Instant::now() + world.event_delay;
@@ -701,6 +761,18 @@ async fn create_users(
             failures: Vec::new(),
             ready_at,
         },
+    );
+    let notifications = created
+        .chunks(super::notify::MAX_ITEMS)
+        .map(|users| json!({ "eventId": event_id, "result": "SUCCESS", "type": "CREATE", "users": users }))
+        .collect();
+    super::notify::later(
+        &shared,
+        super::notify::target_of(&world, &uid),
+        &uid,
+        "USER_MANAGEMENT",
+        notifications,
+        world.event_delay,
     );
     Json(
         json!({ "eventId": event_id, "tokenExpirationDate": expiration(&world, &uid), "uId": uid }),
@@ -721,6 +793,7 @@ async fn accept_invitation(
     State(world): State<SharedWorld>,
     Query(q): Query<InvitationQuery>,
 ) -> Response {
+    let shared = world.clone();
     let mut world = lock(&world);
     let (Some(code), Some(hash)) = (q.invite_code, q.id_hash) else {
         return (
@@ -754,10 +827,22 @@ async fn accept_invitation(
         )
             .into_response();
     }
+    let mut associated = None;
     if let Some(user) = world.users.get_mut(&key) {
         user.status = "Associated";
         user.id_hash = Some(hash);
         user.invite_code = None;
+        associated = Some(json!({ "associatedUsers": [user.to_json(&key.1)] }));
+    }
+    if let Some(associated) = associated {
+        super::notify::later(
+            &shared,
+            super::notify::target_of(&world, &key.0),
+            &key.0,
+            "USER_ASSOCIATED",
+            vec![associated],
+            std::time::Duration::ZERO,
+        );
     }
     (
         StatusCode::OK,
@@ -796,6 +881,7 @@ async fn disassociate(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let shared = world.clone();
     let mut world = lock(&world);
     let uid = match authenticate(&world, &headers) {
         Ok(uid) => uid,
@@ -862,6 +948,19 @@ async fn disassociate(
             failures: Vec::new(),
             ready_at,
         },
+    );
+    let items: Vec<Value> = serials
+        .iter()
+        .map(|s| json!({ "serialNumber": s }))
+        .chain(users.iter().map(|c| json!({ "clientUserId": c })))
+        .collect();
+    super::notify::later(
+        &shared,
+        super::notify::target_of(&world, &uid),
+        &uid,
+        "ASSET_MANAGEMENT",
+        super::notify::asset_management(&event_id, "DISASSOCIATE", &items, &[]),
+        world.event_delay,
     );
     Json(
         json!({ "eventId": event_id, "tokenExpirationDate": expiration(&world, &uid), "uId": uid }),

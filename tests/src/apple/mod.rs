@@ -2,6 +2,7 @@
 //! lookup API, over HTTPS on loopback, seeded from TOML.
 
 mod api;
+pub mod notify;
 pub mod seed;
 pub mod state;
 pub mod testbed_admin;

@@ -45,6 +45,10 @@ pub struct LocationState {
     pub expires: OffsetDateTime,
     /// The MDM that claimed the location (`mdmInfo`), if any.
     pub mdm_info: Option<Value>,
+    /// Where the claiming MDM takes notifications.
+    pub notification_url: Option<String>,
+    /// The bearer secret sent with them.
+    pub notification_token: Option<String>,
 }
 
 /// License counts of one asset at one location.
@@ -130,6 +134,14 @@ pub struct World {
     pub assets_delay: Duration,
     /// Faults injected into Apple's answers.
     pub faults: Option<super::testbed_admin::Faults>,
+    /// The CA the MDM's notification endpoint chains to (none: no notifications).
+    pub notification_ca: Option<String>,
+    /// Wait between delivery attempts (Apple: minutes; tests: short).
+    pub notification_retry: Duration,
+    /// Send no notifications (the MDM must fall back to polling).
+    pub drop_notifications: bool,
+    /// Notifications delivered.
+    pub notifications_sent: u64,
 }
 
 /// A new token file (base64 JSON, as Apple issues it).
@@ -167,6 +179,8 @@ impl World {
                     token_file: token_file(&seed.organisation.name, expires),
                     expires,
                     mdm_info: None,
+                    notification_url: None,
+                    notification_token: None,
                 };
                 (l.uid.clone(), state)
             })
@@ -210,6 +224,10 @@ impl World {
             page_size: 100,
             assets_delay: Duration::ZERO,
             faults: None,
+            notification_ca: None,
+            notification_retry: Duration::from_millis(500),
+            drop_notifications: false,
+            notifications_sent: 0,
         }
     }
 

@@ -113,13 +113,27 @@ async fn buy(
     Path((uid, adam_id)): Path<(String, u64)>,
     Json(body): Json<Count>,
 ) -> Response {
+    let shared = world.clone();
     let mut world = lock(&world);
     if !world.locations.contains_key(&uid) || !world.catalog.contains_key(&adam_id) {
         return (StatusCode::NOT_FOUND, "no such location or app").into_response();
     }
-    let counts = world.assets.entry((uid, adam_id)).or_default();
+    let counts = world.assets.entry((uid.clone(), adam_id)).or_default();
     counts.total = (counts.total + body.count).max(counts.assigned);
-    Json(json!({ "totalCount": counts.total, "assignedCount": counts.assigned })).into_response()
+    let answer = json!({ "totalCount": counts.total, "assignedCount": counts.assigned });
+    let count =
+        json!({ "adamId": adam_id.to_string(), "pricingParam": "STDQ", "countDelta": body.count });
+    let target = super::notify::target_of(&world, &uid);
+    drop(world);
+    super::notify::later(
+        &shared,
+        target,
+        &uid,
+        "ASSET_COUNT",
+        vec![count],
+        Duration::ZERO,
+    );
+    Json(answer).into_response()
 }
 
 #[derive(Deserialize)]
