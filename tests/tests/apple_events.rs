@@ -112,3 +112,80 @@ orchard_testbed::on_both_backends!(
     install_is_queued_only_after_the_association_event_completes,
     sync_with_a_token_apple_does_not_know_reports_apples_error,
 );
+
+/// The stand-in's users, retire and revoke calls keep Apple's counts right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stand_in_retires_users_and_revokes_assets() {
+    use orchard_testbed::harness::{AdminClient, DEMO_LOCATION, Testbed};
+    use serde_json::json;
+    let bed = Testbed::builder().start().await.unwrap();
+    let file = bed.apple.token_file(DEMO_LOCATION).unwrap();
+    let apple = AdminClient::new(&bed.apple.vpp_url(), &bed.apple.ca_pem, &file).unwrap();
+    let assigned = || {
+        bed.apple
+            .with_world(|w| w.assets[&(DEMO_LOCATION.to_owned(), 361309726)].assigned)
+    };
+    let (status, _) = apple
+        .post(
+            "/users/create",
+            json!({ "users": [{ "clientUserId": "u1", "email": "u1@example.com" }] }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let (status, _) = apple
+        .post(
+            "/users/update",
+            json!({ "users": [{ "clientUserId": "u1", "email": "new@example.com" }] }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let (_, users) = apple.get("/users?clientUserId=u1").await.unwrap();
+    assert_eq!(users["users"][0]["email"], "new@example.com");
+    let assets = json!([{ "adamId": "361309726", "pricingParam": "STDQ" }]);
+    apple
+        .post(
+            "/assets/associate",
+            json!({ "assets": assets, "clientUserIds": ["u1"] }),
+        )
+        .await
+        .unwrap();
+    apple
+        .post(
+            "/assets/associate",
+            json!({ "assets": assets, "serialNumbers": ["SN1"] }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(assigned(), 2);
+    let (status, _) = apple
+        .post("/assets/revoke", json!({ "serialNumbers": ["SN1"] }))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(assigned(), 1);
+    let (status, _) = apple
+        .post(
+            "/users/retire",
+            json!({ "users": [{ "clientUserId": "u1" }] }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(assigned(), 0, "a retired user's licenses go back");
+    let (_, users) = apple.get("/users?clientUserId=u1").await.unwrap();
+    assert_eq!(users["users"][0]["status"], "Retired");
+    let (status, refused) = apple
+        .post(
+            "/users/retire",
+            json!({ "users": [{ "clientUserId": "nobody" }] }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (status.as_u16(), refused["errorNumber"].as_i64()),
+        (400, Some(9609))
+    );
+    bed.shutdown().await;
+}

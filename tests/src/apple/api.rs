@@ -55,6 +55,9 @@ pub(super) fn router(world: SharedWorld) -> Router {
         .route("/mdm/v2/status", get(status))
         .route("/mdm/v2/users", get(users))
         .route("/mdm/v2/users/create", post(create_users))
+        .route("/mdm/v2/users/update", post(update_users))
+        .route("/mdm/v2/users/retire", post(retire_users))
+        .route("/mdm/v2/assets/revoke", post(revoke_assets))
         .route("/lookup", get(lookup))
         .route("/associateVPPUserWithITSAccount", get(accept_invitation))
         .route("/store/license", get(store_license))
@@ -961,6 +964,214 @@ async fn disassociate(
         "ASSET_MANAGEMENT",
         super::notify::asset_management(&event_id, "DISASSOCIATE", &items, &[]),
         world.event_delay,
+    );
+    Json(
+        json!({ "eventId": event_id, "tokenExpirationDate": expiration(&world, &uid), "uId": uid }),
+    )
+    .into_response()
+}
+
+/// A finished event with no failures, and its id.
+fn finished_event(
+    world: &mut World,
+    uid: &str,
+    event_type: &'static str,
+    requested: i64,
+) -> String {
+    let event_id = uuid::Uuid::new_v4().to_string();
+    let ready_at = Instant::now() + world.event_delay;
+    world.events.insert(
+        event_id.clone(),
+        Event {
+            uid: uid.to_owned(),
+            event_type,
+            requested,
+            failures: Vec::new(),
+            ready_at,
+        },
+    );
+    event_id
+}
+
+/// The users of a `ManageUsersRequest`, or Apple's error for a bad one.
+fn request_users(body: &Bytes) -> Result<Vec<Value>, Response> {
+    let Ok(body) = serde_json::from_slice::<Value>(body) else {
+        return Err(apple_error(
+            StatusCode::BAD_REQUEST,
+            9602,
+            "Invalid argument: body is not JSON",
+        ));
+    };
+    let users = body
+        .get("users")
+        .and_then(Value::as_array)
+        .filter(|u| !u.is_empty())
+        .cloned()
+        .ok_or_else(|| apple_error(StatusCode::BAD_REQUEST, 9720, "Users are missing"))?;
+    if users.len() > 100 {
+        return Err(apple_error(StatusCode::BAD_REQUEST, 9714, "Too many users"));
+    }
+    Ok(users)
+}
+
+/// `POST /users/update`: change a user's email or managed Apple Account.
+async fn update_users(
+    State(world): State<SharedWorld>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut world = lock(&world);
+    let uid = match authenticate(&world, &headers) {
+        Ok(uid) => uid,
+        Err(fault) => return fault.into_response(),
+    };
+    let users = match request_users(&body) {
+        Ok(u) => u,
+        Err(answer) => return answer,
+    };
+    for u in &users {
+        let Some(client) = u.get("clientUserId").and_then(Value::as_str) else {
+            return apple_error(
+                StatusCode::BAD_REQUEST,
+                9602,
+                "Invalid argument: clientUserId",
+            );
+        };
+        let Some(user) = world.users.get_mut(&(uid.clone(), client.to_owned())) else {
+            return apple_error(StatusCode::BAD_REQUEST, 9609, "Registered user not found");
+        };
+        if let Some(email) = u.get("email").and_then(Value::as_str) {
+            user.email = Some(email.to_owned());
+        }
+        if let Some(managed) = u.get("managedAppleId").and_then(Value::as_str) {
+            user.managed_apple_id = Some(managed.to_owned());
+        }
+    }
+    let event_id = finished_event(&mut world, &uid, "UPDATE", users.len() as i64);
+    Json(
+        json!({ "eventId": event_id, "tokenExpirationDate": expiration(&world, &uid), "uId": uid }),
+    )
+    .into_response()
+}
+
+/// `POST /users/retire`: retired users lose their licenses; their invitation is void.
+async fn retire_users(
+    State(world): State<SharedWorld>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut world = lock(&world);
+    let uid = match authenticate(&world, &headers) {
+        Ok(uid) => uid,
+        Err(fault) => return fault.into_response(),
+    };
+    let users = match request_users(&body) {
+        Ok(u) => u,
+        Err(answer) => return answer,
+    };
+    for u in &users {
+        let Some(client) = u.get("clientUserId").and_then(Value::as_str) else {
+            return apple_error(
+                StatusCode::BAD_REQUEST,
+                9602,
+                "Invalid argument: clientUserId",
+            );
+        };
+        match world.users.get_mut(&(uid.clone(), client.to_owned())) {
+            Some(user) => {
+                user.status = "Retired";
+                user.invite_code = None;
+            }
+            None => return apple_error(StatusCode::BAD_REQUEST, 9609, "Registered user not found"),
+        }
+        let held: Vec<(String, u64, String)> = world
+            .user_assignments
+            .iter()
+            .filter(|(l, _, c)| l == &uid && c == client)
+            .cloned()
+            .collect();
+        for key in held {
+            world.user_assignments.remove(&key);
+            if let Some(c) = world.assets.get_mut(&(key.0.clone(), key.1)) {
+                c.assigned -= 1;
+            }
+        }
+    }
+    let event_id = finished_event(&mut world, &uid, "RETIRE", users.len() as i64);
+    Json(
+        json!({ "eventId": event_id, "tokenExpirationDate": expiration(&world, &uid), "uId": uid }),
+    )
+    .into_response()
+}
+
+/// `POST /assets/revoke`: every revocable license of these users and devices goes back
+/// (books are not revocable and stay).
+async fn revoke_assets(
+    State(world): State<SharedWorld>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut world = lock(&world);
+    let uid = match authenticate(&world, &headers) {
+        Ok(uid) => uid,
+        Err(fault) => return fault.into_response(),
+    };
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        return apple_error(
+            StatusCode::BAD_REQUEST,
+            9602,
+            "Invalid argument: body is not JSON",
+        );
+    };
+    let serials = strings(&body, "serialNumbers").unwrap_or_default();
+    let users = strings(&body, "clientUserIds").unwrap_or_default();
+    if serials.is_empty() && users.is_empty() {
+        return apple_error(
+            StatusCode::BAD_REQUEST,
+            9719,
+            "Either clientUserIds or serialNumbers are required",
+        );
+    }
+    if serials.len() > 100 {
+        return apple_error(StatusCode::BAD_REQUEST, 9702, "Too many serial numbers");
+    }
+    if users.len() > 100 {
+        return apple_error(StatusCode::BAD_REQUEST, 9701, "Too many clientUserIds");
+    }
+    let revocable = |world: &World, adam: u64| {
+        world
+            .catalog
+            .get(&adam)
+            .is_some_and(|c| c.product_type != "Book")
+    };
+    let devices: Vec<(String, u64, String)> = world
+        .serial_assignments
+        .iter()
+        .filter(|(l, a, s)| l == &uid && serials.contains(s) && revocable(&world, *a))
+        .cloned()
+        .collect();
+    let people: Vec<(String, u64, String)> = world
+        .user_assignments
+        .iter()
+        .filter(|(l, a, c)| l == &uid && users.contains(c) && revocable(&world, *a))
+        .cloned()
+        .collect();
+    for key in &devices {
+        world.serial_assignments.remove(key);
+    }
+    for key in &people {
+        world.user_assignments.remove(key);
+    }
+    for (l, a, _) in devices.iter().chain(&people) {
+        if let Some(c) = world.assets.get_mut(&(l.clone(), *a)) {
+            c.assigned -= 1;
+        }
+    }
+    let event_id = finished_event(
+        &mut world,
+        &uid,
+        "REVOKE",
+        (serials.len() + users.len()) as i64,
     );
     Json(
         json!({ "eventId": event_id, "tokenExpirationDate": expiration(&world, &uid), "uId": uid }),
