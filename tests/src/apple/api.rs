@@ -994,9 +994,9 @@ fn finished_event(
 }
 
 /// The users of a `ManageUsersRequest`, or Apple's error for a bad one.
-fn request_users(body: &Bytes) -> Result<Vec<Value>, Response> {
+fn request_users(body: &Bytes) -> Result<Vec<Value>, AppleFault> {
     let Ok(body) = serde_json::from_slice::<Value>(body) else {
-        return Err(apple_error(
+        return Err(AppleFault(
             StatusCode::BAD_REQUEST,
             9602,
             "Invalid argument: body is not JSON",
@@ -1007,9 +1007,13 @@ fn request_users(body: &Bytes) -> Result<Vec<Value>, Response> {
         .and_then(Value::as_array)
         .filter(|u| !u.is_empty())
         .cloned()
-        .ok_or_else(|| apple_error(StatusCode::BAD_REQUEST, 9720, "Users are missing"))?;
+        .ok_or(AppleFault(
+            StatusCode::BAD_REQUEST,
+            9720,
+            "Users are missing",
+        ))?;
     if users.len() > 100 {
-        return Err(apple_error(StatusCode::BAD_REQUEST, 9714, "Too many users"));
+        return Err(AppleFault(StatusCode::BAD_REQUEST, 9714, "Too many users"));
     }
     Ok(users)
 }
@@ -1027,7 +1031,7 @@ async fn update_users(
     };
     let users = match request_users(&body) {
         Ok(u) => u,
-        Err(answer) => return answer,
+        Err(fault) => return fault.into_response(),
     };
     for u in &users {
         let Some(client) = u.get("clientUserId").and_then(Value::as_str) else {
@@ -1067,7 +1071,7 @@ async fn retire_users(
     };
     let users = match request_users(&body) {
         Ok(u) => u,
-        Err(answer) => return answer,
+        Err(fault) => return fault.into_response(),
     };
     for u in &users {
         let Some(client) = u.get("clientUserId").and_then(Value::as_str) else {
