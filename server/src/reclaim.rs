@@ -340,7 +340,13 @@ async fn send(state: &ServerState, apps: &HashMap<String, AppRecord>) -> ServerR
         let Some(token) = store.token(&app.token_id).await? else {
             continue;
         };
-        for chunk in list.chunks(crate::reconcile::MAX_SERIALS_PER_CALL) {
+        let limit = state
+            .apple
+            .limits(&token.secret)
+            .await
+            .max_serial_numbers
+            .max(1);
+        for chunk in list.chunks(limit) {
             let serials = chunk.iter().map(|(_, s)| s.0.clone()).collect();
             match state
                 .apple

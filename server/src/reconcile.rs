@@ -124,9 +124,6 @@ async fn write_not_applicable(
     Ok(())
 }
 
-/// Apple's most serial numbers per association (service config `maxSerialNumbers`).
-pub const MAX_SERIALS_PER_CALL: usize = 1000;
-
 /// One decision of the reconciler.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -385,7 +382,13 @@ async fn associate(
     let Some(token) = store.token(&app.token_id).await? else {
         return Ok(());
     };
-    for chunk in devices.chunks(MAX_SERIALS_PER_CALL) {
+    let limit = state
+        .apple
+        .limits(&token.secret)
+        .await
+        .max_serial_numbers
+        .max(1);
+    for chunk in devices.chunks(limit) {
         let udids: Vec<Udid> = chunk.iter().map(|(u, _)| u.clone()).collect();
         let request = ManageAssetsRequest {
             assets: vec![RequestAsset {

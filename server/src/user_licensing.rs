@@ -453,8 +453,9 @@ async fn register(state: &ServerState, token_id: &str, user_ids: &[String]) -> S
             updated_at: clock::now(),
         });
     }
-    // Apple takes at most `maxUsers` (100) per call.
-    for (users, chunk) in request.users.chunks(100).zip(rows.chunks_mut(100)) {
+    // Apple takes at most `maxUsers` per call.
+    let limit = state.apple.limits(&token.secret).await.max_users.max(1);
+    for (users, chunk) in request.users.chunks(limit).zip(rows.chunks_mut(limit)) {
         let call = ManageUsersRequest {
             users: users.to_vec(),
         };

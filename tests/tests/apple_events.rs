@@ -189,3 +189,27 @@ async fn stand_in_retires_users_and_revokes_assets() {
     );
     bed.shutdown().await;
 }
+
+/// The server follows the limits Apple's service config gives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn associations_follow_the_limits_of_service_config() {
+    use orchard_testbed::harness::Testbed;
+    let bed = Testbed::builder().start().await.unwrap();
+    bed.apple.with_world(|w| w.max_serial_numbers = 7);
+    bed.upload_and_sync_demo_token().await.unwrap();
+    let fleet = bed
+        .enroll_fleet(20, Duration::from_secs(600))
+        .await
+        .unwrap();
+    let app = bed
+        .assign_required(1091189122, &fleet.udids(), "Limited")
+        .await
+        .unwrap();
+    bed.wait_installed(&app, 20, Duration::from_secs(90))
+        .await
+        .unwrap();
+    let largest = bed.apple.with_world(|w| w.largest_serial_batch);
+    assert!((1..=7).contains(&largest), "largest batch {largest}");
+    fleet.stop().await;
+    bed.shutdown().await;
+}

@@ -99,9 +99,41 @@ impl VppError {
 pub struct AppleClient {
     http: reqwest::Client,
     config: Arc<AppleConfig>,
+    limits: Arc<std::sync::Mutex<Option<(std::time::Instant, Limits)>>>,
 }
 
+/// How long Apple's limits are used before service config is read again (Apple
+/// suggests about five minutes).
+const LIMITS_TTL: Duration = Duration::from_secs(300);
+
 impl AppleClient {
+    /// Apple's current limits (service config), read again every few minutes; Apple's
+    /// documented values while the service config cannot be read.
+    pub async fn limits(&self, s_token: &str) -> Limits {
+        if let Ok(cached) = self.limits.lock()
+            && let Some((at, limits)) = cached.as_ref()
+            && at.elapsed() < LIMITS_TTL
+        {
+            return *limits;
+        }
+        match self
+            .call::<(), ServiceConfigResponse>(Method::GET, "/service/config", s_token, &[], None)
+            .await
+        {
+            Ok(config) => {
+                let limits = config.limits.unwrap_or_default();
+                if let Ok(mut cached) = self.limits.lock() {
+                    *cached = Some((std::time::Instant::now(), limits));
+                }
+                limits
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read Apple's limits; using the documented ones");
+                Limits::default()
+            }
+        }
+    }
+
     /// Builds a client trusting the public web roots plus the configured extra CA.
     pub fn new(config: AppleConfig) -> Result<Self, VppError> {
         let mut roots = rustls::RootCertStore {
@@ -139,6 +171,7 @@ impl AppleClient {
         Ok(Self {
             http,
             config: Arc::new(config),
+            limits: Arc::default(),
         })
     }
 

@@ -137,11 +137,40 @@ pub struct ManageAssetsRequest {
     pub client_user_ids: Vec<String>,
 }
 
-/// `ServiceConfigResponse`: the URLs Orchard reads.
+/// `ServiceConfigResponse`: the URLs and limits Orchard reads.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ServiceConfigResponse {
     /// Endpoint URLs.
     pub urls: ServiceUrls,
+    /// Apple's limits per call.
+    #[serde(default)]
+    pub limits: Option<Limits>,
+}
+
+/// Apple's limits per call (service config `limits`); missing values are Apple's
+/// documented ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Limits {
+    /// Assets per association request.
+    pub max_assets: usize,
+    /// Client user ids per association request.
+    pub max_client_user_ids: usize,
+    /// Serial numbers per association request.
+    pub max_serial_numbers: usize,
+    /// Users per users request.
+    pub max_users: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_assets: 25,
+            max_client_user_ids: 1000,
+            max_serial_numbers: 1000,
+            max_users: 100,
+        }
+    }
 }
 
 /// `ServiceConfigResponse.urls`.

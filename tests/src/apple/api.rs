@@ -124,7 +124,8 @@ fn expiration(world: &World, uid: &str) -> Value {
         .unwrap_or(Value::Null)
 }
 
-async fn service_config(headers: HeaderMap) -> Json<Value> {
+async fn service_config(State(world): State<SharedWorld>, headers: HeaderMap) -> Json<Value> {
+    let max_serials = lock(&world).max_serial_numbers;
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
@@ -147,7 +148,7 @@ async fn service_config(headers: HeaderMap) -> Json<Value> {
             "invitationEmail": format!("https://{host}/associateVPPUserWithITSAccount?inviteCode=%25inviteCode%25&mt=8"),
         },
         "limits": {
-            "maxAssets": 25, "maxClientUserIds": 1000, "maxSerialNumbers": 1000,
+            "maxAssets": 25, "maxClientUserIds": 1000, "maxSerialNumbers": max_serials,
             "maxRevokeClientUserIds": 100, "maxRevokeSerialNumbers": 100, "maxUsers": 100,
             "maxNotificationLength": 512, "maxMdmIdLength": 100, "maxMdmNameLength": 100,
             "maxMdmMetadataLength": 255,
@@ -377,9 +378,10 @@ async fn associate(State(world): State<SharedWorld>, headers: HeaderMap, body: B
             "Either clientUserIds or serialNumbers are required",
         );
     }
-    if serials.len() > 1000 {
+    if serials.len() > world.max_serial_numbers {
         return apple_error(StatusCode::BAD_REQUEST, 9702, "Too many serial numbers");
     }
+    world.largest_serial_batch = world.largest_serial_batch.max(serials.len());
     if serials.iter().collect::<BTreeSet<_>>().len() != serials.len() {
         return apple_error(StatusCode::BAD_REQUEST, 9705, "Duplicate serial numbers");
     }

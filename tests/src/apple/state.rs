@@ -142,6 +142,10 @@ pub struct World {
     pub drop_notifications: bool,
     /// Notifications delivered.
     pub notifications_sent: u64,
+    /// Service config `maxSerialNumbers` (larger requests are refused with 9702).
+    pub max_serial_numbers: usize,
+    /// The most serial numbers one association request carried.
+    pub largest_serial_batch: usize,
 }
 
 /// A new token file (base64 JSON, as Apple issues it).
@@ -228,6 +232,8 @@ impl World {
             notification_retry: Duration::from_millis(500),
             drop_notifications: false,
             notifications_sent: 0,
+            max_serial_numbers: 1000,
+            largest_serial_batch: 0,
         }
     }
 

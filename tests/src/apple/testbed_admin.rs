@@ -9,6 +9,7 @@
 //!   the store;
 //! - `POST /testbed/locations/{uid}/expire`: the token expires now;
 //! - `POST /testbed/locations/{uid}/owner` `{id, name}`: another MDM claims the location;
+//! - `POST /testbed/events/delay` `{ms}`: Apple's events stay PENDING this long;
 //! - `POST /testbed/faults` `{rate, kinds, timeoutMs, retryAfterSeconds}`: from now on a
 //!   share `rate` of `/mdm/v2` calls fails with one of `kinds`: `timeout` (the work is
 //!   done, the answer comes too late), `5xx`, `429` (with Retry-After) or `errorNumber`
@@ -80,6 +81,7 @@ pub(super) fn routes() -> Router<SharedWorld> {
         .route("/testbed/locations/{uid}/expire", post(expire))
         .route("/testbed/locations/{uid}/owner", post(give_to_mdm))
         .route("/testbed/faults", post(set_faults))
+        .route("/testbed/events/delay", post(set_event_delay))
 }
 
 async fn token_file(State(world): State<SharedWorld>, Path(uid): Path<String>) -> Response {
@@ -189,6 +191,16 @@ async fn give_to_mdm(
         }
         None => (StatusCode::NOT_FOUND, "no such location").into_response(),
     }
+}
+
+#[derive(Deserialize)]
+struct Delay {
+    ms: u64,
+}
+
+async fn set_event_delay(State(world): State<SharedWorld>, Json(body): Json<Delay>) -> Response {
+    lock(&world).event_delay = Duration::from_millis(body.ms);
+    StatusCode::NO_CONTENT.into_response()
 }
 
 async fn set_faults(State(world): State<SharedWorld>, Json(faults): Json<Faults>) -> Response {
