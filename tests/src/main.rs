@@ -80,6 +80,10 @@ enum Command {
         /// Directory to write the stand-in's CA and each location's token file into.
         #[arg(long, default_value = "apple-standin")]
         out_dir: PathBuf,
+        /// The CA (PEM) of the MDM server that takes notifications; without it the
+        /// stand-in sends none and the server relies on polling.
+        #[arg(long)]
+        notification_ca: Option<PathBuf>,
     },
 }
 
@@ -153,6 +157,7 @@ async fn main() -> anyhow::Result<()> {
             seed,
             listen,
             out_dir,
+            notification_ca,
         } => {
             let seed = match seed {
                 Some(path) => Seed::parse(
@@ -166,6 +171,11 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
             let standin = AppleStandIn::start(&seed, listener).await?;
+            if let Some(path) = notification_ca {
+                let pem = std::fs::read_to_string(&path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                standin.with_world(|w| w.notification_ca = Some(pem));
+            }
             std::fs::create_dir_all(&out_dir)?;
             standin.write_ca(&out_dir.join("ca.pem"))?;
             for location in &seed.locations {
