@@ -113,6 +113,15 @@ mod tests {
             ("", TokenFileError::Empty),
             ("@@@ not base64 @@@", TokenFileError::NotBase64),
             (&file("hello"), TokenFileError::NotJson),
+            // JSON, but not Apple's: fields missing or of the wrong type.
+            (
+                &file(r#"{"token":"a","orgName":"o"}"#),
+                TokenFileError::NotJson,
+            ),
+            (
+                &file(r#"{"token":1,"expDate":"2030-11-08T22:33:22+0000","orgName":"o"}"#),
+                TokenFileError::NotJson,
+            ),
             (
                 &file(r#"{"token":"a","expDate":"tomorrow","orgName":"o"}"#),
                 TokenFileError::BadExpiry("tomorrow".into()),
