@@ -40,6 +40,15 @@ pub fn at_least(version: &str, major: u32, minor: u32) -> bool {
     }
 }
 
+/// Whether `version` is at least `minimum`, both as dotted text (`15.7` vs `16.0`).
+pub fn meets(version: &str, minimum: &str) -> bool {
+    let mut parts = minimum
+        .split('.')
+        .map(|p| p.trim().parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    at_least(version, major, minor)
+}
+
 /// Reason for an iOS device below the minimum of user licensing.
 pub const IOS_USER_MINIMUM: &str =
     "not applicable: user-licensed VPP apps need iOS 7 or later on this device";
@@ -78,28 +87,13 @@ pub fn check(c: &Candidate) -> Result<(), &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{GroupKind, Intent};
 
     fn device(product: &str, os: &str, license_type: LicenseType) -> Candidate {
         Candidate {
-            assignment_id: "a".into(),
-            app_id: "app".into(),
-            group_id: "g".into(),
-            group_kind: GroupKind::Device,
-            intent: Intent::Required,
             license_type,
-            install: true,
-            any_token: false,
-            created_at: "t".into(),
-            joined_at: "t".into(),
-            udid: "U".into(),
-            serial_number: "S".into(),
-            user_id: None,
-            single_app_mode: false,
-            app_store_allowed: None,
             os_version: Some(os.into()),
             product_name: Some(product.into()),
-            active: true,
+            ..Candidate::example()
         }
     }
 
@@ -130,6 +124,7 @@ mod tests {
 
     #[test]
     fn versions_compare_by_number() {
+        assert!(meets("16.1", "16.0") && !meets("15.7", "16.0"));
         assert!(at_least("10.10", 10, 9));
         assert!(!at_least("10.9", 10, 10));
         assert!(at_least("17", 9, 0));

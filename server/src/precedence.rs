@@ -112,28 +112,17 @@ pub fn resolve(candidates: &[Candidate]) -> Vec<Effective> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::LicenseType;
 
     fn candidate(id: &str, intent: Intent, kind: GroupKind, created: &str) -> Candidate {
         Candidate {
             assignment_id: id.into(),
-            app_id: "app".into(),
             group_id: format!("g-{id}"),
             group_kind: kind,
             intent,
-            license_type: LicenseType::Device,
-            install: true,
-            any_token: false,
             created_at: created.into(),
             joined_at: created.into(),
-            udid: "U".into(),
-            serial_number: "S".into(),
-            user_id: None,
-            single_app_mode: false,
             app_store_allowed: Some(true),
-            os_version: Some("17.5".into()),
-            product_name: Some("iPhone15,2".into()),
-            active: true,
+            ..Candidate::example()
         }
     }
 

@@ -496,7 +496,7 @@ async fn follow(state: &ServerState, apps: &HashMap<String, AppRecord>) -> Serve
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Candidate, GroupKind};
+    use crate::store::Candidate;
     use orchard_protocol::command::ManagedAppStatus;
 
     fn license(udid: &str, state: LicenseState) -> LicenseRecord {
@@ -531,24 +531,14 @@ mod tests {
     fn effective(udid: &str, intent: Intent, license: LicenseType, product: &str) -> Effective {
         Effective {
             winner: Candidate {
-                assignment_id: "a".into(),
-                app_id: "app".into(),
-                group_id: "g".into(),
-                group_kind: GroupKind::Device,
                 intent,
                 license_type: license,
-                install: true,
-                any_token: false,
-                created_at: "t".into(),
-                joined_at: "t".into(),
                 udid: udid.into(),
                 serial_number: format!("SN-{udid}").into(),
                 user_id: Some("ana".into()),
-                single_app_mode: false,
                 app_store_allowed: Some(true),
-                os_version: Some("17.5".into()),
                 product_name: Some(product.into()),
-                active: true,
+                ..Candidate::example()
             },
             overridden: Vec::new(),
         }

@@ -96,15 +96,24 @@ async fn write_not_applicable(
     rows: &[(String, Udid, &'static str)],
 ) -> ServerResult<()> {
     let now = clock::now();
+    // One read per app, not per device.
+    let wanted: HashMap<(&str, &Udid), &str> = rows
+        .iter()
+        .map(|(a, u, why)| ((a.as_str(), u), *why))
+        .collect();
+    let mut reported: HashSet<(String, Udid)> = HashSet::new();
+    for app_id in rows.iter().map(|(a, _, _)| a).collect::<HashSet<_>>() {
+        for r in state.store.installs_of_app(app_id).await? {
+            if r.reason.is_some()
+                && wanted.get(&(r.app_id.as_str(), &r.udid)).copied() == r.reason.as_deref()
+            {
+                reported.insert((r.app_id, r.udid));
+            }
+        }
+    }
     let mut out = Vec::new();
     for (app_id, udid, reason) in rows {
-        let existing = state
-            .store
-            .installs_of_device(udid)
-            .await?
-            .into_iter()
-            .find(|r| &r.app_id == app_id);
-        if existing.is_some_and(|r| r.reason.as_deref() == Some(reason)) {
+        if reported.contains(&(app_id.clone(), udid.clone())) {
             continue;
         }
         out.push(InstallRecord {
@@ -768,22 +777,13 @@ mod tests {
         crate::store::Candidate {
             assignment_id: "as".into(),
             app_id: "a".into(),
-            group_id: "g".into(),
-            group_kind: crate::store::GroupKind::Device,
             intent,
             license_type: license,
-            install: true,
-            any_token: false,
-            created_at: "t".into(),
-            joined_at: "t".into(),
             udid: udid.into(),
-            serial_number: "S".into(),
             user_id: Some("ana".into()),
-            single_app_mode: false,
-            app_store_allowed: None,
             os_version: Some(os.into()),
             product_name: Some("iPhone5,1".into()),
-            active: true,
+            ..crate::store::Candidate::example()
         }
     }
 

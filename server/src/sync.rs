@@ -114,11 +114,10 @@ pub async fn sync_token(state: &ServerState, token_id: &str) -> ServerResult<Syn
                 state.store.update_token(&changed).await?;
             }
             tracing::info!(token = %token.id, assets = summary.assets, "sync finished");
-            // Bought licenses serve the targets that waited for one.
-            state.poke_reconciler();
             state
                 .syncs_run
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            // Bought licenses serve the targets that waited for one.
             state.poke_reconciler();
             Ok(summary)
         }

@@ -104,7 +104,7 @@ pub fn choose(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Candidate, GroupKind, Intent, LicenseCounts};
+    use crate::store::{Candidate, LicenseCounts};
     use orchard_protocol::AdamId;
 
     fn app(id: &str, token: &str, available: i64) -> AppRecord {
@@ -137,22 +137,11 @@ mod tests {
             winner: Candidate {
                 assignment_id: "as".into(),
                 app_id: "a-hq".into(),
-                group_id: "g".into(),
-                group_kind: GroupKind::Device,
-                intent: Intent::Required,
-                license_type: LicenseType::Device,
-                install: true,
                 any_token,
-                created_at: "t".into(),
-                joined_at: "t".into(),
                 udid: udid.into(),
-                serial_number: "S".into(),
-                user_id: None,
-                single_app_mode: false,
-                app_store_allowed: None,
                 os_version: None,
                 product_name: None,
-                active: true,
+                ..Candidate::example()
             },
             overridden: vec![],
         }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use orchard_protocol::Udid;
 use orchard_protocol::command::{Command, InstallApplication};
 
-use crate::applicability::{Platform, at_least, platform_of};
+use crate::applicability::{Platform, at_least, meets, platform_of};
 use crate::clock;
 use crate::command_queue::new_command;
 use crate::error::ServerResult;
@@ -43,14 +43,12 @@ fn os_allows(e: &Effective, minimum: Option<&str>) -> Result<(), String> {
             "automatic updates need {name} or later; the device has {os}"
         ));
     }
-    if let Some(min) = minimum {
-        let mut parts = min.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-        let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-        if !at_least(os, major, minor) {
-            return Err(format!(
-                "the new version needs OS {min}; the device has {os}"
-            ));
-        }
+    if let Some(min) = minimum
+        && !meets(os, min)
+    {
+        return Err(format!(
+            "the new version needs OS {min}; the device has {os}"
+        ));
     }
     Ok(())
 }
@@ -153,7 +151,7 @@ pub async fn new_version(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Candidate, GroupKind, LicenseCounts, LicenseType};
+    use crate::store::{Candidate, LicenseCounts};
     use orchard_protocol::AdamId;
 
     fn app() -> AppRecord {
@@ -179,24 +177,11 @@ mod tests {
     fn target(udid: &str, intent: Intent, product: &str, os: &str) -> Effective {
         Effective {
             winner: Candidate {
-                assignment_id: "a".into(),
-                app_id: "app".into(),
-                group_id: "g".into(),
-                group_kind: GroupKind::Device,
                 intent,
-                license_type: LicenseType::Device,
-                install: true,
-                any_token: false,
-                created_at: "t".into(),
-                joined_at: "t".into(),
                 udid: udid.into(),
-                serial_number: "S".into(),
-                user_id: None,
-                single_app_mode: false,
-                app_store_allowed: None,
                 os_version: Some(os.into()),
                 product_name: Some(product.into()),
-                active: true,
+                ..Candidate::example()
             },
             overridden: vec![],
         }

@@ -14,7 +14,6 @@ use orchard_agent::{Ownership, Platform};
 use orchard_protocol::prompt::{PromptAnswer, PromptKind};
 use orchard_server::user_licensing;
 use orchard_testbed::harness::{DEMO_LOCATION, Testbed, TestbedBuilder};
-use serde_json::Value;
 
 const PAGES: u64 = 361309726;
 const WAIT: Duration = Duration::from_secs(60);
@@ -103,45 +102,10 @@ async fn server_prompts(bed: &Testbed, udid: &str) -> Vec<(PromptKind, Option<Pr
     prompts
 }
 
-/// Server and stand-in agree on the app's counts; returns (total, assigned).
-async fn counts_agree(bed: &Testbed, token_id: &str, app_id: &str) -> (i64, i64) {
-    bed.admin
-        .post(
-            &format!("/v1/tokens/{token_id}/sync"),
-            serde_json::json!({}),
-        )
-        .await
-        .unwrap();
-    let (_, app) = bed.admin.get(&format!("/v1/apps/{app_id}")).await.unwrap();
-    let (total, assigned) = bed.apple.with_world(|w| {
-        let c = w.assets[&(DEMO_LOCATION.to_owned(), PAGES)];
-        (c.total, c.assigned)
-    });
-    assert_eq!(app["licenses"]["total"], total, "{app}");
-    assert_eq!(app["licenses"]["used"], assigned, "{app}");
-    assert_eq!(app["licenses"]["available"], total - assigned, "{app}");
-    (total, assigned)
-}
-
 async fn pages(bed: &Testbed) -> (String, String) {
     let token = bed.upload_and_sync_demo_token().await.unwrap();
     let app = bed.app_by_adam_id(PAGES).await.unwrap();
     (token, app["id"].as_str().unwrap().to_owned())
-}
-
-async fn install_row(bed: &Testbed, app_id: &str, udid: &str) -> Value {
-    let (_, body) = bed
-        .admin
-        .get(&format!("/v1/devices/{udid}/installs"))
-        .await
-        .unwrap();
-    body["installs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["app_id"] == app_id)
-        .cloned()
-        .unwrap_or(Value::Null)
 }
 
 async fn every_scenario_of_the_prompt_table(builder: TestbedBuilder) {
@@ -314,7 +278,7 @@ async fn every_scenario_of_the_prompt_table(builder: TestbedBuilder) {
         "{kiosk_user}"
     );
     // 3 user licenses and 4 device licenses.
-    let (_, assigned) = counts_agree(&bed, &token, &app_id).await;
+    let (_, assigned) = bed.counts_agree(&token, &app_id, PAGES).await.unwrap();
     assert_eq!(assigned, 7);
     let by_kind = bed
         .apple
@@ -370,7 +334,7 @@ async fn declined_invitation_uses_no_license(builder: TestbedBuilder) {
         device_prompts(&fleet, 0),
         vec![(PromptKind::VppInvitation, Some(PromptAnswer::Declined))]
     );
-    let (_, assigned) = counts_agree(&bed, &token, &app_id).await;
+    let (_, assigned) = bed.counts_agree(&token, &app_id, PAGES).await.unwrap();
     assert_eq!(assigned, 0, "a declined invitation consumes no license");
     fleet.stop().await;
     bed.shutdown().await;
@@ -415,13 +379,13 @@ async fn declined_install_prompt_ends_user_rejected(builder: TestbedBuilder) {
     })
     .await
     .unwrap();
-    let (_, assigned) = counts_agree(&bed, &token, &app_id).await;
+    let (_, assigned) = bed.counts_agree(&token, &app_id, PAGES).await.unwrap();
     assert_eq!(assigned, 0);
     // It is not asked for again while the user's answer stands.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let row = install_row(&bed, &app_id, &udid).await;
+    let row = bed.install_row(&app_id, &udid).await.unwrap();
     assert_eq!(row["device_status"], "UserRejected", "{row}");
-    let (_, assigned) = counts_agree(&bed, &token, &app_id).await;
+    let (_, assigned) = bed.counts_agree(&token, &app_id, PAGES).await.unwrap();
     assert_eq!(assigned, 0);
     fleet.stop().await;
     bed.shutdown().await;
@@ -468,14 +432,14 @@ async fn unanswered_apple_id_prompt_stays_pending_and_visible(builder: TestbedBu
     assert!(open_prompt.is_ok(), "{open_prompt:?}");
     // Time passes: still pending, still visible, nothing installed, no license used.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let row = install_row(&bed, &app_id, &udid).await;
+    let row = bed.install_row(&app_id, &udid).await.unwrap();
     assert_eq!(row["status"], "pending", "{row}");
     assert_eq!(row["reason"], user_licensing::INVITED);
     assert_eq!(
         server_prompts(&bed, &udid).await[1],
         (PromptKind::AppleId, None)
     );
-    let (_, assigned) = counts_agree(&bed, &token, &app_id).await;
+    let (_, assigned) = bed.counts_agree(&token, &app_id, PAGES).await.unwrap();
     assert_eq!(assigned, 0);
     fleet.stop().await;
     bed.shutdown().await;
@@ -523,7 +487,7 @@ async fn app_store_disabled_fails_user_licensing_clearly(builder: TestbedBuilder
         "the failure names the cause and the fix: {reason}"
     );
     assert!(device_prompts(&fleet, 0).is_empty());
-    let (_, assigned) = counts_agree(&bed, &token, &app_id).await;
+    let (_, assigned) = bed.counts_agree(&token, &app_id, PAGES).await.unwrap();
     assert_eq!(assigned, 0);
     fleet.stop().await;
     bed.shutdown().await;
@@ -567,7 +531,7 @@ async fn sixth_device_of_one_user_is_refused(builder: TestbedBuilder) {
         })
         .sum();
     assert_eq!(invitations, 1);
-    let (_, assigned) = counts_agree(&bed, &token, &app_id).await;
+    let (_, assigned) = bed.counts_agree(&token, &app_id, PAGES).await.unwrap();
     assert_eq!(assigned, 1, "one user license serves the user's devices");
     fleet.stop().await;
     bed.shutdown().await;

@@ -653,6 +653,34 @@ pub struct UserTarget {
     pub install: bool,
 }
 
+#[cfg(test)]
+impl Candidate {
+    /// A Required, device-licensed assignment of app `app` reaching an active iPhone
+    /// `U` on iOS 17.5, for tests to change what matters to them.
+    pub fn example() -> Self {
+        Self {
+            assignment_id: "a".into(),
+            app_id: "app".into(),
+            group_id: "g".into(),
+            group_kind: GroupKind::Device,
+            intent: Intent::Required,
+            license_type: LicenseType::Device,
+            install: true,
+            any_token: false,
+            created_at: "t".into(),
+            joined_at: "t".into(),
+            udid: "U".into(),
+            serial_number: "S".into(),
+            user_id: None,
+            single_app_mode: false,
+            app_store_allowed: None,
+            os_version: Some("17.5".into()),
+            product_name: Some("iPhone15,2".into()),
+            active: true,
+        }
+    }
+}
+
 /// A prompt a device showed its user.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct PromptRecord {
