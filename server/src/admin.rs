@@ -111,17 +111,6 @@ pub async fn upload_token(
         last_notification_at: None,
     };
     apply_settings(&mut record, upload.settings);
-    if state
-        .store
-        .tokens(&crate::store::Page::all())
-        .await?
-        .iter()
-        .any(|t| t.secret_hash == record.secret_hash)
-    {
-        return Err(ServerError::Conflict(
-            "this token file has already been uploaded".into(),
-        ));
-    }
     if !state.store.insert_token(&record).await? {
         return Err(ServerError::Conflict(
             "this token file has already been uploaded".into(),
