@@ -6,6 +6,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
+use crate::apple::TokenFile;
 use crate::clock;
 use crate::error::{ServerError, ServerResult};
 use crate::state::ServerState;
@@ -13,7 +14,6 @@ use crate::store::{
     AppRecord, AssignmentRecord, AuditEntry, GroupKind, GroupRecord, InstallRecord, Intent,
     LicenseType, UserRecord, VppTokenRecord, VppUserRecord,
 };
-use crate::vpp::TokenFile;
 
 /// Who is acting (for the audit log).
 #[derive(Debug, Clone)]
@@ -118,7 +118,7 @@ pub async fn upload_token(
     }
     // Taking the location over from another MDM: if Apple refuses, nothing stays.
     if upload.take_over
-        && let Err(e) = crate::token_lifecycle::claim(state, &mut record).await
+        && let Err(e) = crate::apple::token_lifecycle::claim(state, &mut record).await
     {
         state.store.delete_token(&record.id).await?;
         return Err(e);
@@ -806,7 +806,7 @@ pub async fn refresh_inventory(state: &ServerState, udid: &Udid) -> ServerResult
                 identifiers: Some(vec![bundle_id]),
             },
         );
-        commands.push(crate::command_queue::new_command(
+        commands.push(crate::device::command_queue::new_command(
             udid,
             command,
             Some(app.id),

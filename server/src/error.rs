@@ -4,9 +4,9 @@
 use orchard_certs::CertError;
 use orchard_protocol::ProtocolError;
 
-use crate::identity::DeviceAuthError;
+use crate::apple::{TokenFileError, VppError};
+use crate::device::identity::DeviceAuthError;
 use crate::store::StoreError;
-use crate::vpp::{TokenFileError, VppError};
 
 /// Why a server operation failed.
 #[derive(Debug, thiserror::Error)]

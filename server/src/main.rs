@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use orchard_server::ServerConfig;
-use orchard_server::vpp::AppleConfig;
+use orchard_server::apple::AppleConfig;
 
 #[derive(Parser)]
 #[command(

@@ -14,10 +14,10 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::apple::{AppleClient, AppleConfig};
 use crate::clock;
 use crate::state::{MdmIdentity, ServerState, ServiceOptions};
 use crate::store::{AdminStore, AdminTokenRecord, Backend, Store};
-use crate::vpp::{AppleClient, AppleConfig};
 
 /// Everything a server needs to start.
 #[derive(Debug, Clone)]
@@ -90,7 +90,7 @@ pub enum StartError {
     Tls(#[from] crate::tls::TlsError),
     /// The Apple client could not be built.
     #[error(transparent)]
-    Apple(#[from] crate::vpp::VppError),
+    Apple(#[from] crate::apple::VppError),
 }
 
 /// A running server.
@@ -227,7 +227,7 @@ pub async fn start_with_listener(
     let mut tasks = Vec::new();
     if let Backend::Postgres(pg) = &backend {
         let replica = state.replica.to_string();
-        let (bus, bus_tasks) = crate::wake_bus::WakeBus::start(
+        let (bus, bus_tasks) = crate::push::wake_bus::WakeBus::start(
             pg.pool().clone(),
             state.push.clone(),
             replica,
@@ -238,8 +238,14 @@ pub async fn start_with_listener(
     }
     tasks.extend([
         tokio::spawn(crate::http::serve(listener, tls, router, shutdown.clone())),
-        tokio::spawn(crate::reconcile::run(state.clone(), shutdown.clone())),
-        tokio::spawn(crate::sync::run_scheduler(state.clone(), shutdown.clone())),
+        tokio::spawn(crate::engine::reconcile::run(
+            state.clone(),
+            shutdown.clone(),
+        )),
+        tokio::spawn(crate::apple::sync::run_scheduler(
+            state.clone(),
+            shutdown.clone(),
+        )),
         tokio::spawn(crate::push::serve(
             push_endpoint,
             state.clone(),

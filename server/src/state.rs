@@ -7,9 +7,9 @@ use std::time::Duration;
 use orchard_certs::CertificateAuthority;
 use tokio::sync::Notify;
 
+use crate::apple::AppleClient;
 use crate::push::PushHub;
 use crate::store::{NewCommand, Store};
-use crate::vpp::AppleClient;
 
 /// The server's MDM identity: what goes into every enrollment's MDM payload.
 #[derive(Debug, Clone)]

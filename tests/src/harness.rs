@@ -12,7 +12,7 @@ use orchard_agent::fleet::{Fleet, FleetOptions, FleetProfile};
 use orchard_agent::store_lookup::StoreConfig;
 use orchard_agent::transport::{Trust, tls_client};
 use orchard_agent::{AgentConfig, DeviceFacts};
-use orchard_server::vpp::AppleConfig;
+use orchard_server::apple::AppleConfig;
 use orchard_server::{RunningServer, ServerConfig};
 use reqwest::StatusCode;
 use serde_json::{Value, json};

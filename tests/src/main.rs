@@ -134,7 +134,7 @@ async fn main() -> anyhow::Result<()> {
             let mut config = orchard_server::ServerConfig::new(data_dir);
             config.database = database;
             config.listen = "127.0.0.1:0".parse()?;
-            config.apple = orchard_server::vpp::AppleConfig {
+            config.apple = orchard_server::apple::AppleConfig {
                 vpp_base_url: apple_vpp_url,
                 lookup_url: apple_lookup_url,
                 extra_ca_file: Some(apple_ca_file),

@@ -10,7 +10,7 @@ use orchard_agent::fleet::{DeviceKind, Fleet, FleetProfile};
 use orchard_agent::prompt::Persona;
 use orchard_agent::{Ownership, Platform};
 use orchard_protocol::command::ManagedAppStatus;
-use orchard_server::reconcile::NO_LICENSES;
+use orchard_server::engine::reconcile::NO_LICENSES;
 use orchard_testbed::harness::{DEMO_LOCATION, Testbed, TestbedBuilder, wait_for};
 use serde_json::{Value, json};
 
@@ -348,7 +348,7 @@ async fn uninstall_removes_the_app_then_reclaims_the_license(builder: TestbedBui
         .unwrap();
     assert_eq!(
         mac["reason"],
-        orchard_server::applicability::MACOS_UNINSTALL
+        orchard_server::engine::applicability::MACOS_UNINSTALL
     );
     assert_eq!(
         app_status(&fleet, 1, "com.apple.Pages"),
@@ -545,7 +545,7 @@ async fn the_api_explains_which_assignment_applies(builder: TestbedBuilder) {
     );
     assert_eq!(
         item["overridden"][0]["rule"],
-        orchard_server::precedence::BY_GROUP
+        orchard_server::engine::precedence::BY_GROUP
     );
     // The device license of the winning assignment is the one used.
     bed.wait_install_status(&pages, &udid, "installed", WAIT)
@@ -642,7 +642,10 @@ async fn license_only_assignment_installs_nothing(builder: TestbedBuilder) {
         .wait_install_status(&pages, &udid, "licensed", WAIT)
         .await
         .unwrap();
-    assert_eq!(row["reason"], orchard_server::reconcile::LICENSE_ONLY);
+    assert_eq!(
+        row["reason"],
+        orchard_server::engine::reconcile::LICENSE_ONLY
+    );
     assert!(serial_assigned(&bed, PAGES, &fleet.serials()[0]));
     assert_eq!(app_status(&fleet, 0, "com.apple.Pages"), None);
     let handled = fleet.agents[0].device().lock().unwrap().handled().clone();

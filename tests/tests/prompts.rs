@@ -12,7 +12,7 @@ use orchard_agent::fleet::{DeviceKind, Fleet, FleetProfile};
 use orchard_agent::prompt::{Persona, Response};
 use orchard_agent::{Ownership, Platform};
 use orchard_protocol::prompt::{PromptAnswer, PromptKind};
-use orchard_server::user_licensing;
+use orchard_server::engine::user_licensing;
 use orchard_testbed::harness::{DEMO_LOCATION, Testbed, TestbedBuilder};
 
 const PAGES: u64 = 361309726;

@@ -13,12 +13,12 @@ use time::format_description::well_known::Rfc3339;
 
 use super::error::ApiError;
 use crate::admin::{self, Actor, TokenUpload};
+use crate::apple::sync;
 use crate::error::ServerError;
 use crate::state::ServerState;
 use crate::store::{
     AppRecord, GroupKind, Intent, LicenseCounts, LicenseType, Page, VppTokenRecord,
 };
-use crate::sync;
 
 /// JSON body extractor whose rejections use the API's error format.
 #[derive(FromRequest)]
@@ -835,13 +835,13 @@ async fn explain_device(
         .into_iter()
         .filter(|c| c.udid == udid)
         .collect();
-    let resolved = crate::precedence::resolve(&candidates);
+    let resolved = crate::engine::precedence::resolve(&candidates);
     Ok(Json(serde_json::json!({
         "udid": udid,
         "precedence": [
-            crate::precedence::BY_INTENT,
-            crate::precedence::BY_GROUP,
-            crate::precedence::BY_AGE
+            crate::engine::precedence::BY_INTENT,
+            crate::engine::precedence::BY_GROUP,
+            crate::engine::precedence::BY_AGE
         ],
         "items": resolved,
     })))
@@ -900,7 +900,7 @@ async fn renew_token(
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<RenewBody>,
 ) -> ApiResult<impl IntoResponse> {
-    let result = crate::token_lifecycle::renew(&state, &id, &body.token_file).await;
+    let result = crate::apple::token_lifecycle::renew(&state, &id, &body.token_file).await;
     admin::audit(&state, &actor, "token.renew", &id, &result).await;
     Ok(Json(TokenView::from(result?)))
 }
@@ -910,7 +910,7 @@ async fn take_over_token(
     actor: Actor,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<impl IntoResponse> {
-    let result = crate::token_lifecycle::take_over(&state, &id).await;
+    let result = crate::apple::token_lifecycle::take_over(&state, &id).await;
     admin::audit(&state, &actor, "token.take_over", &id, &result).await;
     Ok(Json(TokenView::from(result?)))
 }
@@ -920,7 +920,7 @@ async fn delete_token(
     actor: Actor,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<impl IntoResponse> {
-    let result = crate::token_lifecycle::delete(&state, &id).await;
+    let result = crate::apple::token_lifecycle::delete(&state, &id).await;
     admin::audit(&state, &actor, "token.delete", &id, &result).await;
     Ok(Json(result?))
 }

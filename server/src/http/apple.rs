@@ -29,7 +29,7 @@ async fn notification(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    let new = crate::notifications::receive(&state, &token_id, bearer, &body).await?;
+    let new = crate::apple::notifications::receive(&state, &token_id, bearer, &body).await?;
     Ok(Json(
         serde_json::json!({ "received": true, "duplicate": !new }),
     ))

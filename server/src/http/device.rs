@@ -12,11 +12,11 @@ use axum::routing::{post, put};
 use rustls_pki_types::CertificateDer;
 
 use super::error::ApiError;
-use crate::enroll::{CHECKIN_PATH, ENROLL_PATH, SERVER_PATH};
+use crate::device::enroll::{CHECKIN_PATH, ENROLL_PATH, SERVER_PATH};
+use crate::device::identity::{DeviceAuthError, DeviceIdentity};
+use crate::device::{checkin, command_queue, enroll};
 use crate::error::ServerError;
-use crate::identity::{DeviceAuthError, DeviceIdentity};
 use crate::state::ServerState;
-use crate::{checkin, command_queue, enroll};
 
 /// Largest body a device may send.
 pub(super) const MAX_DEVICE_BODY: usize = 1024 * 1024;

@@ -7,9 +7,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::apple::VppError;
+use crate::device::identity::DeviceAuthError;
 use crate::error::ServerError;
-use crate::identity::DeviceAuthError;
-use crate::vpp::VppError;
 
 /// An error answer of the HTTP API.
 #[derive(Debug)]

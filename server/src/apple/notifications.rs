@@ -6,10 +6,10 @@
 
 use subtle_compare::constant_time_eq;
 
+use crate::apple::NotificationEnvelope;
 use crate::clock;
 use crate::error::{ServerError, ServerResult};
 use crate::state::ServerState;
-use crate::vpp::NotificationEnvelope;
 
 /// Handles one notification for `token_id`, authenticated by `bearer`. Returns
 /// whether it was new (false: a repeat, already handled).
@@ -55,7 +55,7 @@ pub async fn receive(
             let state = state.clone();
             let token_id = token_id.to_owned();
             tokio::spawn(async move {
-                if let Err(e) = crate::sync::sync_token(&state, &token_id).await {
+                if let Err(e) = crate::apple::sync::sync_token(&state, &token_id).await {
                     tracing::warn!(error = %e, "sync after a count notification failed");
                 }
             });

@@ -5,11 +5,11 @@
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
+use crate::apple::{MdmInfo, NotificationTarget, TokenFile, VppError};
 use crate::clock;
 use crate::error::{ServerError, ServerResult};
 use crate::state::ServerState;
 use crate::store::VppTokenRecord;
-use crate::vpp::{MdmInfo, NotificationTarget, TokenFile, VppError};
 
 /// The name this server gives itself in Apple's `mdmInfo`.
 pub const MDM_NAME: &str = "Orchard";

@@ -13,16 +13,16 @@ use std::time::Duration;
 use orchard_protocol::command::{Command, InstallApplication};
 use orchard_protocol::{SerialNumber, Udid};
 
+use crate::apple::{EventStatus, ManageAssetsRequest, RequestAsset, VppError};
 use crate::clock;
-use crate::command_queue::new_command;
+use crate::device::command_queue::new_command;
+use crate::engine::precedence::Effective;
 use crate::error::ServerResult;
-use crate::precedence::Effective;
 use crate::state::ServerState;
 use crate::store::{
     AppRecord, AssociationOutcome, InstallRecord, InstallStatus, Intent, LicenseCounts,
     LicenseRecord, LicenseState, LicenseType, Target, UserTarget,
 };
-use crate::vpp::{EventStatus, ManageAssetsRequest, RequestAsset, VppError};
 
 /// Reason given to targets beyond the purchased count.
 pub const NO_LICENSES: &str = "license assignment failed: no licenses available";
@@ -53,7 +53,7 @@ pub fn targets(effective: &[Effective], requested: &HashSet<(String, Udid)>) -> 
         if !wanted(c, requested) || !c.active {
             continue;
         }
-        if let Err(reason) = crate::applicability::check(c) {
+        if let Err(reason) = crate::engine::applicability::check(c) {
             out.not_applicable
                 .push((c.app_id.clone(), c.udid.clone(), reason));
             continue;
@@ -285,7 +285,7 @@ const RECONCILE_LEASE: Duration = Duration::from_secs(120);
 pub async fn run_once(state: &ServerState) -> ServerResult<bool> {
     let store = state.store.as_ref();
     let candidates = store.assignment_candidates().await?;
-    let mut effective = crate::precedence::resolve(&candidates);
+    let mut effective = crate::engine::precedence::resolve(&candidates);
     let licenses = store.licenses().await?;
     let tokens = store.tokens(&crate::store::Page::all()).await?;
     // Tokens another MDM owns, or that Apple expired or revoked, are not used.
@@ -301,12 +301,12 @@ pub async fn run_once(state: &ServerState) -> ServerResult<bool> {
         .filter(|a| usable.contains(a.token_id.as_str()))
         .map(|a| (a.id.clone(), a))
         .collect();
-    let ranks: HashMap<String, crate::token_order::TokenRank> = tokens
+    let ranks: HashMap<String, crate::engine::token_order::TokenRank> = tokens
         .iter()
         .map(|t| (t.id.clone(), (t.priority, t.created_at.clone())))
         .collect();
     let requested: HashSet<(String, Udid)> = store.app_requests().await?.into_iter().collect();
-    let requested = crate::token_order::choose(
+    let requested = crate::engine::token_order::choose(
         &mut effective,
         &apps,
         &ranks,
@@ -361,9 +361,14 @@ pub async fn run_once(state: &ServerState) -> ServerResult<bool> {
     {
         *device_in_flight.entry(l.app_id.clone()).or_default() += 1;
     }
-    pending |= crate::user_licensing::run_once(state, &apps, &device_in_flight, &plan_targets.user)
-        .await?;
-    pending |= crate::reclaim::run_once(state, &apps, &effective, &requested).await?;
+    pending |= crate::engine::user_licensing::run_once(
+        state,
+        &apps,
+        &device_in_flight,
+        &plan_targets.user,
+    )
+    .await?;
+    pending |= crate::engine::reclaim::run_once(state, &apps, &effective, &requested).await?;
     Ok(pending)
 }
 
@@ -816,7 +821,7 @@ mod tests {
             vec![(
                 "a".to_owned(),
                 Udid::from("too-old"),
-                crate::applicability::IOS_DEVICE_MINIMUM
+                crate::engine::applicability::IOS_DEVICE_MINIMUM
             )]
         );
     }

@@ -5,8 +5,8 @@ use orchard_protocol::enroll::{EnrollRequest, EnrollResponse, MdmPayload, ORCHAR
 use sha2::{Digest, Sha256};
 
 use crate::clock;
+use crate::device::identity::DeviceAuthError;
 use crate::error::ServerResult;
-use crate::identity::DeviceAuthError;
 use crate::state::ServerState;
 use crate::store::{DeviceRecord, EnrollmentStatus};
 

@@ -20,7 +20,7 @@ use rustls_pki_types::CertificateDer;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::identity::DeviceIdentity;
+use crate::device::identity::DeviceIdentity;
 use crate::state::ServerState;
 use crate::store::NewCommand;
 use crate::tls::TlsError;
@@ -35,7 +35,7 @@ pub const PUSH_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct PushHub {
     connections: Mutex<HashMap<Udid, (u64, mpsc::Sender<()>)>>,
     /// Other replicas, when several share PostgreSQL.
-    remote: std::sync::OnceLock<crate::wake_bus::WakeBus>,
+    remote: std::sync::OnceLock<crate::push::wake_bus::WakeBus>,
     next_id: AtomicU64,
     wakes_sent: AtomicU64,
 }
@@ -51,7 +51,7 @@ impl PushHub {
     }
 
     /// Connects the hub to the other replicas.
-    pub fn set_remote(&self, bus: crate::wake_bus::WakeBus) {
+    pub fn set_remote(&self, bus: crate::push::wake_bus::WakeBus) {
         let _ = self.remote.set(bus);
     }
 

@@ -18,15 +18,17 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use orchard_protocol::Udid;
 use orchard_protocol::command::{Command, InstallApplication, InviteToProgram};
 
+use crate::apple::{
+    EventStatus, ManageAssetsRequest, ManageUsersRequest, RequestAsset, RequestUser,
+};
 use crate::clock;
-use crate::command_queue::new_command;
+use crate::device::command_queue::new_command;
 use crate::error::ServerResult;
 use crate::state::ServerState;
 use crate::store::{
     AppRecord, InstallRecord, InstallStatus, LicenseState, UserLicenseRecord, UserTarget,
     VppUserRecord, VppUserStatus,
 };
-use crate::vpp::{EventStatus, ManageAssetsRequest, ManageUsersRequest, RequestAsset, RequestUser};
 
 /// Apple lets one user license serve this many of the user's devices.
 pub const MAX_DEVICES_PER_USER_LICENSE: usize = 5;
@@ -253,9 +255,10 @@ pub fn plan(world: UserWorld<'_>) -> Vec<UserAction> {
                     Some(LicenseState::Pending | LicenseState::Associating) => {
                         status(InstallStatus::Pending, ASSOCIATING)
                     }
-                    Some(LicenseState::Failed) => {
-                        status(InstallStatus::LicenseFailed, crate::reconcile::NO_LICENSES)
-                    }
+                    Some(LicenseState::Failed) => status(
+                        InstallStatus::LicenseFailed,
+                        crate::engine::reconcile::NO_LICENSES,
+                    ),
                     // Given back on purpose; nothing to do until it is assigned again.
                     Some(
                         LicenseState::Releasing | LicenseState::Revoking | LicenseState::Revoked,
@@ -268,7 +271,10 @@ pub fn plan(world: UserWorld<'_>) -> Vec<UserAction> {
                         if *served > MAX_DEVICES_PER_USER_LICENSE {
                             status(InstallStatus::LicenseFailed, DEVICE_LIMIT);
                         } else if !t.install {
-                            status(InstallStatus::Licensed, crate::reconcile::LICENSE_ONLY);
+                            status(
+                                InstallStatus::Licensed,
+                                crate::engine::reconcile::LICENSE_ONLY,
+                            );
                         } else if open_row(row) {
                             actions.push(UserAction::Install {
                                 app_id: t.app_id.clone(),
@@ -358,7 +364,7 @@ pub async fn run_once(
                         user_id,
                         state: LicenseState::Failed,
                         event_id: None,
-                        error: Some(crate::reconcile::NO_LICENSES.to_owned()),
+                        error: Some(crate::engine::reconcile::NO_LICENSES.to_owned()),
                         updated_at: now.clone(),
                     })
                     .collect();
@@ -701,8 +707,10 @@ async fn follow_license_events(
             .failures
             .iter()
             .flat_map(|f| {
-                let reason =
-                    crate::reconcile::failure_reason(f.error_number, f.error_message.as_deref());
+                let reason = crate::engine::reconcile::failure_reason(
+                    f.error_number,
+                    f.error_message.as_deref(),
+                );
                 f.error_info
                     .iter()
                     .flat_map(|i| i.client_user_ids.clone())
@@ -720,7 +728,7 @@ async fn follow_license_events(
                 .cloned()
                 .or_else(|| {
                     (status.event_status == EventStatus::Failed)
-                        .then(|| crate::reconcile::NO_LICENSES.to_owned())
+                        .then(|| crate::engine::reconcile::NO_LICENSES.to_owned())
                 });
             match failure {
                 Some(reason) => {
@@ -737,7 +745,7 @@ async fn follow_license_events(
     }
     for app_id in touched {
         if let Some(app) = apps.get(&app_id) {
-            crate::reconcile::refresh_counts(state, app).await;
+            crate::engine::reconcile::refresh_counts(state, app).await;
         }
     }
     Ok(pending)

@@ -6,7 +6,7 @@
 use orchard_protocol::portal::AppRequest;
 
 use crate::clock;
-use crate::command_queue::new_command;
+use crate::device::command_queue::new_command;
 use crate::error::{ServerError, ServerResult};
 use crate::state::ServerState;
 use crate::store::{InstallRecord, InstallStatus, Intent};
@@ -23,7 +23,7 @@ pub async fn request(state: &ServerState, request: &AppRequest) -> ServerResult<
         .filter(|c| c.udid == request.udid)
         .collect();
     let mut offered = None;
-    for e in crate::precedence::resolve(&candidates) {
+    for e in crate::engine::precedence::resolve(&candidates) {
         let Some(app) = state.store.app(&e.winner.app_id).await? else {
             continue;
         };

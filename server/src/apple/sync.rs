@@ -104,7 +104,8 @@ pub async fn sync_token(state: &ServerState, token_id: &str) -> ServerResult<Syn
                     && app.version.as_ref().is_some_and(|v| v != old)
                     && token.external_mdm.is_none()
                 {
-                    crate::updates::new_version(state, app, token.automatic_updates).await?;
+                    crate::engine::updates::new_version(state, app, token.automatic_updates)
+                        .await?;
                 }
             }
             if summary.external_mdm != token.external_mdm
@@ -127,7 +128,7 @@ pub async fn sync_token(state: &ServerState, token_id: &str) -> ServerResult<Syn
                 .record_sync_error(&token.id, &e.to_string(), &clock::now())
                 .await?;
             if let ServerError::Apple(apple) = &e
-                && let Some(reason) = crate::token_lifecycle::disabling(apple)
+                && let Some(reason) = crate::apple::token_lifecycle::disabling(apple)
             {
                 tracing::warn!(token = %token.id, %reason, "token disabled");
                 if let Some(mut disabled) = state.store.token(&token.id).await? {
@@ -202,13 +203,13 @@ async fn fetch(
     let config = state.apple.client_config(secret).await?;
     // Whose is the location? Unclaimed: this server's now. Another MDM's: counted,
     // shown, and not used until an admin takes it over.
-    let ours = crate::token_lifecycle::mdm_info(state).await?;
-    let mine = |info: &Option<crate::vpp::MdmInfo>| info.as_ref().is_none_or(|i| i.id == ours.id);
+    let ours = crate::apple::token_lifecycle::mdm_info(state).await?;
+    let mine = |info: &Option<crate::apple::MdmInfo>| info.as_ref().is_none_or(|i| i.id == ours.id);
     // Unclaimed, or ours without notifications set up yet: claim it now.
     if mine(&config.mdm_info) && (config.mdm_info.is_none() || token.notification_secret.is_none())
     {
         let mut claimed = token.clone();
-        crate::token_lifecycle::claim(state, &mut claimed).await?;
+        crate::apple::token_lifecycle::claim(state, &mut claimed).await?;
         state.store.update_token(&claimed).await?;
     }
     let external_mdm = match &config.mdm_info {

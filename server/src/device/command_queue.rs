@@ -5,9 +5,9 @@ use orchard_protocol::command::CommandEnvelope;
 use orchard_protocol::report::{CommandReport, CommandStatus};
 
 use crate::clock;
+use crate::device::identity::{self, DeviceIdentity};
+use crate::device::install;
 use crate::error::ServerResult;
-use crate::identity::{self, DeviceIdentity};
-use crate::install;
 use crate::state::ServerState;
 use crate::store::{CommandState, Exchange, InstallStatus, NewCommand};
 

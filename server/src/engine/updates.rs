@@ -9,11 +9,11 @@ use std::collections::HashMap;
 use orchard_protocol::Udid;
 use orchard_protocol::command::{Command, InstallApplication};
 
-use crate::applicability::{Platform, at_least, meets, platform_of};
 use crate::clock;
-use crate::command_queue::new_command;
+use crate::device::command_queue::new_command;
+use crate::engine::applicability::{Platform, at_least, meets, platform_of};
+use crate::engine::precedence::Effective;
 use crate::error::ServerResult;
-use crate::precedence::Effective;
 use crate::state::ServerState;
 use crate::store::{AppRecord, InstallRecord, InstallStatus, Intent};
 
@@ -102,7 +102,7 @@ pub async fn new_version(
     automatic: bool,
 ) -> ServerResult<()> {
     let candidates = state.store.assignment_candidates().await?;
-    let effective = crate::precedence::resolve(&candidates);
+    let effective = crate::engine::precedence::resolve(&candidates);
     let rows = state.store.installs_of_app(&app.id).await?;
     let installs: HashMap<&Udid, &InstallRecord> = rows.iter().map(|r| (&r.udid, r)).collect();
     let now = clock::now();

@@ -19,17 +19,17 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use orchard_protocol::command::{Command, RemoveApplication};
 use orchard_protocol::{SerialNumber, Udid};
 
-use crate::applicability::{MACOS_UNINSTALL, Platform, platform_of};
+use crate::apple::{EventStatus, ManageAssetsRequest, RequestAsset};
 use crate::clock;
-use crate::command_queue::new_command;
+use crate::device::command_queue::new_command;
+use crate::engine::applicability::{MACOS_UNINSTALL, Platform, platform_of};
+use crate::engine::precedence::Effective;
 use crate::error::ServerResult;
-use crate::precedence::Effective;
 use crate::state::ServerState;
 use crate::store::{
     AppRecord, InstallRecord, InstallStatus, Intent, LicenseRecord, LicenseState, LicenseType,
     UserLicenseRecord,
 };
-use crate::vpp::{EventStatus, ManageAssetsRequest, RequestAsset};
 
 /// The applying assignment of each (app, device).
 type EffectiveMap<'a> = HashMap<(&'a str, &'a Udid), &'a Effective>;
@@ -87,7 +87,8 @@ pub fn plan_devices(
                 None => Some(LicenseState::Releasing),
                 Some(w) if w.license_type == LicenseType::User => Some(LicenseState::Releasing),
                 Some(w)
-                    if w.intent == Intent::Available && !crate::reconcile::wanted(w, requested) =>
+                    if w.intent == Intent::Available
+                        && !crate::engine::reconcile::wanted(w, requested) =>
                 {
                     Some(LicenseState::Releasing)
                 }
@@ -125,7 +126,8 @@ pub fn plan_users(
         };
         let keeps = match w.intent {
             Intent::Required | Intent::Available => {
-                w.license_type == LicenseType::User && crate::reconcile::wanted(w, requested)
+                w.license_type == LicenseType::User
+                    && crate::engine::reconcile::wanted(w, requested)
             }
             Intent::Uninstall => !off_the_device(installs.get(&(w.app_id.as_str(), &w.udid))),
         };
@@ -487,7 +489,7 @@ async fn follow(state: &ServerState, apps: &HashMap<String, AppRecord>) -> Serve
     }
     for app_id in touched {
         if let Some(app) = apps.get(&app_id) {
-            crate::reconcile::refresh_counts(state, app).await;
+            crate::engine::reconcile::refresh_counts(state, app).await;
         }
     }
     Ok(pending)

@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 
 use orchard_protocol::Udid;
 
-use crate::precedence::Effective;
+use crate::engine::precedence::Effective;
 use crate::store::{AppRecord, LicenseRecord, LicenseState, LicenseType, UserLicenseRecord};
 
 /// A token's place: (priority, upload time).

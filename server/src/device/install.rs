@@ -13,7 +13,7 @@ use orchard_protocol::command::{
 use orchard_protocol::report::{CommandReport, CommandStatus};
 
 use crate::clock;
-use crate::command_queue::new_command;
+use crate::device::command_queue::new_command;
 use crate::error::ServerResult;
 use crate::state::ServerState;
 use crate::store::{

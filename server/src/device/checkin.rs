@@ -4,11 +4,12 @@
 use orchard_protocol::checkin::CheckinMessage;
 use orchard_protocol::command::{Command, DeviceInformation, Restrictions};
 
+use crate::clock;
+use crate::device::identity::{self, DeviceIdentity};
+use crate::device::{command_queue, portal, prompt};
 use crate::error::{ServerError, ServerResult};
-use crate::identity::{self, DeviceIdentity};
 use crate::state::ServerState;
 use crate::store::{AuthenticateFacts, EnrollmentStatus};
-use crate::{clock, command_queue, portal, prompt};
 
 /// The queries Orchard asks every device on its first TokenUpdate.
 pub const DEVICE_QUERIES: [&str; 10] = [
