@@ -10,8 +10,10 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::device::{DeviceFacts, Ownership, Platform};
-use crate::transport::{Agent, AgentConfig, AgentError, AgentMetrics};
+use crate::error::AgentError;
+use crate::facts::{DeviceFacts, Ownership, Platform};
+use crate::metrics::AgentMetrics;
+use crate::transport::{Agent, AgentConfig};
 
 /// A fleet profile: weighted kinds of devices.
 #[derive(Debug, Clone, Deserialize)]
@@ -52,7 +54,7 @@ pub struct DeviceKind {
     pub apple_id: Option<String>,
     /// How the users of these devices answer prompts.
     #[serde(default)]
-    pub persona: crate::prompt::Persona,
+    pub persona: crate::persona::Persona,
     /// Identity key type: `p256` (default) or `rsa2048`.
     #[serde(default)]
     pub identity_key: orchard_certs::KeyAlgorithm,
@@ -100,7 +102,7 @@ impl FleetProfile {
                 kiosk: false,
                 app_store_allowed: true,
                 apple_id: None,
-                persona: crate::prompt::Persona::default(),
+                persona: crate::persona::Persona::default(),
                 identity_key: orchard_certs::KeyAlgorithm::P256,
             }],
         }
@@ -365,7 +367,7 @@ mod tests {
             .iter()
             .find(|d| d.ownership == Ownership::Personal)
             .unwrap();
-        assert_eq!(personal.persona.update, crate::prompt::Response::Decline);
+        assert_eq!(personal.persona.update, crate::persona::Response::Decline);
         assert!(
             profile
                 .devices

@@ -4,12 +4,20 @@
 //! channel over mutual TLS.
 
 pub mod device;
+pub mod error;
+pub mod facts;
 pub mod fleet;
+pub mod metrics;
+pub mod persona;
 pub mod prompt;
 pub mod push;
 pub mod store_lookup;
+pub mod tls;
 pub mod transport;
 
-pub use device::{Device, DeviceFacts, Ownership, Platform};
-pub use prompt::{Persona, Response};
-pub use transport::{Agent, AgentConfig, AgentError, AgentMetrics};
+pub use device::Device;
+pub use error::AgentError;
+pub use facts::{DeviceFacts, Ownership, Platform};
+pub use metrics::AgentMetrics;
+pub use persona::{Persona, Response};
+pub use transport::{Agent, AgentConfig};

@@ -15,7 +15,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::transport::{AgentError, AgentMetrics};
+use crate::error::AgentError;
+use crate::metrics::AgentMetrics;
 
 /// First reconnect delay.
 const BACKOFF_START: Duration = Duration::from_millis(200);

@@ -7,8 +7,10 @@ use std::sync::Arc;
 use orchard_protocol::{AdamId, SerialNumber};
 use serde::Deserialize;
 
-use crate::device::{LicenseKind, StoreApp};
-use crate::transport::{AgentError, Trust, tls_client};
+use crate::device::StoreApp;
+use crate::error::AgentError;
+use crate::facts::LicenseKind;
+use crate::tls::{Trust, tls_client};
 
 /// Where the App Store is.
 #[derive(Debug, Clone)]

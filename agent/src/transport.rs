@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,127 +14,22 @@ use orchard_protocol::enroll::{EnrollRequest, EnrollResponse, MdmPayload};
 use orchard_protocol::portal::AppRequest;
 use orchard_protocol::prompt::PromptReport;
 use orchard_protocol::report::{CommandReport, CommandStatus};
+use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::device::{App, Device, DeviceAction, DeviceFacts, Timings};
+use crate::device::{App, Device, DeviceAction, Timings};
+use crate::error::AgentError;
+use crate::facts::DeviceFacts;
+use crate::metrics::AgentMetrics;
 use crate::push::{self, PushTarget, Registration};
 use crate::store_lookup::{StoreConfig, StoreLookup};
+use crate::tls::{Trust, tls_client};
 
 /// Most commands handled in one session before the device yields.
 const MAX_COMMANDS_PER_SESSION: usize = 64;
-
-/// What went wrong talking to the server.
-#[derive(Debug, thiserror::Error)]
-pub enum AgentError {
-    /// Network, TLS or HTTP failure.
-    #[error("request failed: {0}")]
-    Http(#[from] reqwest::Error),
-    /// The server refused a request.
-    #[error("{what} refused with HTTP {status}: {body}")]
-    Refused {
-        /// Which request.
-        what: &'static str,
-        /// HTTP status.
-        status: u16,
-        /// The server's error body.
-        body: String,
-    },
-    /// A message could not be encoded or decoded.
-    #[error("protocol error: {0}")]
-    Protocol(#[from] orchard_protocol::ProtocolError),
-    /// Key or CSR generation failed.
-    #[error("identity error: {0}")]
-    Identity(#[from] orchard_certs::CertError),
-    /// A PEM or TLS setting is unusable.
-    #[error("TLS setup failed: {0}")]
-    Tls(String),
-    /// The state file cannot be read or written.
-    #[error("state file {path}: {reason}")]
-    State {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        reason: String,
-    },
-}
-
-/// Counters shared by every device of a process.
-#[derive(Debug, Default)]
-pub struct AgentMetrics {
-    /// HTTP requests to the server (enrollment, check-ins, command channel).
-    pub requests: AtomicU64,
-    /// Command-channel sessions.
-    pub sessions: AtomicU64,
-    /// Wake-ups received over the push channel.
-    pub wakes: AtomicU64,
-    /// Devices whose push channel is registered now.
-    pub push_connected: AtomicU64,
-    /// Enrollments performed.
-    pub enrollments: AtomicU64,
-}
-
-/// Which certificate authorities a client trusts.
-#[derive(Debug, Clone, Copy)]
-pub enum Trust<'a> {
-    /// Only this CA (PEM): the device pins its server's CA.
-    Only(&'a str),
-    /// The public web roots, plus an extra CA (PEM) if given.
-    Public(Option<&'a str>),
-}
-
-/// Builds an HTTPS client with the given trust, optionally presenting a client identity
-/// (certificate PEM, key PEM). TCP_NODELAY is set on every connection.
-pub fn tls_client(
-    trust: Trust<'_>,
-    identity: Option<(&str, &str)>,
-) -> Result<reqwest::Client, AgentError> {
-    let tls_err = |e: &dyn std::fmt::Display| AgentError::Tls(e.to_string());
-    let (mut roots, ca_pem) = match trust {
-        Trust::Only(pem) => (rustls::RootCertStore::empty(), Some(pem)),
-        Trust::Public(extra) => (
-            rustls::RootCertStore {
-                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-            },
-            extra,
-        ),
-    };
-    if let Some(pem) = ca_pem {
-        for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-            roots
-                .add(cert.map_err(|e| tls_err(&e))?)
-                .map_err(|e| tls_err(&e))?;
-        }
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| tls_err(&e))?
-    .with_root_certificates(roots);
-    let config = match identity {
-        Some((cert_pem, key_pem)) => {
-            let chain: Vec<CertificateDer<'static>> =
-                CertificateDer::pem_slice_iter(cert_pem.as_bytes())
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| tls_err(&e))?;
-            let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| tls_err(&e))?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| tls_err(&e))?
-        }
-        None => builder.with_no_client_auth(),
-    };
-    Ok(reqwest::Client::builder()
-        .tls_backend_preconfigured(config)
-        .tcp_nodelay(true)
-        .timeout(Duration::from_secs(30))
-        .user_agent("MDM/1.0")
-        .build()?)
-}
 
 /// How to reach the server and what device to be.
 #[derive(Debug, Clone)]
@@ -610,7 +505,7 @@ impl Agent {
         };
         loop {
             // Macs find out about revoked licenses themselves (iOS keeps the apps anyway).
-            if self.facts().platform == crate::device::Platform::MacOs
+            if self.facts().platform == crate::facts::Platform::MacOs
                 && let Err(e) = self.recheck_licenses().await
             {
                 tracing::warn!(error = %e, "cannot check licenses with the App Store");

@@ -12,7 +12,7 @@ use crate::error::{ServerError, ServerResult};
 use crate::state::ServerState;
 use crate::store::{
     AppRecord, AssignmentRecord, AuditEntry, GroupKind, GroupRecord, InstallRecord, Intent,
-    LicenseType, UserRecord, VppTokenRecord, VppUserRecord,
+    LicenseType, NewCommand, UserRecord, VppTokenRecord, VppUserRecord,
 };
 
 /// Who is acting (for the audit log).
@@ -806,12 +806,7 @@ pub async fn refresh_inventory(state: &ServerState, udid: &Udid) -> ServerResult
                 identifiers: Some(vec![bundle_id]),
             },
         );
-        commands.push(crate::device::command_queue::new_command(
-            udid,
-            command,
-            Some(app.id),
-            clock::now(),
-        )?);
+        commands.push(NewCommand::new(udid, command, Some(app.id), clock::now())?);
     }
     state.store.enqueue(&commands).await?;
     state.wake_for(&commands);

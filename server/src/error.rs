@@ -5,7 +5,7 @@ use orchard_certs::CertError;
 use orchard_protocol::ProtocolError;
 
 use crate::apple::{TokenFileError, VppError};
-use crate::device::identity::DeviceAuthError;
+use crate::device::identity::{AuthorizeError, DeviceAuthError};
 use crate::store::StoreError;
 
 /// Why a server operation failed.
@@ -65,6 +65,15 @@ impl ServerError {
         Self::NotFound {
             kind,
             id: id.to_owned(),
+        }
+    }
+}
+
+impl From<AuthorizeError> for ServerError {
+    fn from(e: AuthorizeError) -> Self {
+        match e {
+            AuthorizeError::Refused(e) => Self::DeviceAuth(e),
+            AuthorizeError::Store(e) => Self::Store(e),
         }
     }
 }

@@ -227,14 +227,12 @@ pub async fn start_with_listener(
     let mut tasks = Vec::new();
     if let Backend::Postgres(pg) = &backend {
         let replica = state.replica.to_string();
-        let (bus, bus_tasks) = crate::push::wake_bus::WakeBus::start(
+        tasks.extend(crate::push::wake_bus::connect(
             pg.pool().clone(),
             state.push.clone(),
             replica,
             shutdown.clone(),
-        );
-        state.push.set_remote(bus);
-        tasks.extend(bus_tasks);
+        ));
     }
     tasks.extend([
         tokio::spawn(crate::http::serve(listener, tls, router, shutdown.clone())),
@@ -248,7 +246,8 @@ pub async fn start_with_listener(
         )),
         tokio::spawn(crate::push::serve(
             push_endpoint,
-            state.clone(),
+            state.store.clone(),
+            state.push.clone(),
             shutdown.clone(),
         )),
     ]);

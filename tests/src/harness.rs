@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use orchard_agent::device::Timings;
 use orchard_agent::fleet::{Fleet, FleetOptions, FleetProfile};
 use orchard_agent::store_lookup::StoreConfig;
-use orchard_agent::transport::{Trust, tls_client};
+use orchard_agent::tls::{Trust, tls_client};
 use orchard_agent::{AgentConfig, DeviceFacts};
 use orchard_server::apple::AppleConfig;
 use orchard_server::{RunningServer, ServerConfig};

@@ -3,7 +3,7 @@
 //! refused, and a refused request changes nothing in the database.
 #![allow(clippy::unwrap_used)]
 
-use orchard_agent::transport::{Trust, tls_client};
+use orchard_agent::tls::{Trust, tls_client};
 use orchard_certs::{CertificateAuthority, DeviceIdentityRequest};
 use orchard_protocol::Udid;
 use orchard_protocol::checkin::{Authenticate, CheckinMessage, TokenUpdate};

@@ -7,10 +7,10 @@
 use std::time::Duration;
 
 use orchard_agent::fleet::{DeviceKind, Fleet, FleetProfile};
-use orchard_agent::prompt::Persona;
+use orchard_agent::persona::Persona;
 use orchard_agent::{Ownership, Platform};
 use orchard_protocol::command::ManagedAppStatus;
-use orchard_server::engine::reconcile::NO_LICENSES;
+use orchard_server::engine::license_pool::NO_LICENSES;
 use orchard_testbed::harness::{DEMO_LOCATION, Testbed, TestbedBuilder, wait_for};
 use serde_json::{Value, json};
 
@@ -644,7 +644,7 @@ async fn license_only_assignment_installs_nothing(builder: TestbedBuilder) {
         .unwrap();
     assert_eq!(
         row["reason"],
-        orchard_server::engine::reconcile::LICENSE_ONLY
+        orchard_server::engine::license_pool::LICENSE_ONLY
     );
     assert!(serial_assigned(&bed, PAGES, &fleet.serials()[0]));
     assert_eq!(app_status(&fleet, 0, "com.apple.Pages"), None);

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use orchard_agent::fleet::{DeviceKind, Fleet, FleetProfile};
-use orchard_agent::prompt::{Persona, Response};
+use orchard_agent::persona::{Persona, Response};
 use orchard_agent::{Ownership, Platform};
 use orchard_protocol::prompt::{PromptAnswer, PromptKind};
 use orchard_server::engine::user_licensing;

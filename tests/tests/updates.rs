@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use orchard_agent::fleet::{DeviceKind, FleetProfile};
-use orchard_agent::prompt::{Persona, Response};
+use orchard_agent::persona::{Persona, Response};
 use orchard_agent::{Ownership, Platform};
 use orchard_protocol::prompt::{PromptAnswer, PromptKind};
 use orchard_testbed::apple::Seed;

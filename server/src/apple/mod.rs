@@ -1,6 +1,9 @@
 //! Apple's side: the Apps and Books for Organizations client and the JSON it speaks,
 //! the token file, syncing a token's location, apps and counts, a token's life after
 //! upload (ownership, renewal, deletion), and Apple's notifications.
+//!
+//! May not import the device channel, push, the HTTP layer or the admin services. Of
+//! the engine it uses only the update planner, to which a sync hands new versions.
 
 mod client;
 mod model;

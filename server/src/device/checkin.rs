@@ -6,10 +6,10 @@ use orchard_protocol::command::{Command, DeviceInformation, Restrictions};
 
 use crate::clock;
 use crate::device::identity::{self, DeviceIdentity};
-use crate::device::{command_queue, portal, prompt};
+use crate::device::{portal, prompt};
 use crate::error::{ServerError, ServerResult};
 use crate::state::ServerState;
-use crate::store::{AuthenticateFacts, EnrollmentStatus};
+use crate::store::{AuthenticateFacts, EnrollmentStatus, NewCommand};
 
 /// The queries Orchard asks every device on its first TokenUpdate.
 pub const DEVICE_QUERIES: [&str; 10] = [
@@ -70,7 +70,7 @@ pub async fn handle(
                 ];
                 let queued = inventory
                     .into_iter()
-                    .map(|c| command_queue::new_command(&m.udid, c, None, now.clone()))
+                    .map(|c| NewCommand::new(&m.udid, c, None, now.clone()))
                     .collect::<Result<Vec<_>, _>>()?;
                 state.store.enqueue(&queued).await?;
                 state.wake_for(&queued);

@@ -1,7 +1,6 @@
 //! The command channel core: take a device's report, apply its result, answer with the
 //! next queued command (or nothing). Transport-neutral.
 
-use orchard_protocol::command::CommandEnvelope;
 use orchard_protocol::report::{CommandReport, CommandStatus};
 
 use crate::clock;
@@ -70,26 +69,4 @@ pub async fn handle(
         }
     }
     Ok(next.map(|c| c.payload))
-}
-
-/// Builds a queue entry for a command.
-pub fn new_command(
-    udid: &orchard_protocol::Udid,
-    command: orchard_protocol::command::Command,
-    app_id: Option<String>,
-    not_before: String,
-) -> ServerResult<NewCommand> {
-    let envelope = CommandEnvelope {
-        command_uuid: uuid::Uuid::new_v4().to_string().into(),
-        command,
-    };
-    Ok(NewCommand {
-        uuid: envelope.command_uuid.clone(),
-        udid: udid.clone(),
-        request_type: envelope.command.request_type().to_owned(),
-        app_id,
-        payload: envelope.to_xml()?,
-        not_before,
-        created_at: clock::now(),
-    })
 }

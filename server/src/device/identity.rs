@@ -4,8 +4,7 @@
 
 use orchard_protocol::Udid;
 
-use crate::error::ServerResult;
-use crate::store::{DeviceRecord, EnrollmentStatus, Store};
+use crate::store::{DeviceRecord, EnrollmentStatus, Store, StoreError};
 
 /// The identity a device proved in the TLS handshake.
 #[derive(Debug, Clone)]
@@ -56,12 +55,23 @@ pub enum DeviceAuthError {
     CheckedOut,
 }
 
+/// Why [`authorize`] did not let a request through.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthorizeError {
+    /// The request was refused.
+    #[error(transparent)]
+    Refused(#[from] DeviceAuthError),
+    /// The enrollment could not be read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// Checks a request's identity against the UDID its message claims.
 pub async fn authorize(
     store: &dyn Store,
     identity: &DeviceIdentity,
     claimed: &Udid,
-) -> ServerResult<DeviceRecord> {
+) -> Result<DeviceRecord, AuthorizeError> {
     if &identity.udid != claimed {
         return Err(DeviceAuthError::UdidMismatch {
             certificate: identity.udid.0.clone(),

@@ -13,7 +13,6 @@ use orchard_protocol::command::{
 use orchard_protocol::report::{CommandReport, CommandStatus};
 
 use crate::clock;
-use crate::device::command_queue::new_command;
 use crate::error::ServerResult;
 use crate::state::ServerState;
 use crate::store::{
@@ -386,12 +385,10 @@ pub async fn apply_result(
         });
     }
     if let (Some(app), Some((cmd, delay))) = (&app, reading.follow_up) {
-        follow_ups.push(new_command(
-            &report.udid,
-            cmd,
-            Some(app.id.clone()),
-            clock::after(delay),
-        )?);
+        follow_ups.push(
+            NewCommand::new(&report.udid, cmd, Some(app.id.clone()), now.to_owned())?
+                .not_before(clock::after(delay)),
+        );
     }
     Ok(CommandOutcome {
         udid: report.udid.clone(),

@@ -2,6 +2,10 @@
 //! channel, install tracking past the acknowledgement, prompt reports and self-service
 //! requests, and the identity policy wrapped around them. Transport-neutral: the HTTP
 //! layer hands these cores a device identity and a body.
+//!
+//! May not import Apple's side, push, the HTTP layer or the admin services; devices
+//! are woken through the server state, and of the engine only its pure decisions
+//! (precedence) are used.
 
 pub mod checkin;
 pub mod command_queue;

@@ -6,10 +6,9 @@
 use orchard_protocol::portal::AppRequest;
 
 use crate::clock;
-use crate::device::command_queue::new_command;
 use crate::error::{ServerError, ServerResult};
 use crate::state::ServerState;
-use crate::store::{InstallRecord, InstallStatus, Intent};
+use crate::store::{InstallRecord, InstallStatus, Intent, NewCommand};
 use orchard_protocol::command::{Command, InstallApplication};
 
 /// Records an app request, or refuses it when no assignment offers the app.
@@ -49,7 +48,7 @@ pub async fn request(state: &ServerState, request: &AppRequest) -> ServerResult<
     {
         let now = clock::now();
         let command = Command::InstallApplication(InstallApplication::vpp(app.adam_id, 1));
-        let queued = new_command(&request.udid, command, Some(app.id.clone()), now.clone())?;
+        let queued = NewCommand::new(&request.udid, command, Some(app.id.clone()), now.clone())?;
         state.store.enqueue(std::slice::from_ref(&queued)).await?;
         state
             .store

@@ -21,14 +21,13 @@ use orchard_protocol::{SerialNumber, Udid};
 
 use crate::apple::{EventStatus, ManageAssetsRequest, RequestAsset};
 use crate::clock;
-use crate::device::command_queue::new_command;
 use crate::engine::applicability::{MACOS_UNINSTALL, Platform, platform_of};
 use crate::engine::precedence::Effective;
 use crate::error::ServerResult;
 use crate::state::ServerState;
 use crate::store::{
     AppRecord, InstallRecord, InstallStatus, Intent, LicenseRecord, LicenseState, LicenseType,
-    UserLicenseRecord,
+    NewCommand, UserLicenseRecord,
 };
 
 /// The applying assignment of each (app, device).
@@ -88,7 +87,7 @@ pub fn plan_devices(
                 Some(w) if w.license_type == LicenseType::User => Some(LicenseState::Releasing),
                 Some(w)
                     if w.intent == Intent::Available
-                        && !crate::engine::reconcile::wanted(w, requested) =>
+                        && !crate::engine::license_pool::wanted(w, requested) =>
                 {
                     Some(LicenseState::Releasing)
                 }
@@ -127,7 +126,7 @@ pub fn plan_users(
         let keeps = match w.intent {
             Intent::Required | Intent::Available => {
                 w.license_type == LicenseType::User
-                    && crate::engine::reconcile::wanted(w, requested)
+                    && crate::engine::license_pool::wanted(w, requested)
             }
             Intent::Uninstall => !off_the_device(installs.get(&(w.app_id.as_str(), &w.udid))),
         };
@@ -275,7 +274,7 @@ async fn uninstall(
                     continue;
                 };
                 let command = Command::RemoveApplication(RemoveApplication { identifier: bundle });
-                commands.push(new_command(
+                commands.push(NewCommand::new(
                     &udid,
                     command,
                     Some(app_id.clone()),
@@ -489,7 +488,7 @@ async fn follow(state: &ServerState, apps: &HashMap<String, AppRecord>) -> Serve
     }
     for app_id in touched {
         if let Some(app) = apps.get(&app_id) {
-            crate::engine::reconcile::refresh_counts(state, app).await;
+            crate::engine::license_pool::refresh_counts(state, app).await;
         }
     }
     Ok(pending)

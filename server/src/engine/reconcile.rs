@@ -13,25 +13,18 @@ use std::time::Duration;
 use orchard_protocol::command::{Command, InstallApplication};
 use orchard_protocol::{SerialNumber, Udid};
 
-use crate::apple::{EventStatus, ManageAssetsRequest, RequestAsset, VppError};
+use crate::apple::{EventStatus, ManageAssetsRequest, RequestAsset};
 use crate::clock;
-use crate::device::command_queue::new_command;
+use crate::engine::license_pool::{
+    LICENSE_ONLY, NO_LICENSES, NOT_DEVICE_ASSIGNABLE, failure_reason, refresh_counts, wanted,
+};
 use crate::engine::precedence::Effective;
 use crate::error::ServerResult;
 use crate::state::ServerState;
 use crate::store::{
-    AppRecord, AssociationOutcome, InstallRecord, InstallStatus, Intent, LicenseCounts,
-    LicenseRecord, LicenseState, LicenseType, Target, UserTarget,
+    AppRecord, AssociationOutcome, InstallRecord, InstallStatus, LicenseRecord, LicenseState,
+    LicenseType, NewCommand, Target, UserTarget,
 };
-
-/// Reason given to targets beyond the purchased count.
-pub const NO_LICENSES: &str = "license assignment failed: no licenses available";
-/// Reason given when the app cannot be licensed to devices.
-pub const NOT_DEVICE_ASSIGNABLE: &str =
-    "license assignment failed: the app cannot be assigned to devices";
-/// Status of a license-only target once licensed.
-pub const LICENSE_ONLY: &str =
-    "licensed; the assignment installs nothing (another tool installs the app)";
 
 /// What the reconciler works on, from the applying assignments.
 #[derive(Debug, Default)]
@@ -78,16 +71,6 @@ pub fn targets(effective: &[Effective], requested: &HashSet<(String, Udid)>) -> 
         }
     }
     out
-}
-
-/// Whether the applying assignment wants the app on the device: Required, or Available
-/// and asked for by the device's user.
-pub fn wanted(c: &crate::store::Candidate, requested: &HashSet<(String, Udid)>) -> bool {
-    match c.intent {
-        Intent::Required => true,
-        Intent::Available => requested.contains(&(c.app_id.clone(), c.udid.clone())),
-        Intent::Uninstall => false,
-    }
 }
 
 /// Reports targets that cannot apply, unless already reported so.
@@ -535,7 +518,7 @@ async fn follow_events(
                 None => {
                     let command =
                         Command::InstallApplication(InstallApplication::vpp(app.adam_id, 1));
-                    outcome.installs.push(new_command(
+                    outcome.installs.push(NewCommand::new(
                         &l.udid,
                         command,
                         Some(app.id.clone()),
@@ -584,52 +567,10 @@ fn install_row(
     }
 }
 
-pub(crate) fn failure_reason(error_number: Option<i64>, message: Option<&str>) -> String {
-    match error_number {
-        Some(9709) => NO_LICENSES.to_owned(),
-        Some(n) => format!(
-            "license assignment failed: Apple error {n}: {}",
-            message.unwrap_or("no message")
-        ),
-        None => format!(
-            "license assignment failed: {}",
-            message.unwrap_or("Apple gave no reason")
-        ),
-    }
-}
-
-/// Reads an app's counts back from Apple so the server shows what Apple holds.
-pub async fn refresh_counts(state: &ServerState, app: &AppRecord) {
-    let Ok(Some(token)) = state.store.token(&app.token_id).await else {
-        return;
-    };
-    match state.apple.asset(&token.secret, app.adam_id).await {
-        Ok(Some(asset)) => {
-            let counts = LicenseCounts {
-                total: asset.total_count,
-                assigned: asset.assigned_count,
-                available: asset.available_count,
-                retired: asset.retired_count,
-            };
-            if let Err(e) = state
-                .store
-                .update_app_counts(&app.id, &counts, &clock::now())
-                .await
-            {
-                tracing::warn!(error = %e, "cannot store license counts");
-            }
-        }
-        Ok(None) => tracing::warn!(app = %app.adam_id, "Apple no longer lists the app"),
-        Err(VppError::Apple { error_number, .. }) => {
-            tracing::warn!(error_number, "count refresh refused")
-        }
-        Err(e) => tracing::warn!(error = %e, "count refresh failed"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{Intent, LicenseCounts};
     use orchard_protocol::AdamId;
 
     fn app(available: i64, device_assignable: bool) -> AppRecord {

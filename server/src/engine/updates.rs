@@ -10,12 +10,11 @@ use orchard_protocol::Udid;
 use orchard_protocol::command::{Command, InstallApplication};
 
 use crate::clock;
-use crate::device::command_queue::new_command;
 use crate::engine::applicability::{Platform, at_least, meets, platform_of};
 use crate::engine::precedence::Effective;
 use crate::error::ServerResult;
 use crate::state::ServerState;
-use crate::store::{AppRecord, InstallRecord, InstallStatus, Intent};
+use crate::store::{AppRecord, InstallRecord, InstallStatus, Intent, NewCommand};
 
 /// What a new version means for one device.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,7 +111,7 @@ pub async fn new_version(
         let (udid, status, reason) = match step {
             UpdateStep::Push(udid) => {
                 let command = Command::InstallApplication(InstallApplication::vpp(app.adam_id, 1));
-                commands.push(new_command(
+                commands.push(NewCommand::new(
                     &udid,
                     command,
                     Some(app.id.clone()),

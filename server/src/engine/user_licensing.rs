@@ -22,12 +22,11 @@ use crate::apple::{
     EventStatus, ManageAssetsRequest, ManageUsersRequest, RequestAsset, RequestUser,
 };
 use crate::clock;
-use crate::device::command_queue::new_command;
 use crate::error::ServerResult;
 use crate::state::ServerState;
 use crate::store::{
-    AppRecord, InstallRecord, InstallStatus, LicenseState, UserLicenseRecord, UserTarget,
-    VppUserRecord, VppUserStatus,
+    AppRecord, InstallRecord, InstallStatus, LicenseState, NewCommand, UserLicenseRecord,
+    UserTarget, VppUserRecord, VppUserStatus,
 };
 
 /// Apple lets one user license serve this many of the user's devices.
@@ -257,7 +256,7 @@ pub fn plan(world: UserWorld<'_>) -> Vec<UserAction> {
                     }
                     Some(LicenseState::Failed) => status(
                         InstallStatus::LicenseFailed,
-                        crate::engine::reconcile::NO_LICENSES,
+                        crate::engine::license_pool::NO_LICENSES,
                     ),
                     // Given back on purpose; nothing to do until it is assigned again.
                     Some(
@@ -273,7 +272,7 @@ pub fn plan(world: UserWorld<'_>) -> Vec<UserAction> {
                         } else if !t.install {
                             status(
                                 InstallStatus::Licensed,
-                                crate::engine::reconcile::LICENSE_ONLY,
+                                crate::engine::license_pool::LICENSE_ONLY,
                             );
                         } else if open_row(row) {
                             actions.push(UserAction::Install {
@@ -364,7 +363,7 @@ pub async fn run_once(
                         user_id,
                         state: LicenseState::Failed,
                         event_id: None,
-                        error: Some(crate::engine::reconcile::NO_LICENSES.to_owned()),
+                        error: Some(crate::engine::license_pool::NO_LICENSES.to_owned()),
                         updated_at: now.clone(),
                     })
                     .collect();
@@ -375,7 +374,7 @@ pub async fn run_once(
                     continue;
                 };
                 let command = Command::InstallApplication(InstallApplication::vpp(app.adam_id, 1));
-                commands.push(new_command(
+                commands.push(NewCommand::new(
                     &udid,
                     command,
                     Some(app_id.clone()),
@@ -579,7 +578,7 @@ async fn invite(
         }
     };
     let now = clock::now();
-    let command = new_command(
+    let command = NewCommand::new(
         udid,
         Command::InviteToProgram(InviteToProgram::vpp(url)),
         None,
@@ -707,7 +706,7 @@ async fn follow_license_events(
             .failures
             .iter()
             .flat_map(|f| {
-                let reason = crate::engine::reconcile::failure_reason(
+                let reason = crate::engine::license_pool::failure_reason(
                     f.error_number,
                     f.error_message.as_deref(),
                 );
@@ -728,7 +727,7 @@ async fn follow_license_events(
                 .cloned()
                 .or_else(|| {
                     (status.event_status == EventStatus::Failed)
-                        .then(|| crate::engine::reconcile::NO_LICENSES.to_owned())
+                        .then(|| crate::engine::license_pool::NO_LICENSES.to_owned())
                 });
             match failure {
                 Some(reason) => {
@@ -745,7 +744,7 @@ async fn follow_license_events(
     }
     for app_id in touched {
         if let Some(app) = apps.get(&app_id) {
-            crate::engine::reconcile::refresh_counts(state, app).await;
+            crate::engine::license_pool::refresh_counts(state, app).await;
         }
     }
     Ok(pending)

@@ -1,6 +1,9 @@
 //! The HTTPS front end: one TLS listener for devices and admins. Client certificates are
 //! optional at the TLS layer (enrollment and the admin API need none) but, when sent,
 //! must chain to our CA; the device endpoints then require one.
+//!
+//! The HTTP layer only translates (parse, authorize, call a service, map the result);
+//! it may import every domain folder, and nothing but the server's start imports it.
 
 mod admin;
 mod apple;

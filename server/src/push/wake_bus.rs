@@ -17,37 +17,27 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::push::PushHub;
+use super::hub::PushHub;
 
 /// The PostgreSQL channel wake-ups travel on.
 pub const CHANNEL: &str = "orchard_wake";
 /// Payload bytes per notification (PostgreSQL allows just under 8,000).
 const MAX_PAYLOAD: usize = 7900;
 
-/// The sending side, handed to the push hub.
-#[derive(Debug, Clone)]
-pub struct WakeBus {
-    tx: mpsc::UnboundedSender<Udid>,
-}
-
-impl WakeBus {
-    /// Asks the other replicas to wake a device.
-    pub fn publish(&self, udid: &Udid) {
-        let _ = self.tx.send(udid.clone());
-    }
-
-    /// Starts publishing and listening; returns the bus and its two tasks.
-    pub fn start(
-        pool: PgPool,
-        hub: Arc<PushHub>,
-        replica: String,
-        shutdown: CancellationToken,
-    ) -> (Self, Vec<JoinHandle<()>>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let publisher = tokio::spawn(publish(pool.clone(), rx, replica.clone(), shutdown.clone()));
-        let listener = tokio::spawn(listen(pool, hub, replica, shutdown));
-        (Self { tx }, vec![publisher, listener])
-    }
+/// Connects `hub` to the other replicas: wake-ups for devices not connected here are
+/// published, and wake-ups published elsewhere reach the devices connected here.
+/// Returns the publishing and listening tasks.
+pub fn connect(
+    pool: PgPool,
+    hub: Arc<PushHub>,
+    replica: String,
+    shutdown: CancellationToken,
+) -> Vec<JoinHandle<()>> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    hub.set_remote(tx);
+    let publisher = tokio::spawn(publish(pool.clone(), rx, replica.clone(), shutdown.clone()));
+    let listener = tokio::spawn(listen(pool, hub, replica, shutdown));
+    vec![publisher, listener]
 }
 
 /// Encodes one batch as notification payloads: the sending replica's id on the first

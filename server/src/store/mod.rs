@@ -1,5 +1,7 @@
 //! Storage: small traits per concern, one implementation per backend. Handlers and
 //! services hold an `Arc<dyn Store>` and never see SQL.
+//!
+//! The bottom of the house: imports nothing else of the server.
 
 mod postgres;
 mod records;

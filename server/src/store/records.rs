@@ -253,6 +253,37 @@ pub struct NewCommand {
     pub created_at: String,
 }
 
+impl NewCommand {
+    /// Wraps a command in its envelope with a fresh CommandUUID, created and due `now`.
+    pub fn new(
+        udid: &Udid,
+        command: orchard_protocol::command::Command,
+        app_id: Option<String>,
+        now: String,
+    ) -> Result<Self, orchard_protocol::ProtocolError> {
+        let envelope = orchard_protocol::command::CommandEnvelope {
+            command_uuid: uuid::Uuid::new_v4().to_string().into(),
+            command,
+        };
+        Ok(Self {
+            uuid: envelope.command_uuid.clone(),
+            udid: udid.clone(),
+            request_type: envelope.command.request_type().to_owned(),
+            app_id,
+            payload: envelope.to_xml()?,
+            not_before: now.clone(),
+            created_at: now,
+        })
+    }
+
+    /// The same command, not sent before `at`.
+    #[must_use]
+    pub fn not_before(mut self, at: String) -> Self {
+        self.not_before = at;
+        self
+    }
+}
+
 /// A queued or finished command.
 #[derive(Debug, Clone)]
 pub struct QueuedCommand {

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use orchard_agent::transport::{Trust, tls_client};
+use orchard_agent::tls::{Trust, tls_client};
 use serde_json::{Value, json};
 
 use super::api::{SharedWorld, lock};

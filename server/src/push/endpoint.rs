@@ -1,0 +1,205 @@
+//! The push endpoint, Orchard's stand-in for APNs: devices keep one QUIC connection
+//! (mutual TLS with their identity certificate), register with their `PushMagic`, and
+//! receive a wake frame whenever the hub wakes them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use orchard_protocol::push::{FrameDecoder, MAX_FRAME, PUSH_ALPN, PushFrame};
+use quinn::crypto::rustls::QuicServerConfig;
+use rustls::server::WebPkiClientVerifier;
+use rustls_pki_types::CertificateDer;
+use tokio_util::sync::CancellationToken;
+
+use super::hub::PushHub;
+use crate::device::identity::DeviceIdentity;
+use crate::store::Store;
+use crate::tls::TlsError;
+
+/// How long a device has to complete the handshake and register.
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection with no traffic for this long is dropped (devices send keep-alives).
+pub const PUSH_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The QUIC server configuration: TLS 1.3, a device certificate required, one stream
+/// per connection and small windows (push frames are tiny).
+pub fn server_config(tls_pki: &orchard_certs::ServerPki) -> Result<quinn::ServerConfig, TlsError> {
+    use rustls_pki_types::PrivateKeyDer;
+    use rustls_pki_types::pem::PemObject;
+    let provider = crate::tls::provider();
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(tls_pki.ca.cert_der().clone())
+        .map_err(|e| TlsError::Rustls(e.to_string()))?;
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| TlsError::Rustls(e.to_string()))?;
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(tls_pki.server_cert_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .map_err(|e| TlsError::Pem {
+                what: "server certificate",
+                reason: e.to_string(),
+            })?;
+    let key = PrivateKeyDer::from_pem_slice(tls_pki.server_key_pem.as_bytes()).map_err(|e| {
+        TlsError::Pem {
+            what: "server key",
+            reason: e.to_string(),
+        }
+    })?;
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TlsError::Rustls(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|e| TlsError::Rustls(e.to_string()))?;
+    tls.alpn_protocols = vec![PUSH_ALPN.to_vec()];
+    let quic = QuicServerConfig::try_from(tls).map_err(|e| TlsError::Rustls(e.to_string()))?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
+    config.transport_config(Arc::new(transport()));
+    Ok(config)
+}
+
+/// Transport limits for push connections on both sides.
+pub fn transport() -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.max_concurrent_bidi_streams(1u8.into())
+        .max_concurrent_uni_streams(0u8.into())
+        .stream_receive_window(8192u32.into())
+        .receive_window(16384u32.into())
+        .send_window(16384)
+        .datagram_receive_buffer_size(None)
+        .max_idle_timeout(quinn::IdleTimeout::try_from(PUSH_IDLE_TIMEOUT).ok());
+    t
+}
+
+/// Accepts push connections until `shutdown`.
+pub async fn serve(
+    endpoint: quinn::Endpoint,
+    store: Arc<dyn Store>,
+    hub: Arc<PushHub>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let incoming = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            incoming = endpoint.accept() => match incoming {
+                Some(i) => i,
+                None => break,
+            },
+        };
+        let store = store.clone();
+        let hub = hub.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(reason) = connection(incoming, store.as_ref(), &hub, shutdown).await {
+                tracing::debug!(%reason, "push connection ended");
+            }
+        });
+    }
+    endpoint.close(0u8.into(), b"server shutting down");
+    endpoint.wait_idle().await;
+}
+
+async fn connection(
+    incoming: quinn::Incoming,
+    store: &dyn Store,
+    hub: &PushHub,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
+    let conn = tokio::time::timeout(REGISTER_TIMEOUT, incoming)
+        .await
+        .map_err(|_| "handshake timed out".to_owned())?
+        .map_err(|e| e.to_string())?;
+    let cert = conn
+        .peer_identity()
+        .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok())
+        .and_then(|certs| certs.first().cloned())
+        .ok_or("no client certificate")?;
+    let identity = DeviceIdentity::from_certificate(&cert).map_err(|e| e.to_string())?;
+    let (mut send, mut recv) = tokio::time::timeout(REGISTER_TIMEOUT, conn.accept_bi())
+        .await
+        .map_err(|_| "no stream opened".to_owned())?
+        .map_err(|e| e.to_string())?;
+    let mut decoder = FrameDecoder::default();
+    let mut buf = [0u8; 1024];
+    let frame = tokio::time::timeout(REGISTER_TIMEOUT, async {
+        loop {
+            if let Some(frame) = decoder.next_frame().map_err(|e| e.to_string())? {
+                return Ok::<_, String>(frame);
+            }
+            match recv.read(&mut buf).await.map_err(|e| e.to_string())? {
+                Some(n) => decoder.push_bytes(&buf[..n]),
+                None => return Err("stream closed before registering".into()),
+            }
+        }
+    })
+    .await
+    .map_err(|_| "no registration".to_owned())??;
+    let PushFrame::Register { push_magic, topic } = frame else {
+        return Err("first frame must register".into());
+    };
+    let device = store
+        .device_by_fingerprint(&identity.fingerprint)
+        .await
+        .map_err(|e| e.to_string())?;
+    let refusal = match &device {
+        None => Some("the certificate is not bound to a current enrollment"),
+        Some(d) if d.udid != identity.udid => Some("the certificate is not bound to this device"),
+        Some(d) if d.push_magic.as_deref() != Some(push_magic.as_str()) => {
+            Some("unknown PushMagic; send TokenUpdate first")
+        }
+        Some(d) if d.topic.as_deref() != Some(topic.as_str()) => Some("wrong push topic"),
+        Some(_) => None,
+    };
+    if let Some(reason) = refusal {
+        let _ = send
+            .write_all(
+                &PushFrame::Refused {
+                    refused: reason.into(),
+                }
+                .encode(),
+            )
+            .await;
+        let _ = send.finish();
+        conn.close(1u8.into(), reason.as_bytes());
+        return Err(reason.into());
+    }
+    let udid = identity.udid;
+    let (id, mut wakes) = hub.register(&udid);
+    let result = async {
+        send.write_all(&PushFrame::Registered { registered: true }.encode())
+            .await
+            .map_err(|e| e.to_string())?;
+        // Catch up with anything queued while the device was away: one coalesced wake.
+        let wake = PushFrame::Wake {
+            mdm: push_magic.clone(),
+        }
+        .encode();
+        send.write_all(&wake).await.map_err(|e| e.to_string())?;
+        hub.count_wake();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                reason = conn.closed() => return Err(reason.to_string()),
+                woken = wakes.recv() => match woken {
+                    Some(()) => {
+                        send.write_all(&wake).await.map_err(|e| e.to_string())?;
+                        hub.count_wake();
+                    }
+                    None => {
+                        conn.close(2u8.into(), b"disconnected by the server");
+                        return Err("disconnected by the server".into());
+                    }
+                },
+                read = recv.read(&mut buf) => match read {
+                    Ok(Some(n)) if n <= MAX_FRAME => {}
+                    _ => return Err("device closed its stream".into()),
+                },
+            }
+        }
+    }
+    .await;
+    hub.unregister(&udid, id);
+    result
+}
