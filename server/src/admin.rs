@@ -4,10 +4,9 @@
 use orchard_protocol::Udid;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use time::OffsetDateTime;
 
 use crate::apple::TokenFile;
-use crate::clock;
+use crate::clock::Timestamp;
 use crate::error::{ServerError, ServerResult};
 use crate::state::ServerState;
 use crate::store::{
@@ -48,7 +47,7 @@ pub async fn audit<T>(
     result: &ServerResult<T>,
 ) {
     let entry = AuditEntry {
-        at: clock::now(),
+        at: state.clock.now(),
         actor: actor.name.clone(),
         action: action.to_owned(),
         target: target.to_owned(),
@@ -80,7 +79,7 @@ pub async fn upload_token(
         });
     }
     check_settings(&upload.settings)?;
-    let file = TokenFile::parse(&upload.token_file, OffsetDateTime::now_utc())?;
+    let file = TokenFile::parse(&upload.token_file, state.clock.now())?;
     if state.store.token_count().await? >= state.options.max_tokens {
         return Err(ServerError::LimitReached(format!(
             "this server already holds {} tokens, the most it allows",
@@ -93,11 +92,11 @@ pub async fn upload_token(
         org_name: file.org_name,
         secret_hash: hex::encode(Sha256::digest(file.s_token.as_bytes())),
         secret: file.s_token,
-        expires_at: clock::rfc3339(file.expires_at),
+        expires_at: file.expires_at,
         location_name: None,
         country: None,
         location_uid: None,
-        created_at: clock::now(),
+        created_at: state.clock.now(),
         last_sync_at: None,
         last_sync_error: None,
         priority: 100,
@@ -143,7 +142,7 @@ pub async fn create_group(
         id: uuid::Uuid::new_v4().to_string(),
         name: name.to_owned(),
         kind,
-        created_at: clock::now(),
+        created_at: state.clock.now(),
     };
     if !state.store.insert_group(&group).await? {
         return Err(ServerError::Conflict(format!(
@@ -188,7 +187,7 @@ pub async fn add_group_devices(
     }
     let added = state
         .store
-        .add_group_devices(group_id, udids, &clock::now())
+        .add_group_devices(group_id, udids, state.clock.now())
         .await?;
     state.poke_reconciler();
     Ok(added)
@@ -229,7 +228,7 @@ pub async fn assign(
         license_type,
         install,
         any_token,
-        created_at: clock::now(),
+        created_at: state.clock.now(),
         updated_at: None,
     };
     let warnings = assignment_warnings(state, &group, license_type).await?;
@@ -335,7 +334,7 @@ pub async fn create_user(state: &ServerState, new: NewUser) -> ServerResult<User
         email,
         managed_apple_id: new.managed_apple_id.map(|m| m.trim().to_lowercase()),
         name: new.name,
-        created_at: clock::now(),
+        created_at: state.clock.now(),
     };
     if !state.store.insert_user(&user).await? {
         return Err(ServerError::Conflict(
@@ -400,7 +399,7 @@ pub async fn add_group_users(
     }
     let added = state
         .store
-        .add_group_users(group_id, user_ids, &clock::now())
+        .add_group_users(group_id, user_ids, state.clock.now())
         .await?;
     state.poke_reconciler();
     Ok(added)
@@ -440,11 +439,11 @@ pub struct Invitation {
     /// The device it went to.
     pub udid: Option<String>,
     /// When.
-    pub sent_at: String,
+    pub sent_at: Timestamp,
     /// The user's answer on the device, once given.
     pub answer: Option<String>,
     /// When answered.
-    pub answered_at: Option<String>,
+    pub answered_at: Option<Timestamp>,
 }
 
 fn standing(u: VppUserRecord) -> VppStanding {
@@ -554,7 +553,7 @@ pub async fn update_assignment(
     a.license_type = change.license_type.unwrap_or(a.license_type);
     a.install = change.install.unwrap_or(a.install);
     check_intent(&app, a.intent, a.license_type)?;
-    a.updated_at = Some(clock::now());
+    a.updated_at = Some(state.clock.now());
     state.store.update_assignment(&a).await?;
     state.poke_reconciler();
     Ok(a)
@@ -676,7 +675,7 @@ pub async fn revoke(state: &ServerState, target: RevokeTarget) -> ServerResult<R
             }
         }
     }
-    let now = clock::now();
+    let now = state.clock.now();
     let held = |s: crate::store::LicenseState| s == crate::store::LicenseState::Associated;
     let mut by_app: std::collections::BTreeMap<String, Vec<Udid>> = Default::default();
     if !matches!(target, RevokeTarget::User(_)) {
@@ -699,7 +698,7 @@ pub async fn revoke(state: &ServerState, target: RevokeTarget) -> ServerResult<R
                 udids,
                 crate::store::LicenseState::Revoking,
                 None,
-                &now,
+                now,
             )
             .await?;
     }
@@ -715,7 +714,7 @@ pub async fn revoke(state: &ServerState, target: RevokeTarget) -> ServerResult<R
                 user_rows.push(crate::store::UserLicenseRecord {
                     state: crate::store::LicenseState::Revoking,
                     event_id: None,
-                    updated_at: now.clone(),
+                    updated_at: now,
                     ..l
                 });
             }
@@ -806,7 +805,12 @@ pub async fn refresh_inventory(state: &ServerState, udid: &Udid) -> ServerResult
                 identifiers: Some(vec![bundle_id]),
             },
         );
-        commands.push(NewCommand::new(udid, command, Some(app.id), clock::now())?);
+        commands.push(NewCommand::new(
+            udid,
+            command,
+            Some(app.id),
+            state.clock.now(),
+        )?);
     }
     state.store.enqueue(&commands).await?;
     state.wake_for(&commands);

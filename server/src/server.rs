@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::apple::{AppleClient, AppleConfig};
-use crate::clock;
+use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::state::{MdmIdentity, ServerState, ServiceOptions};
 use crate::store::{AdminStore, AdminTokenRecord, Backend, Store};
 
@@ -46,6 +46,8 @@ pub struct ServerConfig {
     pub sync_interval: Duration,
     /// How often the sync scheduler looks for tokens due.
     pub scheduler_tick: Duration,
+    /// Where every time rule reads the time (the system clock; tests set their own).
+    pub clock: Arc<dyn Clock>,
 }
 
 impl ServerConfig {
@@ -64,6 +66,7 @@ impl ServerConfig {
             max_tokens: 256,
             sync_interval: Duration::from_secs(12 * 3600),
             scheduler_tick: Duration::from_secs(60),
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -128,7 +131,10 @@ fn random_secret() -> String {
 }
 
 /// Creates the admin token, enrollment secret and topic on first start.
-async fn bootstrap(store: &dyn Store) -> Result<(Option<String>, String, String), StartError> {
+async fn bootstrap(
+    store: &dyn Store,
+    now: Timestamp,
+) -> Result<(Option<String>, String, String), StartError> {
     let topic = store
         .setting_or_insert(
             "topic",
@@ -144,7 +150,7 @@ async fn bootstrap(store: &dyn Store) -> Result<(Option<String>, String, String)
         name: "bootstrap-admin".into(),
         token_hash: crate::http::token_hash(&token),
         role: "admin".into(),
-        created_at: clock::now(),
+        created_at: now,
     };
     let created = AdminStore::insert_admin_token(store, &record).await?;
     Ok((created.then_some(token), secret, topic))
@@ -178,7 +184,8 @@ pub async fn start_with_listener(
     let store: Arc<dyn Store> = backend.store();
     let pki = ServerPki::load_or_create(&config.data_dir, &config.server_names)?;
     let tls = crate::tls::server_config(&pki)?;
-    let (first_admin_token, enrollment_secret, topic) = bootstrap(store.as_ref()).await?;
+    let (first_admin_token, enrollment_secret, topic) =
+        bootstrap(store.as_ref(), config.clock.now()).await?;
     let url = config
         .public_url
         .clone()
@@ -200,6 +207,7 @@ pub async fn start_with_listener(
     };
     let state = ServerState {
         store,
+        clock: config.clock.clone(),
         ca: Arc::new(pki.ca),
         apple: AppleClient::new(config.apple.clone())?,
         reconcile: Arc::new(Notify::new()),

@@ -8,6 +8,7 @@ use orchard_certs::CertificateAuthority;
 use tokio::sync::Notify;
 
 use crate::apple::AppleClient;
+use crate::clock::Clock;
 use crate::push::PushHub;
 use crate::store::{NewCommand, Store};
 
@@ -46,6 +47,8 @@ pub struct ServiceOptions {
 pub struct ServerState {
     /// Storage.
     pub store: Arc<dyn Store>,
+    /// Where every time rule reads the time.
+    pub clock: Arc<dyn Clock>,
     /// The CA that signs device identities.
     pub ca: Arc<CertificateAuthority>,
     /// Apple's service.
@@ -74,6 +77,6 @@ impl ServerState {
 
     /// Wakes the devices of commands that were just stored.
     pub fn wake_for(&self, commands: &[NewCommand]) {
-        self.push.wake_for(commands);
+        self.push.wake_for(commands, self.clock.now());
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use orchard_protocol::{AdamId, CommandUuid, SerialNumber, Udid};
 use orchard_server::store::*;
+use time::macros::datetime;
 
 struct Backend {
     name: &'static str,
@@ -85,8 +86,13 @@ async fn fresh_postgres() -> Result<(PostgresStore, String), String> {
     Ok((store, name))
 }
 
-const NOW: &str = "2026-11-25T12:00:00.000000Z";
-const LATER: &str = "2026-11-25T12:00:05.000000Z";
+const NOW: Timestamp = Timestamp::at_utc(datetime!(2026-11-25 12:00:00));
+const LATER: Timestamp = Timestamp::at_utc(datetime!(2026-11-25 12:00:05));
+
+/// A time written as RFC 3339.
+fn ts(text: &str) -> Timestamp {
+    text.parse().expect("an RFC 3339 time")
+}
 
 fn device(udid: &str, fingerprint: &str) -> DeviceRecord {
     DeviceRecord {
@@ -103,29 +109,34 @@ fn device(udid: &str, fingerprint: &str) -> DeviceRecord {
         single_app_mode: Some(false),
         app_store_allowed: None,
         user_id: None,
-        enrolled_at: NOW.into(),
-        last_seen_at: NOW.into(),
+        enrolled_at: NOW,
+        last_seen_at: NOW,
     }
 }
 
-fn command(uuid: &str, udid: &str, not_before: &str, created_at: &str) -> NewCommand {
+fn command(uuid: &str, udid: &str, not_before: Timestamp, created_at: Timestamp) -> NewCommand {
     NewCommand {
         uuid: uuid.into(),
         udid: udid.into(),
         request_type: "DeviceInformation".into(),
         app_id: None,
         payload: uuid.as_bytes().to_vec(),
-        not_before: not_before.into(),
-        created_at: created_at.into(),
+        not_before,
+        created_at,
     }
 }
 
-fn exchange(udid: &str, new_session: bool, outcome: Option<CommandOutcome>, now: &str) -> Exchange {
+fn exchange(
+    udid: &str,
+    new_session: bool,
+    outcome: Option<CommandOutcome>,
+    now: Timestamp,
+) -> Exchange {
     Exchange {
         udid: udid.into(),
         new_session,
         outcome,
-        now: now.into(),
+        now,
     }
 }
 
@@ -142,7 +153,7 @@ fn outcome(
         result: b"result".to_vec(),
         installs: Vec::new(),
         follow_ups,
-        now: NOW.into(),
+        now: NOW,
     }
 }
 
@@ -164,7 +175,7 @@ fn app(id: &str, token: &str, adam: u64, available: i64) -> AppRecord {
             available,
             retired: 0,
         },
-        updated_at: NOW.into(),
+        updated_at: NOW,
         install_timeout_seconds: None,
         store_url: None,
         minimum_os_version: None,
@@ -178,11 +189,11 @@ fn token(id: &str, secret: &str) -> VppTokenRecord {
         org_name: "Org".into(),
         secret: secret.into(),
         secret_hash: format!("hash-{secret}"),
-        expires_at: "2027-11-25T00:00:00.000000Z".into(),
+        expires_at: ts("2027-11-25T00:00:00.000000Z"),
         location_name: None,
         country: None,
         location_uid: None,
-        created_at: NOW.into(),
+        created_at: NOW,
         last_sync_at: None,
         last_sync_error: None,
         priority: 100,
@@ -214,7 +225,7 @@ async fn settings_and_admin_tokens() {
             name: "admin".into(),
             token_hash: "h".into(),
             role: "admin".into(),
-            created_at: NOW.into(),
+            created_at: NOW,
         };
         assert!(s.insert_admin_token(&t).await.unwrap());
         assert!(
@@ -229,7 +240,7 @@ async fn settings_and_admin_tokens() {
         assert!(s.admin_token_by_hash("nope").await.unwrap().is_none());
         for i in 0..3 {
             let e = AuditEntry {
-                at: NOW.into(),
+                at: NOW,
                 actor: "admin".into(),
                 action: format!("a{i}"),
                 target: "t".into(),
@@ -345,8 +356,8 @@ async fn command_queue_hands_out_in_order_and_applies_results_once() {
         let s = b.store.as_ref();
         s.upsert_enrollment(&device("U1", "fp1")).await.unwrap();
         s.enqueue(&[
-            command("c1", "U1", NOW, "2026-11-25T11:00:00.000000Z"),
-            command("c2", "U1", NOW, "2026-11-25T11:00:01.000000Z"),
+            command("c1", "U1", NOW, ts("2026-11-25T11:00:00.000000Z")),
+            command("c2", "U1", NOW, ts("2026-11-25T11:00:01.000000Z")),
         ])
         .await
         .unwrap();
@@ -372,7 +383,7 @@ async fn command_queue_hands_out_in_order_and_applies_results_once() {
             "c1"
         );
         // A deferred follow-up is not handed out before it is due.
-        let deferred = command("c3", "U1", "2026-11-25T13:00:00.000000Z", NOW);
+        let deferred = command("c3", "U1", ts("2026-11-25T13:00:00.000000Z"), NOW);
         let next = s
             .exchange(&exchange(
                 "U1",
@@ -421,7 +432,12 @@ async fn command_queue_hands_out_in_order_and_applies_results_once() {
         .await
         .unwrap();
         let due = s
-            .exchange(&exchange("U1", true, None, "2026-11-25T13:00:00.000000Z"))
+            .exchange(&exchange(
+                "U1",
+                true,
+                None,
+                ts("2026-11-25T13:00:00.000000Z"),
+            ))
             .await
             .unwrap();
         assert_eq!(
@@ -454,13 +470,13 @@ async fn tokens_and_sync_keep_app_ids_stable() {
             b.name
         );
         assert_eq!(s.token_count().await.unwrap(), 1);
-        let sync = |apps, now: &str| SyncRecord {
+        let sync = |apps, now: Timestamp| SyncRecord {
             token_id: "t1".into(),
             location_name: Some("HQ".into()),
             country: Some("US".into()),
             location_uid: Some("1".into()),
             apps,
-            now: now.into(),
+            now,
         };
         s.record_sync(&sync(
             vec![app("a1", "t1", 1, 10), app("a2", "t1", 2, 5)],
@@ -483,7 +499,7 @@ async fn tokens_and_sync_keep_app_ids_stable() {
         assert_eq!(a1.platforms, ["iOS", "macOS"]);
         let t = s.token("t1").await.unwrap().unwrap();
         assert_eq!(
-            (t.last_sync_at.as_deref(), t.country.as_deref()),
+            (t.last_sync_at, t.country.as_deref()),
             (Some(LATER), Some("US"))
         );
         s.record_sync_error("t1", "Apple error 9622", LATER)
@@ -527,7 +543,7 @@ async fn groups_assignments_and_targets() {
             country: None,
             location_uid: None,
             apps: vec![app("a1", "t1", 1, 10)],
-            now: NOW.into(),
+            now: NOW,
         })
         .await
         .unwrap();
@@ -535,7 +551,7 @@ async fn groups_assignments_and_targets() {
             id: "g1".into(),
             name: "Lab".into(),
             kind: GroupKind::Device,
-            created_at: NOW.into(),
+            created_at: NOW,
         };
         assert!(s.insert_group(&g).await.unwrap());
         assert!(
@@ -583,7 +599,7 @@ async fn groups_assignments_and_targets() {
             license_type: LicenseType::Device,
             install: true,
             any_token: false,
-            created_at: NOW.into(),
+            created_at: NOW,
             updated_at: None,
         };
         assert!(s.insert_assignment(&a).await.unwrap());
@@ -613,14 +629,14 @@ async fn groups_assignments_and_targets() {
         let mut changed = a.clone();
         changed.license_type = LicenseType::User;
         changed.install = false;
-        changed.updated_at = Some("2026-11-25T13:00:00.000000Z".into());
+        changed.updated_at = Some(ts("2026-11-25T13:00:00.000000Z"));
         assert!(s.update_assignment(&changed).await.unwrap());
         assert_eq!(s.assignment("as1").await.unwrap(), Some(changed.clone()));
         let targets = s.assignment_candidates().await.unwrap();
         assert!(
             targets
                 .iter()
-                .all(|t| t.joined_at == "2026-11-25T13:00:00.000000Z"
+                .all(|t| t.joined_at == ts("2026-11-25T13:00:00.000000Z")
                     && t.license_type == LicenseType::User
                     && !t.install)
         );
@@ -649,7 +665,7 @@ async fn license_reservations_follow_apples_answers() {
             country: None,
             location_uid: None,
             apps: vec![app("a1", "t1", 1, 10)],
-            now: NOW.into(),
+            now: NOW,
         })
         .await
         .unwrap();
@@ -660,7 +676,7 @@ async fn license_reservations_follow_apples_answers() {
             state,
             event_id: None,
             error: error.map(String::from),
-            updated_at: NOW.into(),
+            updated_at: NOW,
         };
         s.reserve_licenses(&[
             lic("U1", LicenseState::Pending, None),
@@ -713,10 +729,10 @@ async fn license_reservations_follow_apples_answers() {
                 device_status: None,
                 version: None,
                 reason: None,
-                updated_at: LATER.into(),
+                updated_at: LATER,
                 since: None,
             }],
-            now: LATER.into(),
+            now: LATER,
         })
         .await
         .unwrap();
@@ -750,7 +766,7 @@ async fn license_reservations_follow_apples_answers() {
             device_status: Some("Managed".into()),
             version: Some("1.0".into()),
             reason: None,
-            updated_at: LATER.into(),
+            updated_at: LATER,
             since: None,
         }])
         .await
@@ -762,7 +778,7 @@ async fn license_reservations_follow_apples_answers() {
             device_status: None,
             version: None,
             reason: None,
-            updated_at: LATER.into(),
+            updated_at: LATER,
             since: None,
         }])
         .await
@@ -789,7 +805,7 @@ async fn users_registrations_user_licenses_and_prompts() {
             country: None,
             location_uid: None,
             apps: vec![app("a1", "t1", 1, 10)],
-            now: NOW.into(),
+            now: NOW,
         })
         .await
         .unwrap();
@@ -798,7 +814,7 @@ async fn users_registrations_user_licenses_and_prompts() {
             email: "ana@example.com".into(),
             managed_apple_id: None,
             name: Some("Ana".into()),
-            created_at: NOW.into(),
+            created_at: NOW,
         };
         assert!(s.insert_user(&ana).await.unwrap());
         assert!(
@@ -828,7 +844,7 @@ async fn users_registrations_user_licenses_and_prompts() {
             id: "g1".into(),
             name: "Sales".into(),
             kind: GroupKind::User,
-            created_at: NOW.into(),
+            created_at: NOW,
         })
         .await
         .unwrap();
@@ -845,7 +861,7 @@ async fn users_registrations_user_licenses_and_prompts() {
             license_type: LicenseType::User,
             install: true,
             any_token: false,
-            created_at: LATER.into(),
+            created_at: LATER,
             updated_at: None,
         })
         .await
@@ -881,7 +897,7 @@ async fn users_registrations_user_licenses_and_prompts() {
             invitation_answer: None,
             answered_at: None,
             error: None,
-            updated_at: NOW.into(),
+            updated_at: NOW,
         };
         s.put_vpp_user(&vu).await.unwrap();
         vu.status = VppUserStatus::Associated;
@@ -895,7 +911,7 @@ async fn users_registrations_user_licenses_and_prompts() {
             state: LicenseState::Pending,
             event_id: None,
             error: None,
-            updated_at: NOW.into(),
+            updated_at: NOW,
         };
         s.put_user_licenses(std::slice::from_ref(&l)).await.unwrap();
         l.state = LicenseState::Associated;
@@ -911,7 +927,7 @@ async fn users_registrations_user_licenses_and_prompts() {
             kind: "AppleID".into(),
             bundle_id: Some("com.apple.Pages".into()),
             adam_id: Some("1".into()),
-            shown_at: NOW.into(),
+            shown_at: NOW,
             answer: None,
             answered_at: None,
         };
@@ -920,7 +936,7 @@ async fn users_registrations_user_licenses_and_prompts() {
             .unwrap();
         let answered = PromptRecord {
             answer: Some("Accepted".into()),
-            answered_at: Some(LATER.into()),
+            answered_at: Some(LATER),
             ..shown.clone()
         };
         s.record_prompts(std::slice::from_ref(&answered))

@@ -7,7 +7,6 @@
 use subtle_compare::constant_time_eq;
 
 use crate::apple::NotificationEnvelope;
-use crate::clock;
 use crate::error::{ServerError, ServerResult};
 use crate::state::ServerState;
 
@@ -42,7 +41,7 @@ pub async fn receive(
             &envelope.notification_id,
             token_id,
             &envelope.notification_type,
-            &clock::now(),
+            state.clock.now(),
         )
         .await?;
     if !new {

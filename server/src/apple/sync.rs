@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use orchard_protocol::AdamId;
 use serde::Serialize;
 
-use crate::clock;
+use crate::clock::Timestamp;
 use crate::error::{ServerError, ServerResult};
 use crate::state::ServerState;
 use crate::store::{AppRecord, LicenseCounts, SyncRecord};
@@ -25,7 +25,7 @@ pub struct SyncSummary {
     /// Assets the store lookup did not know (kept with their old metadata).
     pub missing_metadata: Vec<String>,
     /// When.
-    pub synced_at: String,
+    pub synced_at: Timestamp,
     /// The other MDM that owns the token at Apple, if any (the token is then not used).
     pub external_mdm: Option<String>,
 }
@@ -74,11 +74,10 @@ pub async fn sync_token(state: &ServerState, token_id: &str) -> ServerResult<Syn
     };
     // Across replicas: one sync per token at a time, by lease.
     let lease = format!("sync:{}", token.id);
-    let now = time::OffsetDateTime::now_utc();
-    let until = clock::rfc3339(now + SYNC_LEASE);
+    let now = state.clock.now();
     if !state
         .store
-        .try_lease(&lease, &state.replica, &clock::rfc3339(now), &until)
+        .try_lease(&lease, &state.replica, now, now + SYNC_LEASE)
         .await?
     {
         return Err(ServerError::Conflict(format!(
@@ -125,7 +124,7 @@ pub async fn sync_token(state: &ServerState, token_id: &str) -> ServerResult<Syn
         Err(e) => {
             state
                 .store
-                .record_sync_error(&token.id, &e.to_string(), &clock::now())
+                .record_sync_error(&token.id, &e.to_string(), state.clock.now())
                 .await?;
             if let ServerError::Apple(apple) = &e
                 && let Some(reason) = crate::apple::token_lifecycle::disabling(apple)
@@ -145,7 +144,7 @@ pub async fn sync_token(state: &ServerState, token_id: &str) -> ServerResult<Syn
 
 /// How long a sync may hold its token's lease; a replica that dies mid-sync frees the
 /// token for the others when this runs out.
-const SYNC_LEASE: time::Duration = time::Duration::minutes(10);
+const SYNC_LEASE: std::time::Duration = std::time::Duration::from_secs(10 * 60);
 
 /// Syncs every token whose last sync is older than the sync interval, on one replica at a
 /// time: the replica holding the scheduler lease. If it dies, its lease runs out after
@@ -164,35 +163,38 @@ pub async fn run_scheduler(state: ServerState, shutdown: tokio_util::sync::Cance
 }
 
 async fn schedule_once(state: &ServerState, tick: std::time::Duration) -> ServerResult<()> {
-    let now = time::OffsetDateTime::now_utc();
-    let until = clock::rfc3339(now + tick * 3);
+    let now = state.clock.now();
     if !state
         .store
-        .try_lease(
-            "sync-scheduler",
-            &state.replica,
-            &clock::rfc3339(now),
-            &until,
-        )
+        .try_lease("sync-scheduler", &state.replica, now, now + tick * 3)
         .await?
     {
         return Ok(());
     }
-    let due_before = clock::rfc3339(now - state.options.sync_interval);
     for token in state.store.tokens(&crate::store::Page::all()).await? {
-        // A token never synced is due once an admin had a tick to sync it by hand.
-        let due = match token.last_sync_at.as_deref() {
-            Some(at) => at < due_before.as_str(),
-            None => token.created_at < clock::rfc3339(now - tick),
-        };
-        if due
-            && token.disabled_reason.is_none()
+        if sync_due(&token, now, state.options.sync_interval, tick)
             && let Err(e) = sync_token(state, &token.id).await
         {
             tracing::warn!(token = %token.id, error = %e, "scheduled sync failed");
         }
     }
     Ok(())
+}
+
+/// Whether the schedule syncs `token` at `now`: its last sync is older than `interval`,
+/// or, never synced, it was uploaded more than a `tick` ago (an admin had a tick to sync
+/// it by hand). Disabled tokens wait for renewal.
+pub fn sync_due(
+    token: &crate::store::VppTokenRecord,
+    now: Timestamp,
+    interval: std::time::Duration,
+    tick: std::time::Duration,
+) -> bool {
+    let due = match token.last_sync_at {
+        Some(at) => at < now - interval,
+        None => token.created_at < now - tick,
+    };
+    due && token.disabled_reason.is_none()
 }
 
 async fn fetch(
@@ -238,7 +240,7 @@ async fn fetch(
             metadata.insert(result.track_id, result);
         }
     }
-    let now = clock::now();
+    let now = state.clock.now();
     let mut missing = Vec::new();
     let mut apps = Vec::with_capacity(assets.len());
     for asset in assets {
@@ -267,7 +269,7 @@ async fn fetch(
                 available: asset.available_count,
                 retired: asset.retired_count,
             },
-            updated_at: now.clone(),
+            updated_at: now,
             install_timeout_seconds: None,
             store_url: meta.and_then(|m| m.track_view_url.clone()),
             minimum_os_version: meta.and_then(|m| m.minimum_os_version.clone()),
@@ -279,7 +281,7 @@ async fn fetch(
         country: country.clone(),
         assets: apps.len(),
         missing_metadata: missing,
-        synced_at: now.clone(),
+        synced_at: now,
         external_mdm,
     };
     let record = SyncRecord {

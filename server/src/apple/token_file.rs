@@ -3,9 +3,12 @@
 
 use base64::Engine;
 use serde::Deserialize;
+
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
+
+use crate::clock::Timestamp;
 
 /// Why a token file was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -26,7 +29,7 @@ pub enum TokenFileError {
     BadExpiry(String),
     /// Expired.
     #[error("the token expired on {0}; download a new one from Apple Business Manager")]
-    Expired(String),
+    Expired(Timestamp),
 }
 
 /// A decoded token file.
@@ -35,7 +38,7 @@ pub struct TokenFile {
     /// The exact text to send as `Authorization: Bearer`.
     pub s_token: String,
     /// Expiry.
-    pub expires_at: OffsetDateTime,
+    pub expires_at: Timestamp,
     /// Organisation name.
     pub org_name: String,
 }
@@ -51,7 +54,7 @@ struct Raw {
 
 impl TokenFile {
     /// Decodes and validates a token file's contents against `now`.
-    pub fn parse(contents: &str, now: OffsetDateTime) -> Result<Self, TokenFileError> {
+    pub fn parse(contents: &str, now: Timestamp) -> Result<Self, TokenFileError> {
         let s_token: String = contents.split_whitespace().collect();
         if s_token.is_empty() {
             return Err(TokenFileError::Empty);
@@ -64,9 +67,10 @@ impl TokenFile {
             return Err(TokenFileError::NotJson);
         }
         let expires_at = parse_apple_date(&raw.exp_date)
+            .map(Timestamp::from)
             .ok_or_else(|| TokenFileError::BadExpiry(raw.exp_date.clone()))?;
         if expires_at <= now {
-            return Err(TokenFileError::Expired(crate::clock::rfc3339(expires_at)));
+            return Err(TokenFileError::Expired(expires_at));
         }
         Ok(Self {
             s_token,
@@ -95,16 +99,21 @@ mod tests {
         base64::engine::general_purpose::STANDARD.encode(json)
     }
 
-    const NOW: OffsetDateTime = datetime!(2026-11-25 12:00 UTC);
+    fn now() -> Timestamp {
+        Timestamp::from(datetime!(2026-11-25 12:00 UTC))
+    }
 
     #[test]
     fn apple_token_file_decodes() {
         let text =
             file(r#"{"token":"abc","expDate":"2030-11-08T22:33:22+0000","orgName":"ORG12345"}"#);
-        let t = TokenFile::parse(&format!("{text}\n"), NOW).unwrap();
+        let t = TokenFile::parse(&format!("{text}\n"), now()).unwrap();
         assert_eq!(t.org_name, "ORG12345");
         assert_eq!(t.s_token, text);
-        assert_eq!(t.expires_at, datetime!(2030-11-08 22:33:22 UTC));
+        assert_eq!(
+            t.expires_at,
+            Timestamp::from(datetime!(2030-11-08 22:33:22 UTC))
+        );
     }
 
     #[test]
@@ -128,12 +137,12 @@ mod tests {
             ),
             (
                 &file(r#"{"token":"a","expDate":"2020-01-01T00:00:00+0000","orgName":"o"}"#),
-                TokenFileError::Expired("2020-01-01T00:00:00.000000Z".into()),
+                TokenFileError::Expired("2020-01-01T00:00:00Z".parse().unwrap()),
             ),
         ];
         for (input, expected) in cases {
             assert_eq!(
-                TokenFile::parse(input, NOW).unwrap_err(),
+                TokenFile::parse(input, now()).unwrap_err(),
                 expected,
                 "input {input:?}"
             );

@@ -3,10 +3,9 @@
 //! that stops its syncs when Apple says it expired or was revoked.
 
 use sha2::{Digest, Sha256};
-use time::OffsetDateTime;
 
 use crate::apple::{MdmInfo, NotificationTarget, TokenFile, VppError};
-use crate::clock;
+use crate::clock::Timestamp;
 use crate::error::{ServerError, ServerResult};
 use crate::state::ServerState;
 use crate::store::VppTokenRecord;
@@ -104,7 +103,7 @@ pub async fn renew(
         .token(token_id)
         .await?
         .ok_or_else(|| ServerError::not_found("token", token_id))?;
-    let file = TokenFile::parse(contents, OffsetDateTime::now_utc())?;
+    let file = TokenFile::parse(contents, state.clock.now())?;
     let hash = hex::encode(Sha256::digest(file.s_token.as_bytes()));
     if hash == token.secret_hash {
         return Err(ServerError::Conflict(
@@ -125,7 +124,7 @@ pub async fn renew(
     }
     token.secret = file.s_token;
     token.secret_hash = hash;
-    token.expires_at = clock::rfc3339(file.expires_at);
+    token.expires_at = file.expires_at;
     token.disabled_reason = None;
     if !state.store.update_token(&token).await? {
         return Err(ServerError::not_found("token", token_id));
@@ -163,4 +162,78 @@ pub async fn delete(state: &ServerState, token_id: &str) -> ServerResult<Deleted
         apps_removed: apps,
         note: "the token's apps and assignments are gone; no license was revoked and nothing was uninstalled: the licenses stay associated at Apple (revoke before deleting to free them)",
     })
+}
+
+/// How close a token is to the end of its year.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpiryStatus {
+    /// More than [`EXPIRY_WARNING`] left.
+    Valid,
+    /// Expires within [`EXPIRY_WARNING`]: renew it.
+    ExpiringSoon,
+    /// Expired: Apple refuses it.
+    Expired,
+}
+
+impl ExpiryStatus {
+    /// The API's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Valid => "valid",
+            Self::ExpiringSoon => "expiring_soon",
+            Self::Expired => "expired",
+        }
+    }
+}
+
+/// How long before its expiry a token is flagged.
+pub const EXPIRY_WARNING: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
+
+/// Whether a token expiring at `expires_at` is valid, expiring soon or expired at `now`.
+pub fn expiry_status(expires_at: Timestamp, now: Timestamp) -> ExpiryStatus {
+    if expires_at <= now {
+        ExpiryStatus::Expired
+    } else if expires_at.since(now) <= EXPIRY_WARNING {
+        ExpiryStatus::ExpiringSoon
+    } else {
+        ExpiryStatus::Valid
+    }
+}
+
+/// Whether a token can be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenStatus {
+    /// In use.
+    Active,
+    /// Past its expiry date.
+    Expired,
+    /// Apple refused it (expired or revoked there) until it is renewed.
+    Disabled,
+    /// Another MDM owns its location; not used until taken over.
+    AssignedToExternalMdm,
+}
+
+impl TokenStatus {
+    /// The API's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Expired => "expired",
+            Self::Disabled => "disabled",
+            Self::AssignedToExternalMdm => "assigned_to_external_mdm",
+        }
+    }
+}
+
+/// A token's status at `now`.
+pub fn status(token: &VppTokenRecord, now: Timestamp) -> TokenStatus {
+    if token.disabled_reason.is_some() {
+        TokenStatus::Disabled
+    } else if expiry_status(token.expires_at, now) == ExpiryStatus::Expired {
+        TokenStatus::Expired
+    } else if token.external_mdm.is_some() {
+        TokenStatus::AssignedToExternalMdm
+    } else {
+        TokenStatus::Active
+    }
 }

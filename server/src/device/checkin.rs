@@ -4,7 +4,6 @@
 use orchard_protocol::checkin::CheckinMessage;
 use orchard_protocol::command::{Command, DeviceInformation, Restrictions};
 
-use crate::clock;
 use crate::device::identity::{self, DeviceIdentity};
 use crate::device::{portal, prompt};
 use crate::error::{ServerError, ServerResult};
@@ -43,7 +42,7 @@ pub async fn handle(
         }
     };
     let device = identity::authorize(state.store.as_ref(), identity, udid).await?;
-    let now = clock::now();
+    let now = state.clock.now();
     match message {
         CheckinMessage::Authenticate(m) => {
             let facts = AuthenticateFacts {
@@ -53,13 +52,13 @@ pub async fn handle(
             };
             state
                 .store
-                .record_authenticate(&m.udid, &facts, &now)
+                .record_authenticate(&m.udid, &facts, now)
                 .await?;
         }
         CheckinMessage::TokenUpdate(m) => {
             state
                 .store
-                .record_token_update(&m.udid, &m.topic, &m.push_magic, &m.token, &now)
+                .record_token_update(&m.udid, &m.topic, &m.push_magic, &m.token, now)
                 .await?;
             if device.status != EnrollmentStatus::Active {
                 let queries = DEVICE_QUERIES.iter().map(|q| (*q).to_owned()).collect();
@@ -70,7 +69,7 @@ pub async fn handle(
                 ];
                 let queued = inventory
                     .into_iter()
-                    .map(|c| NewCommand::new(&m.udid, c, None, now.clone()))
+                    .map(|c| NewCommand::new(&m.udid, c, None, now))
                     .collect::<Result<Vec<_>, _>>()?;
                 state.store.enqueue(&queued).await?;
                 state.wake_for(&queued);
@@ -78,7 +77,7 @@ pub async fn handle(
             }
         }
         CheckinMessage::CheckOut(m) => {
-            state.store.record_check_out(&m.udid, &now).await?;
+            state.store.record_check_out(&m.udid, now).await?;
             // Its device licenses go back to the pool.
             state.poke_reconciler();
             tracing::info!(udid = %m.udid, "device checked out");

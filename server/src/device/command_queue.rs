@@ -3,7 +3,6 @@
 
 use orchard_protocol::report::{CommandReport, CommandStatus};
 
-use crate::clock;
 use crate::device::identity::{self, DeviceIdentity};
 use crate::device::install;
 use crate::error::ServerResult;
@@ -19,7 +18,7 @@ pub async fn handle(
 ) -> ServerResult<Option<Vec<u8>>> {
     let report = CommandReport::from_xml(body)?;
     identity::authorize(state.store.as_ref(), identity, &report.udid).await?;
-    let now = clock::now();
+    let now = state.clock.now();
     let mut outcome = None;
     if let (
         CommandStatus::Acknowledged
@@ -33,7 +32,7 @@ pub async fn handle(
             Some(command)
                 if matches!(command.status, CommandState::Sent | CommandState::Queued) =>
             {
-                outcome = Some(install::apply_result(state, &command, &report, body, &now).await?);
+                outcome = Some(install::apply_result(state, &command, &report, body, now).await?);
             }
             Some(_) => tracing::debug!(udid = %report.udid, %uuid, "duplicate result ignored"),
             None => {

@@ -4,7 +4,6 @@
 use orchard_protocol::enroll::{EnrollRequest, EnrollResponse, MdmPayload, ORCHARD_ACCESS_RIGHTS};
 use sha2::{Digest, Sha256};
 
-use crate::clock;
 use crate::device::identity::DeviceAuthError;
 use crate::error::ServerResult;
 use crate::state::ServerState;
@@ -26,7 +25,7 @@ pub async fn enroll(state: &ServerState, body: &[u8]) -> ServerResult<Vec<u8>> {
         return Err(DeviceAuthError::WrongEnrollmentSecret.into());
     }
     let issued = state.ca.sign_device_csr(&request.csr_pem, &request.udid)?;
-    let now = clock::now();
+    let now = state.clock.now();
     state
         .store
         .upsert_enrollment(&DeviceRecord {
@@ -43,7 +42,7 @@ pub async fn enroll(state: &ServerState, body: &[u8]) -> ServerResult<Vec<u8>> {
             single_app_mode: request.single_app_mode,
             app_store_allowed: None,
             user_id: None,
-            enrolled_at: now.clone(),
+            enrolled_at: now,
             last_seen_at: now,
         })
         .await?;

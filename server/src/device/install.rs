@@ -12,7 +12,7 @@ use orchard_protocol::command::{
 };
 use orchard_protocol::report::{CommandReport, CommandStatus};
 
-use crate::clock;
+use crate::clock::Timestamp;
 use crate::error::ServerResult;
 use crate::state::ServerState;
 use crate::store::{
@@ -98,14 +98,9 @@ fn error_reason(report: &CommandReport) -> String {
         .unwrap_or_else(|| "the device reported an error without details".to_owned())
 }
 
-/// Whether an install `Installing` since `since` has outlived `timeout` at `now`
-/// (times in the server's RFC 3339 text, whose order is time order).
-pub fn timed_out(since: &str, now: &str, timeout: Duration) -> bool {
-    let Ok(now) = time::OffsetDateTime::parse(now, &time::format_description::well_known::Rfc3339)
-    else {
-        return false;
-    };
-    since < clock::rfc3339(now - timeout).as_str()
+/// Whether an install `Installing` since `since` has outlived `timeout` at `now`.
+pub fn timed_out(since: Timestamp, now: Timestamp, timeout: Duration) -> bool {
+    now.since(since) > timeout
 }
 
 /// Orchard's status for an app still on its way: waiting for the user, or installing.
@@ -310,7 +305,7 @@ pub async fn apply_result(
     command: &QueuedCommand,
     report: &CommandReport,
     body: &[u8],
-    now: &str,
+    now: Timestamp,
 ) -> ServerResult<CommandOutcome> {
     let status = match report.status {
         CommandStatus::Acknowledged => CommandState::Acknowledged,
@@ -355,7 +350,7 @@ pub async fn apply_result(
             .find(|r| r.app_id == app.id && r.status == InstallStatus::Installing)
             .and_then(|r| r.since);
         if let Some(since) = since
-            && timed_out(&since, now, timeout)
+            && timed_out(since, now, timeout)
         {
             *update = InstallUpdate::failed(
                 update.device_status,
@@ -380,14 +375,14 @@ pub async fn apply_result(
             device_status: update.device_status.map(|s| s.as_str().to_owned()),
             version: update.version,
             reason: update.reason,
-            updated_at: now.to_owned(),
+            updated_at: now,
             since: None,
         });
     }
     if let (Some(app), Some((cmd, delay))) = (&app, reading.follow_up) {
         follow_ups.push(
-            NewCommand::new(&report.udid, cmd, Some(app.id.clone()), now.to_owned())?
-                .not_before(clock::after(delay)),
+            NewCommand::new(&report.udid, cmd, Some(app.id.clone()), now)?
+                .not_before(state.clock.now() + delay),
         );
     }
     Ok(CommandOutcome {
@@ -397,7 +392,7 @@ pub async fn apply_result(
         result: body.to_vec(),
         installs,
         follow_ups,
-        now: now.to_owned(),
+        now,
     })
 }
 
@@ -423,6 +418,7 @@ async fn record_device_information(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::{Clock, ManualClock};
     use orchard_protocol::AdamId;
     use orchard_protocol::command::{InstalledApplication, ManagedApplication};
     use orchard_protocol::report::ErrorChainItem;
@@ -444,7 +440,7 @@ mod tests {
             platforms: vec!["iOS".into()],
             device_assignable: true,
             counts: LicenseCounts::default(),
-            updated_at: String::new(),
+            updated_at: Timestamp::UNIX_EPOCH,
             install_timeout_seconds: None,
             store_url: None,
             minimum_os_version: None,
@@ -491,11 +487,14 @@ mod tests {
 
     #[test]
     fn installs_time_out_only_after_the_timeout() {
-        let since = "2026-11-25T12:00:00.000000Z";
+        // The server's clock, moved by hand: no sleeping.
+        let since: Timestamp = "2026-11-25T12:00:00Z".parse().unwrap();
+        let clock = ManualClock::new(since);
         let minute = Duration::from_secs(60);
-        assert!(!timed_out(since, "2026-11-25T12:00:59.000000Z", minute));
-        assert!(timed_out(since, "2026-11-25T12:01:00.500000Z", minute));
-        assert!(!timed_out(since, "not a time", minute));
+        clock.advance(Duration::from_secs(59));
+        assert!(!timed_out(since, clock.now(), minute));
+        clock.advance(Duration::from_millis(1500));
+        assert!(timed_out(since, clock.now(), minute));
     }
 
     #[test]

@@ -5,7 +5,6 @@
 
 use orchard_protocol::portal::AppRequest;
 
-use crate::clock;
 use crate::error::{ServerError, ServerResult};
 use crate::state::ServerState;
 use crate::store::{InstallRecord, InstallStatus, Intent, NewCommand};
@@ -46,9 +45,9 @@ pub async fn request(state: &ServerState, request: &AppRequest) -> ServerResult<
             .find(|r| &r.app_id == app_id && r.status == InstallStatus::UpdateAvailable)
         && let Some(app) = state.store.app(app_id).await?
     {
-        let now = clock::now();
+        let now = state.clock.now();
         let command = Command::InstallApplication(InstallApplication::vpp(app.adam_id, 1));
-        let queued = NewCommand::new(&request.udid, command, Some(app.id.clone()), now.clone())?;
+        let queued = NewCommand::new(&request.udid, command, Some(app.id.clone()), now)?;
         state.store.enqueue(std::slice::from_ref(&queued)).await?;
         state
             .store
@@ -71,7 +70,7 @@ pub async fn request(state: &ServerState, request: &AppRequest) -> ServerResult<
     };
     if state
         .store
-        .record_app_request(&app_id, &request.udid, &clock::now())
+        .record_app_request(&app_id, &request.udid, state.clock.now())
         .await?
     {
         tracing::info!(udid = %request.udid, app = %adam, "app requested");

@@ -8,7 +8,6 @@ use std::collections::HashSet;
 use orchard_protocol::Udid;
 
 use crate::apple::VppError;
-use crate::clock;
 use crate::state::ServerState;
 use crate::store::{AppRecord, Candidate, Intent, LicenseCounts};
 
@@ -60,7 +59,7 @@ pub async fn refresh_counts(state: &ServerState, app: &AppRecord) {
             };
             if let Err(e) = state
                 .store
-                .update_app_counts(&app.id, &counts, &clock::now())
+                .update_app_counts(&app.id, &counts, state.clock.now())
                 .await
             {
                 tracing::warn!(error = %e, "cannot store license counts");

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use orchard_protocol::Udid;
 use serde::Serialize;
 
+use crate::clock::Timestamp;
 use crate::store::{Candidate, GroupKind, Intent};
 
 /// The assignment that applies to one (app, device), and those it beat.
@@ -56,11 +57,11 @@ fn group_rank(kind: GroupKind) -> u8 {
     }
 }
 
-fn rank(c: &Candidate) -> (u8, u8, &str, &str) {
+fn rank(c: &Candidate) -> (u8, u8, Timestamp, &str) {
     (
         intent_rank(c.intent),
         group_rank(c.group_kind),
-        &c.created_at,
+        c.created_at,
         &c.assignment_id,
     )
 }
@@ -119,8 +120,8 @@ mod tests {
             group_id: format!("g-{id}"),
             group_kind: kind,
             intent,
-            created_at: created.into(),
-            joined_at: created.into(),
+            created_at: Timestamp::from_unix_seconds(created.parse().unwrap()).unwrap(),
+            joined_at: Timestamp::from_unix_seconds(created.parse().unwrap()).unwrap(),
             app_store_allowed: Some(true),
             ..Candidate::example()
         }

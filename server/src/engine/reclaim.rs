@@ -20,7 +20,6 @@ use orchard_protocol::command::{Command, RemoveApplication};
 use orchard_protocol::{SerialNumber, Udid};
 
 use crate::apple::{EventStatus, ManageAssetsRequest, RequestAsset};
-use crate::clock;
 use crate::engine::applicability::{MACOS_UNINSTALL, Platform, platform_of};
 use crate::engine::precedence::Effective;
 use crate::error::ServerResult;
@@ -229,7 +228,7 @@ pub async fn run_once(
         .collect();
     uninstall(state, apps, plan_uninstalls(effective, &installs)).await?;
 
-    let now = clock::now();
+    let now = state.clock.now();
     let mut by_state: BTreeMap<(String, LicenseState), Vec<Udid>> = BTreeMap::new();
     for (app_id, udid, next) in plan_devices(&licenses, &by_pair, &installs, requested) {
         by_state.entry((app_id, next)).or_default().push(udid);
@@ -237,7 +236,7 @@ pub async fn run_once(
     for ((app_id, next), udids) in by_state {
         tracing::info!(app = %app_id, devices = udids.len(), state = %next, "device licenses go back");
         store
-            .set_license_states(&app_id, &udids, next, None, &now)
+            .set_license_states(&app_id, &udids, next, None, now)
             .await?;
     }
     let released: Vec<UserLicenseRecord> =
@@ -249,7 +248,7 @@ pub async fn run_once(
                 state: LicenseState::Releasing,
                 event_id: None,
                 error: None,
-                updated_at: now.clone(),
+                updated_at: now,
             })
             .collect();
     if !released.is_empty() {
@@ -264,7 +263,7 @@ async fn uninstall(
     apps: &HashMap<String, AppRecord>,
     steps: Vec<UninstallStep>,
 ) -> ServerResult<()> {
-    let now = clock::now();
+    let now = state.clock.now();
     let mut rows = Vec::new();
     let mut commands = Vec::new();
     for step in steps {
@@ -274,12 +273,7 @@ async fn uninstall(
                     continue;
                 };
                 let command = Command::RemoveApplication(RemoveApplication { identifier: bundle });
-                commands.push(NewCommand::new(
-                    &udid,
-                    command,
-                    Some(app_id.clone()),
-                    now.clone(),
-                )?);
+                commands.push(NewCommand::new(&udid, command, Some(app_id.clone()), now)?);
                 (app_id, udid, InstallStatus::Removing, None)
             }
             UninstallStep::NotApplicable { app_id, udid } => (
@@ -296,7 +290,7 @@ async fn uninstall(
             device_status: None,
             version: None,
             reason,
-            updated_at: now.clone(),
+            updated_at: now,
             since: None,
         });
     }
@@ -362,7 +356,7 @@ async fn send(state: &ServerState, apps: &HashMap<String, AppRecord>) -> ServerR
                             &udids,
                             next,
                             Some(&event.event_id),
-                            &clock::now(),
+                            state.clock.now(),
                         )
                         .await?;
                 }
@@ -401,7 +395,7 @@ async fn send(state: &ServerState, apps: &HashMap<String, AppRecord>) -> ServerR
             Ok(event) => {
                 for row in &mut rows {
                     row.event_id = Some(event.event_id.clone());
-                    row.updated_at = clock::now();
+                    row.updated_at = state.clock.now();
                 }
                 store.put_user_licenses(&rows).await?;
             }
@@ -461,11 +455,11 @@ async fn follow(state: &ServerState, apps: &HashMap<String, AppRecord>) -> Serve
                 continue;
             }
         }
-        let now = clock::now();
+        let now = state.clock.now();
         store.delete_licenses(&app_id, &released).await?;
         if !revoked.is_empty() {
             store
-                .set_license_states(&app_id, &revoked, LicenseState::Revoked, None, &now)
+                .set_license_states(&app_id, &revoked, LicenseState::Revoked, None, now)
                 .await?;
         }
         let (gone, kept): (Vec<_>, Vec<_>) = users
@@ -478,7 +472,7 @@ async fn follow(state: &ServerState, apps: &HashMap<String, AppRecord>) -> Serve
             .map(|l| UserLicenseRecord {
                 state: LicenseState::Revoked,
                 event_id: None,
-                updated_at: now.clone(),
+                updated_at: now,
                 ..l
             })
             .collect();
@@ -497,6 +491,7 @@ async fn follow(state: &ServerState, apps: &HashMap<String, AppRecord>) -> Serve
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::Timestamp;
     use crate::store::Candidate;
     use orchard_protocol::command::ManagedAppStatus;
 
@@ -508,7 +503,7 @@ mod tests {
             state,
             event_id: None,
             error: None,
-            updated_at: "t".into(),
+            updated_at: Timestamp::UNIX_EPOCH,
         }
     }
 
@@ -524,7 +519,7 @@ mod tests {
             device_status: device.map(|d| d.as_str().to_owned()),
             version: None,
             reason: None,
-            updated_at: "t".into(),
+            updated_at: Timestamp::UNIX_EPOCH,
             since: None,
         }
     }
@@ -680,7 +675,7 @@ mod tests {
             state: LicenseState::Associated,
             event_id: None,
             error: None,
-            updated_at: "t".into(),
+            updated_at: Timestamp::UNIX_EPOCH,
         }];
         let needed = [effective(
             "d",

@@ -14,7 +14,7 @@ use orchard_protocol::command::{Command, InstallApplication};
 use orchard_protocol::{SerialNumber, Udid};
 
 use crate::apple::{EventStatus, ManageAssetsRequest, RequestAsset};
-use crate::clock;
+use crate::clock::Timestamp;
 use crate::engine::license_pool::{
     LICENSE_ONLY, NO_LICENSES, NOT_DEVICE_ASSIGNABLE, failure_reason, refresh_counts, wanted,
 };
@@ -56,14 +56,14 @@ pub fn targets(effective: &[Effective], requested: &HashSet<(String, Udid)>) -> 
                 app_id: c.app_id.clone(),
                 udid: c.udid.clone(),
                 serial_number: c.serial_number.clone(),
-                joined_at: c.joined_at.clone(),
+                joined_at: c.joined_at,
                 install: c.install,
             }),
             LicenseType::User => out.user.push(UserTarget {
                 app_id: c.app_id.clone(),
                 user_id: c.user_id.clone(),
                 udid: c.udid.clone(),
-                joined_at: c.joined_at.clone(),
+                joined_at: c.joined_at,
                 single_app_mode: c.single_app_mode,
                 app_store_allowed: c.app_store_allowed,
                 install: c.install,
@@ -78,7 +78,7 @@ async fn write_not_applicable(
     state: &ServerState,
     rows: &[(String, Udid, &'static str)],
 ) -> ServerResult<()> {
-    let now = clock::now();
+    let now = state.clock.now();
     // One read per app, not per device.
     let wanted: HashMap<(&str, &Udid), &str> = rows
         .iter()
@@ -106,7 +106,7 @@ async fn write_not_applicable(
             device_status: None,
             version: None,
             reason: Some((*reason).to_owned()),
-            updated_at: now.clone(),
+            updated_at: now,
             since: None,
         });
     }
@@ -244,11 +244,10 @@ pub async fn run(state: ServerState, shutdown: tokio_util::sync::CancellationTok
 
 /// One pass, if no other replica is reconciling right now (then: try again soon).
 async fn run_exclusively(state: &ServerState) -> ServerResult<bool> {
-    let now = time::OffsetDateTime::now_utc();
-    let until = clock::rfc3339(now + RECONCILE_LEASE);
+    let now = state.clock.now();
     if !state
         .store
-        .try_lease("reconcile", &state.replica, &clock::rfc3339(now), &until)
+        .try_lease("reconcile", &state.replica, now, now + RECONCILE_LEASE)
         .await?
     {
         return Ok(true);
@@ -286,7 +285,7 @@ pub async fn run_once(state: &ServerState) -> ServerResult<bool> {
         .collect();
     let ranks: HashMap<String, crate::engine::token_order::TokenRank> = tokens
         .iter()
-        .map(|t| (t.id.clone(), (t.priority, t.created_at.clone())))
+        .map(|t| (t.id.clone(), (t.priority, t.created_at)))
         .collect();
     let requested: HashSet<(String, Udid)> = store.app_requests().await?.into_iter().collect();
     let requested = crate::engine::token_order::choose(
@@ -313,7 +312,7 @@ pub async fn run_once(state: &ServerState) -> ServerResult<bool> {
                 devices,
                 reason,
             } => {
-                let now = clock::now();
+                let now = state.clock.now();
                 let rows: Vec<LicenseRecord> = devices
                     .into_iter()
                     .map(|(udid, serial_number)| LicenseRecord {
@@ -323,7 +322,7 @@ pub async fn run_once(state: &ServerState) -> ServerResult<bool> {
                         state: LicenseState::Failed,
                         event_id: None,
                         error: Some(reason.to_owned()),
-                        updated_at: now.clone(),
+                        updated_at: now,
                     })
                     .collect();
                 store.reserve_licenses(&rows).await?;
@@ -361,7 +360,7 @@ async fn associate(
     devices: &[(Udid, SerialNumber)],
 ) -> ServerResult<()> {
     let store = state.store.as_ref();
-    let now = clock::now();
+    let now = state.clock.now();
     // Reserve first, so a crash between here and Apple's answer cannot lose track of a license.
     let rows: Vec<LicenseRecord> = devices
         .iter()
@@ -372,7 +371,7 @@ async fn associate(
             state: LicenseState::Pending,
             event_id: None,
             error: None,
-            updated_at: now.clone(),
+            updated_at: now,
         })
         .collect();
     store.reserve_licenses(&rows).await?;
@@ -399,13 +398,13 @@ async fn associate(
             Ok(event) => {
                 tracing::info!(app = %app.adam_id, devices = chunk.len(), event = %event.event_id, "licenses requested");
                 store
-                    .mark_associating(&app.id, &udids, &event.event_id, &clock::now())
+                    .mark_associating(&app.id, &udids, &event.event_id, state.clock.now())
                     .await?;
             }
             Err(e) => {
                 tracing::warn!(app = %app.adam_id, error = %e, "license association failed; will retry");
                 store
-                    .mark_license_error(&app.id, &udids, &e.to_string(), &clock::now())
+                    .mark_license_error(&app.id, &udids, &e.to_string(), state.clock.now())
                     .await?;
                 if !e.is_transient() {
                     return Err(e.into());
@@ -472,14 +471,14 @@ async fn follow_events(
             }
         }
         let whole_event_failed = status.event_status == EventStatus::Failed;
-        let now = clock::now();
+        let now = state.clock.now();
         let mut outcome = AssociationOutcome {
             app_id: app_id.clone(),
             associated: Vec::new(),
             failed: Vec::new(),
             installs: Vec::new(),
             install_rows: Vec::new(),
-            now: now.clone(),
+            now,
         };
         for l in rows {
             let failure = failed_serials
@@ -501,7 +500,7 @@ async fn follow_events(
                         &l.udid,
                         InstallStatus::LicenseFailed,
                         Some(reason.clone()),
-                        &now,
+                        now,
                     ));
                     outcome.failed.push((l.udid.clone(), reason));
                 }
@@ -511,7 +510,7 @@ async fn follow_events(
                         &l.udid,
                         InstallStatus::Licensed,
                         Some(LICENSE_ONLY.to_owned()),
-                        &now,
+                        now,
                     ));
                     outcome.associated.push(l.udid.clone());
                 }
@@ -522,14 +521,14 @@ async fn follow_events(
                         &l.udid,
                         command,
                         Some(app.id.clone()),
-                        now.clone(),
+                        now,
                     )?);
                     outcome.install_rows.push(install_row(
                         app,
                         &l.udid,
                         InstallStatus::Queued,
                         None,
-                        &now,
+                        now,
                     ));
                     outcome.associated.push(l.udid.clone());
                 }
@@ -553,7 +552,7 @@ fn install_row(
     udid: &Udid,
     status: InstallStatus,
     reason: Option<String>,
-    now: &str,
+    now: Timestamp,
 ) -> InstallRecord {
     InstallRecord {
         app_id: app.id.clone(),
@@ -562,7 +561,7 @@ fn install_row(
         device_status: None,
         version: None,
         reason,
-        updated_at: now.to_owned(),
+        updated_at: now,
         since: None,
     }
 }
@@ -591,7 +590,7 @@ mod tests {
                 available,
                 retired: 0,
             },
-            updated_at: String::new(),
+            updated_at: Timestamp::UNIX_EPOCH,
             install_timeout_seconds: None,
             store_url: None,
             minimum_os_version: None,
@@ -604,7 +603,7 @@ mod tests {
                 app_id: "a".into(),
                 udid: Udid(format!("U{i}")),
                 serial_number: SerialNumber(format!("S{i}")),
-                joined_at: format!("2026-01-01T00:00:{i:02}Z"),
+                joined_at: format!("2026-01-01T00:00:{i:02}Z").parse().unwrap(),
                 install: true,
             })
             .collect()
@@ -618,7 +617,7 @@ mod tests {
             state,
             event_id: event.map(String::from),
             error: None,
-            updated_at: String::new(),
+            updated_at: Timestamp::UNIX_EPOCH,
         }
     }
 

@@ -12,11 +12,12 @@ use std::collections::{HashMap, HashSet};
 
 use orchard_protocol::Udid;
 
+use crate::clock::Timestamp;
 use crate::engine::precedence::Effective;
 use crate::store::{AppRecord, LicenseRecord, LicenseState, LicenseType, UserLicenseRecord};
 
 /// A token's place: (priority, upload time).
-pub type TokenRank = (i64, String);
+pub type TokenRank = (i64, Timestamp);
 
 /// Chooses the token of every any-token target; returns the requests moved along with
 /// their targets.
@@ -125,7 +126,7 @@ mod tests {
                 available,
                 retired: 0,
             },
-            updated_at: "t".into(),
+            updated_at: Timestamp::UNIX_EPOCH,
             install_timeout_seconds: None,
             store_url: None,
             minimum_os_version: None,
@@ -147,10 +148,14 @@ mod tests {
         }
     }
 
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::from_unix_seconds(seconds).unwrap()
+    }
+
     fn ranks() -> HashMap<String, TokenRank> {
         HashMap::from([
-            ("hq".to_owned(), (1, "t1".to_owned())),
-            ("branch".to_owned(), (2, "t0".to_owned())),
+            ("hq".to_owned(), (1, at(1))),
+            ("branch".to_owned(), (2, at(0))),
         ])
     }
 
@@ -183,7 +188,7 @@ mod tests {
             state: LicenseState::Associated,
             event_id: None,
             error: None,
-            updated_at: "t".into(),
+            updated_at: Timestamp::UNIX_EPOCH,
         };
         let mut effective = vec![target("1", true), target("2", false)];
         let requested = HashSet::from([("a-hq".to_owned(), Udid::from("1"))]);

@@ -9,7 +9,6 @@ use std::collections::HashMap;
 use orchard_protocol::Udid;
 use orchard_protocol::command::{Command, InstallApplication};
 
-use crate::clock;
 use crate::engine::applicability::{Platform, at_least, meets, platform_of};
 use crate::engine::precedence::Effective;
 use crate::error::ServerResult;
@@ -104,19 +103,14 @@ pub async fn new_version(
     let effective = crate::engine::precedence::resolve(&candidates);
     let rows = state.store.installs_of_app(&app.id).await?;
     let installs: HashMap<&Udid, &InstallRecord> = rows.iter().map(|r| (&r.udid, r)).collect();
-    let now = clock::now();
+    let now = state.clock.now();
     let mut commands = Vec::new();
     let mut out = Vec::new();
     for step in plan(app, automatic, &effective, &installs) {
         let (udid, status, reason) = match step {
             UpdateStep::Push(udid) => {
                 let command = Command::InstallApplication(InstallApplication::vpp(app.adam_id, 1));
-                commands.push(NewCommand::new(
-                    &udid,
-                    command,
-                    Some(app.id.clone()),
-                    now.clone(),
-                )?);
+                commands.push(NewCommand::new(&udid, command, Some(app.id.clone()), now)?);
                 let reason = format!(
                     "updating to {}",
                     app.version.as_deref().unwrap_or("the new version")
@@ -132,7 +126,7 @@ pub async fn new_version(
             device_status: None,
             version: None,
             reason: Some(reason),
-            updated_at: now.clone(),
+            updated_at: now,
             since: None,
         });
     }
@@ -150,6 +144,7 @@ pub async fn new_version(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::Timestamp;
     use crate::store::{Candidate, LicenseCounts};
     use orchard_protocol::AdamId;
 
@@ -166,7 +161,7 @@ mod tests {
             platforms: vec![],
             device_assignable: true,
             counts: LicenseCounts::default(),
-            updated_at: "t".into(),
+            updated_at: Timestamp::UNIX_EPOCH,
             install_timeout_seconds: None,
             store_url: None,
             minimum_os_version: Some("16.0".into()),
@@ -194,7 +189,7 @@ mod tests {
             device_status: None,
             version: Some(version.into()),
             reason: None,
-            updated_at: "t".into(),
+            updated_at: Timestamp::UNIX_EPOCH,
             since: None,
         }
     }

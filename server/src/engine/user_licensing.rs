@@ -21,7 +21,7 @@ use orchard_protocol::command::{Command, InstallApplication, InviteToProgram};
 use crate::apple::{
     EventStatus, ManageAssetsRequest, ManageUsersRequest, RequestAsset, RequestUser,
 };
-use crate::clock;
+use crate::clock::Timestamp;
 use crate::error::ServerResult;
 use crate::state::ServerState;
 use crate::store::{
@@ -330,7 +330,7 @@ pub async fn run_once(
         installs: &installs,
         device_in_flight,
     };
-    let now = clock::now();
+    let now = state.clock.now();
     let mut rows = Vec::new();
     let mut commands = Vec::new();
     for action in plan(world) {
@@ -364,7 +364,7 @@ pub async fn run_once(
                         state: LicenseState::Failed,
                         event_id: None,
                         error: Some(crate::engine::license_pool::NO_LICENSES.to_owned()),
-                        updated_at: now.clone(),
+                        updated_at: now,
                     })
                     .collect();
                 store.put_user_licenses(&refused).await?;
@@ -374,18 +374,13 @@ pub async fn run_once(
                     continue;
                 };
                 let command = Command::InstallApplication(InstallApplication::vpp(app.adam_id, 1));
-                commands.push(NewCommand::new(
-                    &udid,
-                    command,
-                    Some(app_id.clone()),
-                    now.clone(),
-                )?);
+                commands.push(NewCommand::new(&udid, command, Some(app_id.clone()), now)?);
                 rows.push(install_row(
                     &app_id,
                     &udid,
                     InstallStatus::Queued,
                     None,
-                    &now,
+                    now,
                 ));
             }
             UserAction::Status {
@@ -393,7 +388,7 @@ pub async fn run_once(
                 udid,
                 status,
                 reason,
-            } => rows.push(install_row(&app_id, &udid, status, Some(reason), &now)),
+            } => rows.push(install_row(&app_id, &udid, status, Some(reason), now)),
         }
     }
     if !commands.is_empty() {
@@ -411,7 +406,7 @@ fn install_row(
     udid: &Udid,
     status: InstallStatus,
     reason: Option<&str>,
-    now: &str,
+    now: Timestamp,
 ) -> InstallRecord {
     InstallRecord {
         app_id: app_id.to_owned(),
@@ -420,7 +415,7 @@ fn install_row(
         device_status: None,
         version: None,
         reason: reason.map(str::to_owned),
-        updated_at: now.to_owned(),
+        updated_at: now,
         since: None,
     }
 }
@@ -455,7 +450,7 @@ async fn register(state: &ServerState, token_id: &str, user_ids: &[String]) -> S
             invitation_answer: None,
             answered_at: None,
             error: None,
-            updated_at: clock::now(),
+            updated_at: state.clock.now(),
         });
     }
     // Apple takes at most `maxUsers` per call.
@@ -518,7 +513,7 @@ async fn follow_registrations(state: &ServerState) -> ServerResult<bool> {
                         .first()
                         .and_then(|f| f.error_message.clone())
                         .or_else(|| Some("Apple could not create the user".into()));
-                    user.updated_at = clock::now();
+                    user.updated_at = state.clock.now();
                     store.put_vpp_user(&user).await?;
                     continue;
                 }
@@ -540,7 +535,7 @@ async fn follow_registrations(state: &ServerState) -> ServerResult<bool> {
                     user.status = status;
                     user.invite_code = at_apple.invite_code.or(user.invite_code);
                     user.id_hash = at_apple.id_hash;
-                    user.updated_at = clock::now();
+                    user.updated_at = state.clock.now();
                     tracing::info!(user = %user.user_id, status = %user.status, "VPP user changed");
                     store.put_vpp_user(&user).await?;
                     state.poke_reconciler();
@@ -577,15 +572,15 @@ async fn invite(
             return Ok(None);
         }
     };
-    let now = clock::now();
+    let now = state.clock.now();
     let command = NewCommand::new(
         udid,
         Command::InviteToProgram(InviteToProgram::vpp(url)),
         None,
-        now.clone(),
+        now,
     )?;
     user.invited_udid = Some(udid.0.clone());
-    user.invited_at = Some(now.clone());
+    user.invited_at = Some(now);
     user.updated_at = now;
     state.store.put_vpp_user(&user).await?;
     tracing::info!(user = %user_id, %udid, "VPP invitation sent");
@@ -595,7 +590,7 @@ async fn invite(
 async fn associate(state: &ServerState, app: &AppRecord, user_ids: &[String]) -> ServerResult<()> {
     let store = state.store.as_ref();
     let vpp_users = store.vpp_users().await?;
-    let now = clock::now();
+    let now = state.clock.now();
     let mut rows: Vec<UserLicenseRecord> = user_ids
         .iter()
         .map(|user_id| UserLicenseRecord {
@@ -604,7 +599,7 @@ async fn associate(state: &ServerState, app: &AppRecord, user_ids: &[String]) ->
             state: LicenseState::Pending,
             event_id: None,
             error: None,
-            updated_at: now.clone(),
+            updated_at: now,
         })
         .collect();
     store.put_user_licenses(&rows).await?;
@@ -716,7 +711,7 @@ async fn follow_license_events(
                     .map(move |c| (c, reason.clone()))
             })
             .collect();
-        let now = clock::now();
+        let now = state.clock.now();
         for row in &mut rows {
             let client = vpp_users
                 .iter()
@@ -736,7 +731,7 @@ async fn follow_license_events(
                 }
                 None => row.state = LicenseState::Associated,
             }
-            row.updated_at = now.clone();
+            row.updated_at = now;
         }
         store.put_user_licenses(&rows).await?;
         touched.insert(app_id);
@@ -774,7 +769,7 @@ mod tests {
                 available,
                 retired: 0,
             },
-            updated_at: "t".into(),
+            updated_at: Timestamp::UNIX_EPOCH,
             install_timeout_seconds: None,
             store_url: None,
             minimum_os_version: None,
@@ -786,7 +781,7 @@ mod tests {
             app_id: "app".into(),
             user_id: user.map(str::to_owned),
             udid: udid.into(),
-            joined_at: format!("2026-01-01T00:00:00.{udid:0>6}Z"),
+            joined_at: format!("2026-01-01T00:00:00.{udid:0>6}Z").parse().unwrap(),
             single_app_mode: false,
             app_store_allowed: Some(true),
             install: true,
@@ -807,7 +802,7 @@ mod tests {
             invitation_answer: None,
             answered_at: None,
             error: None,
-            updated_at: "t".into(),
+            updated_at: Timestamp::UNIX_EPOCH,
         }
     }
 
@@ -818,7 +813,7 @@ mod tests {
             state,
             event_id: None,
             error: None,
-            updated_at: "t".into(),
+            updated_at: Timestamp::UNIX_EPOCH,
         }
     }
 
@@ -926,7 +921,7 @@ mod tests {
             }]
         );
         let mut invited = vpp_user("ana", VppUserStatus::Registered);
-        invited.invited_at = Some("t".into());
+        invited.invited_at = Some(Timestamp::UNIX_EPOCH);
         let again = Case {
             vpp_users: vec![invited],
             ..case
@@ -942,7 +937,7 @@ mod tests {
     #[test]
     fn declined_invitation_uses_no_license_and_is_not_sent_again() {
         let mut declined = vpp_user("ana", VppUserStatus::Registered);
-        declined.invited_at = Some("t".into());
+        declined.invited_at = Some(Timestamp::UNIX_EPOCH);
         declined.invitation_answer = Some("Declined".into());
         let case = Case {
             available: 10,
@@ -1014,7 +1009,13 @@ mod tests {
         let apps = HashMap::from([("app".to_owned(), app(10))]);
         let installs = HashMap::from([(
             ("app".to_owned(), Udid::from("1")),
-            install_row("app", &"1".into(), InstallStatus::Installed, None, "t"),
+            install_row(
+                "app",
+                &"1".into(),
+                InstallStatus::Installed,
+                None,
+                Timestamp::UNIX_EPOCH,
+            ),
         )]);
         let actions = plan(UserWorld {
             targets: &case.targets,

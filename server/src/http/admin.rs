@@ -8,12 +8,12 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use orchard_protocol::Udid;
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use super::error::ApiError;
 use crate::admin::{self, Actor, TokenUpload};
 use crate::apple::sync;
+use crate::apple::token_lifecycle;
+use crate::clock::Timestamp;
 use crate::error::ServerError;
 use crate::state::ServerState;
 use crate::store::{
@@ -177,13 +177,13 @@ struct TokenView {
     id: String,
     name: String,
     org_name: String,
-    expires_at: String,
+    expires_at: Timestamp,
     expiry_status: &'static str,
     location_name: Option<String>,
     country: Option<String>,
-    last_sync_at: Option<String>,
+    last_sync_at: Option<Timestamp>,
     last_sync_error: Option<String>,
-    created_at: String,
+    created_at: Timestamp,
     priority: i64,
     status: &'static str,
     external_mdm: Option<String>,
@@ -192,35 +192,26 @@ struct TokenView {
     account_type: String,
     automatic_updates: bool,
     store_country: Option<String>,
-    last_notification_at: Option<String>,
+    last_notification_at: Option<Timestamp>,
 }
 
-impl From<VppTokenRecord> for TokenView {
-    fn from(t: VppTokenRecord) -> Self {
-        let expiry_status = match OffsetDateTime::parse(&t.expires_at, &Rfc3339) {
-            Ok(at) if at <= OffsetDateTime::now_utc() => "expired",
-            Ok(at) if at - OffsetDateTime::now_utc() <= time::Duration::days(30) => "expiring_soon",
-            Ok(_) => "valid",
-            Err(_) => "unknown",
-        };
+impl TokenView {
+    /// The token as the API shows it at `now` (expiry and status depend on the time).
+    fn new(t: VppTokenRecord, now: Timestamp) -> Self {
+        let expiry = token_lifecycle::expiry_status(t.expires_at, now);
         Self {
+            expiry_status: expiry.as_str(),
+            status: token_lifecycle::status(&t, now).as_str(),
             id: t.id,
             name: t.name,
             org_name: t.org_name,
             expires_at: t.expires_at,
-            expiry_status,
             location_name: t.location_name,
             country: t.country,
             last_sync_at: t.last_sync_at,
             last_sync_error: t.last_sync_error,
             created_at: t.created_at,
             priority: t.priority,
-            status: match (&t.disabled_reason, &t.external_mdm, expiry_status) {
-                (Some(_), _, _) => "disabled",
-                (None, _, "expired") => "expired",
-                (None, Some(_), _) => "assigned_to_external_mdm",
-                _ => "active",
-            },
             external_mdm: t.external_mdm,
             disabled_reason: t.disabled_reason,
             apple_id: t.apple_id,
@@ -258,7 +249,10 @@ async fn upload_token(
     .await;
     let target = result.as_ref().map(|t| t.id.clone()).unwrap_or(name);
     admin::audit(&state, &actor, "token.upload", &target, &result).await;
-    Ok((StatusCode::CREATED, Json(TokenView::from(result?))))
+    Ok((
+        StatusCode::CREATED,
+        Json(TokenView::new(result?, state.clock.now())),
+    ))
 }
 
 async fn list_tokens(
@@ -268,7 +262,12 @@ async fn list_tokens(
 ) -> ApiResult<Json<List<TokenView>>> {
     let page = q.page()?;
     let tokens = state.store.tokens(&page).await?;
-    Ok(Json(list(tokens, &page, |t| t.id.clone(), TokenView::from)))
+    Ok(Json(list(
+        tokens,
+        &page,
+        |t| t.id.clone(),
+        |t| TokenView::new(t, state.clock.now()),
+    )))
 }
 
 async fn sync_token(
@@ -313,7 +312,7 @@ struct AppView {
     platforms: Vec<String>,
     device_assignable: bool,
     licenses: Licenses,
-    updated_at: String,
+    updated_at: Timestamp,
     install_timeout_seconds: Option<i64>,
     store_url: Option<String>,
     minimum_os_version: Option<String>,
@@ -874,7 +873,7 @@ async fn update_token(
     };
     let result = admin::update_token_settings(&state, &id, settings).await;
     admin::audit(&state, &actor, "token.update", &id, &result).await;
-    Ok(Json(TokenView::from(result?)))
+    Ok(Json(TokenView::new(result?, state.clock.now())))
 }
 
 async fn get_token(
@@ -883,8 +882,9 @@ async fn get_token(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<impl IntoResponse> {
     let token = state.store.token(&id).await?;
-    Ok(Json(TokenView::from(
+    Ok(Json(TokenView::new(
         token.ok_or_else(|| ServerError::not_found("token", &id))?,
+        state.clock.now(),
     )))
 }
 
@@ -902,7 +902,7 @@ async fn renew_token(
 ) -> ApiResult<impl IntoResponse> {
     let result = crate::apple::token_lifecycle::renew(&state, &id, &body.token_file).await;
     admin::audit(&state, &actor, "token.renew", &id, &result).await;
-    Ok(Json(TokenView::from(result?)))
+    Ok(Json(TokenView::new(result?, state.clock.now())))
 }
 
 async fn take_over_token(
@@ -912,7 +912,7 @@ async fn take_over_token(
 ) -> ApiResult<impl IntoResponse> {
     let result = crate::apple::token_lifecycle::take_over(&state, &id).await;
     admin::audit(&state, &actor, "token.take_over", &id, &result).await;
-    Ok(Json(TokenView::from(result?)))
+    Ok(Json(TokenView::new(result?, state.clock.now())))
 }
 
 async fn delete_token(

@@ -9,12 +9,11 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use orchard_protocol::Udid;
 use tokio::sync::mpsc;
 
-use crate::store::NewCommand;
+use crate::store::{NewCommand, Timestamp};
 
 /// Devices connected to this server's push endpoint.
 #[derive(Debug, Default)]
@@ -53,22 +52,16 @@ impl PushHub {
         }
     }
 
-    /// Wakes the devices of newly queued commands: at once, or when a deferred command falls due.
-    pub fn wake_for(self: &Arc<Self>, commands: &[NewCommand]) {
-        let now = time::OffsetDateTime::now_utc();
+    /// Wakes the devices of newly queued commands: at once, or when a deferred command
+    /// falls due (`now` is the server clock's time).
+    pub fn wake_for(self: &Arc<Self>, commands: &[NewCommand], now: Timestamp) {
         for command in commands {
-            let due = time::OffsetDateTime::parse(
-                &command.not_before,
-                &time::format_description::well_known::Rfc3339,
-            )
-            .map(|at| at - now)
-            .unwrap_or(time::Duration::ZERO);
-            if due <= time::Duration::ZERO {
+            if command.not_before <= now {
                 self.wake(&command.udid);
             } else {
                 let hub = self.clone();
                 let udid = command.udid.clone();
-                let delay = Duration::try_from(due).unwrap_or_default();
+                let delay = command.not_before.since(now);
                 tokio::spawn(async move {
                     tokio::time::sleep(delay).await;
                     hub.wake(&udid);

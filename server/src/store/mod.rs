@@ -1,7 +1,7 @@
 //! Storage: small traits per concern, one implementation per backend. Handlers and
 //! services hold an `Arc<dyn Store>` and never see SQL.
 //!
-//! The bottom of the house: imports nothing else of the server.
+//! The bottom of the house: imports nothing else of the server but its time type.
 
 mod postgres;
 mod records;
@@ -10,6 +10,8 @@ mod sqlite;
 
 use async_trait::async_trait;
 use orchard_protocol::{CommandUuid, SerialNumber, Udid};
+
+pub use crate::clock::Timestamp;
 
 pub use postgres::PostgresStore;
 pub use records::*;
@@ -66,7 +68,7 @@ pub trait DeviceStore: Send + Sync {
         &self,
         udid: &Udid,
         facts: &AuthenticateFacts,
-        now: &str,
+        now: Timestamp,
     ) -> StoreResult<()>;
     /// Records a TokenUpdate check-in.
     async fn record_token_update(
@@ -75,10 +77,10 @@ pub trait DeviceStore: Send + Sync {
         topic: &str,
         push_magic: &str,
         token: &[u8],
-        now: &str,
+        now: Timestamp,
     ) -> StoreResult<()>;
     /// Records a CheckOut: the device is no longer managed.
-    async fn record_check_out(&self, udid: &Udid, now: &str) -> StoreResult<()>;
+    async fn record_check_out(&self, udid: &Udid, now: Timestamp) -> StoreResult<()>;
     /// Records a DeviceInformation answer.
     async fn record_device_information(
         &self,
@@ -123,7 +125,7 @@ pub trait VppStore: Send + Sync {
         id: &str,
         token_id: &str,
         notification_type: &str,
-        now: &str,
+        now: Timestamp,
     ) -> StoreResult<bool>;
     /// Deletes a token with its apps, assignments and license records.
     async fn delete_token(&self, id: &str) -> StoreResult<bool>;
@@ -134,13 +136,18 @@ pub trait VppStore: Send + Sync {
     /// Records a sync's outcome on the token and replaces its apps in one transaction.
     async fn record_sync(&self, result: &SyncRecord) -> StoreResult<()>;
     /// Records a failed sync.
-    async fn record_sync_error(&self, token_id: &str, error: &str, now: &str) -> StoreResult<()>;
+    async fn record_sync_error(
+        &self,
+        token_id: &str,
+        error: &str,
+        now: Timestamp,
+    ) -> StoreResult<()>;
     /// Updates one app's license counts from Apple.
     async fn update_app_counts(
         &self,
         app_id: &str,
         counts: &LicenseCounts,
-        now: &str,
+        now: Timestamp,
     ) -> StoreResult<()>;
     /// Finds an app.
     /// Sets (or clears) an app's install timeout.
@@ -168,7 +175,7 @@ pub trait DirectoryStore: Send + Sync {
         &self,
         group_id: &str,
         udids: &[Udid],
-        now: &str,
+        now: Timestamp,
     ) -> StoreResult<u64>;
     /// Members of a group.
     async fn group_devices(&self, group_id: &str) -> StoreResult<Vec<Udid>>;
@@ -193,7 +200,12 @@ pub trait AssignmentStore: Send + Sync {
     /// device's user's groups), in service order: joined, then UDID.
     async fn assignment_candidates(&self) -> StoreResult<Vec<Candidate>>;
     /// Records that a device's user asked for an app; false when already asked.
-    async fn record_app_request(&self, app_id: &str, udid: &Udid, now: &str) -> StoreResult<bool>;
+    async fn record_app_request(
+        &self,
+        app_id: &str,
+        udid: &Udid,
+        now: Timestamp,
+    ) -> StoreResult<bool>;
     /// Every (app, device) a user asked for.
     async fn app_requests(&self) -> StoreResult<Vec<(String, Udid)>>;
     /// Forgets device licenses (after Apple confirmed giving them back).
@@ -208,7 +220,7 @@ pub trait AssignmentStore: Send + Sync {
         app_id: &str,
         udids: &[Udid],
         event_id: &str,
-        now: &str,
+        now: Timestamp,
     ) -> StoreResult<()>;
     /// Records a failed attempt to reach Apple; the reservation stays pending for a retry.
     async fn mark_license_error(
@@ -216,7 +228,7 @@ pub trait AssignmentStore: Send + Sync {
         app_id: &str,
         udids: &[Udid],
         error: &str,
-        now: &str,
+        now: Timestamp,
     ) -> StoreResult<()>;
     /// Applies an association's outcome: confirmed licenses, their installs queued, failures recorded.
     async fn finish_association(&self, outcome: &AssociationOutcome) -> StoreResult<()>;
@@ -227,7 +239,7 @@ pub trait AssignmentStore: Send + Sync {
         udids: &[Udid],
         state: LicenseState,
         event_id: Option<&str>,
-        now: &str,
+        now: Timestamp,
     ) -> StoreResult<()>;
     /// Install states of one app, by device.
     async fn installs_of_app(&self, app_id: &str) -> StoreResult<Vec<InstallRecord>>;
@@ -252,7 +264,7 @@ pub trait UserStore: Send + Sync {
         &self,
         group_id: &str,
         user_ids: &[String],
-        now: &str,
+        now: Timestamp,
     ) -> StoreResult<u64>;
     async fn group_users(&self, group_id: &str) -> StoreResult<Vec<String>>;
     async fn vpp_users(&self) -> StoreResult<Vec<VppUserRecord>>;
@@ -281,8 +293,8 @@ pub trait LeaseStore: Send + Sync {
         &self,
         name: &str,
         holder: &str,
-        now: &str,
-        until: &str,
+        now: Timestamp,
+        until: Timestamp,
     ) -> StoreResult<bool>;
     /// Gives the lease up if `holder` holds it.
     async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<()>;

@@ -100,9 +100,9 @@ async fn insert_commands(
                 .push_bind(&c.app_id)
                 .push_bind(&c.payload)
                 .push_bind("queued")
-                .push_bind(&c.not_before)
-                .push_bind(&c.created_at)
-                .push_bind(&c.created_at);
+                .push_bind(c.not_before)
+                .push_bind(c.created_at)
+                .push_bind(c.created_at);
         });
         q.build().execute(&mut **tx).await?;
     }
@@ -124,7 +124,7 @@ async fn upsert_installs(
                 .push_bind(&i.device_status)
                 .push_bind(&i.version)
                 .push_bind(&i.reason)
-                .push_bind(&i.updated_at)
+                .push_bind(i.updated_at)
                 .push_bind(i.since.as_ref().unwrap_or(&i.updated_at));
         });
         q.push(
@@ -148,7 +148,7 @@ async fn set_license_state(
     state: Option<LicenseState>,
     event_id: Option<&str>,
     error: Option<&str>,
-    now: &str,
+    now: Timestamp,
 ) -> StoreResult<()> {
     for chunk in udids.chunks(BATCH) {
         let mut q = QueryBuilder::<Postgres>::new("UPDATE licenses SET updated_at = ");
@@ -207,7 +207,7 @@ impl AdminStore for PostgresStore {
         .bind(&t.name)
         .bind(&t.token_hash)
         .bind(&t.role)
-        .bind(&t.created_at)
+        .bind(t.created_at)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -234,7 +234,7 @@ impl AdminStore for PostgresStore {
         sqlx::query(
             "INSERT INTO audit_log (at, actor, action, target, result) VALUES ($1, $2, $3, $4, $5)",
         )
-        .bind(&e.at)
+        .bind(e.at)
         .bind(&e.actor)
         .bind(&e.action)
         .bind(&e.target)
@@ -288,8 +288,8 @@ impl DeviceStore for PostgresStore {
         .bind(&d.os_version)
         .bind(&d.cert_fingerprint)
         .bind(d.status.as_str())
-        .bind(&d.enrolled_at)
-        .bind(&d.last_seen_at)
+        .bind(d.enrolled_at)
+        .bind(d.last_seen_at)
         .bind(&d.ownership)
         .bind(d.single_app_mode.map(i64::from))
         .execute(&self.pool)
@@ -310,7 +310,7 @@ impl DeviceStore for PostgresStore {
         &self,
         udid: &Udid,
         f: &AuthenticateFacts,
-        now: &str,
+        now: Timestamp,
     ) -> StoreResult<()> {
         sqlx::query(
             "UPDATE devices SET status = CASE WHEN status = 'active' THEN status ELSE 'authenticated' END,
@@ -333,7 +333,7 @@ impl DeviceStore for PostgresStore {
         topic: &str,
         push_magic: &str,
         token: &[u8],
-        now: &str,
+        now: Timestamp,
     ) -> StoreResult<()> {
         sqlx::query(
             "UPDATE devices SET status = 'active', topic = $1, push_magic = $2, push_token = $3, last_seen_at = $4
@@ -349,7 +349,7 @@ impl DeviceStore for PostgresStore {
         Ok(())
     }
 
-    async fn record_check_out(&self, udid: &Udid, now: &str) -> StoreResult<()> {
+    async fn record_check_out(&self, udid: &Udid, now: Timestamp) -> StoreResult<()> {
         sqlx::query("UPDATE devices SET status = 'checked_out', push_magic = NULL, last_seen_at = $1 WHERE udid = $2")
             .bind(now)
             .bind(udid.as_str())
@@ -421,7 +421,7 @@ impl CommandStore for PostgresStore {
         if x.new_session {
             // Once per session, not per request: the device is seen, put-off commands return.
             sqlx::query("UPDATE devices SET last_seen_at = $1 WHERE udid = $2")
-                .bind(&x.now)
+                .bind(x.now)
                 .bind(x.udid.as_str())
                 .execute(&mut *tx)
                 .await?;
@@ -436,7 +436,7 @@ impl CommandStore for PostgresStore {
             sqlx::query("UPDATE commands SET status = $1, result = $2, updated_at = $3 WHERE uuid = $4 AND udid = $5")
                 .bind(o.status.as_str())
                 .bind(&o.result)
-                .bind(&o.now)
+                .bind(o.now)
                 .bind(o.uuid.as_str())
                 .bind(o.udid.as_str())
                 .execute(&mut *tx)
@@ -452,7 +452,7 @@ impl CommandStore for PostgresStore {
                            FOR UPDATE SKIP LOCKED)
              RETURNING *",
         )
-        .bind(&x.now)
+        .bind(x.now)
         .bind(x.udid.as_str())
         .fetch_optional(&mut *tx)
         .await?;
@@ -493,8 +493,8 @@ impl VppStore for PostgresStore {
         .bind(&t.org_name)
         .bind(&t.secret)
         .bind(&t.secret_hash)
-        .bind(&t.expires_at)
-        .bind(&t.created_at)
+        .bind(t.expires_at)
+        .bind(t.created_at)
         .bind(t.priority)
         .bind(&t.apple_id)
         .bind(&t.account_type)
@@ -516,7 +516,7 @@ impl VppStore for PostgresStore {
         .bind(&t.name)
         .bind(&t.secret)
         .bind(&t.secret_hash)
-        .bind(&t.expires_at)
+        .bind(t.expires_at)
         .bind(t.priority)
         .bind(&t.apple_id)
         .bind(&t.account_type)
@@ -536,7 +536,7 @@ impl VppStore for PostgresStore {
         id: &str,
         token_id: &str,
         notification_type: &str,
-        now: &str,
+        now: Timestamp,
     ) -> StoreResult<bool> {
         let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
@@ -589,7 +589,7 @@ impl VppStore for PostgresStore {
         .bind(&s.location_name)
         .bind(&s.country)
         .bind(&s.location_uid)
-        .bind(&s.now)
+        .bind(s.now)
         .bind(&s.token_id)
         .execute(&mut *tx)
         .await?;
@@ -625,7 +625,7 @@ impl VppStore for PostgresStore {
             .bind(a.counts.assigned)
             .bind(a.counts.available)
             .bind(a.counts.retired)
-            .bind(&s.now)
+            .bind(s.now)
             .bind(&a.store_url)
             .bind(&a.minimum_os_version)
             .execute(&mut *tx)
@@ -635,7 +635,12 @@ impl VppStore for PostgresStore {
         Ok(())
     }
 
-    async fn record_sync_error(&self, token_id: &str, error: &str, _now: &str) -> StoreResult<()> {
+    async fn record_sync_error(
+        &self,
+        token_id: &str,
+        error: &str,
+        _now: Timestamp,
+    ) -> StoreResult<()> {
         sqlx::query("UPDATE vpp_tokens SET last_sync_error = $1 WHERE id = $2")
             .bind(error)
             .bind(token_id)
@@ -648,7 +653,7 @@ impl VppStore for PostgresStore {
         &self,
         app_id: &str,
         c: &LicenseCounts,
-        now: &str,
+        now: Timestamp,
     ) -> StoreResult<()> {
         sqlx::query(
             "UPDATE apps SET total_count = $1, assigned_count = $2, available_count = $3, retired_count = $4,
@@ -694,7 +699,7 @@ impl DirectoryStore for PostgresStore {
             .bind(&g.id)
             .bind(&g.name)
             .bind(g.kind.as_str())
-            .bind(&g.created_at)
+            .bind(g.created_at)
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected() == 1)
@@ -712,7 +717,7 @@ impl DirectoryStore for PostgresStore {
         &self,
         group_id: &str,
         udids: &[Udid],
-        now: &str,
+        now: Timestamp,
     ) -> StoreResult<u64> {
         let mut tx = self.pool.begin().await?;
         let mut added = 0;
@@ -768,9 +773,9 @@ impl AssignmentStore for PostgresStore {
         .bind(&a.group_id)
         .bind(a.intent.as_str())
         .bind(a.license_type.as_str())
-        .bind(&a.created_at)
+        .bind(a.created_at)
         .bind(i64::from(a.install))
-        .bind(&a.updated_at)
+        .bind(a.updated_at)
         .bind(i64::from(a.any_token))
         .execute(&self.pool)
         .await?;
@@ -793,7 +798,7 @@ impl AssignmentStore for PostgresStore {
         .bind(a.intent.as_str())
         .bind(a.license_type.as_str())
         .bind(i64::from(a.install))
-        .bind(&a.updated_at)
+        .bind(a.updated_at)
         .bind(&a.id)
         .execute(&self.pool)
         .await?;
@@ -836,7 +841,12 @@ impl AssignmentStore for PostgresStore {
         collect(rows, candidate_row)
     }
 
-    async fn record_app_request(&self, app_id: &str, udid: &Udid, now: &str) -> StoreResult<bool> {
+    async fn record_app_request(
+        &self,
+        app_id: &str,
+        udid: &Udid,
+        now: Timestamp,
+    ) -> StoreResult<bool> {
         let done = sqlx::query(
             "INSERT INTO app_requests (app_id, udid, requested_at) VALUES ($1, $2, $3)
              ON CONFLICT DO NOTHING",
@@ -890,7 +900,7 @@ impl AssignmentStore for PostgresStore {
                     .push_bind(l.state.as_str())
                     .push_bind(&l.event_id)
                     .push_bind(&l.error)
-                    .push_bind(&l.updated_at);
+                    .push_bind(l.updated_at);
             });
             q.push(
                 " ON CONFLICT (app_id, udid) DO UPDATE SET state = excluded.state, event_id = excluded.event_id,
@@ -911,7 +921,7 @@ impl AssignmentStore for PostgresStore {
                 device_status: None,
                 version: None,
                 reason: l.error.clone(),
-                updated_at: l.updated_at.clone(),
+                updated_at: l.updated_at,
                 since: None,
             })
             .collect();
@@ -926,7 +936,7 @@ impl AssignmentStore for PostgresStore {
         udids: &[Udid],
         state: LicenseState,
         event_id: Option<&str>,
-        now: &str,
+        now: Timestamp,
     ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         set_license_state(&mut tx, app_id, udids, Some(state), event_id, None, now).await?;
@@ -939,7 +949,7 @@ impl AssignmentStore for PostgresStore {
         app_id: &str,
         udids: &[Udid],
         event_id: &str,
-        now: &str,
+        now: Timestamp,
     ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         set_license_state(
@@ -961,7 +971,7 @@ impl AssignmentStore for PostgresStore {
         app_id: &str,
         udids: &[Udid],
         error: &str,
-        now: &str,
+        now: Timestamp,
     ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         set_license_state(&mut tx, app_id, udids, None, None, Some(error), now).await?;
@@ -978,7 +988,7 @@ impl AssignmentStore for PostgresStore {
             Some(LicenseState::Associated),
             None,
             None,
-            &o.now,
+            o.now,
         )
         .await?;
         let mut by_reason: BTreeMap<&str, Vec<Udid>> = BTreeMap::new();
@@ -996,7 +1006,7 @@ impl AssignmentStore for PostgresStore {
                 Some(LicenseState::Failed),
                 None,
                 Some(error),
-                &o.now,
+                o.now,
             )
             .await?;
         }
@@ -1041,7 +1051,7 @@ impl UserStore for PostgresStore {
         .bind(&u.email)
         .bind(&u.managed_apple_id)
         .bind(&u.name)
-        .bind(&u.created_at)
+        .bind(u.created_at)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -1082,7 +1092,7 @@ impl UserStore for PostgresStore {
         &self,
         group_id: &str,
         user_ids: &[String],
-        now: &str,
+        now: Timestamp,
     ) -> StoreResult<u64> {
         let mut tx = self.pool.begin().await?;
         let mut added = 0;
@@ -1139,11 +1149,11 @@ impl UserStore for PostgresStore {
         .bind(&u.invite_code)
         .bind(&u.id_hash)
         .bind(&u.invited_udid)
-        .bind(&u.invited_at)
+        .bind(u.invited_at)
         .bind(&u.invitation_answer)
-        .bind(&u.answered_at)
+        .bind(u.answered_at)
         .bind(&u.error)
-        .bind(&u.updated_at)
+        .bind(u.updated_at)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -1171,7 +1181,7 @@ impl UserStore for PostgresStore {
             .bind(l.state.as_str())
             .bind(&l.event_id)
             .bind(&l.error)
-            .bind(&l.updated_at)
+            .bind(l.updated_at)
             .execute(&mut *tx)
             .await?;
         }
@@ -1223,9 +1233,9 @@ impl UserStore for PostgresStore {
             .bind(&p.kind)
             .bind(&p.bundle_id)
             .bind(&p.adam_id)
-            .bind(&p.shown_at)
+            .bind(p.shown_at)
             .bind(&p.answer)
-            .bind(&p.answered_at)
+            .bind(p.answered_at)
             .execute(&mut *tx)
             .await?;
         }
@@ -1268,8 +1278,8 @@ impl LeaseStore for PostgresStore {
         &self,
         name: &str,
         holder: &str,
-        now: &str,
-        until: &str,
+        now: Timestamp,
+        until: Timestamp,
     ) -> StoreResult<bool> {
         let row = sqlx::query(
             "INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, $3)

@@ -3,6 +3,8 @@
 use orchard_protocol::{AdamId, CommandUuid, SerialNumber, Udid};
 use serde::{Deserialize, Serialize};
 
+use crate::clock::Timestamp;
+
 macro_rules! text_enum {
     ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
         $(#[$doc])*
@@ -178,14 +180,14 @@ pub struct AdminTokenRecord {
     /// Role name.
     pub role: String,
     /// Creation time.
-    pub created_at: String,
+    pub created_at: Timestamp,
 }
 
 /// One audit log entry: who did what to which target, when, with what result.
 #[derive(Debug, Clone, Serialize)]
 pub struct AuditEntry {
     /// When.
-    pub at: String,
+    pub at: Timestamp,
     /// The admin token's name.
     pub actor: String,
     /// The action, e.g. `token.upload`.
@@ -229,9 +231,9 @@ pub struct DeviceRecord {
     /// The device's user, if any.
     pub user_id: Option<String>,
     /// When the certificate was issued.
-    pub enrolled_at: String,
+    pub enrolled_at: Timestamp,
     /// Last request.
-    pub last_seen_at: String,
+    pub last_seen_at: Timestamp,
 }
 
 /// A command to queue.
@@ -248,9 +250,9 @@ pub struct NewCommand {
     /// The full envelope in XML plist.
     pub payload: Vec<u8>,
     /// Not sent before this time.
-    pub not_before: String,
+    pub not_before: Timestamp,
     /// Creation time.
-    pub created_at: String,
+    pub created_at: Timestamp,
 }
 
 impl NewCommand {
@@ -259,7 +261,7 @@ impl NewCommand {
         udid: &Udid,
         command: orchard_protocol::command::Command,
         app_id: Option<String>,
-        now: String,
+        now: Timestamp,
     ) -> Result<Self, orchard_protocol::ProtocolError> {
         let envelope = orchard_protocol::command::CommandEnvelope {
             command_uuid: uuid::Uuid::new_v4().to_string().into(),
@@ -271,14 +273,14 @@ impl NewCommand {
             request_type: envelope.command.request_type().to_owned(),
             app_id,
             payload: envelope.to_xml()?,
-            not_before: now.clone(),
+            not_before: now,
             created_at: now,
         })
     }
 
     /// The same command, not sent before `at`.
     #[must_use]
-    pub fn not_before(mut self, at: String) -> Self {
+    pub fn not_before(mut self, at: Timestamp) -> Self {
         self.not_before = at;
         self
     }
@@ -300,7 +302,7 @@ pub struct QueuedCommand {
     /// State.
     pub status: CommandState,
     /// Creation time.
-    pub created_at: String,
+    pub created_at: Timestamp,
 }
 
 /// Everything one command result changes, applied in one transaction.
@@ -319,7 +321,7 @@ pub struct CommandOutcome {
     /// Commands to queue.
     pub follow_ups: Vec<NewCommand>,
     /// Time of the report.
-    pub now: String,
+    pub now: Timestamp,
 }
 
 /// One command-channel request, as storage applies it.
@@ -332,7 +334,7 @@ pub struct Exchange {
     /// The result the device reported, if any.
     pub outcome: Option<CommandOutcome>,
     /// Time of the request.
-    pub now: String,
+    pub now: Timestamp,
 }
 
 /// A VPP (content) token.
@@ -349,7 +351,7 @@ pub struct VppTokenRecord {
     /// SHA-256 of the secret, for duplicate detection.
     pub secret_hash: String,
     /// Expiry from the token file.
-    pub expires_at: String,
+    pub expires_at: Timestamp,
     /// Apple's location name (from client config).
     pub location_name: Option<String>,
     /// Store country (ISO 3166 alpha-2).
@@ -357,9 +359,9 @@ pub struct VppTokenRecord {
     /// Apple's location id (`uId`).
     pub location_uid: Option<String>,
     /// Upload time.
-    pub created_at: String,
+    pub created_at: Timestamp,
     /// Last successful sync.
-    pub last_sync_at: Option<String>,
+    pub last_sync_at: Option<Timestamp>,
     /// Last sync error.
     pub last_sync_error: Option<String>,
     /// Order among tokens holding the same app (lower first).
@@ -379,7 +381,7 @@ pub struct VppTokenRecord {
     /// The bearer secret Apple sends with notifications for this token.
     pub notification_secret: Option<String>,
     /// When Apple's last notification came.
-    pub last_notification_at: Option<String>,
+    pub last_notification_at: Option<Timestamp>,
 }
 
 /// License counts of an asset, as Apple reports them.
@@ -421,7 +423,7 @@ pub struct AppRecord {
     /// License counts.
     pub counts: LicenseCounts,
     /// Last update.
-    pub updated_at: String,
+    pub updated_at: Timestamp,
     /// How long an install may stay `Installing` before it counts as failed (none: the
     /// server's default).
     pub install_timeout_seconds: Option<i64>,
@@ -445,7 +447,7 @@ pub struct SyncRecord {
     /// Apps as Apple reports them now (matched to stored apps by adamId and pricing).
     pub apps: Vec<AppRecord>,
     /// Time of the sync.
-    pub now: String,
+    pub now: Timestamp,
 }
 
 /// A group.
@@ -458,7 +460,7 @@ pub struct GroupRecord {
     /// Member kind.
     pub kind: GroupKind,
     /// Creation time.
-    pub created_at: String,
+    pub created_at: Timestamp,
 }
 
 /// An app assigned to a group.
@@ -480,9 +482,9 @@ pub struct AssignmentRecord {
     /// Use every token holding the app, in priority order, not only the app's own.
     pub any_token: bool,
     /// Creation time.
-    pub created_at: String,
+    pub created_at: Timestamp,
     /// Last change of intent, license type or install.
-    pub updated_at: Option<String>,
+    pub updated_at: Option<Timestamp>,
 }
 
 /// One assignment reaching one device, with what the engine needs to know about both.
@@ -505,10 +507,10 @@ pub struct Candidate {
     /// Any token holding the app may license it.
     pub any_token: bool,
     /// When the assignment was created.
-    pub created_at: String,
+    pub created_at: Timestamp,
     /// When the device came under the assignment: the latest of joining the group and
     /// the assignment's creation or last change.
-    pub joined_at: String,
+    pub joined_at: Timestamp,
     /// Device.
     pub udid: Udid,
     /// Serial number.
@@ -537,7 +539,7 @@ pub struct Target {
     /// Its serial number.
     pub serial_number: SerialNumber,
     /// When it joined the targeting group (earliest, if several).
-    pub joined_at: String,
+    pub joined_at: Timestamp,
     /// Install the app once licensed (false: license only).
     pub install: bool,
 }
@@ -558,7 +560,7 @@ pub struct LicenseRecord {
     /// Last error.
     pub error: Option<String>,
     /// Last change.
-    pub updated_at: String,
+    pub updated_at: Timestamp,
 }
 
 /// The outcome of one association event.
@@ -575,7 +577,7 @@ pub struct AssociationOutcome {
     /// Install states to write.
     pub install_rows: Vec<InstallRecord>,
     /// Time.
-    pub now: String,
+    pub now: Timestamp,
 }
 
 /// An app's install state on a device.
@@ -594,10 +596,10 @@ pub struct InstallRecord {
     /// Why it failed.
     pub reason: Option<String>,
     /// Last change.
-    pub updated_at: String,
+    pub updated_at: Timestamp,
     /// When the current status began (kept by storage while the status stays).
     #[serde(rename = "status_since")]
-    pub since: Option<String>,
+    pub since: Option<Timestamp>,
 }
 
 /// A person in the directory.
@@ -612,7 +614,7 @@ pub struct UserRecord {
     /// Display name.
     pub name: Option<String>,
     /// Creation time.
-    pub created_at: String,
+    pub created_at: Timestamp,
 }
 
 /// A user as registered at Apple under one token.
@@ -637,15 +639,15 @@ pub struct VppUserRecord {
     /// The device the invitation was sent to.
     pub invited_udid: Option<String>,
     /// When the invitation was sent.
-    pub invited_at: Option<String>,
+    pub invited_at: Option<Timestamp>,
     /// The user's answer to the invitation (`Accepted`, `Declined`, `Dismissed`).
     pub invitation_answer: Option<String>,
     /// When the user answered.
-    pub answered_at: Option<String>,
+    pub answered_at: Option<Timestamp>,
     /// Last error.
     pub error: Option<String>,
     /// Last change.
-    pub updated_at: String,
+    pub updated_at: Timestamp,
 }
 
 /// A user license this server asked for.
@@ -662,7 +664,7 @@ pub struct UserLicenseRecord {
     /// Last error.
     pub error: Option<String>,
     /// Last change.
-    pub updated_at: String,
+    pub updated_at: Timestamp,
 }
 
 /// An (app, device) pair a Required, user-licensed assignment targets.
@@ -675,7 +677,7 @@ pub struct UserTarget {
     /// Device.
     pub udid: Udid,
     /// When it joined the targeting group (earliest, if several).
-    pub joined_at: String,
+    pub joined_at: Timestamp,
     /// The device runs in single-app mode.
     pub single_app_mode: bool,
     /// The App Store is usable, if known.
@@ -698,8 +700,8 @@ impl Candidate {
             license_type: LicenseType::Device,
             install: true,
             any_token: false,
-            created_at: "t".into(),
-            joined_at: "t".into(),
+            created_at: Timestamp::UNIX_EPOCH,
+            joined_at: Timestamp::UNIX_EPOCH,
             udid: "U".into(),
             serial_number: "S".into(),
             user_id: None,
@@ -726,9 +728,9 @@ pub struct PromptRecord {
     /// App Store id, for app prompts.
     pub adam_id: Option<String>,
     /// When shown.
-    pub shown_at: String,
+    pub shown_at: Timestamp,
     /// The answer, once given.
     pub answer: Option<String>,
     /// When answered.
-    pub answered_at: Option<String>,
+    pub answered_at: Option<Timestamp>,
 }

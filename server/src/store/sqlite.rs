@@ -111,9 +111,9 @@ async fn insert_commands(
                 .push_bind(&c.app_id)
                 .push_bind(&c.payload)
                 .push_bind("queued")
-                .push_bind(&c.not_before)
-                .push_bind(&c.created_at)
-                .push_bind(&c.created_at);
+                .push_bind(c.not_before)
+                .push_bind(c.created_at)
+                .push_bind(c.created_at);
         });
         q.build().execute(&mut **tx).await?;
     }
@@ -135,7 +135,7 @@ async fn upsert_installs(
                 .push_bind(&i.device_status)
                 .push_bind(&i.version)
                 .push_bind(&i.reason)
-                .push_bind(&i.updated_at)
+                .push_bind(i.updated_at)
                 .push_bind(i.since.as_ref().unwrap_or(&i.updated_at));
         });
         q.push(
@@ -159,7 +159,7 @@ async fn set_license_state(
     state: Option<LicenseState>,
     event_id: Option<&str>,
     error: Option<&str>,
-    now: &str,
+    now: Timestamp,
 ) -> StoreResult<()> {
     for chunk in udids.chunks(BATCH) {
         let mut q = QueryBuilder::<Sqlite>::new("UPDATE licenses SET updated_at = ");
@@ -216,7 +216,7 @@ impl AdminStore for SqliteStore {
         .bind(&t.name)
         .bind(&t.token_hash)
         .bind(&t.role)
-        .bind(&t.created_at)
+        .bind(t.created_at)
         .execute(&self.writer)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -243,7 +243,7 @@ impl AdminStore for SqliteStore {
         sqlx::query(
             "INSERT INTO audit_log (at, actor, action, target, result) VALUES (?, ?, ?, ?, ?)",
         )
-        .bind(&e.at)
+        .bind(e.at)
         .bind(&e.actor)
         .bind(&e.action)
         .bind(&e.target)
@@ -297,8 +297,8 @@ impl DeviceStore for SqliteStore {
         .bind(&d.os_version)
         .bind(&d.cert_fingerprint)
         .bind(d.status.as_str())
-        .bind(&d.enrolled_at)
-        .bind(&d.last_seen_at)
+        .bind(d.enrolled_at)
+        .bind(d.last_seen_at)
         .bind(&d.ownership)
         .bind(d.single_app_mode.map(i64::from))
         .execute(&self.writer)
@@ -319,7 +319,7 @@ impl DeviceStore for SqliteStore {
         &self,
         udid: &Udid,
         f: &AuthenticateFacts,
-        now: &str,
+        now: Timestamp,
     ) -> StoreResult<()> {
         sqlx::query(
             "UPDATE devices SET status = CASE WHEN status = 'active' THEN status ELSE 'authenticated' END,
@@ -342,7 +342,7 @@ impl DeviceStore for SqliteStore {
         topic: &str,
         push_magic: &str,
         token: &[u8],
-        now: &str,
+        now: Timestamp,
     ) -> StoreResult<()> {
         sqlx::query(
             "UPDATE devices SET status = 'active', topic = ?, push_magic = ?, push_token = ?, last_seen_at = ?
@@ -358,7 +358,7 @@ impl DeviceStore for SqliteStore {
         Ok(())
     }
 
-    async fn record_check_out(&self, udid: &Udid, now: &str) -> StoreResult<()> {
+    async fn record_check_out(&self, udid: &Udid, now: Timestamp) -> StoreResult<()> {
         sqlx::query("UPDATE devices SET status = 'checked_out', push_magic = NULL, last_seen_at = ? WHERE udid = ?")
             .bind(now)
             .bind(udid.as_str())
@@ -430,7 +430,7 @@ impl CommandStore for SqliteStore {
         if x.new_session {
             // Once per session, not per request: the device is seen, put-off commands return.
             sqlx::query("UPDATE devices SET last_seen_at = ? WHERE udid = ?")
-                .bind(&x.now)
+                .bind(x.now)
                 .bind(x.udid.as_str())
                 .execute(&mut *tx)
                 .await?;
@@ -445,7 +445,7 @@ impl CommandStore for SqliteStore {
             sqlx::query("UPDATE commands SET status = ?, result = ?, updated_at = ? WHERE uuid = ? AND udid = ?")
                 .bind(o.status.as_str())
                 .bind(&o.result)
-                .bind(&o.now)
+                .bind(o.now)
                 .bind(o.uuid.as_str())
                 .bind(o.udid.as_str())
                 .execute(&mut *tx)
@@ -460,7 +460,7 @@ impl CommandStore for SqliteStore {
                            AND not_before <= ?1 ORDER BY created_at, uuid LIMIT 1)
              RETURNING *",
         )
-        .bind(&x.now)
+        .bind(x.now)
         .bind(x.udid.as_str())
         .fetch_optional(&mut *tx)
         .await?;
@@ -501,8 +501,8 @@ impl VppStore for SqliteStore {
         .bind(&t.org_name)
         .bind(&t.secret)
         .bind(&t.secret_hash)
-        .bind(&t.expires_at)
-        .bind(&t.created_at)
+        .bind(t.expires_at)
+        .bind(t.created_at)
         .bind(t.priority)
         .bind(&t.apple_id)
         .bind(&t.account_type)
@@ -524,7 +524,7 @@ impl VppStore for SqliteStore {
         .bind(&t.name)
         .bind(&t.secret)
         .bind(&t.secret_hash)
-        .bind(&t.expires_at)
+        .bind(t.expires_at)
         .bind(t.priority)
         .bind(&t.apple_id)
         .bind(&t.account_type)
@@ -544,7 +544,7 @@ impl VppStore for SqliteStore {
         id: &str,
         token_id: &str,
         notification_type: &str,
-        now: &str,
+        now: Timestamp,
     ) -> StoreResult<bool> {
         let mut tx = self.writer.begin().await?;
         let done = sqlx::query(
@@ -597,7 +597,7 @@ impl VppStore for SqliteStore {
         .bind(&s.location_name)
         .bind(&s.country)
         .bind(&s.location_uid)
-        .bind(&s.now)
+        .bind(s.now)
         .bind(&s.token_id)
         .execute(&mut *tx)
         .await?;
@@ -633,7 +633,7 @@ impl VppStore for SqliteStore {
             .bind(a.counts.assigned)
             .bind(a.counts.available)
             .bind(a.counts.retired)
-            .bind(&s.now)
+            .bind(s.now)
             .bind(&a.store_url)
             .bind(&a.minimum_os_version)
             .execute(&mut *tx)
@@ -643,7 +643,12 @@ impl VppStore for SqliteStore {
         Ok(())
     }
 
-    async fn record_sync_error(&self, token_id: &str, error: &str, _now: &str) -> StoreResult<()> {
+    async fn record_sync_error(
+        &self,
+        token_id: &str,
+        error: &str,
+        _now: Timestamp,
+    ) -> StoreResult<()> {
         sqlx::query("UPDATE vpp_tokens SET last_sync_error = ? WHERE id = ?")
             .bind(error)
             .bind(token_id)
@@ -656,7 +661,7 @@ impl VppStore for SqliteStore {
         &self,
         app_id: &str,
         c: &LicenseCounts,
-        now: &str,
+        now: Timestamp,
     ) -> StoreResult<()> {
         sqlx::query(
             "UPDATE apps SET total_count = ?, assigned_count = ?, available_count = ?, retired_count = ?,
@@ -702,7 +707,7 @@ impl DirectoryStore for SqliteStore {
             .bind(&g.id)
             .bind(&g.name)
             .bind(g.kind.as_str())
-            .bind(&g.created_at)
+            .bind(g.created_at)
             .execute(&self.writer)
             .await?;
         Ok(done.rows_affected() == 1)
@@ -720,7 +725,7 @@ impl DirectoryStore for SqliteStore {
         &self,
         group_id: &str,
         udids: &[Udid],
-        now: &str,
+        now: Timestamp,
     ) -> StoreResult<u64> {
         let mut tx = self.writer.begin().await?;
         let mut added = 0;
@@ -776,9 +781,9 @@ impl AssignmentStore for SqliteStore {
         .bind(&a.group_id)
         .bind(a.intent.as_str())
         .bind(a.license_type.as_str())
-        .bind(&a.created_at)
+        .bind(a.created_at)
         .bind(i64::from(a.install))
-        .bind(&a.updated_at)
+        .bind(a.updated_at)
         .bind(i64::from(a.any_token))
         .execute(&self.writer)
         .await?;
@@ -801,7 +806,7 @@ impl AssignmentStore for SqliteStore {
         .bind(a.intent.as_str())
         .bind(a.license_type.as_str())
         .bind(i64::from(a.install))
-        .bind(&a.updated_at)
+        .bind(a.updated_at)
         .bind(&a.id)
         .execute(&self.writer)
         .await?;
@@ -844,7 +849,12 @@ impl AssignmentStore for SqliteStore {
         collect(rows, candidate_row)
     }
 
-    async fn record_app_request(&self, app_id: &str, udid: &Udid, now: &str) -> StoreResult<bool> {
+    async fn record_app_request(
+        &self,
+        app_id: &str,
+        udid: &Udid,
+        now: Timestamp,
+    ) -> StoreResult<bool> {
         let done = sqlx::query(
             "INSERT INTO app_requests (app_id, udid, requested_at) VALUES (?, ?, ?)
              ON CONFLICT DO NOTHING",
@@ -898,7 +908,7 @@ impl AssignmentStore for SqliteStore {
                     .push_bind(l.state.as_str())
                     .push_bind(&l.event_id)
                     .push_bind(&l.error)
-                    .push_bind(&l.updated_at);
+                    .push_bind(l.updated_at);
             });
             q.push(
                 " ON CONFLICT (app_id, udid) DO UPDATE SET state = excluded.state, event_id = excluded.event_id,
@@ -919,7 +929,7 @@ impl AssignmentStore for SqliteStore {
                 device_status: None,
                 version: None,
                 reason: l.error.clone(),
-                updated_at: l.updated_at.clone(),
+                updated_at: l.updated_at,
                 since: None,
             })
             .collect();
@@ -934,7 +944,7 @@ impl AssignmentStore for SqliteStore {
         udids: &[Udid],
         state: LicenseState,
         event_id: Option<&str>,
-        now: &str,
+        now: Timestamp,
     ) -> StoreResult<()> {
         let mut tx = self.writer.begin().await?;
         set_license_state(&mut tx, app_id, udids, Some(state), event_id, None, now).await?;
@@ -947,7 +957,7 @@ impl AssignmentStore for SqliteStore {
         app_id: &str,
         udids: &[Udid],
         event_id: &str,
-        now: &str,
+        now: Timestamp,
     ) -> StoreResult<()> {
         let mut tx = self.writer.begin().await?;
         set_license_state(
@@ -969,7 +979,7 @@ impl AssignmentStore for SqliteStore {
         app_id: &str,
         udids: &[Udid],
         error: &str,
-        now: &str,
+        now: Timestamp,
     ) -> StoreResult<()> {
         let mut tx = self.writer.begin().await?;
         set_license_state(&mut tx, app_id, udids, None, None, Some(error), now).await?;
@@ -986,7 +996,7 @@ impl AssignmentStore for SqliteStore {
             Some(LicenseState::Associated),
             None,
             None,
-            &o.now,
+            o.now,
         )
         .await?;
         let mut by_reason: BTreeMap<&str, Vec<Udid>> = BTreeMap::new();
@@ -1004,7 +1014,7 @@ impl AssignmentStore for SqliteStore {
                 Some(LicenseState::Failed),
                 None,
                 Some(error),
-                &o.now,
+                o.now,
             )
             .await?;
         }
@@ -1049,7 +1059,7 @@ impl UserStore for SqliteStore {
         .bind(&u.email)
         .bind(&u.managed_apple_id)
         .bind(&u.name)
-        .bind(&u.created_at)
+        .bind(u.created_at)
         .execute(&self.writer)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -1090,7 +1100,7 @@ impl UserStore for SqliteStore {
         &self,
         group_id: &str,
         user_ids: &[String],
-        now: &str,
+        now: Timestamp,
     ) -> StoreResult<u64> {
         let mut tx = self.writer.begin().await?;
         let mut added = 0;
@@ -1147,11 +1157,11 @@ impl UserStore for SqliteStore {
         .bind(&u.invite_code)
         .bind(&u.id_hash)
         .bind(&u.invited_udid)
-        .bind(&u.invited_at)
+        .bind(u.invited_at)
         .bind(&u.invitation_answer)
-        .bind(&u.answered_at)
+        .bind(u.answered_at)
         .bind(&u.error)
-        .bind(&u.updated_at)
+        .bind(u.updated_at)
         .execute(&self.writer)
         .await?;
         Ok(())
@@ -1179,7 +1189,7 @@ impl UserStore for SqliteStore {
             .bind(l.state.as_str())
             .bind(&l.event_id)
             .bind(&l.error)
-            .bind(&l.updated_at)
+            .bind(l.updated_at)
             .execute(&mut *tx)
             .await?;
         }
@@ -1231,9 +1241,9 @@ impl UserStore for SqliteStore {
             .bind(&p.kind)
             .bind(&p.bundle_id)
             .bind(&p.adam_id)
-            .bind(&p.shown_at)
+            .bind(p.shown_at)
             .bind(&p.answer)
-            .bind(&p.answered_at)
+            .bind(p.answered_at)
             .execute(&mut *tx)
             .await?;
         }
@@ -1275,8 +1285,8 @@ impl LeaseStore for SqliteStore {
         &self,
         name: &str,
         holder: &str,
-        now: &str,
-        until: &str,
+        now: Timestamp,
+        until: Timestamp,
     ) -> StoreResult<bool> {
         let row = sqlx::query(
             "INSERT INTO leases (name, holder, expires_at) VALUES (?, ?, ?)
