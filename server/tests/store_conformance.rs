@@ -185,26 +185,13 @@ fn app(id: &str, token: &str, adam: u64, available: i64) -> AppRecord {
 fn token(id: &str, secret: &str) -> VppTokenRecord {
     VppTokenRecord {
         id: id.into(),
-        name: "HQ".into(),
         org_name: "Org".into(),
         secret: secret.into(),
         secret_hash: format!("hash-{secret}"),
         expires_at: ts("2027-11-25T00:00:00.000000Z"),
-        location_name: None,
-        country: None,
-        location_uid: None,
         created_at: NOW,
-        last_sync_at: None,
-        last_sync_error: None,
         priority: 100,
-        apple_id: None,
-        account_type: "business".into(),
-        automatic_updates: false,
-        store_country: None,
-        external_mdm: None,
-        disabled_reason: None,
-        notification_secret: None,
-        last_notification_at: None,
+        ..VppTokenRecord::example()
     }
 }
 
@@ -957,6 +944,66 @@ async fn users_registrations_user_licenses_and_prompts() {
             vec![answered]
         );
         assert!(s.prompts_of_device(&"U2".into()).await.unwrap().is_empty());
+        b.finish().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_expire_on_the_clock_and_pass_to_another_replica() {
+    use orchard_server::clock::{Clock, ManualClock};
+    use std::time::Duration;
+    const LEASE: Duration = Duration::from_secs(120);
+    for b in backends().await {
+        let s = b.store.as_ref();
+        let clock = ManualClock::new(NOW);
+        let take = |holder: &'static str, now: Timestamp| {
+            s.try_lease("reconcile", holder, now, now + LEASE)
+        };
+        assert!(
+            take("a", clock.now()).await.unwrap(),
+            "{}: a free lease",
+            b.name
+        );
+        clock.advance(Duration::from_secs(60));
+        assert!(
+            !take("b", clock.now()).await.unwrap(),
+            "{}: held by a",
+            b.name
+        );
+        assert!(
+            take("a", clock.now()).await.unwrap(),
+            "{}: a renews until +3 min",
+            b.name
+        );
+        clock.advance(Duration::from_secs(119));
+        assert!(
+            !take("b", clock.now()).await.unwrap(),
+            "{}: renewed, not yet expired",
+            b.name
+        );
+        clock.advance(Duration::from_secs(2));
+        assert!(
+            take("b", clock.now()).await.unwrap(),
+            "{}: a's lease expired",
+            b.name
+        );
+        assert!(
+            !take("a", clock.now()).await.unwrap(),
+            "{}: now b's",
+            b.name
+        );
+        s.release_lease("reconcile", "a").await.unwrap();
+        assert!(
+            !take("a", clock.now()).await.unwrap(),
+            "{}: a cannot release b's lease",
+            b.name
+        );
+        s.release_lease("reconcile", "b").await.unwrap();
+        assert!(
+            take("a", clock.now()).await.unwrap(),
+            "{}: released, free at once",
+            b.name
+        );
         b.finish().await;
     }
 }

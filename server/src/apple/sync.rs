@@ -294,3 +294,38 @@ async fn fetch(
     };
     Ok((record, summary))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::clock::{Clock, ManualClock};
+    use crate::store::VppTokenRecord;
+
+    const TICK: Duration = Duration::from_secs(60);
+    const TWELVE_HOURS: Duration = Duration::from_secs(12 * 3600);
+
+    #[test]
+    fn schedule_syncs_a_new_token_after_a_tick_then_every_interval() {
+        let uploaded: Timestamp = "2026-11-30T08:00:00Z".parse().unwrap();
+        let clock = ManualClock::new(uploaded);
+        let mut token = VppTokenRecord {
+            created_at: uploaded,
+            ..VppTokenRecord::example()
+        };
+        let due =
+            |t: &VppTokenRecord, clock: &ManualClock| sync_due(t, clock.now(), TWELVE_HOURS, TICK);
+        assert!(!due(&token, &clock), "an admin gets a tick to sync by hand");
+        clock.advance(TICK + Duration::from_secs(1));
+        assert!(due(&token, &clock), "never synced, a tick later");
+        token.last_sync_at = Some(clock.now());
+        assert!(!due(&token, &clock));
+        clock.advance(TWELVE_HOURS - Duration::from_secs(1));
+        assert!(!due(&token, &clock), "one second short of the interval");
+        clock.advance(Duration::from_secs(2));
+        assert!(due(&token, &clock), "the interval has passed");
+        token.disabled_reason = Some("Apple says the token expired (9621)".into());
+        assert!(!due(&token, &clock), "a disabled token waits for renewal");
+    }
+}

@@ -237,3 +237,54 @@ pub fn status(token: &VppTokenRecord, now: Timestamp) -> TokenStatus {
         TokenStatus::Active
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::clock::{Clock, ManualClock};
+
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+
+    fn token(expires_at: Timestamp) -> VppTokenRecord {
+        VppTokenRecord {
+            expires_at,
+            ..VppTokenRecord::example()
+        }
+    }
+
+    #[test]
+    fn expiry_warning_starts_30_days_before_and_expiry_disables_on_the_day() {
+        let start: Timestamp = "2026-11-30T12:00:00Z".parse().unwrap();
+        let clock = ManualClock::new(start);
+        let t = token(start + DAY * 45);
+        let seen = |clock: &ManualClock| {
+            (
+                expiry_status(t.expires_at, clock.now()),
+                status(&t, clock.now()),
+            )
+        };
+        assert_eq!(seen(&clock), (ExpiryStatus::Valid, TokenStatus::Active));
+        clock.advance(DAY * 14);
+        assert_eq!(seen(&clock), (ExpiryStatus::Valid, TokenStatus::Active));
+        clock.advance(DAY + Duration::from_secs(1));
+        assert_eq!(
+            seen(&clock),
+            (ExpiryStatus::ExpiringSoon, TokenStatus::Active),
+            "29 days and a bit left"
+        );
+        clock.set(t.expires_at);
+        assert_eq!(seen(&clock), (ExpiryStatus::Expired, TokenStatus::Expired));
+    }
+
+    #[test]
+    fn a_disabled_or_foreign_token_says_so_before_its_expiry() {
+        let now: Timestamp = "2026-11-30T12:00:00Z".parse().unwrap();
+        let mut t = token(now + DAY * 100);
+        t.external_mdm = Some("Other MDM".into());
+        assert_eq!(status(&t, now), TokenStatus::AssignedToExternalMdm);
+        t.disabled_reason = Some("Apple says the token was revoked (9625)".into());
+        assert_eq!(status(&t, now), TokenStatus::Disabled);
+    }
+}

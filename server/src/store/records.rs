@@ -384,6 +384,36 @@ pub struct VppTokenRecord {
     pub last_notification_at: Option<Timestamp>,
 }
 
+impl VppTokenRecord {
+    /// A business token `t` uploaded at the epoch, never synced, expiring a year later,
+    /// for tests to change what matters to them.
+    pub fn example() -> Self {
+        Self {
+            id: "t".into(),
+            name: "HQ".into(),
+            org_name: "Example Org".into(),
+            secret: "secret".into(),
+            secret_hash: "hash".into(),
+            expires_at: Timestamp::UNIX_EPOCH + std::time::Duration::from_secs(365 * 24 * 3600),
+            location_name: None,
+            country: None,
+            location_uid: None,
+            created_at: Timestamp::UNIX_EPOCH,
+            last_sync_at: None,
+            last_sync_error: None,
+            priority: 0,
+            apple_id: None,
+            account_type: "business".into(),
+            automatic_updates: false,
+            store_country: None,
+            external_mdm: None,
+            disabled_reason: None,
+            notification_secret: None,
+            last_notification_at: None,
+        }
+    }
+}
+
 /// License counts of an asset, as Apple reports them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct LicenseCounts {
