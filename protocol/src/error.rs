@@ -6,6 +6,18 @@ pub enum ProtocolError {
     /// The body is not a well-formed property list.
     #[error("body is not a valid property list: {0}")]
     Plist(#[from] plist::Error),
+    /// The property list crosses one of the decoder's limits.
+    #[error("the property list exceeds the limit on {} ({max}); nothing was read from it", .limit.describe())]
+    LimitExceeded {
+        /// Which limit.
+        limit: crate::bounded::Limit,
+        /// Its value.
+        max: usize,
+    },
+    /// The property list's structure is broken (a key without a value, a value where a
+    /// key belongs, more than one top-level value).
+    #[error("body is not a valid property list: broken structure")]
+    Malformed,
     /// The property list is well formed but its top level is not a dictionary.
     #[error("expected a dictionary at the top level of the property list")]
     NotADictionary,

@@ -3,8 +3,11 @@
 //!
 //! Every channel has one decode entry point: [`checkin::CheckinMessage::from_xml`],
 //! [`report::CommandReport::from_xml`], [`command::CommandEnvelope::from_xml`] and
-//! [`enroll::EnrollRequest::from_xml`] / [`enroll::EnrollResponse::from_xml`].
+//! [`enroll::EnrollRequest::from_xml`] / [`enroll::EnrollResponse::from_xml`]. Each
+//! reads its bytes through [`bounded`], which enforces nesting depth, value count and
+//! size limits before any value is built.
 
+pub mod bounded;
 pub mod checkin;
 pub mod command;
 pub mod enroll;

@@ -4,7 +4,7 @@ use plist::{Dictionary, Value};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::ProtocolError;
+use crate::{ProtocolError, bounded};
 
 /// Encodes a message as an XML property list.
 pub(crate) fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, ProtocolError> {
@@ -13,9 +13,10 @@ pub(crate) fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, ProtocolError
     Ok(out)
 }
 
-/// Reads a property list (XML or binary) whose top level must be a dictionary.
+/// Reads a property list (XML or binary) whose top level must be a dictionary, within
+/// the device channels' limits.
 pub(crate) fn decode_dictionary(bytes: &[u8]) -> Result<Dictionary, ProtocolError> {
-    match plist::from_bytes::<Value>(bytes)? {
+    match bounded::decode(bytes, bounded::Limits::DEVICE)? {
         Value::Dictionary(dict) => Ok(dict),
         _ => Err(ProtocolError::NotADictionary),
     }

@@ -76,6 +76,37 @@ pub enum VppError {
     /// The answer is not the JSON expected.
     #[error("Apple's answer could not be read: {0}")]
     Decode(String),
+    /// The answer is larger than any answer of Apple's documented API.
+    #[error("Apple's answer exceeds {max} bytes; not read")]
+    TooLarge {
+        /// The limit.
+        max: usize,
+    },
+}
+
+/// Largest answer read from Apple's service (a page of assets or a lookup of 100 apps
+/// with their descriptions is well below a megabyte).
+pub const MAX_APPLE_BODY: usize = 16 * 1024 * 1024;
+
+/// Reads an answer's body, refusing one over [`MAX_APPLE_BODY`] without buffering it.
+async fn read_body(mut resp: reqwest::Response) -> Result<bytes::Bytes, VppError> {
+    let too_large = VppError::TooLarge {
+        max: MAX_APPLE_BODY,
+    };
+    if resp
+        .content_length()
+        .is_some_and(|n| n > MAX_APPLE_BODY as u64)
+    {
+        return Err(too_large);
+    }
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = resp.chunk().await? {
+        if body.len() + chunk.len() > MAX_APPLE_BODY {
+            return Err(too_large);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
 }
 
 impl VppError {
@@ -89,7 +120,7 @@ impl VppError {
                 error_number,
                 ..
             } => *status >= 500 || matches!(error_number, 9603 | 9646 | 9729 | 9644),
-            Self::CaFile { .. } | Self::Decode(_) => false,
+            Self::CaFile { .. } | Self::Decode(_) | Self::TooLarge { .. } => false,
         }
     }
 }
@@ -439,7 +470,7 @@ impl AppleClient {
             let Some(this_try) = request.try_clone() else {
                 let resp = request.send().await?;
                 let status = resp.status();
-                return Ok((status, resp.bytes().await?));
+                return Ok((status, read_body(resp).await?));
             };
             let outcome: Result<(), Option<Duration>> = match this_try.send().await {
                 Ok(resp) => {
@@ -450,7 +481,7 @@ impl AppleClient {
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| v.trim().parse::<u64>().ok())
                         .map(Duration::from_secs);
-                    let body = resp.bytes().await?;
+                    let body = read_body(resp).await?;
                     if (status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS)
                         && attempt < self.config.attempts
                     {
@@ -476,5 +507,70 @@ impl AppleClient {
                 attempt += 1;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod body_limit_tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// An HTTP server on loopback answering every request with `head` and then `body_len`
+    /// bytes of JSON-looking filler.
+    async fn answering(head: String, body_len: usize) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let head = head.clone();
+                tokio::spawn(async move {
+                    let mut request = [0u8; 4096];
+                    let _ = socket.read(&mut request).await;
+                    let _ = socket.write_all(head.as_bytes()).await;
+                    let chunk = vec![b' '; 64 * 1024];
+                    let mut sent = 0;
+                    while sent < body_len {
+                        let n = chunk.len().min(body_len - sent);
+                        if socket.write_all(&chunk[..n]).await.is_err() {
+                            return;
+                        }
+                        sent += n;
+                    }
+                });
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    fn client(base: String) -> AppleClient {
+        AppleClient::new(AppleConfig {
+            vpp_base_url: base.clone(),
+            lookup_url: base,
+            attempts: 1,
+            ..AppleConfig::default()
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_answer_over_the_limit_is_refused_by_its_length_or_as_it_streams() {
+        let declared = answering(
+            format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                MAX_APPLE_BODY + 1
+            ),
+            0,
+        )
+        .await;
+        let err = client(declared).client_config("s").await.unwrap_err();
+        assert!(matches!(err, VppError::TooLarge { .. }), "{err}");
+        let streamed = answering(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n".into(),
+            MAX_APPLE_BODY + 64 * 1024,
+        )
+        .await;
+        let err = client(streamed).client_config("s").await.unwrap_err();
+        assert!(matches!(err, VppError::TooLarge { .. }), "{err}");
     }
 }

@@ -12,6 +12,6 @@ pub mod sync;
 mod token_file;
 pub mod token_lifecycle;
 
-pub use client::{AppleClient, AppleConfig, VppError};
+pub use client::{AppleClient, AppleConfig, MAX_APPLE_BODY, VppError};
 pub use model::*;
 pub use token_file::{TokenFile, TokenFileError};

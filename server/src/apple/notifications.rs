@@ -10,14 +10,17 @@ use crate::apple::NotificationEnvelope;
 use crate::error::{ServerError, ServerResult};
 use crate::state::ServerState;
 
-/// Handles one notification for `token_id`, authenticated by `bearer`. Returns
-/// whether it was new (false: a repeat, already handled).
-pub async fn receive(
+/// Largest notification body read, once its sender proved the token's secret (Apple
+/// sends at most 100 events per notification).
+pub const MAX_NOTIFICATION_BODY: usize = 256 * 1024;
+
+/// Checks that a notification for `token_id` carries the token's bearer secret; done
+/// before its body is read.
+pub async fn authenticate(
     state: &ServerState,
     token_id: &str,
     bearer: Option<&str>,
-    body: &[u8],
-) -> ServerResult<bool> {
+) -> ServerResult<()> {
     let token = state
         .store
         .token(token_id)
@@ -30,6 +33,12 @@ pub async fn receive(
             "the notification's bearer secret is not this token's".into(),
         ));
     }
+    Ok(())
+}
+
+/// Handles one authenticated notification for `token_id`. Returns whether it was new
+/// (false: a repeat, already handled).
+pub async fn receive(state: &ServerState, token_id: &str, body: &[u8]) -> ServerResult<bool> {
     let envelope: NotificationEnvelope =
         serde_json::from_slice(body).map_err(|e| ServerError::Invalid {
             field: "notification",

@@ -3,14 +3,14 @@
 
 use axum::Json;
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::post;
 
 use super::admin::ApiPath;
 use super::error::ApiError;
+use crate::apple::notifications;
 use crate::state::ServerState;
 
 /// Routes of Apple's side.
@@ -21,15 +21,29 @@ pub(super) fn router() -> Router<ServerState> {
 async fn notification(
     State(state): State<ServerState>,
     ApiPath(token_id): ApiPath<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    request: Request,
 ) -> Result<impl IntoResponse, ApiError> {
-    let bearer = headers
+    let bearer = request
+        .headers()
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    let new = crate::apple::notifications::receive(&state, &token_id, bearer, &body).await?;
+    // Who sends it is checked before the body is read.
+    notifications::authenticate(&state, &token_id, bearer).await?;
+    let body = axum::body::to_bytes(request.into_body(), notifications::MAX_NOTIFICATION_BODY)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!(
+                    "a notification body is limited to {} bytes",
+                    notifications::MAX_NOTIFICATION_BODY
+                ),
+            )
+        })?;
+    let new = notifications::receive(&state, &token_id, &body).await?;
     Ok(Json(
         serde_json::json!({ "received": true, "duplicate": !new }),
     ))

@@ -4,7 +4,7 @@
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{FromRequestParts, State};
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -50,6 +50,35 @@ pub(super) fn router() -> Router<ServerState> {
         .layer(axum::extract::DefaultBodyLimit::max(MAX_DEVICE_BODY))
 }
 
+/// A device request's body, read up to [`MAX_DEVICE_BODY`]; a body over it or cut off
+/// is answered in the API's error format.
+struct DeviceBody(Bytes);
+
+impl FromRequest<ServerState> for DeviceBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &ServerState) -> Result<Self, Self::Rejection> {
+        Bytes::from_request(req, state)
+            .await
+            .map(Self)
+            .map_err(|r| {
+                let code = if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    "body_too_large"
+                } else {
+                    "unreadable_body"
+                };
+                ApiError::new(
+                    r.status(),
+                    code,
+                    format!(
+                        "{} (device bodies are limited to {MAX_DEVICE_BODY} bytes)",
+                        r.body_text()
+                    ),
+                )
+            })
+    }
+}
+
 fn plist(body: Vec<u8>) -> Response {
     (
         StatusCode::OK,
@@ -61,7 +90,7 @@ fn plist(body: Vec<u8>) -> Response {
 
 async fn enroll_device(
     State(state): State<ServerState>,
-    body: Bytes,
+    DeviceBody(body): DeviceBody,
 ) -> Result<Response, ApiError> {
     Ok(plist(enroll::enroll(&state, &body).await?))
 }
@@ -69,7 +98,7 @@ async fn enroll_device(
 async fn checkin_device(
     State(state): State<ServerState>,
     identity: DeviceIdentity,
-    body: Bytes,
+    DeviceBody(body): DeviceBody,
 ) -> Result<Response, ApiError> {
     checkin::handle(&state, &identity, &body).await?;
     Ok(StatusCode::OK.into_response())
@@ -78,7 +107,7 @@ async fn checkin_device(
 async fn command_channel(
     State(state): State<ServerState>,
     identity: DeviceIdentity,
-    body: Bytes,
+    DeviceBody(body): DeviceBody,
 ) -> Result<Response, ApiError> {
     Ok(
         match command_queue::handle(&state, &identity, &body).await? {

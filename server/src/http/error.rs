@@ -7,6 +7,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use orchard_protocol::ProtocolError;
+
 use crate::apple::VppError;
 use crate::device::identity::DeviceAuthError;
 use crate::error::ServerError;
@@ -55,6 +57,9 @@ impl From<ServerError> for ApiError {
                     "internal",
                     "the server could not complete the request; see its log",
                 )
+            }
+            ServerError::Protocol(ProtocolError::LimitExceeded { .. }) => {
+                Self::new(S::BAD_REQUEST, "limit_exceeded", msg)
             }
             ServerError::Protocol(_) => Self::new(S::BAD_REQUEST, "invalid_message", msg),
             ServerError::UnsupportedMessage(_) => {
