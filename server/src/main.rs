@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use orchard_server::ServerConfig;
 use orchard_server::apple::AppleConfig;
+use orchard_server::http::ConnectionLimits;
 
 #[derive(Parser)]
 #[command(
@@ -94,6 +95,30 @@ struct ServeArgs {
     /// Most VPP tokens the server holds.
     #[arg(long, env = "ORCHARD_MAX_TOKENS", default_value_t = 256)]
     max_tokens: i64,
+    /// Seconds a client has to finish the TLS handshake.
+    #[arg(
+        long,
+        env = "ORCHARD_HANDSHAKE_TIMEOUT_SECONDS",
+        default_value_t = 10.0
+    )]
+    handshake_timeout_seconds: f64,
+    /// Seconds a client has to send a request's headers; a kept-alive connection idle
+    /// this long is closed too.
+    #[arg(long, env = "ORCHARD_HEADER_TIMEOUT_SECONDS", default_value_t = 20.0)]
+    header_timeout_seconds: f64,
+    /// Seconds a client has to send a request's body.
+    #[arg(long, env = "ORCHARD_BODY_TIMEOUT_SECONDS", default_value_t = 30.0)]
+    body_timeout_seconds: f64,
+    /// Most client connections open at once (the open-file limit is raised to allow it
+    /// where the system permits).
+    #[arg(long, env = "ORCHARD_MAX_CONNECTIONS", default_value_t = 4096)]
+    max_connections: usize,
+    /// Connections kept for the admin API when all others are taken.
+    #[arg(long, env = "ORCHARD_ADMIN_RESERVED_CONNECTIONS", default_value_t = 64)]
+    admin_reserved_connections: usize,
+    /// Largest enrollment request body, in bytes (anyone on the network may enroll).
+    #[arg(long, env = "ORCHARD_ENROLLMENT_BODY_LIMIT", default_value_t = 65536)]
+    enrollment_body_limit: usize,
 }
 
 fn seconds(name: &str, s: f64) -> anyhow::Result<Duration> {
@@ -130,6 +155,14 @@ async fn main() -> anyhow::Result<()> {
     config.install_timeout = seconds("install-timeout-seconds", args.install_timeout_seconds)?;
     config.max_tokens = args.max_tokens;
     config.sync_interval = seconds("sync-interval-seconds", args.sync_interval_seconds)?;
+    config.connection = ConnectionLimits {
+        handshake_timeout: seconds("handshake-timeout-seconds", args.handshake_timeout_seconds)?,
+        header_timeout: seconds("header-timeout-seconds", args.header_timeout_seconds)?,
+        body_timeout: seconds("body-timeout-seconds", args.body_timeout_seconds)?,
+        max_connections: args.max_connections,
+        admin_reserve: args.admin_reserved_connections,
+        enrollment_body: args.enrollment_body_limit,
+    };
     let data_dir = config.data_dir.clone();
     let mut server = orchard_server::start(config)
         .await

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::apple::{AppleClient, AppleConfig};
 use crate::clock::{Clock, SystemClock, Timestamp};
+use crate::http::ConnectionLimits;
 use crate::state::{MdmIdentity, ServerState, ServiceOptions};
 use crate::store::{AdminStore, AdminTokenRecord, Backend, Store};
 
@@ -48,6 +49,8 @@ pub struct ServerConfig {
     pub scheduler_tick: Duration,
     /// Where every time rule reads the time (the system clock; tests set their own).
     pub clock: Arc<dyn Clock>,
+    /// Timeouts and caps of client connections.
+    pub connection: ConnectionLimits,
 }
 
 impl ServerConfig {
@@ -67,6 +70,7 @@ impl ServerConfig {
             sync_interval: Duration::from_secs(12 * 3600),
             scheduler_tick: Duration::from_secs(60),
             clock: Arc::new(SystemClock),
+            connection: ConnectionLimits::default(),
         }
     }
 }
@@ -172,6 +176,9 @@ pub async fn start_with_listener(
     config: ServerConfig,
     listener: TcpListener,
 ) -> Result<RunningServer, StartError> {
+    if let Some(files) = crate::http::raise_open_file_limit() {
+        tracing::debug!(files, "open-file limit");
+    }
     std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::Io {
         what: format!("cannot create {}", config.data_dir.display()),
         source,
@@ -224,6 +231,7 @@ pub async fn start_with_listener(
             max_tokens: config.max_tokens,
             sync_interval: config.sync_interval,
             scheduler_tick: config.scheduler_tick,
+            enrollment_body_limit: config.connection.enrollment_body,
         }),
         syncing: Arc::new(Mutex::new(Default::default())),
         push: Arc::new(crate::push::PushHub::default()),
@@ -243,7 +251,13 @@ pub async fn start_with_listener(
         ));
     }
     tasks.extend([
-        tokio::spawn(crate::http::serve(listener, tls, router, shutdown.clone())),
+        tokio::spawn(crate::http::serve(
+            listener,
+            tls,
+            router,
+            config.connection,
+            shutdown.clone(),
+        )),
         tokio::spawn(crate::engine::reconcile::run(
             state.clone(),
             shutdown.clone(),

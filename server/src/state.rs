@@ -40,6 +40,8 @@ pub struct ServiceOptions {
     pub sync_interval: Duration,
     /// How often the sync scheduler looks for tokens due.
     pub scheduler_tick: Duration,
+    /// Largest enrollment request body.
+    pub enrollment_body_limit: usize,
 }
 
 /// Shared state of one server process.

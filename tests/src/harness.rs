@@ -12,7 +12,11 @@ use orchard_agent::fleet::{Fleet, FleetOptions, FleetProfile};
 use orchard_agent::store_lookup::StoreConfig;
 use orchard_agent::tls::{Trust, tls_client};
 use orchard_agent::{AgentConfig, DeviceFacts};
+use orchard_certs::DeviceIdentityRequest;
+use orchard_protocol::Udid;
+use orchard_protocol::enroll::{EnrollRequest, EnrollResponse};
 use orchard_server::apple::AppleConfig;
+use orchard_server::http::ConnectionLimits;
 use orchard_server::{RunningServer, ServerConfig};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -32,9 +36,16 @@ pub struct TestbedBuilder {
     event_poll: Duration,
     install_poll: Duration,
     apple_timeout: Duration,
+    connection: ConnectionLimits,
 }
 
 impl TestbedBuilder {
+    /// Timeouts and caps of the server's client connections.
+    pub fn connection_limits(mut self, limits: ConnectionLimits) -> Self {
+        self.connection = limits;
+        self
+    }
+
     /// How often the server polls Apple's pending events (notifications make it act
     /// sooner).
     pub fn event_poll(mut self, interval: Duration) -> Self {
@@ -110,6 +121,7 @@ impl TestbedBuilder {
             config.scheduler_tick = tick;
         }
         config.install_poll_interval = self.install_poll;
+        config.connection = self.connection;
         let server = orchard_server::start_with_listener(
             config.clone(),
             TcpListener::bind("127.0.0.1:0").await?,
@@ -164,6 +176,7 @@ impl Testbed {
             event_poll: Duration::from_millis(200),
             install_poll: Duration::from_millis(300),
             apple_timeout: Duration::from_secs(10),
+            connection: ConnectionLimits::default(),
         }
     }
 
@@ -224,6 +237,43 @@ impl Testbed {
             state_dir,
         };
         Ok(Fleet::start(template, &profile, &options, |_| {}).await?)
+    }
+
+    /// Enrolls `udid` by hand (no agent): its identity certificate and key, PEM.
+    pub async fn enroll_identity(&self, udid: &str) -> anyhow::Result<(String, String)> {
+        let (_, body) = self.admin.get("/v1/enrollment").await?;
+        let secret = body["enrollment_secret"]
+            .as_str()
+            .context("the enrollment secret")?
+            .to_owned();
+        let request = DeviceIdentityRequest::generate(&Udid::from(udid))?;
+        let enroll = EnrollRequest {
+            enrollment_secret: secret,
+            csr_pem: request.csr_pem,
+            udid: udid.into(),
+            serial_number: format!("SN-{udid}").into(),
+            product_name: Some("iPhone15,2".into()),
+            os_version: Some("17.5".into()),
+            ownership: None,
+            single_app_mode: None,
+        };
+        let response = self
+            .device_client(None)?
+            .post(format!("{}/mdm/enroll", self.server.url))
+            .body(enroll.to_xml()?)
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            bail!("enrollment of {udid} refused: {}", response.text().await?);
+        }
+        let answer = EnrollResponse::from_xml(&response.bytes().await?)?;
+        Ok((answer.certificate_pem, request.key_pem))
+    }
+
+    /// An HTTPS client pinned to the server's CA, presenting `identity` (certificate and
+    /// key PEM) when given.
+    pub fn device_client(&self, identity: Option<(&str, &str)>) -> anyhow::Result<reqwest::Client> {
+        Ok(tls_client(Trust::Only(&self.server.ca_pem), identity)?)
     }
 
     /// The bootstrap admin token.

@@ -7,7 +7,7 @@ use orchard_agent::tls::{Trust, tls_client};
 use orchard_certs::{CertificateAuthority, DeviceIdentityRequest};
 use orchard_protocol::Udid;
 use orchard_protocol::checkin::{Authenticate, CheckinMessage, TokenUpdate};
-use orchard_protocol::enroll::{EnrollRequest, EnrollResponse};
+use orchard_protocol::enroll::EnrollRequest;
 use orchard_protocol::report::{CommandReport, CommandStatus};
 use orchard_server::store::Store;
 use orchard_testbed::harness::{Testbed, TestbedBuilder};
@@ -43,30 +43,8 @@ async fn enroll(bed: &Testbed, udid: &str, secret: &str) -> reqwest::Response {
 }
 
 async fn enrolled(bed: &Testbed, udid: &str) -> Identity {
-    let request = DeviceIdentityRequest::generate(&Udid::from(udid)).unwrap();
-    let body = EnrollRequest {
-        enrollment_secret: secret(bed).await,
-        csr_pem: request.csr_pem,
-        udid: udid.into(),
-        serial_number: format!("SN-{udid}").into(),
-        product_name: None,
-        os_version: None,
-        ownership: None,
-        single_app_mode: None,
-    };
-    let http = tls_client(Trust::Only(&bed.server.ca_pem), None).unwrap();
-    let response = http
-        .post(format!("{}/mdm/enroll", bed.server.url))
-        .body(body.to_xml().unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let enrolled = EnrollResponse::from_xml(&response.bytes().await.unwrap()).unwrap();
-    Identity {
-        cert_pem: enrolled.certificate_pem,
-        key_pem: request.key_pem,
-    }
+    let (cert_pem, key_pem) = bed.enroll_identity(udid).await.unwrap();
+    Identity { cert_pem, key_pem }
 }
 
 fn client(bed: &Testbed, identity: Option<&Identity>) -> reqwest::Client {

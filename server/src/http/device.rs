@@ -42,9 +42,12 @@ impl FromRequestParts<ServerState> for DeviceIdentity {
 }
 
 /// Routes of the device endpoints.
-pub(super) fn router() -> Router<ServerState> {
+pub(super) fn router(enrollment_body: usize) -> Router<ServerState> {
     Router::new()
-        .route(ENROLL_PATH, post(enroll_device))
+        .route(
+            ENROLL_PATH,
+            post(enroll_device).layer(axum::extract::DefaultBodyLimit::max(enrollment_body)),
+        )
         .route(CHECKIN_PATH, put(checkin_device))
         .route(SERVER_PATH, put(command_channel))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_DEVICE_BODY))
@@ -71,8 +74,9 @@ impl FromRequest<ServerState> for DeviceBody {
                     r.status(),
                     code,
                     format!(
-                        "{} (device bodies are limited to {MAX_DEVICE_BODY} bytes)",
-                        r.body_text()
+                        "{} (device bodies are limited to {MAX_DEVICE_BODY} bytes, enrollment to {} bytes)",
+                        r.body_text(),
+                        state.options.enrollment_body_limit
                     ),
                 )
             })

@@ -8,6 +8,7 @@
 mod admin;
 mod apple;
 mod auth;
+mod connection;
 mod device;
 pub mod error;
 
@@ -16,25 +17,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use connection::{Admission, Slots};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 
 pub use auth::token_hash;
+pub use connection::{ConnectionLimits, raise_open_file_limit};
 pub use device::PeerCertificate;
 
 use crate::state::ServerState;
 
-/// How long a TLS handshake may take.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// The whole HTTP API: device endpoints and admin API.
 pub fn router(state: ServerState) -> Router {
     Router::new()
-        .merge(device::router())
+        .merge(device::router(state.options.enrollment_body_limit))
         .merge(admin::router())
         .merge(apple::router())
         .fallback(|| async {
@@ -48,14 +49,18 @@ pub fn router(state: ServerState) -> Router {
 }
 
 /// Accepts connections until `shutdown` fires. Each connection gets its own task before
-/// the handshake, and the handshake runs under a timeout.
+/// the handshake; the handshake, each request's headers and each body run under the
+/// timeouts of `limits`, and connections over its cap are closed at once.
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     router: Router,
+    limits: ConnectionLimits,
     shutdown: CancellationToken,
 ) {
     let acceptor = TlsAcceptor::from(tls);
+    let router = router.layer(RequestBodyTimeoutLayer::new(limits.body_timeout));
+    let slots = Slots::new(&limits);
     loop {
         let (tcp, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -68,22 +73,32 @@ pub async fn serve(
                 }
             },
         };
+        let (permit, admin_only) = match slots.admit() {
+            Admission::Open(p) => (p, false),
+            Admission::AdminOnly(p) => (p, true),
+            Admission::Refused => {
+                tracing::debug!(%peer, "connection refused: every slot is taken");
+                continue;
+            }
+        };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let router = router.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake refused");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
+            let _permit = permit;
+            let tls =
+                match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake refused");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
             let cert = tls
                 .get_ref()
                 .1
@@ -95,6 +110,9 @@ pub async fn serve(
                 req.extensions_mut().insert(peer_cert.clone());
                 let router = router.clone();
                 async move {
+                    if admin_only && !connection::admin_request(req.uri().path()) {
+                        return Ok::<_, Infallible>(server_busy());
+                    }
                     Ok::<_, Infallible>(
                         router
                             .oneshot(req)
@@ -103,7 +121,12 @@ pub async fn serve(
                     )
                 }
             });
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .max_buf_size(MAX_HEADER_BYTES);
             let conn = builder.serve_connection(TokioIo::new(tls), service);
             tokio::pin!(conn);
             tokio::select! {
@@ -119,4 +142,23 @@ pub async fn serve(
             }
         });
     }
+}
+
+/// Most bytes of request line and headers (hyper's read buffer).
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// The answer on a reserve connection to anything but the admin API.
+fn server_busy() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let mut response = error::ApiError::new(
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        "server_busy",
+        "every connection slot for devices is taken; try again shortly",
+    )
+    .into_response();
+    response.headers_mut().insert(
+        axum::http::header::CONNECTION,
+        axum::http::HeaderValue::from_static("close"),
+    );
+    response
 }

@@ -50,6 +50,7 @@ impl AppleStandIn {
             listener,
             tls,
             api::router(world.clone()),
+            orchard_server::http::ConnectionLimits::default(),
             shutdown.clone(),
         ));
         Ok(Self {

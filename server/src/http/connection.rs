@@ -1,0 +1,119 @@
+//! What one client connection may cost: how long its TLS handshake, its request
+//! headers and its request body may take, how many connections are open at once, and
+//! the few kept back for the admin API when devices (or an attacker) hold all the
+//! others. Timeouts close slow and idle connections; a connection over the cap is
+//! closed at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Limits of the HTTPS front end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// The TLS handshake must finish within this.
+    pub handshake_timeout: Duration,
+    /// A request's headers must arrive within this, counted from when the connection
+    /// starts waiting for them; a kept-alive connection idle this long is closed too.
+    pub header_timeout: Duration,
+    /// A request's body must arrive within this.
+    pub body_timeout: Duration,
+    /// Most connections open at once.
+    pub max_connections: usize,
+    /// Of those, how many only admin API requests may use: taken when all others are
+    /// busy, so an admin can still reach the server.
+    pub admin_reserve: usize,
+    /// Largest enrollment request body (enrollment is open to anyone on the network).
+    pub enrollment_body: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            handshake_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(20),
+            body_timeout: Duration::from_secs(30),
+            max_connections: 4096,
+            admin_reserve: 64,
+            enrollment_body: 64 * 1024,
+        }
+    }
+}
+
+/// Which connections a new one may use.
+#[derive(Debug)]
+pub(super) enum Admission {
+    /// Any request.
+    Open(OwnedSemaphorePermit),
+    /// Admin API requests only: every other slot is taken.
+    AdminOnly(OwnedSemaphorePermit),
+    /// No slot at all: closed at once.
+    Refused,
+}
+
+/// Hands out connection slots.
+#[derive(Debug, Clone)]
+pub(super) struct Slots {
+    open: Arc<Semaphore>,
+    admin: Arc<Semaphore>,
+}
+
+impl Slots {
+    pub(super) fn new(limits: &ConnectionLimits) -> Self {
+        let admin = limits.admin_reserve.min(limits.max_connections);
+        Self {
+            open: Arc::new(Semaphore::new(limits.max_connections - admin)),
+            admin: Arc::new(Semaphore::new(admin)),
+        }
+    }
+
+    /// A slot for a new connection; freed when the permit drops.
+    pub(super) fn admit(&self) -> Admission {
+        if let Ok(p) = self.open.clone().try_acquire_owned() {
+            Admission::Open(p)
+        } else if let Ok(p) = self.admin.clone().try_acquire_owned() {
+            Admission::AdminOnly(p)
+        } else {
+            Admission::Refused
+        }
+    }
+}
+
+/// Whether a request may use a connection from the admin reserve.
+pub(super) fn admin_request(path: &str) -> bool {
+    path.starts_with("/v1/")
+}
+
+/// Raises this process's open-file limit as far as it is allowed, so the connection
+/// cap, not the file descriptor limit, decides how many clients are served.
+pub fn raise_open_file_limit() -> Option<u64> {
+    rlimit::increase_nofile_limit(u64::MAX).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reserve_is_used_only_when_every_open_slot_is_taken() {
+        let limits = ConnectionLimits {
+            max_connections: 3,
+            admin_reserve: 1,
+            ..ConnectionLimits::default()
+        };
+        let slots = Slots::new(&limits);
+        let a = slots.admit();
+        let b = slots.admit();
+        assert!(matches!((&a, &b), (Admission::Open(_), Admission::Open(_))));
+        let c = slots.admit();
+        assert!(matches!(c, Admission::AdminOnly(_)));
+        assert!(matches!(slots.admit(), Admission::Refused));
+        drop(a);
+        assert!(
+            matches!(slots.admit(), Admission::Open(_)),
+            "a freed slot is reused"
+        );
+        assert!(admin_request("/v1/devices") && !admin_request("/mdm/connect"));
+    }
+}

@@ -1,0 +1,235 @@
+//! Slow and idle clients cannot hold the server: a thousand connections that stay idle
+//! after the handshake or stall in the middle of their headers or their body are closed
+//! within the configured timeouts,
+//! and while they are open an admin request and a device check-in both succeed.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use orchard_protocol::report::{CommandReport, CommandStatus};
+use orchard_server::http::ConnectionLimits;
+use orchard_testbed::harness::{AdminClient, Testbed, wait_for};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsConnector;
+
+const STALLED: usize = 1000;
+const TIMEOUT: Duration = Duration::from_secs(4);
+/// Scheduling slack on two busy cores.
+const SLACK: Duration = Duration::from_millis(1500);
+
+fn connector(ca_pem: &str) -> TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    TlsConnector::from(Arc::new(config))
+}
+
+/// Opens a TLS connection (`handshakes` bounds how many run at once), sends `partial`,
+/// counts itself in `open`, and then sends nothing: returns how long after the stall
+/// the server closed the connection.
+async fn stall(
+    connector: TlsConnector,
+    addr: std::net::SocketAddr,
+    partial: Vec<u8>,
+    handshakes: Arc<Semaphore>,
+    open: Arc<AtomicUsize>,
+) -> Duration {
+    let permit = handshakes.acquire_owned().await.unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    drop(permit);
+    tls.write_all(&partial).await.unwrap();
+    tls.flush().await.unwrap();
+    let stalled = Instant::now();
+    open.fetch_add(1, Ordering::SeqCst);
+    let mut buf = [0u8; 4096];
+    // Whatever the server answers (a 408 or 400), the connection must end.
+    loop {
+        match tokio::time::timeout(TIMEOUT * 10, tls.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => return stalled.elapsed(),
+            Ok(Ok(_)) => continue,
+            Err(_) => return stalled.elapsed(),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_connections_are_closed_on_time_and_others_are_served() {
+    let limits = ConnectionLimits {
+        handshake_timeout: TIMEOUT,
+        header_timeout: TIMEOUT,
+        body_timeout: TIMEOUT,
+        max_connections: STALLED + 200,
+        admin_reserve: 16,
+        ..ConnectionLimits::default()
+    };
+    let bed = Testbed::builder()
+        .connection_limits(limits)
+        .start()
+        .await
+        .unwrap();
+    let (cert, key) = bed.enroll_identity("SLOW-NEIGHBOUR").await.unwrap();
+    let device = bed.device_client(Some((&cert, &key))).unwrap();
+    let addr = bed.server.addr;
+    let connector = connector(&bed.server.ca_pem);
+    let mid_header = b"PUT /mdm/checkin HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Ty".to_vec();
+    let mid_body = b"POST /mdm/enroll HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 50000\r\n\r\n<plist version=\"1.0\"><dict>".to_vec();
+    let handshakes = Arc::new(Semaphore::new(64));
+    let open = Arc::new(AtomicUsize::new(0));
+    let opening = Instant::now();
+    let mut stalls = Vec::with_capacity(STALLED);
+    for i in 0..STALLED {
+        let partial = if i % 2 == 0 {
+            mid_header.clone()
+        } else {
+            mid_body.clone()
+        };
+        stalls.push(tokio::spawn(stall(
+            connector.clone(),
+            addr,
+            partial,
+            handshakes.clone(),
+            open.clone(),
+        )));
+    }
+    // Once every one of them is open and stalled: the admin API and a device both get
+    // through.
+    wait_for(
+        Duration::from_secs(60),
+        "every stalled connection to open",
+        || {
+            let n = open.load(Ordering::SeqCst);
+            async move {
+                Ok(if n == STALLED {
+                    Ok(())
+                } else {
+                    Err(format!("{n} open"))
+                })
+            }
+        },
+    )
+    .await
+    .unwrap();
+    eprintln!(
+        "{STALLED} connections open and stalled after {:?}",
+        opening.elapsed()
+    );
+    let started = Instant::now();
+    let (status, _) = bed.admin.get("/v1/devices").await.unwrap();
+    assert_eq!(
+        status, 200,
+        "admin request while {STALLED} connections stall"
+    );
+    let idle = CommandReport::new("SLOW-NEIGHBOUR".into(), CommandStatus::Idle, None)
+        .to_xml()
+        .unwrap();
+    let response = device
+        .put(format!("{}/mdm/connect", bed.server.url))
+        .body(idle)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        200,
+        "device check-in while connections stall"
+    );
+    eprintln!(
+        "admin request and check-in served in {:?}",
+        started.elapsed()
+    );
+    let mut slowest = Duration::ZERO;
+    for stall in stalls {
+        slowest = slowest.max(stall.await.unwrap());
+    }
+    eprintln!("{STALLED} stalled connections closed; the slowest after {slowest:?}");
+    assert!(
+        slowest <= TIMEOUT + SLACK,
+        "a stalled connection stayed open {slowest:?} (timeout {TIMEOUT:?})"
+    );
+    bed.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_every_slot_taken_the_admin_api_still_answers() {
+    const MAX: usize = 200;
+    const RESERVE: usize = 8;
+    let limits = ConnectionLimits {
+        header_timeout: Duration::from_secs(30),
+        max_connections: MAX,
+        admin_reserve: RESERVE,
+        ..ConnectionLimits::default()
+    };
+    let bed = Testbed::builder()
+        .connection_limits(limits)
+        .start()
+        .await
+        .unwrap();
+    let (cert, key) = bed.enroll_identity("CROWDED-OUT").await.unwrap();
+    let connector = connector(&bed.server.ca_pem);
+    let handshakes = Arc::new(Semaphore::new(32));
+    let open = Arc::new(AtomicUsize::new(0));
+    // Every open slot held by an idle connection.
+    let hogs: Vec<_> = (0..MAX - RESERVE)
+        .map(|_| {
+            tokio::spawn(stall(
+                connector.clone(),
+                bed.server.addr,
+                Vec::new(),
+                handshakes.clone(),
+                open.clone(),
+            ))
+        })
+        .collect();
+    wait_for(
+        Duration::from_secs(60),
+        "every open slot to be taken",
+        || {
+            let n = open.load(Ordering::SeqCst);
+            async move {
+                Ok(if n == MAX - RESERVE {
+                    Ok(())
+                } else {
+                    Err(format!("{n} open"))
+                })
+            }
+        },
+    )
+    .await
+    .unwrap();
+    // A new client, so a new connection: it can only get a reserve slot.
+    let admin = AdminClient::new(&bed.server.url, &bed.server.ca_pem, &bed.admin_token()).unwrap();
+    let (status, body) = admin.get("/v1/devices").await.unwrap();
+    assert_eq!(status, 200, "the admin API through the reserve: {body}");
+    let device = bed.device_client(Some((&cert, &key))).unwrap();
+    let idle = CommandReport::new("CROWDED-OUT".into(), CommandStatus::Idle, None)
+        .to_xml()
+        .unwrap();
+    let response = device
+        .put(format!("{}/mdm/connect", bed.server.url))
+        .body(idle)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    let text = response.text().await.unwrap();
+    assert!(text.contains("server_busy"), "{text}");
+    for hog in hogs {
+        hog.abort();
+    }
+    bed.shutdown().await;
+}
