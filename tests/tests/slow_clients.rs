@@ -67,6 +67,39 @@ async fn stall(
     }
 }
 
+/// Waits until `open` counts `n` stalled connections.
+async fn until_open(open: &Arc<AtomicUsize>, n: usize) {
+    wait_for(
+        Duration::from_secs(60),
+        "the stalled connections to open",
+        || {
+            let now = open.load(Ordering::SeqCst);
+            async move {
+                Ok(if now == n {
+                    Ok(())
+                } else {
+                    Err(format!("{now} open"))
+                })
+            }
+        },
+    )
+    .await
+    .unwrap();
+}
+
+/// An Idle report of `udid` on the command channel.
+async fn idle_checkin(bed: &Testbed, device: &reqwest::Client, udid: &str) -> reqwest::Response {
+    let idle = CommandReport::new(udid.into(), CommandStatus::Idle, None)
+        .to_xml()
+        .unwrap();
+    device
+        .put(format!("{}/mdm/connect", bed.server.url))
+        .body(idle)
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_connections_are_closed_on_time_and_others_are_served() {
     let limits = ConnectionLimits {
@@ -108,22 +141,7 @@ async fn stalled_connections_are_closed_on_time_and_others_are_served() {
     }
     // Once every one of them is open and stalled: the admin API and a device both get
     // through.
-    wait_for(
-        Duration::from_secs(60),
-        "every stalled connection to open",
-        || {
-            let n = open.load(Ordering::SeqCst);
-            async move {
-                Ok(if n == STALLED {
-                    Ok(())
-                } else {
-                    Err(format!("{n} open"))
-                })
-            }
-        },
-    )
-    .await
-    .unwrap();
+    until_open(&open, STALLED).await;
     eprintln!(
         "{STALLED} connections open and stalled after {:?}",
         opening.elapsed()
@@ -134,15 +152,7 @@ async fn stalled_connections_are_closed_on_time_and_others_are_served() {
         status, 200,
         "admin request while {STALLED} connections stall"
     );
-    let idle = CommandReport::new("SLOW-NEIGHBOUR".into(), CommandStatus::Idle, None)
-        .to_xml()
-        .unwrap();
-    let response = device
-        .put(format!("{}/mdm/connect", bed.server.url))
-        .body(idle)
-        .send()
-        .await
-        .unwrap();
+    let response = idle_checkin(&bed, &device, "SLOW-NEIGHBOUR").await;
     assert_eq!(
         response.status(),
         200,
@@ -195,36 +205,13 @@ async fn with_every_slot_taken_the_admin_api_still_answers() {
             ))
         })
         .collect();
-    wait_for(
-        Duration::from_secs(60),
-        "every open slot to be taken",
-        || {
-            let n = open.load(Ordering::SeqCst);
-            async move {
-                Ok(if n == MAX - RESERVE {
-                    Ok(())
-                } else {
-                    Err(format!("{n} open"))
-                })
-            }
-        },
-    )
-    .await
-    .unwrap();
+    until_open(&open, MAX - RESERVE).await;
     // A new client, so a new connection: it can only get a reserve slot.
     let admin = AdminClient::new(&bed.server.url, &bed.server.ca_pem, &bed.admin_token()).unwrap();
     let (status, body) = admin.get("/v1/devices").await.unwrap();
     assert_eq!(status, 200, "the admin API through the reserve: {body}");
     let device = bed.device_client(Some((&cert, &key))).unwrap();
-    let idle = CommandReport::new("CROWDED-OUT".into(), CommandStatus::Idle, None)
-        .to_xml()
-        .unwrap();
-    let response = device
-        .put(format!("{}/mdm/connect", bed.server.url))
-        .body(idle)
-        .send()
-        .await
-        .unwrap();
+    let response = idle_checkin(&bed, &device, "CROWDED-OUT").await;
     assert_eq!(response.status(), 503);
     let text = response.text().await.unwrap();
     assert!(text.contains("server_busy"), "{text}");
