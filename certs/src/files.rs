@@ -1,6 +1,7 @@
 //! The PEM files in the server's data directory: created on first start, reused after.
 
 use std::fs;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::{CertError, CertificateAuthority};
@@ -93,14 +94,21 @@ fn write(path: &Path, contents: &str, secret: bool) -> Result<(), CertError> {
         source,
     };
     let tmp = path.with_extension("tmp");
-    fs::write(&tmp, contents).map_err(io)?;
+    // A leftover from a crash may carry other permissions; start afresh.
+    let _ = fs::remove_file(&tmp);
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    // Secrets are private from their first byte: created 0600, never widened.
     #[cfg(unix)]
-    if secret {
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600)).map_err(io)?;
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(if secret { 0o600 } else { 0o644 });
     }
     #[cfg(not(unix))]
     let _ = secret;
+    let mut file = options.open(&tmp).map_err(io)?;
+    file.write_all(contents.as_bytes()).map_err(io)?;
+    file.sync_all().map_err(io)?;
     fs::rename(&tmp, path).map_err(io)
 }
 

@@ -24,7 +24,38 @@ pub struct Limits {
     pub decoded_bytes: usize,
     /// Longest single string or data value, in bytes.
     pub value_length: usize,
+    /// Text fields with a tighter bound: a string under one of these keys (in any
+    /// dictionary) must be at most this many bytes and hold no control characters.
+    pub fields: &'static [(&'static str, usize)],
 }
+
+/// The device-reported text fields Orchard stores or logs, and how long each may be.
+pub const DEVICE_FIELDS: &[(&str, usize)] = &[
+    ("UDID", 64),
+    ("SerialNumber", 64),
+    ("CommandUUID", 128),
+    ("MessageType", 64),
+    ("Status", 64),
+    ("RequestType", 64),
+    ("Topic", 256),
+    ("PushMagic", 256),
+    ("ProductName", 128),
+    ("Model", 128),
+    ("ModelName", 128),
+    ("DeviceName", 256),
+    ("OSVersion", 32),
+    ("BuildVersion", 32),
+    ("Identifier", 256),
+    ("Version", 64),
+    ("ShortVersion", 64),
+    ("Name", 256),
+    ("PromptID", 128),
+    ("Kind", 64),
+    ("Answer", 64),
+    ("ShownAt", 64),
+    ("AnsweredAt", 64),
+    ("Ownership", 32),
+];
 
 impl Limits {
     /// The limits of every device channel: far above what a real device sends (an
@@ -35,6 +66,7 @@ impl Limits {
         values: 200_000,
         decoded_bytes: 8 * 1024 * 1024,
         value_length: 256 * 1024,
+        fields: DEVICE_FIELDS,
     };
 }
 
@@ -49,26 +81,19 @@ pub enum Limit {
     DecodedBytes,
     /// Length of one value.
     ValueLength,
+    /// A text field's length or characters.
+    Field(&'static str),
 }
 
 impl Limit {
     /// What the limit bounds, in words.
-    pub fn describe(self) -> &'static str {
+    pub fn describe(self) -> String {
         match self {
-            Self::Depth => "nesting depth",
-            Self::Values => "number of values",
-            Self::DecodedBytes => "decoded size in bytes",
-            Self::ValueLength => "length of a single value in bytes",
-        }
-    }
-
-    /// The limit's name in error answers.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Depth => "depth",
-            Self::Values => "values",
-            Self::DecodedBytes => "decoded_bytes",
-            Self::ValueLength => "value_length",
+            Self::Depth => "nesting depth".into(),
+            Self::Values => "number of values".into(),
+            Self::DecodedBytes => "decoded size in bytes".into(),
+            Self::ValueLength => "length of a single value in bytes".into(),
+            Self::Field(key) => format!("{key}: printable text of at most this many bytes"),
         }
     }
 }
@@ -93,6 +118,12 @@ impl Builder {
             Limit::Values => self.limits.values,
             Limit::DecodedBytes => self.limits.decoded_bytes,
             Limit::ValueLength => self.limits.value_length,
+            Limit::Field(key) => self
+                .limits
+                .fields
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map_or(0, |(_, max)| *max),
         };
         ProtocolError::LimitExceeded { limit, max }
     }
@@ -145,6 +176,16 @@ impl Builder {
             }
             Some(Open::Dictionary(dict, key)) => match key.take() {
                 Some(k) => {
+                    if let Value::String(text) = &value
+                        && let Some((name, max)) =
+                            self.limits.fields.iter().find(|(name, _)| *name == k)
+                        && (text.len() > *max || text.chars().any(char::is_control))
+                    {
+                        return Err(ProtocolError::LimitExceeded {
+                            limit: Limit::Field(name),
+                            max: *max,
+                        });
+                    }
                     dict.insert(k, value);
                     Ok(())
                 }
@@ -331,6 +372,30 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn text_fields_are_bounded_and_printable() {
+        let body = |name: &str| {
+            format!(
+                r#"<plist version="1.0"><dict><key>MessageType</key><string>Authenticate</string><key>ProductName</key><string>{name}</string></dict></plist>"#
+            )
+        };
+        assert!(decode(body("iPhone15,2").as_bytes(), Limits::DEVICE).is_ok());
+        for bad in ["x".repeat(129), "iPhone\nINFO forged".to_owned()] {
+            let err = decode(body(&bad).as_bytes(), Limits::DEVICE).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    ProtocolError::LimitExceeded {
+                        limit: Limit::Field("ProductName"),
+                        max: 128
+                    }
+                ),
+                "{err:?}"
+            );
+            assert!(err.to_string().contains("ProductName"), "{err}");
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ pub enum ProtocolError {
     #[error("body is not a valid property list: {0}")]
     Plist(#[from] plist::Error),
     /// The property list crosses one of the decoder's limits.
-    #[error("the property list exceeds the limit on {} ({max}); nothing was read from it", .limit.describe())]
+    #[error("the property list exceeds the limit on {} ({max}); nothing of it was used", .limit.describe())]
     LimitExceeded {
         /// Which limit.
         limit: crate::bounded::Limit,
@@ -18,6 +18,9 @@ pub enum ProtocolError {
     /// key belongs, more than one top-level value).
     #[error("body is not a valid property list: broken structure")]
     Malformed,
+    /// An identifier (UDID, serial number, CommandUUID) is not one.
+    #[error("invalid identifier: {0}")]
+    InvalidIdentifier(#[from] crate::ids::IdError),
     /// The property list is well formed but its top level is not a dictionary.
     #[error("expected a dictionary at the top level of the property list")]
     NotADictionary,

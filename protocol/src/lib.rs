@@ -20,4 +20,4 @@ pub mod report;
 mod xml;
 
 pub use error::ProtocolError;
-pub use ids::{AdamId, CommandUuid, SerialNumber, Udid};
+pub use ids::{AdamId, CommandUuid, IdError, SerialNumber, Udid};

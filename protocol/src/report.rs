@@ -115,12 +115,12 @@ impl CommandReport {
     /// Decodes a command-channel request body.
     pub fn from_xml(bytes: &[u8]) -> Result<Self, ProtocolError> {
         let mut dict = xml::decode_dictionary(bytes)?;
-        let udid = Udid(xml::required_string(&dict, "UDID")?);
+        let udid = Udid::parse(&xml::required_string(&dict, "UDID")?)?;
         let status = CommandStatus::parse(&xml::required_string(&dict, "Status")?)
             .ok_or(ProtocolError::InvalidValue { key: "Status" })?;
         let command_uuid = match dict.get("CommandUUID") {
             None => None,
-            Some(plist::Value::String(s)) => Some(CommandUuid(s.clone())),
+            Some(plist::Value::String(s)) => Some(CommandUuid::parse(s)?),
             Some(_) => return Err(ProtocolError::InvalidValue { key: "CommandUUID" }),
         };
         if status != CommandStatus::Idle && command_uuid.is_none() {

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod apple;
 pub mod clock;
+pub mod data_dir;
 pub mod device;
 pub mod engine;
 pub mod error;

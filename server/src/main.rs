@@ -116,6 +116,11 @@ struct ServeArgs {
     /// Connections kept for the admin API when all others are taken.
     #[arg(long, env = "ORCHARD_ADMIN_RESERVED_CONNECTIONS", default_value_t = 64)]
     admin_reserved_connections: usize,
+    /// The key that seals VPP tokens and other secrets in the database: base64 of 32
+    /// bytes. By default the data directory's `secret.key`, created on first start;
+    /// replicas sharing a database need the same key.
+    #[arg(long, env = "ORCHARD_SECRET_KEY", hide_env_values = true)]
+    secret_key: Option<String>,
     /// Largest enrollment request body, in bytes (anyone on the network may enroll).
     #[arg(long, env = "ORCHARD_ENROLLMENT_BODY_LIMIT", default_value_t = 65536)]
     enrollment_body_limit: usize,
@@ -155,6 +160,7 @@ async fn main() -> anyhow::Result<()> {
     config.install_timeout = seconds("install-timeout-seconds", args.install_timeout_seconds)?;
     config.max_tokens = args.max_tokens;
     config.sync_interval = seconds("sync-interval-seconds", args.sync_interval_seconds)?;
+    config.secret_key = args.secret_key;
     config.connection = ConnectionLimits {
         handshake_timeout: seconds("handshake-timeout-seconds", args.handshake_timeout_seconds)?,
         header_timeout: seconds("header-timeout-seconds", args.header_timeout_seconds)?,

@@ -18,7 +18,7 @@ use crate::apple::{AppleClient, AppleConfig};
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::http::ConnectionLimits;
 use crate::state::{MdmIdentity, ServerState, ServiceOptions};
-use crate::store::{AdminStore, AdminTokenRecord, Backend, Store};
+use crate::store::{AdminStore, AdminTokenRecord, Backend, Seal, Store};
 
 /// Everything a server needs to start.
 #[derive(Debug, Clone)]
@@ -51,6 +51,9 @@ pub struct ServerConfig {
     pub clock: Arc<dyn Clock>,
     /// Timeouts and caps of client connections.
     pub connection: ConnectionLimits,
+    /// The key sealing secrets at rest (base64 of 32 bytes); the data directory's key
+    /// file when absent.
+    pub secret_key: Option<String>,
 }
 
 impl ServerConfig {
@@ -71,6 +74,7 @@ impl ServerConfig {
             scheduler_tick: Duration::from_secs(60),
             clock: Arc::new(SystemClock),
             connection: ConnectionLimits::default(),
+            secret_key: None,
         }
     }
 }
@@ -89,6 +93,9 @@ pub enum StartError {
     /// The database failed.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// The key sealing secrets at rest is unusable.
+    #[error(transparent)]
+    SecretKey(#[from] crate::data_dir::SecretKeyError),
     /// The PKI failed.
     #[error(transparent)]
     Cert(#[from] orchard_certs::CertError),
@@ -146,8 +153,12 @@ async fn bootstrap(
         )
         .await?;
     let secret = store
-        .setting_or_insert("enrollment_secret", &random_secret())
+        .secret_setting_or_insert("enrollment_secret", &random_secret())
         .await?;
+    let resealed = store.reseal_secrets().await?;
+    if resealed > 0 {
+        tracing::info!(tokens = resealed, "token secrets sealed at rest");
+    }
     let token = random_secret();
     let record = AdminTokenRecord {
         id: "bootstrap".into(),
@@ -179,15 +190,20 @@ pub async fn start_with_listener(
     if let Some(files) = crate::http::raise_open_file_limit() {
         tracing::debug!(files, "open-file limit");
     }
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::Io {
-        what: format!("cannot create {}", config.data_dir.display()),
+    crate::data_dir::prepare(&config.data_dir).map_err(|source| StartError::Io {
+        what: format!(
+            "cannot create the data directory {}",
+            config.data_dir.display()
+        ),
         source,
     })?;
     let addr = listener.local_addr().map_err(|source| StartError::Io {
         what: "cannot read the listening address".into(),
         source,
     })?;
-    let backend = Backend::open(config.database.as_deref(), &config.data_dir).await?;
+    let key = crate::data_dir::secret_key(&config.data_dir, config.secret_key.as_deref())?;
+    let seal = Arc::new(Seal::new(&key).map_err(crate::store::StoreError::from)?);
+    let backend = Backend::open(config.database.as_deref(), &config.data_dir, seal).await?;
     let store: Arc<dyn Store> = backend.store();
     let pki = ServerPki::load_or_create(&config.data_dir, &config.server_names)?;
     let tls = crate::tls::server_config(&pki)?;

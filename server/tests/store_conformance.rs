@@ -41,7 +41,7 @@ fn admin_url() -> String {
 
 async fn backends() -> Vec<Backend> {
     let dir = tempfile::tempdir().unwrap();
-    let sqlite = SqliteStore::open(&dir.path().join("conformance.db"))
+    let sqlite = SqliteStore::open(&dir.path().join("conformance.db"), seal())
         .await
         .unwrap();
     let mut all = vec![Backend {
@@ -80,7 +80,7 @@ async fn fresh_postgres() -> Result<(PostgresStore, String), String> {
     let base = admin_url
         .rsplit_once('/')
         .map_or(admin_url.as_str(), |(b, _)| b);
-    let store = PostgresStore::open(&format!("{base}/{name}"))
+    let store = PostgresStore::open(&format!("{base}/{name}"), seal())
         .await
         .map_err(|e| e.to_string())?;
     Ok((store, name))
@@ -88,6 +88,11 @@ async fn fresh_postgres() -> Result<(PostgresStore, String), String> {
 
 const NOW: Timestamp = Timestamp::at_utc(datetime!(2026-11-25 12:00:00));
 const LATER: Timestamp = Timestamp::at_utc(datetime!(2026-11-25 12:00:05));
+
+/// A seal with a fresh key.
+fn seal() -> Arc<Seal> {
+    Arc::new(Seal::new(&Seal::generate_key()).unwrap())
+}
 
 /// A time written as RFC 3339.
 fn ts(text: &str) -> Timestamp {
@@ -1002,6 +1007,45 @@ async fn leases_expire_on_the_clock_and_pass_to_another_replica() {
         assert!(
             take("a", clock.now()).await.unwrap(),
             "{}: released, free at once",
+            b.name
+        );
+        b.finish().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_are_stored_sealed_and_read_open() {
+    for b in backends().await {
+        let s = b.store.as_ref();
+        let open = s
+            .secret_setting_or_insert("enrollment_secret", "enroll-me")
+            .await
+            .unwrap();
+        assert_eq!(open, "enroll-me", "{}", b.name);
+        let raw = s.setting("enrollment_secret").await.unwrap().unwrap();
+        assert!(
+            Seal::is_sealed(&raw) && !raw.contains("enroll-me"),
+            "{}: {raw}",
+            b.name
+        );
+        assert_eq!(
+            s.secret_setting_or_insert("enrollment_secret", "other")
+                .await
+                .unwrap(),
+            "enroll-me",
+            "{}: first value wins",
+            b.name
+        );
+        let mut t = token("t1", "sToken-plain");
+        t.notification_secret = Some("notify-me".into());
+        assert!(s.insert_token(&t).await.unwrap());
+        let back = s.token("t1").await.unwrap().unwrap();
+        assert_eq!(back.secret, "sToken-plain", "{}", b.name);
+        assert_eq!(back.notification_secret.as_deref(), Some("notify-me"));
+        assert_eq!(
+            s.reseal_secrets().await.unwrap(),
+            0,
+            "{}: all sealed",
             b.name
         );
         b.finish().await;

@@ -342,6 +342,11 @@ impl Testbed {
         Ok(())
     }
 
+    /// The PostgreSQL URL the server runs on, if it does.
+    pub fn database_url(&self) -> Option<String> {
+        self.postgres.as_ref().map(|db| db.url.clone())
+    }
+
     /// Uploads the demo location's token and syncs it; returns the token id.
     pub async fn upload_and_sync_demo_token(&self) -> anyhow::Result<String> {
         self.upload_and_sync_token(DEMO_LOCATION, "Headquarters")

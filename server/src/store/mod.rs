@@ -6,6 +6,7 @@
 mod postgres;
 mod records;
 mod rows;
+mod seal;
 mod sqlite;
 
 use async_trait::async_trait;
@@ -15,6 +16,7 @@ pub use crate::clock::Timestamp;
 
 pub use postgres::PostgresStore;
 pub use records::*;
+pub use seal::{KEY_LEN, Seal, SealError};
 pub use sqlite::SqliteStore;
 
 /// A storage failure. Details are logged, never returned to API clients.
@@ -26,6 +28,9 @@ pub enum StoreError {
     /// Migrations could not be applied.
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A sealed secret does not open with this server's key.
+    #[error(transparent)]
+    Seal(#[from] SealError),
     /// A stored value could not be read back.
     #[error("corrupt stored value in {column}")]
     Corrupt {
@@ -44,6 +49,9 @@ pub trait AdminStore: Send + Sync {
     async fn setting(&self, key: &str) -> StoreResult<Option<String>>;
     /// Writes a setting only if it is absent; returns the value now stored.
     async fn setting_or_insert(&self, key: &str, value: &str) -> StoreResult<String>;
+    /// The same for a secret: stored sealed, returned open; a value stored before
+    /// sealing is sealed now.
+    async fn secret_setting_or_insert(&self, key: &str, value: &str) -> StoreResult<String>;
     /// Stores an admin token's hash; returns false when one with that name exists.
     async fn insert_admin_token(&self, token: &AdminTokenRecord) -> StoreResult<bool>;
     /// Finds an admin token by the hash of its secret.
@@ -117,6 +125,9 @@ pub trait VppStore: Send + Sync {
     async fn insert_token(&self, token: &VppTokenRecord) -> StoreResult<bool>;
     /// Finds a token.
     async fn token(&self, id: &str) -> StoreResult<Option<VppTokenRecord>>;
+    /// Seals the token secrets stored before sealing, and checks that every sealed one
+    /// opens with this server's key; returns how many were sealed now.
+    async fn reseal_secrets(&self) -> StoreResult<u64>;
     /// Writes a token's settings, secret and status (not its sync results).
     async fn update_token(&self, token: &VppTokenRecord) -> StoreResult<bool>;
     /// Records a notification from Apple; false when this notificationId came before.
@@ -335,17 +346,22 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// PostgreSQL when `database` is a `postgres://` URL, else SQLite in `data_dir`.
-    pub async fn open(database: Option<&str>, data_dir: &std::path::Path) -> StoreResult<Self> {
+    /// PostgreSQL when `database` is a `postgres://` URL, else SQLite in `data_dir`;
+    /// secrets sealed with `seal`.
+    pub async fn open(
+        database: Option<&str>,
+        data_dir: &std::path::Path,
+        seal: std::sync::Arc<Seal>,
+    ) -> StoreResult<Self> {
         match database {
             Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-                Ok(Self::Postgres(PostgresStore::open(url).await?))
+                Ok(Self::Postgres(PostgresStore::open(url, seal).await?))
             }
             Some(path) => Ok(Self::Sqlite(
-                SqliteStore::open(std::path::Path::new(path)).await?,
+                SqliteStore::open(std::path::Path::new(path), seal).await?,
             )),
             None => Ok(Self::Sqlite(
-                SqliteStore::open(&data_dir.join("orchard.db")).await?,
+                SqliteStore::open(&data_dir.join("orchard.db"), seal).await?,
             )),
         }
     }

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -18,18 +19,19 @@ use super::*;
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    seal: Arc<Seal>,
 }
 
 impl PostgresStore {
     /// Connects to `url` and applies migrations.
-    pub async fn open(url: &str) -> StoreResult<Self> {
+    pub async fn open(url: &str, seal: Arc<Seal>) -> StoreResult<Self> {
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(30))
             .connect(url)
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self { pool, seal })
     }
 
     /// The connection pool (the wake-up bus listens on it).
@@ -40,6 +42,16 @@ impl PostgresStore {
     /// Closes the pool.
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+
+    /// Opens a token's sealed secrets.
+    fn unseal(&self, mut t: VppTokenRecord) -> StoreResult<VppTokenRecord> {
+        t.secret = self.seal.open(&t.secret)?;
+        t.notification_secret = t
+            .notification_secret
+            .map(|n| self.seal.open(&n))
+            .transpose()?;
+        Ok(t)
     }
 
     /// One row of `table` by its key column (names are constants of this file, never input).
@@ -196,6 +208,19 @@ impl AdminStore for PostgresStore {
                 .fetch_one(&self.pool)
                 .await?,
         )
+    }
+
+    async fn secret_setting_or_insert(&self, key: &str, value: &str) -> StoreResult<String> {
+        let stored = self.setting_or_insert(key, &self.seal.seal(value)).await?;
+        if !Seal::is_sealed(&stored) {
+            sqlx::query("UPDATE settings SET value = $1 WHERE key = $2 AND value = $3")
+                .bind(self.seal.seal(&stored))
+                .bind(key)
+                .bind(&stored)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(self.seal.open(&stored)?)
     }
 
     async fn insert_admin_token(&self, t: &AdminTokenRecord) -> StoreResult<bool> {
@@ -481,6 +506,31 @@ impl CommandStore for PostgresStore {
 
 #[async_trait]
 impl VppStore for PostgresStore {
+    async fn reseal_secrets(&self) -> StoreResult<u64> {
+        let rows: Vec<(String, String, Option<String>)> =
+            sqlx::query_as("SELECT id, secret, notification_secret FROM vpp_tokens")
+                .fetch_all(&self.pool)
+                .await?;
+        let mut sealed = 0;
+        for (id, secret, notification) in rows {
+            if let Some((new_secret, new_notification)) =
+                self.seal.reseal(&secret, notification.as_deref())?
+            {
+                sqlx::query(
+                    "UPDATE vpp_tokens SET secret = $1, notification_secret = $2 WHERE id = $3 AND secret = $4",
+                )
+                .bind(new_secret)
+                .bind(new_notification)
+                .bind(&id)
+                .bind(&secret)
+                .execute(&self.pool)
+                .await?;
+                sealed += 1;
+            }
+        }
+        Ok(sealed)
+    }
+
     async fn insert_token(&self, t: &VppTokenRecord) -> StoreResult<bool> {
         let done = sqlx::query(
             "INSERT INTO vpp_tokens (id, name, org_name, secret, secret_hash, expires_at, created_at,
@@ -491,7 +541,7 @@ impl VppStore for PostgresStore {
         .bind(&t.id)
         .bind(&t.name)
         .bind(&t.org_name)
-        .bind(&t.secret)
+        .bind(self.seal.seal(&t.secret))
         .bind(&t.secret_hash)
         .bind(t.expires_at)
         .bind(t.created_at)
@@ -500,7 +550,7 @@ impl VppStore for PostgresStore {
         .bind(&t.account_type)
         .bind(i64::from(t.automatic_updates))
         .bind(&t.store_country)
-        .bind(&t.notification_secret)
+        .bind(t.notification_secret.as_deref().map(|n| self.seal.seal(n)))
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -514,7 +564,7 @@ impl VppStore for PostgresStore {
              WHERE id = $13",
         )
         .bind(&t.name)
-        .bind(&t.secret)
+        .bind(self.seal.seal(&t.secret))
         .bind(&t.secret_hash)
         .bind(t.expires_at)
         .bind(t.priority)
@@ -524,7 +574,7 @@ impl VppStore for PostgresStore {
         .bind(&t.store_country)
         .bind(&t.external_mdm)
         .bind(&t.disabled_reason)
-        .bind(&t.notification_secret)
+        .bind(t.notification_secret.as_deref().map(|n| self.seal.seal(n)))
         .bind(&t.id)
         .execute(&self.pool)
         .await?;
@@ -567,11 +617,18 @@ impl VppStore for PostgresStore {
     }
 
     async fn token(&self, id: &str) -> StoreResult<Option<VppTokenRecord>> {
-        self.one("vpp_tokens", "id", id, token_row).await
+        match self.one("vpp_tokens", "id", id, token_row).await? {
+            Some(t) => Ok(Some(self.unseal(t)?)),
+            None => Ok(None),
+        }
     }
 
     async fn tokens(&self, page: &Page) -> StoreResult<Vec<VppTokenRecord>> {
-        self.page("vpp_tokens", "id", page, token_row).await
+        self.page("vpp_tokens", "id", page, token_row)
+            .await?
+            .into_iter()
+            .map(|t| self.unseal(t))
+            .collect()
     }
 
     async fn token_count(&self) -> StoreResult<i64> {

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -23,11 +24,43 @@ use super::*;
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    seal: Arc<Seal>,
+}
+
+/// The database holds VPP tokens and device data: the file is created 0600 before
+/// SQLite opens it (SQLite gives its `-wal` and `-shm` files the database's mode), and
+/// files an older version left readable are tightened.
+fn private_files(path: &Path) -> StoreResult<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let io = |e: std::io::Error| StoreError::Database(sqlx::Error::Io(e));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(io)?;
+        for suffix in ["", "-wal", "-shm"] {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            let file = std::path::PathBuf::from(name);
+            if file.exists() {
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                    .map_err(io)?;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file and applies migrations.
-    pub async fn open(path: &Path) -> StoreResult<Self> {
+    pub async fn open(path: &Path, seal: Arc<Seal>) -> StoreResult<Self> {
+        private_files(path)?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -44,13 +77,27 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(options.read_only(true))
             .await?;
-        Ok(Self { writer, reader })
+        Ok(Self {
+            writer,
+            reader,
+            seal,
+        })
     }
 
     /// Closes both pools.
     pub async fn close(&self) {
         self.writer.close().await;
         self.reader.close().await;
+    }
+
+    /// Opens a token's sealed secrets.
+    fn unseal(&self, mut t: VppTokenRecord) -> StoreResult<VppTokenRecord> {
+        t.secret = self.seal.open(&t.secret)?;
+        t.notification_secret = t
+            .notification_secret
+            .map(|n| self.seal.open(&n))
+            .transpose()?;
+        Ok(t)
     }
 
     /// One row of `table` by its key column (names are constants of this file, never input).
@@ -205,6 +252,19 @@ impl AdminStore for SqliteStore {
                 .fetch_one(&self.writer)
                 .await?,
         )
+    }
+
+    async fn secret_setting_or_insert(&self, key: &str, value: &str) -> StoreResult<String> {
+        let stored = self.setting_or_insert(key, &self.seal.seal(value)).await?;
+        if !Seal::is_sealed(&stored) {
+            sqlx::query("UPDATE settings SET value = ? WHERE key = ? AND value = ?")
+                .bind(self.seal.seal(&stored))
+                .bind(key)
+                .bind(&stored)
+                .execute(&self.writer)
+                .await?;
+        }
+        Ok(self.seal.open(&stored)?)
     }
 
     async fn insert_admin_token(&self, t: &AdminTokenRecord) -> StoreResult<bool> {
@@ -489,6 +549,31 @@ impl CommandStore for SqliteStore {
 
 #[async_trait]
 impl VppStore for SqliteStore {
+    async fn reseal_secrets(&self) -> StoreResult<u64> {
+        let rows: Vec<(String, String, Option<String>)> =
+            sqlx::query_as("SELECT id, secret, notification_secret FROM vpp_tokens")
+                .fetch_all(&self.writer)
+                .await?;
+        let mut sealed = 0;
+        for (id, secret, notification) in rows {
+            if let Some((new_secret, new_notification)) =
+                self.seal.reseal(&secret, notification.as_deref())?
+            {
+                sqlx::query(
+                    "UPDATE vpp_tokens SET secret = ?, notification_secret = ? WHERE id = ? AND secret = ?",
+                )
+                .bind(new_secret)
+                .bind(new_notification)
+                .bind(&id)
+                .bind(&secret)
+                .execute(&self.writer)
+                .await?;
+                sealed += 1;
+            }
+        }
+        Ok(sealed)
+    }
+
     async fn insert_token(&self, t: &VppTokenRecord) -> StoreResult<bool> {
         let done = sqlx::query(
             "INSERT INTO vpp_tokens (id, name, org_name, secret, secret_hash, expires_at, created_at,
@@ -499,7 +584,7 @@ impl VppStore for SqliteStore {
         .bind(&t.id)
         .bind(&t.name)
         .bind(&t.org_name)
-        .bind(&t.secret)
+        .bind(self.seal.seal(&t.secret))
         .bind(&t.secret_hash)
         .bind(t.expires_at)
         .bind(t.created_at)
@@ -508,7 +593,7 @@ impl VppStore for SqliteStore {
         .bind(&t.account_type)
         .bind(i64::from(t.automatic_updates))
         .bind(&t.store_country)
-        .bind(&t.notification_secret)
+        .bind(t.notification_secret.as_deref().map(|n| self.seal.seal(n)))
         .execute(&self.writer)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -522,7 +607,7 @@ impl VppStore for SqliteStore {
              WHERE id = ?",
         )
         .bind(&t.name)
-        .bind(&t.secret)
+        .bind(self.seal.seal(&t.secret))
         .bind(&t.secret_hash)
         .bind(t.expires_at)
         .bind(t.priority)
@@ -532,7 +617,7 @@ impl VppStore for SqliteStore {
         .bind(&t.store_country)
         .bind(&t.external_mdm)
         .bind(&t.disabled_reason)
-        .bind(&t.notification_secret)
+        .bind(t.notification_secret.as_deref().map(|n| self.seal.seal(n)))
         .bind(&t.id)
         .execute(&self.writer)
         .await?;
@@ -575,11 +660,18 @@ impl VppStore for SqliteStore {
     }
 
     async fn token(&self, id: &str) -> StoreResult<Option<VppTokenRecord>> {
-        self.one("vpp_tokens", "id", id, token_row).await
+        match self.one("vpp_tokens", "id", id, token_row).await? {
+            Some(t) => Ok(Some(self.unseal(t)?)),
+            None => Ok(None),
+        }
     }
 
     async fn tokens(&self, page: &Page) -> StoreResult<Vec<VppTokenRecord>> {
-        self.page("vpp_tokens", "id", page, token_row).await
+        self.page("vpp_tokens", "id", page, token_row)
+            .await?
+            .into_iter()
+            .map(|t| self.unseal(t))
+            .collect()
     }
 
     async fn token_count(&self) -> StoreResult<i64> {
