@@ -1,7 +1,7 @@
 //! The admin services behind the API: tokens, groups, assignments and reports. Business
 //! rules live here; the HTTP layer only parses, authorizes and maps results.
 
-use orchard_protocol::Udid;
+use orchard_protocol::{SerialNumber, Udid};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -10,8 +10,8 @@ use crate::clock::Timestamp;
 use crate::error::{ServerError, ServerResult};
 use crate::state::ServerState;
 use crate::store::{
-    AppRecord, AssignmentRecord, AuditEntry, GroupKind, GroupRecord, InstallRecord, Intent,
-    LicenseType, NewCommand, UserRecord, VppTokenRecord, VppUserRecord,
+    AppRecord, AssignmentRecord, AuditEntry, EnrollmentTokenRecord, GroupKind, GroupRecord,
+    InstallRecord, Intent, LicenseType, NewCommand, UserRecord, VppTokenRecord, VppUserRecord,
 };
 
 /// Who is acting (for the audit log).
@@ -916,5 +916,93 @@ pub async fn delete_device(state: &ServerState, udid: &Udid) -> ServerResult<()>
         return Err(ServerError::not_found("device", udid.as_str()));
     }
     state.poke_reconciler();
+    Ok(())
+}
+
+/// What an admin asks for when creating an enrollment token.
+#[derive(Debug, Clone)]
+pub struct NewEnrollmentToken {
+    /// What it is for.
+    pub name: String,
+    /// Enrollments it admits (1: single-use).
+    pub uses: i64,
+    /// How long it is valid.
+    pub valid_for: std::time::Duration,
+    /// Only this serial number may use it.
+    pub serial_number: Option<SerialNumber>,
+    /// Only this UDID may use it.
+    pub udid: Option<Udid>,
+}
+
+/// Most uses of one enrollment token.
+pub const MAX_TOKEN_USES: i64 = 100_000;
+/// Longest validity of an enrollment token.
+pub const MAX_TOKEN_VALIDITY: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
+
+/// Creates an enrollment token; returns its record and the token itself (shown once,
+/// only its hash is kept).
+pub async fn create_enrollment_token(
+    state: &ServerState,
+    new: NewEnrollmentToken,
+) -> ServerResult<(EnrollmentTokenRecord, String)> {
+    if !(1..=MAX_TOKEN_USES).contains(&new.uses) {
+        return Err(ServerError::Invalid {
+            field: "uses",
+            reason: format!("must be 1 to {MAX_TOKEN_USES}"),
+        });
+    }
+    if new.valid_for.is_zero() || new.valid_for > MAX_TOKEN_VALIDITY {
+        return Err(ServerError::Invalid {
+            field: "expires_in_seconds",
+            reason: "must be more than 0 and at most a year (31536000)".into(),
+        });
+    }
+    if new.name.trim().is_empty() || new.name.len() > 200 {
+        return Err(ServerError::Invalid {
+            field: "name",
+            reason: "must be 1 to 200 characters".into(),
+        });
+    }
+    let token = crate::server::random_secret();
+    let now = state.clock.now();
+    let record = EnrollmentTokenRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        name: new.name,
+        token_hash: crate::device::enroll::enrollment_token_hash(&token),
+        uses_left: new.uses,
+        expires_at: now + new.valid_for,
+        serial_number: new.serial_number,
+        udid: new.udid,
+        revoked: false,
+        created_at: now,
+    };
+    state.store.insert_enrollment_token(&record).await?;
+    Ok((record, token))
+}
+
+/// Revokes an enrollment token.
+pub async fn revoke_enrollment_token(state: &ServerState, id: &str) -> ServerResult<()> {
+    if !state.store.revoke_enrollment_token(id).await? {
+        return Err(ServerError::not_found("enrollment token", id));
+    }
+    Ok(())
+}
+
+/// Replaces the shared enrollment secret; the old one stops working at once.
+pub async fn rotate_enrollment_secret(state: &ServerState) -> ServerResult<String> {
+    let secret = crate::server::random_secret();
+    state
+        .store
+        .put_secret_setting(crate::device::enroll::ENROLLMENT_SECRET, &secret)
+        .await?;
+    Ok(secret)
+}
+
+/// Releases a device's enrollment: the next enrollment of its UDID is admitted (a wiped
+/// device enrolling again). Its current certificate works until then.
+pub async fn release_device(state: &ServerState, udid: &Udid) -> ServerResult<()> {
+    if !state.store.release_device(udid).await? {
+        return Err(ServerError::not_found("device", udid.as_str()));
+    }
     Ok(())
 }

@@ -11,6 +11,7 @@ pub mod engine;
 pub mod error;
 pub mod http;
 pub mod push;
+pub mod rate_limit;
 mod server;
 pub mod state;
 pub mod store;

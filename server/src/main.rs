@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use orchard_server::ServerConfig;
 use orchard_server::apple::AppleConfig;
 use orchard_server::http::ConnectionLimits;
+use orchard_server::rate_limit::Rate;
 
 #[derive(Parser)]
 #[command(
@@ -121,6 +122,20 @@ struct ServeArgs {
     /// replicas sharing a database need the same key.
     #[arg(long, env = "ORCHARD_SECRET_KEY", hide_env_values = true)]
     secret_key: Option<String>,
+    /// Enrollments per second from one source address (0: no limit), after a burst of
+    /// `--enrollment-burst`.
+    #[arg(long, env = "ORCHARD_ENROLLMENT_RATE", default_value_t = 5.0)]
+    enrollment_rate: f64,
+    /// Enrollments one source address may make at once.
+    #[arg(long, env = "ORCHARD_ENROLLMENT_BURST", default_value_t = 50.0)]
+    enrollment_burst: f64,
+    /// Failed admin or device authentications per second from one source address (0: no
+    /// limit), after a burst of `--failed-auth-burst`; over it, answers are 429.
+    #[arg(long, env = "ORCHARD_FAILED_AUTH_RATE", default_value_t = 2.0)]
+    failed_auth_rate: f64,
+    /// Failed authentications one source address may make at once.
+    #[arg(long, env = "ORCHARD_FAILED_AUTH_BURST", default_value_t = 20.0)]
+    failed_auth_burst: f64,
     /// Largest enrollment request body, in bytes (anyone on the network may enroll).
     #[arg(long, env = "ORCHARD_ENROLLMENT_BODY_LIMIT", default_value_t = 65536)]
     enrollment_body_limit: usize,
@@ -161,6 +176,14 @@ async fn main() -> anyhow::Result<()> {
     config.max_tokens = args.max_tokens;
     config.sync_interval = seconds("sync-interval-seconds", args.sync_interval_seconds)?;
     config.secret_key = args.secret_key;
+    config.enrollment_rate = Rate {
+        per_second: args.enrollment_rate,
+        burst: args.enrollment_burst,
+    };
+    config.failed_auth_rate = Rate {
+        per_second: args.failed_auth_rate,
+        burst: args.failed_auth_burst,
+    };
     config.connection = ConnectionLimits {
         handshake_timeout: seconds("handshake-timeout-seconds", args.handshake_timeout_seconds)?,
         header_timeout: seconds("header-timeout-seconds", args.header_timeout_seconds)?,

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::apple::{AppleClient, AppleConfig};
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::http::ConnectionLimits;
+use crate::rate_limit::{Rate, RateLimiter, RateLimits};
 use crate::state::{MdmIdentity, ServerState, ServiceOptions};
 use crate::store::{AdminStore, AdminTokenRecord, Backend, Seal, Store};
 
@@ -54,6 +55,10 @@ pub struct ServerConfig {
     /// The key sealing secrets at rest (base64 of 32 bytes); the data directory's key
     /// file when absent.
     pub secret_key: Option<String>,
+    /// Enrollments per source address.
+    pub enrollment_rate: Rate,
+    /// Failed admin or device authentications per source address.
+    pub failed_auth_rate: Rate,
 }
 
 impl ServerConfig {
@@ -75,6 +80,14 @@ impl ServerConfig {
             clock: Arc::new(SystemClock),
             connection: ConnectionLimits::default(),
             secret_key: None,
+            enrollment_rate: Rate {
+                per_second: 5.0,
+                burst: 50.0,
+            },
+            failed_auth_rate: Rate {
+                per_second: 2.0,
+                burst: 20.0,
+            },
         }
     }
 }
@@ -135,25 +148,26 @@ impl RunningServer {
     }
 }
 
-fn random_secret() -> String {
+pub(crate) fn random_secret() -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// Creates the admin token, enrollment secret and topic on first start.
+/// Creates the admin token, enrollment secret and topic on first start; seals secrets
+/// stored before sealing.
 async fn bootstrap(
     store: &dyn Store,
     now: Timestamp,
-) -> Result<(Option<String>, String, String), StartError> {
+) -> Result<(Option<String>, String), StartError> {
     let topic = store
         .setting_or_insert(
             "topic",
             &format!("com.apple.mgmt.External.{}", uuid::Uuid::new_v4()),
         )
         .await?;
-    let secret = store
-        .secret_setting_or_insert("enrollment_secret", &random_secret())
+    store
+        .secret_setting_or_insert(crate::device::enroll::ENROLLMENT_SECRET, &random_secret())
         .await?;
     let resealed = store.reseal_secrets().await?;
     if resealed > 0 {
@@ -168,7 +182,7 @@ async fn bootstrap(
         created_at: now,
     };
     let created = AdminStore::insert_admin_token(store, &record).await?;
-    Ok((created.then_some(token), secret, topic))
+    Ok((created.then_some(token), topic))
 }
 
 /// Binds `config.listen` and starts.
@@ -207,8 +221,7 @@ pub async fn start_with_listener(
     let store: Arc<dyn Store> = backend.store();
     let pki = ServerPki::load_or_create(&config.data_dir, &config.server_names)?;
     let tls = crate::tls::server_config(&pki)?;
-    let (first_admin_token, enrollment_secret, topic) =
-        bootstrap(store.as_ref(), config.clock.now()).await?;
+    let (first_admin_token, topic) = bootstrap(store.as_ref(), config.clock.now()).await?;
     let url = config
         .public_url
         .clone()
@@ -236,7 +249,6 @@ pub async fn start_with_listener(
         reconcile: Arc::new(Notify::new()),
         mdm: Arc::new(MdmIdentity {
             topic,
-            enrollment_secret,
             public_url: url.clone(),
             push_url,
         }),
@@ -253,6 +265,10 @@ pub async fn start_with_listener(
         push: Arc::new(crate::push::PushHub::default()),
         replica: uuid::Uuid::new_v4().to_string().into(),
         syncs_run: Default::default(),
+        rate: Arc::new(RateLimits {
+            enrollment: RateLimiter::new(config.enrollment_rate),
+            failed_auth: RateLimiter::new(config.failed_auth_rate),
+        }),
     };
     let shutdown = CancellationToken::new();
     let router = crate::http::router(state.clone());

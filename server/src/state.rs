@@ -17,8 +17,6 @@ use crate::store::{NewCommand, Store};
 pub struct MdmIdentity {
     /// Push topic, `com.apple.mgmt.External.<uuid>`.
     pub topic: String,
-    /// The shared enrollment secret.
-    pub enrollment_secret: String,
     /// Base URL devices reach the server at, e.g. `https://127.0.0.1:8443`.
     pub public_url: String,
     /// Where devices connect the push channel, e.g. `quic://127.0.0.1:8443`.
@@ -67,6 +65,8 @@ pub struct ServerState {
     pub push: Arc<PushHub>,
     /// This process's id among replicas (holder of leases).
     pub replica: Arc<str>,
+    /// Rate limits per source address.
+    pub rate: Arc<crate::rate_limit::RateLimits>,
     /// Syncs this process ran to completion.
     pub syncs_run: Arc<std::sync::atomic::AtomicU64>,
 }

@@ -20,7 +20,13 @@ async fn restart_reuses_pki_and_admin_token() {
         .clone()
         .expect("first start creates an admin token");
     let ca = first.ca_pem.clone();
-    let secret = first.state.mdm.enrollment_secret.clone();
+    let secret = first
+        .state
+        .store
+        .secret_setting("enrollment_secret")
+        .await
+        .unwrap()
+        .expect("first start creates an enrollment secret");
     let topic = first.state.mdm.topic.clone();
     let server_pem = std::fs::read_to_string(dir.path().join("server.pem")).unwrap();
     first.shutdown().await;
@@ -36,7 +42,15 @@ async fn restart_reuses_pki_and_admin_token() {
         "the admin token is shown once only"
     );
     assert_eq!(second.ca_pem, ca);
-    assert_eq!(second.state.mdm.enrollment_secret, secret);
+    assert_eq!(
+        second
+            .state
+            .store
+            .secret_setting("enrollment_secret")
+            .await
+            .unwrap(),
+        Some(secret)
+    );
     assert_eq!(second.state.mdm.topic, topic);
     assert_eq!(
         std::fs::read_to_string(dir.path().join("server.pem")).unwrap(),

@@ -17,6 +17,7 @@ use orchard_protocol::Udid;
 use orchard_protocol::enroll::{EnrollRequest, EnrollResponse};
 use orchard_server::apple::AppleConfig;
 use orchard_server::http::ConnectionLimits;
+use orchard_server::rate_limit::Rate;
 use orchard_server::{RunningServer, ServerConfig};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -37,9 +38,17 @@ pub struct TestbedBuilder {
     install_poll: Duration,
     apple_timeout: Duration,
     connection: ConnectionLimits,
+    rates: (Rate, Rate),
 }
 
 impl TestbedBuilder {
+    /// Rate limits per source address of enrollments and failed authentications (none
+    /// by default: a whole fleet enrolls from 127.0.0.1).
+    pub fn rate_limits(mut self, enrollment: Rate, failed_auth: Rate) -> Self {
+        self.rates = (enrollment, failed_auth);
+        self
+    }
+
     /// Timeouts and caps of the server's client connections.
     pub fn connection_limits(mut self, limits: ConnectionLimits) -> Self {
         self.connection = limits;
@@ -122,6 +131,7 @@ impl TestbedBuilder {
         }
         config.install_poll_interval = self.install_poll;
         config.connection = self.connection;
+        (config.enrollment_rate, config.failed_auth_rate) = self.rates;
         let server = orchard_server::start_with_listener(
             config.clone(),
             TcpListener::bind("127.0.0.1:0").await?,
@@ -177,6 +187,7 @@ impl Testbed {
             install_poll: Duration::from_millis(300),
             apple_timeout: Duration::from_secs(10),
             connection: ConnectionLimits::default(),
+            rates: (Rate::UNLIMITED, Rate::UNLIMITED),
         }
     }
 

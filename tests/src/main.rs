@@ -142,6 +142,10 @@ async fn main() -> anyhow::Result<()> {
             };
             config.event_poll_interval = Duration::from_millis(200);
             config.install_poll_interval = Duration::from_millis(500);
+            // The whole fleet comes from 127.0.0.1: per-address limits would throttle it.
+            config.enrollment_rate = orchard_server::rate_limit::Rate::UNLIMITED;
+            config.failed_auth_rate = orchard_server::rate_limit::Rate::UNLIMITED;
+            config.connection.max_connections = 65_536;
             let mut server = orchard_server::start(config).await?;
             let ready = serde_json::json!({
                 "url": server.url,

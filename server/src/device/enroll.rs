@@ -1,11 +1,18 @@
-//! Enrollment: an enrollment secret plus a CSR gives a device identity certificate and
-//! the MDM payload the device follows from then on.
+//! Enrollment: an enrollment credential (an admin's enrollment token, or the shared
+//! enrollment secret) plus a CSR gives a device identity certificate and the MDM
+//! payload the device follows from then on.
+//!
+//! A UDID with an active enrollment is not enrolled again by whoever holds a
+//! credential: only the device itself, presenting its current identity certificate
+//! (renewal), or anyone after an admin released the enrollment.
 
 use orchard_protocol::enroll::{EnrollRequest, EnrollResponse, MdmPayload, ORCHARD_ACCESS_RIGHTS};
 use sha2::{Digest, Sha256};
 
-use crate::device::identity::DeviceAuthError;
-use crate::error::ServerResult;
+use orchard_protocol::Udid;
+
+use crate::device::identity::{DeviceAuthError, DeviceIdentity};
+use crate::error::{ServerError, ServerResult};
 use crate::state::ServerState;
 use crate::store::{DeviceRecord, EnrollmentStatus};
 
@@ -15,17 +22,91 @@ pub const SERVER_PATH: &str = "/mdm/connect";
 pub const CHECKIN_PATH: &str = "/mdm/checkin";
 /// Path of the enrollment endpoint.
 pub const ENROLL_PATH: &str = "/mdm/enroll";
+/// The setting that holds the shared enrollment secret (sealed).
+pub const ENROLLMENT_SECRET: &str = "enrollment_secret";
 
-/// Handles an enrollment request body; returns the response body.
-pub async fn enroll(state: &ServerState, body: &[u8]) -> ServerResult<Vec<u8>> {
+/// Why an enrollment is admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// The UDID is new here.
+    New,
+    /// The UDID checked out or an admin released it: a new enrollment replaces it.
+    Replacement,
+    /// The device renews its identity with its current certificate.
+    Renewal,
+}
+
+/// Whether a device may enroll as `udid`, given its existing enrollment and the
+/// identity certificate the request presented in TLS (if any).
+pub fn admission(
+    udid: &Udid,
+    existing: Option<&DeviceRecord>,
+    presented: Option<&DeviceIdentity>,
+) -> Result<Admission, ServerError> {
+    let Some(existing) = existing else {
+        return Ok(Admission::New);
+    };
+    if presented.is_some_and(|p| &p.udid == udid && p.fingerprint == existing.cert_fingerprint) {
+        return Ok(Admission::Renewal);
+    }
+    match existing.status {
+        EnrollmentStatus::CheckedOut | EnrollmentStatus::Released => Ok(Admission::Replacement),
+        EnrollmentStatus::Enrolled | EnrollmentStatus::Authenticated | EnrollmentStatus::Active => {
+            Err(ServerError::Conflict(format!(
+                "UDID {udid} is already enrolled; only the device itself may renew it (with its \
+                 current identity certificate), or an admin may release it first \
+                 (POST /v1/devices/{udid}/release)"
+            )))
+        }
+    }
+}
+
+/// The hash under which an enrollment token is stored.
+pub fn enrollment_token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// Handles an enrollment request body, with the identity certificate the TLS client
+/// presented if any; returns the response body.
+pub async fn enroll(
+    state: &ServerState,
+    body: &[u8],
+    presented: Option<&DeviceIdentity>,
+) -> ServerResult<Vec<u8>> {
     let request = EnrollRequest::from_xml(body)?;
-    if Sha256::digest(request.enrollment_secret.as_bytes())
-        != Sha256::digest(state.mdm.enrollment_secret.as_bytes())
+    let existing = state.store.device(&request.udid).await?;
+    let admission = admission(&request.udid, existing.as_ref(), presented)?;
+    let current = state
+        .store
+        .secret_setting(ENROLLMENT_SECRET)
+        .await?
+        .unwrap_or_default();
+    let shared = !current.is_empty()
+        && Sha256::digest(request.enrollment_secret.as_bytes())
+            == Sha256::digest(current.as_bytes());
+    let issued = state.ca.sign_device_csr(&request.csr_pem, &request.udid)?;
+    let now = state.clock.now();
+    // A renewal is proven by the certificate; otherwise the shared secret, or one use
+    // of an enrollment token, taken only once everything else checked out.
+    if admission != Admission::Renewal
+        && !shared
+        && !state
+            .store
+            .consume_enrollment_token(
+                &enrollment_token_hash(&request.enrollment_secret),
+                &request.serial_number,
+                &request.udid,
+                now,
+            )
+            .await?
     {
         return Err(DeviceAuthError::WrongEnrollmentSecret.into());
     }
-    let issued = state.ca.sign_device_csr(&request.csr_pem, &request.udid)?;
-    let now = state.clock.now();
+    let status = match (admission, &existing) {
+        // A renewal changes the certificate only: the device stays where it was.
+        (Admission::Renewal, Some(d)) => d.status,
+        _ => EnrollmentStatus::Enrolled,
+    };
     state
         .store
         .upsert_enrollment(&DeviceRecord {
@@ -34,7 +115,7 @@ pub async fn enroll(state: &ServerState, body: &[u8]) -> ServerResult<Vec<u8>> {
             product_name: request.product_name.clone(),
             os_version: request.os_version.clone(),
             cert_fingerprint: orchard_certs::fingerprint(&issued.cert_der),
-            status: EnrollmentStatus::Enrolled,
+            status,
             topic: None,
             push_magic: None,
             is_supervised: None,
@@ -46,7 +127,7 @@ pub async fn enroll(state: &ServerState, body: &[u8]) -> ServerResult<Vec<u8>> {
             last_seen_at: now,
         })
         .await?;
-    tracing::info!(udid = %request.udid, serial = %request.serial_number, "device enrolled");
+    tracing::info!(udid = %request.udid, serial = %request.serial_number, ?admission, "device enrolled");
     let base = state.mdm.public_url.trim_end_matches('/');
     let identity_uuid = uuid::Uuid::new_v4().to_string();
     let response = EnrollResponse {

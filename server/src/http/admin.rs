@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use orchard_protocol::Udid;
+use orchard_protocol::{SerialNumber, Udid};
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
@@ -41,6 +41,16 @@ type ApiResult<T> = Result<T, ApiError>;
 pub(super) fn router() -> Router<ServerState> {
     Router::new()
         .route("/v1/enrollment", get(enrollment))
+        .route("/v1/enrollment/rotate", post(rotate_enrollment_secret))
+        .route(
+            "/v1/enrollment-tokens",
+            post(create_enrollment_token).get(list_enrollment_tokens),
+        )
+        .route(
+            "/v1/enrollment-tokens/{id}",
+            axum::routing::delete(revoke_enrollment_token),
+        )
+        .route("/v1/devices/{udid}/release", post(release_device))
         .route("/v1/tokens", post(upload_token).get(list_tokens))
         .route(
             "/v1/tokens/{id}",
@@ -147,13 +157,161 @@ struct EnrollmentInfo {
     topic: String,
 }
 
-async fn enrollment(State(state): State<ServerState>, _actor: Actor) -> Json<EnrollmentInfo> {
-    Json(EnrollmentInfo {
-        enrollment_secret: state.mdm.enrollment_secret.clone(),
+async fn enrollment(
+    State(state): State<ServerState>,
+    _actor: Actor,
+) -> ApiResult<Json<EnrollmentInfo>> {
+    let secret = state
+        .store
+        .secret_setting(crate::device::enroll::ENROLLMENT_SECRET)
+        .await?
+        .unwrap_or_default();
+    Ok(Json(EnrollmentInfo {
+        enrollment_secret: secret,
         server_url: state.mdm.public_url.clone(),
         ca_certificate: state.ca.cert_pem().to_owned(),
         topic: state.mdm.topic.clone(),
-    })
+    }))
+}
+
+async fn rotate_enrollment_secret(
+    State(state): State<ServerState>,
+    actor: Actor,
+) -> ApiResult<impl IntoResponse> {
+    let result = admin::rotate_enrollment_secret(&state).await;
+    admin::audit(
+        &state,
+        &actor,
+        "enrollment.rotate_secret",
+        "enrollment_secret",
+        &result,
+    )
+    .await;
+    Ok(Json(serde_json::json!({
+        "enrollment_secret": result?,
+        "note": "the previous shared secret no longer enrolls devices"
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnrollmentTokenBody {
+    name: String,
+    #[serde(default = "one")]
+    uses: i64,
+    #[serde(default = "a_week")]
+    expires_in_seconds: u64,
+    serial_number: Option<String>,
+    udid: Option<String>,
+}
+
+fn one() -> i64 {
+    1
+}
+
+fn a_week() -> u64 {
+    7 * 24 * 3600
+}
+
+/// An enrollment token as the API shows it; `token` only in the answer that creates it.
+#[derive(Serialize)]
+struct EnrollmentTokenView {
+    #[serde(flatten)]
+    record: crate::store::EnrollmentTokenRecord,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<String>,
+}
+
+async fn create_enrollment_token(
+    State(state): State<ServerState>,
+    actor: Actor,
+    ApiJson(body): ApiJson<EnrollmentTokenBody>,
+) -> ApiResult<impl IntoResponse> {
+    let serial_number = body
+        .serial_number
+        .as_deref()
+        .map(SerialNumber::parse)
+        .transpose()
+        .map_err(|e| invalid("serial_number", e))?;
+    let udid = body
+        .udid
+        .as_deref()
+        .map(Udid::parse)
+        .transpose()
+        .map_err(|e| invalid("udid", e))?;
+    let new = admin::NewEnrollmentToken {
+        name: body.name.clone(),
+        uses: body.uses,
+        valid_for: std::time::Duration::from_secs(body.expires_in_seconds),
+        serial_number,
+        udid,
+    };
+    let result = admin::create_enrollment_token(&state, new).await;
+    let target = result
+        .as_ref()
+        .map(|(r, _)| r.id.clone())
+        .unwrap_or(body.name);
+    admin::audit(&state, &actor, "enrollment_token.create", &target, &result).await;
+    let (record, token) = result?;
+    Ok((
+        StatusCode::CREATED,
+        Json(EnrollmentTokenView {
+            record,
+            token: Some(token),
+        }),
+    ))
+}
+
+fn invalid(field: &'static str, e: orchard_protocol::IdError) -> ApiError {
+    ServerError::Invalid {
+        field,
+        reason: e.to_string(),
+    }
+    .into()
+}
+
+async fn list_enrollment_tokens(
+    State(state): State<ServerState>,
+    _actor: Actor,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> ApiResult<impl IntoResponse> {
+    let page = q.page()?;
+    let tokens = state.store.enrollment_tokens(&page).await?;
+    Ok(Json(list(
+        tokens,
+        &page,
+        |t| t.id.clone(),
+        |record| EnrollmentTokenView {
+            record,
+            token: None,
+        },
+    )))
+}
+
+async fn revoke_enrollment_token(
+    State(state): State<ServerState>,
+    actor: Actor,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<impl IntoResponse> {
+    let result = admin::revoke_enrollment_token(&state, &id).await;
+    admin::audit(&state, &actor, "enrollment_token.revoke", &id, &result).await;
+    result?;
+    Ok(Json(serde_json::json!({ "revoked": id })))
+}
+
+async fn release_device(
+    State(state): State<ServerState>,
+    actor: Actor,
+    ApiPath(udid): ApiPath<String>,
+) -> ApiResult<impl IntoResponse> {
+    let udid = Udid(udid);
+    let result = admin::release_device(&state, &udid).await;
+    admin::audit(&state, &actor, "device.release", udid.as_str(), &result).await;
+    result?;
+    Ok(Json(serde_json::json!({
+        "released": udid,
+        "note": "the next enrollment of this UDID is admitted; the current certificate works until then"
+    })))
 }
 
 #[derive(Deserialize)]

@@ -4,6 +4,8 @@
 use axum::extract::FromRequestParts;
 use axum::http::StatusCode;
 use axum::http::request::Parts;
+use std::time::Instant;
+
 use sha2::{Digest, Sha256};
 
 use super::error::ApiError;
@@ -22,8 +24,42 @@ impl FromRequestParts<ServerState> for Actor {
         parts: &mut Parts,
         state: &ServerState,
     ) -> Result<Self, Self::Rejection> {
+        let addr = super::PeerAddr::of(&parts.extensions);
+        if let Some(wait) = state.rate.failed_auth.exceeded(addr, Instant::now()) {
+            return Err(ApiError::rate_limited("failed authentications", wait));
+        }
         let unauthenticated =
             |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", m);
+        match authenticate(parts, state, &unauthenticated).await {
+            Ok(actor) => Ok(actor),
+            Err(refusal) if refusal.status == StatusCode::UNAUTHORIZED => {
+                failed(state, addr, parts.uri.path(), &refusal.message).await;
+                Err(refusal)
+            }
+            Err(other) => Err(other),
+        }
+    }
+}
+
+/// A failed admin authentication: counted against the address, logged and audited.
+async fn failed(state: &ServerState, addr: std::net::IpAddr, path: &str, why: &str) {
+    let _ = state.rate.failed_auth.take(addr, Instant::now());
+    tracing::warn!(%addr, path, reason = why, "admin authentication failed");
+    let refused: crate::error::ServerResult<()> =
+        Err(crate::error::ServerError::Unauthenticated(why.to_owned()));
+    let anonymous = Actor {
+        name: format!("unauthenticated ({addr})"),
+        role: String::new(),
+    };
+    crate::admin::audit(state, &anonymous, "admin.authenticate", path, &refused).await;
+}
+
+async fn authenticate(
+    parts: &Parts,
+    state: &ServerState,
+    unauthenticated: &impl Fn(&str) -> ApiError,
+) -> Result<Actor, ApiError> {
+    {
         let header = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
@@ -46,7 +82,7 @@ impl FromRequestParts<ServerState> for Actor {
             .admin_token_by_hash(&token_hash(token))
             .await?
             .ok_or_else(|| unauthenticated("the admin token is not valid"))?;
-        Ok(Self {
+        Ok(Actor {
             name: record.name,
             role: record.role,
         })

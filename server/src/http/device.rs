@@ -4,6 +4,9 @@
 
 use axum::Router;
 use axum::body::Bytes;
+use std::time::Instant;
+
+use axum::Extension;
 use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
@@ -11,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{post, put};
 use rustls_pki_types::CertificateDer;
 
+use super::PeerAddr;
 use super::error::ApiError;
 use crate::device::enroll::{CHECKIN_PATH, ENROLL_PATH, SERVER_PATH};
 use crate::device::identity::{DeviceAuthError, DeviceIdentity};
@@ -30,15 +34,51 @@ impl FromRequestParts<ServerState> for DeviceIdentity {
 
     async fn from_request_parts(
         parts: &mut Parts,
-        _state: &ServerState,
+        state: &ServerState,
     ) -> Result<Self, Self::Rejection> {
+        let addr = PeerAddr::of(&parts.extensions);
+        if let Some(wait) = state.rate.failed_auth.exceeded(addr, Instant::now()) {
+            return Err(ApiError::rate_limited("failed authentications", wait));
+        }
         let cert = parts
             .extensions
             .get::<PeerCertificate>()
             .and_then(|p| p.0.as_ref());
-        let cert = cert.ok_or(ServerError::DeviceAuth(DeviceAuthError::NoCertificate))?;
-        Ok(Self::from_certificate(cert).map_err(ServerError::from)?)
+        let identity = cert
+            .ok_or(DeviceAuthError::NoCertificate)
+            .and_then(|c| Self::from_certificate(c));
+        identity.map_err(|e| refused(state, addr, ServerError::DeviceAuth(e)))
     }
+}
+
+/// The identity certificate an enrollment request presented, if any (a renewal).
+struct PresentedIdentity(Option<DeviceIdentity>);
+
+impl FromRequestParts<ServerState> for PresentedIdentity {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &ServerState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self(
+            parts
+                .extensions
+                .get::<PeerCertificate>()
+                .and_then(|p| p.0.as_ref())
+                .and_then(|cert| DeviceIdentity::from_certificate(cert).ok()),
+        ))
+    }
+}
+
+/// Maps a device request's failure; a refused authentication counts against the
+/// address's failed-authentication limit.
+fn refused(state: &ServerState, addr: std::net::IpAddr, e: ServerError) -> ApiError {
+    if matches!(e, ServerError::DeviceAuth(_)) {
+        let _ = state.rate.failed_auth.take(addr, Instant::now());
+        tracing::info!(%addr, reason = %e, "device request refused");
+    }
+    e.into()
 }
 
 /// Routes of the device endpoints.
@@ -94,29 +134,48 @@ fn plist(body: Vec<u8>) -> Response {
 
 async fn enroll_device(
     State(state): State<ServerState>,
+    Extension(PeerAddr(peer)): Extension<PeerAddr>,
+    PresentedIdentity(presented): PresentedIdentity,
     DeviceBody(body): DeviceBody,
 ) -> Result<Response, ApiError> {
-    Ok(plist(enroll::enroll(&state, &body).await?))
+    let now = Instant::now();
+    if let Some(wait) = state.rate.failed_auth.exceeded(peer.ip(), now) {
+        return Err(ApiError::rate_limited("failed authentications", wait));
+    }
+    state
+        .rate
+        .enrollment
+        .take(peer.ip(), now)
+        .map_err(|wait| ApiError::rate_limited("enrollments", wait))?;
+    enroll::enroll(&state, &body, presented.as_ref())
+        .await
+        .map(plist)
+        .map_err(|e| refused(&state, peer.ip(), e))
 }
 
 async fn checkin_device(
     State(state): State<ServerState>,
+    Extension(PeerAddr(peer)): Extension<PeerAddr>,
     identity: DeviceIdentity,
     DeviceBody(body): DeviceBody,
 ) -> Result<Response, ApiError> {
-    checkin::handle(&state, &identity, &body).await?;
+    checkin::handle(&state, &identity, &body)
+        .await
+        .map_err(|e| refused(&state, peer.ip(), e))?;
     Ok(StatusCode::OK.into_response())
 }
 
 async fn command_channel(
     State(state): State<ServerState>,
+    Extension(PeerAddr(peer)): Extension<PeerAddr>,
     identity: DeviceIdentity,
     DeviceBody(body): DeviceBody,
 ) -> Result<Response, ApiError> {
-    Ok(
-        match command_queue::handle(&state, &identity, &body).await? {
-            Some(next) => plist(next),
-            None => StatusCode::OK.into_response(),
-        },
-    )
+    let next = command_queue::handle(&state, &identity, &body)
+        .await
+        .map_err(|e| refused(&state, peer.ip(), e))?;
+    Ok(match next {
+        Some(next) => plist(next),
+        None => StatusCode::OK.into_response(),
+    })
 }

@@ -22,6 +22,8 @@ pub struct ApiError {
     pub code: &'static str,
     /// What was wrong and what to do.
     pub message: String,
+    /// For 429: when to try again.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl ApiError {
@@ -31,17 +33,42 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// 429: the source address is over a rate limit; try again after `wait`.
+    pub fn rate_limited(what: &str, wait: std::time::Duration) -> Self {
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        Self {
+            retry_after: Some(std::time::Duration::from_secs(seconds.max(1))),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!(
+                    "too many {what} from this address; try again in {} s",
+                    seconds.max(1)
+                ),
+            )
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
+        let mut response = (
             self.status,
             Json(json!({ "error": self.code, "message": self.message })),
         )
-            .into_response()
+            .into_response();
+        if let Some(wait) = self.retry_after
+            && let Ok(value) = axum::http::HeaderValue::from_str(&wait.as_secs().to_string())
+        {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, value);
+        }
+        response
     }
 }
 

@@ -108,6 +108,7 @@ pub async fn serve(
             let peer_cert = PeerCertificate(cert);
             let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
                 req.extensions_mut().insert(peer_cert.clone());
+                req.extensions_mut().insert(PeerAddr(peer));
                 let router = router.clone();
                 async move {
                     if admin_only && !connection::admin_request(req.uri().path()) {
@@ -141,6 +142,19 @@ pub async fn serve(
                 }
             }
         });
+    }
+}
+
+/// The address a request came from (rate limits are per address).
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub std::net::SocketAddr);
+
+impl PeerAddr {
+    /// The source address of a request (unspecified when the transport gave none).
+    pub(crate) fn of(extensions: &axum::http::Extensions) -> std::net::IpAddr {
+        extensions
+            .get::<Self>()
+            .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |p| p.0.ip())
     }
 }
 

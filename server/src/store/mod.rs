@@ -52,6 +52,10 @@ pub trait AdminStore: Send + Sync {
     /// The same for a secret: stored sealed, returned open; a value stored before
     /// sealing is sealed now.
     async fn secret_setting_or_insert(&self, key: &str, value: &str) -> StoreResult<String>;
+    /// Reads a secret setting, opened.
+    async fn secret_setting(&self, key: &str) -> StoreResult<Option<String>>;
+    /// Writes a secret setting (sealed), replacing the old value.
+    async fn put_secret_setting(&self, key: &str, value: &str) -> StoreResult<()>;
     /// Stores an admin token's hash; returns false when one with that name exists.
     async fn insert_admin_token(&self, token: &AdminTokenRecord) -> StoreResult<bool>;
     /// Finds an admin token by the hash of its secret.
@@ -101,6 +105,30 @@ pub trait DeviceStore: Send + Sync {
     /// Forgets a device: its enrollment, memberships, queued commands, install states
     /// and prompts (its licenses stay until the engine gives them back).
     async fn delete_device(&self, udid: &Udid) -> StoreResult<bool>;
+}
+
+/// Enrollment tokens and the release of enrollments.
+#[async_trait]
+pub trait EnrollmentStore: Send + Sync {
+    /// Stores a new enrollment token.
+    async fn insert_enrollment_token(&self, token: &EnrollmentTokenRecord) -> StoreResult<()>;
+    /// Lists enrollment tokens by id.
+    async fn enrollment_tokens(&self, page: &Page) -> StoreResult<Vec<EnrollmentTokenRecord>>;
+    /// Revokes a token; false when there is none with this id.
+    async fn revoke_enrollment_token(&self, id: &str) -> StoreResult<bool>;
+    /// Takes one use of the token with this hash, in one statement, if it is not
+    /// revoked, not expired at `now`, has uses left and admits this device (its serial
+    /// number and UDID); false otherwise.
+    async fn consume_enrollment_token(
+        &self,
+        token_hash: &str,
+        serial_number: &SerialNumber,
+        udid: &Udid,
+        now: Timestamp,
+    ) -> StoreResult<bool>;
+    /// Marks a device's enrollment released so that it may enroll again; false when the
+    /// device is unknown.
+    async fn release_device(&self, udid: &Udid) -> StoreResult<bool>;
 }
 
 /// The per-device command queue.
@@ -315,6 +343,7 @@ pub trait LeaseStore: Send + Sync {
 pub trait Store:
     AdminStore
     + DeviceStore
+    + EnrollmentStore
     + CommandStore
     + VppStore
     + DirectoryStore
@@ -327,6 +356,7 @@ pub trait Store:
 impl<T> Store for T where
     T: AdminStore
         + DeviceStore
+        + EnrollmentStore
         + CommandStore
         + VppStore
         + DirectoryStore

@@ -223,6 +223,25 @@ impl AdminStore for PostgresStore {
         Ok(self.seal.open(&stored)?)
     }
 
+    async fn secret_setting(&self, key: &str) -> StoreResult<Option<String>> {
+        match self.setting(key).await? {
+            Some(stored) => Ok(Some(self.seal.open(&stored)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn put_secret_setting(&self, key: &str, value: &str) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO settings (key, value) VALUES ($1, $2)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(key)
+        .bind(self.seal.seal(value))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     async fn insert_admin_token(&self, t: &AdminTokenRecord) -> StoreResult<bool> {
         let done = sqlx::query(
             "INSERT INTO admin_tokens (id, name, token_hash, role, created_at) VALUES ($1, $2, $3, $4, $5)
@@ -428,6 +447,71 @@ impl DeviceStore for PostgresStore {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+#[async_trait]
+impl EnrollmentStore for PostgresStore {
+    async fn insert_enrollment_token(&self, t: &EnrollmentTokenRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO enrollment_tokens (id, name, token_hash, uses_left, expires_at, serial_number, udid, revoked, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&t.id)
+        .bind(&t.name)
+        .bind(&t.token_hash)
+        .bind(t.uses_left)
+        .bind(t.expires_at)
+        .bind(t.serial_number.as_ref().map(SerialNumber::as_str))
+        .bind(t.udid.as_ref().map(Udid::as_str))
+        .bind(i64::from(t.revoked))
+        .bind(t.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn enrollment_tokens(&self, page: &Page) -> StoreResult<Vec<EnrollmentTokenRecord>> {
+        self.page("enrollment_tokens", "id", page, enrollment_token_row)
+            .await
+    }
+
+    async fn revoke_enrollment_token(&self, id: &str) -> StoreResult<bool> {
+        let done = sqlx::query("UPDATE enrollment_tokens SET revoked = 1 WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn consume_enrollment_token(
+        &self,
+        token_hash: &str,
+        serial_number: &SerialNumber,
+        udid: &Udid,
+        now: Timestamp,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE enrollment_tokens SET uses_left = uses_left - 1
+             WHERE token_hash = $1 AND uses_left > 0 AND revoked = 0 AND expires_at > $2
+               AND (serial_number IS NULL OR serial_number = $3)
+               AND (udid IS NULL OR udid = $4)",
+        )
+        .bind(token_hash)
+        .bind(now)
+        .bind(serial_number.as_str())
+        .bind(udid.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn release_device(&self, udid: &Udid) -> StoreResult<bool> {
+        let done = sqlx::query("UPDATE devices SET status = 'released' WHERE udid = $1")
+            .bind(udid.as_str())
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 }

@@ -44,6 +44,9 @@ text_enum!(
         Active = "active",
         /// Sent CheckOut: no longer managed.
         CheckedOut = "checked_out",
+        /// An admin released the enrollment: the device may enroll again (its current
+        /// certificate works until it does).
+        Released = "released",
     }
 );
 
@@ -179,6 +182,30 @@ pub struct AdminTokenRecord {
     pub token_hash: String,
     /// Role name.
     pub role: String,
+    /// Creation time.
+    pub created_at: Timestamp,
+}
+
+/// An enrollment token an admin handed out (only its hash is kept).
+#[derive(Debug, Clone, Serialize)]
+pub struct EnrollmentTokenRecord {
+    /// Opaque id.
+    pub id: String,
+    /// What it is for, e.g. "Lab iPads".
+    pub name: String,
+    /// SHA-256 of the token, hex.
+    #[serde(skip)]
+    pub token_hash: String,
+    /// Enrollments it may still admit.
+    pub uses_left: i64,
+    /// It admits nothing after this.
+    pub expires_at: Timestamp,
+    /// Only a device with this serial number may use it.
+    pub serial_number: Option<SerialNumber>,
+    /// Only a device with this UDID may use it.
+    pub udid: Option<Udid>,
+    /// Revoked by an admin.
+    pub revoked: bool,
     /// Creation time.
     pub created_at: Timestamp,
 }

@@ -34,6 +34,22 @@ macro_rules! row_mappers {
             })
         }
 
+        fn enrollment_token_row(row: &$row) -> StoreResult<EnrollmentTokenRecord> {
+            Ok(EnrollmentTokenRecord {
+                id: row.try_get("id")?,
+                name: row.try_get("name")?,
+                token_hash: row.try_get("token_hash")?,
+                uses_left: row.try_get("uses_left")?,
+                expires_at: row.try_get("expires_at")?,
+                serial_number: row
+                    .try_get::<Option<String>, _>("serial_number")?
+                    .map(SerialNumber),
+                udid: row.try_get::<Option<String>, _>("udid")?.map(Udid),
+                revoked: row.try_get::<i64, _>("revoked")? != 0,
+                created_at: row.try_get("created_at")?,
+            })
+        }
+
         fn command_row(row: &$row) -> StoreResult<QueuedCommand> {
             let status: String = row.try_get("status")?;
             Ok(QueuedCommand {
