@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod persona;
 pub mod prompt;
 pub mod push;
+pub mod renewal;
 pub mod store_lookup;
 pub mod tls;
 pub mod transport;

@@ -15,4 +15,6 @@ pub struct AgentMetrics {
     pub push_connected: AtomicU64,
     /// Enrollments performed.
     pub enrollments: AtomicU64,
+    /// Identity certificates renewed.
+    pub renewals: AtomicU64,
 }

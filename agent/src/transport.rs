@@ -118,6 +118,15 @@ fn load_state(path: &std::path::Path) -> Result<Option<SavedState>, AgentError> 
     }
 }
 
+/// Whether the certificate is in the last third of its validity.
+fn renewal_due_now(cert_pem: &str) -> bool {
+    CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .next()
+        .and_then(Result::ok)
+        .and_then(|der| orchard_certs::validity(&der).ok())
+        .is_some_and(|(from, until)| crate::renewal::renewal_due(from, until, time_now()))
+}
+
 fn certificate_valid(cert_pem: &str) -> bool {
     CertificateDer::pem_slice_iter(cert_pem.as_bytes())
         .next()
@@ -159,7 +168,7 @@ impl Agent {
             && certificate_valid(&saved.cert_pem)
         {
             let device = Device::restore(saved.facts, saved.apps, saved.handled, config.timings);
-            let enrollment = Enrollment {
+            let mut enrollment = Enrollment {
                 key_pem: saved.key_pem,
                 cert_pem: saved.cert_pem,
                 ca_pem: saved.ca_pem,
@@ -167,9 +176,51 @@ impl Agent {
                 push_url: saved.push_url,
                 push_magic: saved.push_magic,
             };
+            if renewal_due_now(&enrollment.cert_pem) {
+                enrollment = Self::renew(&config, enrollment).await?;
+                let agent = Self::assemble(config.clone(), enrollment, device, true)?;
+                agent.save()?;
+                return Ok(agent);
+            }
             return Self::assemble(config.clone(), enrollment, device, true);
         }
         Self::enroll(config).await
+    }
+
+    /// Renews the identity certificate: a new key and CSR, sent with the current
+    /// certificate as the TLS client identity, which proves the device is the one
+    /// enrolled. Everything but the key and certificate stays.
+    async fn renew(config: &AgentConfig, current: Enrollment) -> Result<Enrollment, AgentError> {
+        let udid = config.facts.udid.clone();
+        let identity = DeviceIdentityRequest::generate_with(&udid, config.facts.identity_key)?;
+        let proven = tls_client(
+            Trust::Only(&current.ca_pem),
+            Some((&current.cert_pem, &current.key_pem)),
+        )?;
+        let request = EnrollRequest {
+            enrollment_secret: String::new(),
+            csr_pem: identity.csr_pem.clone(),
+            udid,
+            serial_number: config.facts.serial_number.clone(),
+            product_name: Some(config.facts.product_name.clone()),
+            os_version: Some(config.facts.os_version.clone()),
+            ownership: Some(config.facts.ownership.wire()),
+            single_app_mode: Some(config.facts.kiosk),
+        };
+        let url = format!("{}/mdm/enroll", config.server_url.trim_end_matches('/'));
+        config.metrics.requests.fetch_add(1, Ordering::Relaxed);
+        let response = proven.post(url).body(request.to_xml()?).send().await?;
+        if !response.status().is_success() {
+            return Err(refused("certificate renewal", response).await);
+        }
+        let renewed = EnrollResponse::from_xml(&response.bytes().await?)?;
+        config.metrics.renewals.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(udid = %config.facts.udid, "identity certificate renewed");
+        Ok(Enrollment {
+            key_pem: identity.key_pem,
+            cert_pem: renewed.certificate_pem,
+            ..current
+        })
     }
 
     /// Enrolls the device: key pair, CSR, enrollment request; then follows the MDM

@@ -139,6 +139,16 @@ impl CertificateAuthority {
         csr_pem: &str,
         udid: &Udid,
     ) -> Result<IssuedCertificate, CertError> {
+        self.sign_device_csr_at(csr_pem, udid, OffsetDateTime::now_utc())
+    }
+
+    /// [`Self::sign_device_csr`] valid from `now` (the issuer's clock) for a year.
+    pub fn sign_device_csr_at(
+        &self,
+        csr_pem: &str,
+        udid: &Udid,
+        now: OffsetDateTime,
+    ) -> Result<IssuedCertificate, CertError> {
         let csr = CertificateSigningRequestParams::from_pem(csr_pem)
             .map_err(|_| CertError::InvalidCsr)?;
         let found = csr
@@ -167,7 +177,6 @@ impl CertificateAuthority {
             KeyUsagePurpose::DigitalSignature,
             KeyUsagePurpose::KeyEncipherment,
         ];
-        let now = OffsetDateTime::now_utc();
         params.not_before = now - Duration::hours(1);
         params.not_after = now + DEVICE_CERT_VALIDITY;
         let cert = params.signed_by(&csr.public_key, &self.issuer)?;

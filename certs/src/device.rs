@@ -78,6 +78,15 @@ pub fn not_after(der: &[u8]) -> Result<time::OffsetDateTime, CertError> {
     Ok(cert.validity().not_after.to_datetime())
 }
 
+/// When a DER certificate starts and stops being valid.
+pub fn validity(der: &[u8]) -> Result<(time::OffsetDateTime, time::OffsetDateTime), CertError> {
+    let (_, cert) = X509Certificate::from_der(der).map_err(|_| CertError::InvalidCertificate)?;
+    Ok((
+        cert.validity().not_before.to_datetime(),
+        cert.validity().not_after.to_datetime(),
+    ))
+}
+
 /// SHA-256 of a DER certificate, hex: the key that binds a certificate to an enrollment.
 pub fn fingerprint(der: &[u8]) -> String {
     hex::encode(Sha256::digest(der))

@@ -9,7 +9,7 @@ mod files;
 
 pub use authority::{CertificateAuthority, IssuedCertificate};
 pub use device::{
-    DeviceIdentityRequest, KeyAlgorithm, fingerprint, not_after, udid_from_certificate,
+    DeviceIdentityRequest, KeyAlgorithm, fingerprint, not_after, udid_from_certificate, validity,
 };
 pub use error::CertError;
 pub use files::ServerPki;

@@ -39,9 +39,16 @@ pub struct TestbedBuilder {
     apple_timeout: Duration,
     connection: ConnectionLimits,
     rates: (Rate, Rate),
+    clock: Option<std::sync::Arc<dyn orchard_server::clock::Clock>>,
 }
 
 impl TestbedBuilder {
+    /// The clock the server's time rules read (a `ManualClock` to move time by hand).
+    pub fn clock(mut self, clock: std::sync::Arc<dyn orchard_server::clock::Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
     /// Rate limits per source address of enrollments and failed authentications (none
     /// by default: a whole fleet enrolls from 127.0.0.1).
     pub fn rate_limits(mut self, enrollment: Rate, failed_auth: Rate) -> Self {
@@ -132,6 +139,9 @@ impl TestbedBuilder {
         config.install_poll_interval = self.install_poll;
         config.connection = self.connection;
         (config.enrollment_rate, config.failed_auth_rate) = self.rates;
+        if let Some(clock) = self.clock {
+            config.clock = clock;
+        }
         let server = orchard_server::start_with_listener(
             config.clone(),
             TcpListener::bind("127.0.0.1:0").await?,
@@ -188,6 +198,7 @@ impl Testbed {
             apple_timeout: Duration::from_secs(10),
             connection: ConnectionLimits::default(),
             rates: (Rate::UNLIMITED, Rate::UNLIMITED),
+            clock: None,
         }
     }
 

@@ -227,6 +227,13 @@ async fn another_devices_udid_is_refused_and_changes_nothing(builder: TestbedBui
 async fn certificate_replaced_by_a_new_enrollment_is_refused(builder: TestbedBuilder) {
     let bed = builder.start().await.unwrap();
     let first = enrolled(&bed, "DEVICE-A").await;
+    // The device was wiped: an admin releases it and it enrolls again.
+    let (status, body) = bed
+        .admin
+        .post("/v1/devices/DEVICE-A/release", serde_json::json!({}))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
     let second = enrolled(&bed, "DEVICE-A").await;
     let url = format!("{}/mdm/checkin", bed.server.url);
     let (status, text) = put(

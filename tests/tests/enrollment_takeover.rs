@@ -10,6 +10,7 @@ use orchard_protocol::enroll::{EnrollRequest, EnrollResponse};
 use orchard_protocol::report::{CommandReport, CommandStatus};
 use orchard_server::rate_limit::Rate;
 use orchard_testbed::harness::{AdminClient, Testbed, TestbedBuilder};
+use rustls_pki_types::pem::PemObject;
 use serde_json::json;
 
 struct Identity {
@@ -286,3 +287,75 @@ orchard_testbed::on_both_backends!(
     an_enrolled_udid_cannot_be_taken_over,
     enrollment_tokens_are_used_up_bound_and_revocable,
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_renew_their_identity_in_the_last_third_of_its_validity() {
+    use orchard_server::clock::{ManualClock, Timestamp};
+    use std::sync::Arc;
+    use std::time::Duration;
+    // The server's clock runs 300 days behind: the certificate it issues has 65 of its
+    // 365 days left, less than a third.
+    let real_now = Timestamp::from(time::OffsetDateTime::now_utc());
+    let clock = Arc::new(ManualClock::new(
+        real_now - Duration::from_secs(300 * 24 * 3600),
+    ));
+    let bed = Testbed::builder()
+        .clock(clock.clone())
+        .start()
+        .await
+        .unwrap();
+    let state_dir = tempfile::tempdir().unwrap();
+    let fleet = bed
+        .fleet(
+            1,
+            Duration::from_secs(600),
+            Some(state_dir.path().to_owned()),
+        )
+        .await
+        .unwrap();
+    let first = fleet.agents[0].certificate_pem().to_owned();
+    let udid = fleet.udids()[0].clone();
+    fleet.stop().await;
+    clock.set(real_now);
+    // Restarted from its state file, the device renews with its current certificate.
+    let again = bed
+        .fleet(
+            1,
+            Duration::from_secs(600),
+            Some(state_dir.path().to_owned()),
+        )
+        .await
+        .unwrap();
+    let metrics = &again.metrics;
+    assert_eq!(
+        metrics.renewals.load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    assert_eq!(
+        metrics
+            .enrollments
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    let renewed = again.agents[0].certificate_pem().to_owned();
+    assert_ne!(renewed, first, "a new certificate");
+    let der = rustls_pki_types::CertificateDer::from_pem_slice(renewed.as_bytes()).unwrap();
+    let (_, until) = orchard_certs::validity(&der).unwrap();
+    assert!(until - time::OffsetDateTime::now_utc() > time::Duration::days(360));
+    // The renewed device is the same enrollment, and still reachable.
+    let device = bed
+        .server
+        .state
+        .store
+        .device(&Udid::from(udid.as_str()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(device.cert_fingerprint, orchard_certs::fingerprint(&der));
+    assert_eq!(
+        device.status,
+        orchard_server::store::EnrollmentStatus::Active
+    );
+    again.stop().await;
+    bed.shutdown().await;
+}

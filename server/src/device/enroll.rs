@@ -84,8 +84,10 @@ pub async fn enroll(
     let shared = !current.is_empty()
         && Sha256::digest(request.enrollment_secret.as_bytes())
             == Sha256::digest(current.as_bytes());
-    let issued = state.ca.sign_device_csr(&request.csr_pem, &request.udid)?;
     let now = state.clock.now();
+    let issued = state
+        .ca
+        .sign_device_csr_at(&request.csr_pem, &request.udid, now.as_offset())?;
     // A renewal is proven by the certificate; otherwise the shared secret, or one use
     // of an enrollment token, taken only once everything else checked out.
     if admission != Admission::Renewal
