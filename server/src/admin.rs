@@ -963,7 +963,7 @@ pub async fn create_enrollment_token(
             reason: "must be 1 to 200 characters".into(),
         });
     }
-    let token = crate::server::random_secret();
+    let token = crate::secret::random();
     let now = state.clock.now();
     let record = EnrollmentTokenRecord {
         id: uuid::Uuid::new_v4().to_string(),
@@ -990,7 +990,7 @@ pub async fn revoke_enrollment_token(state: &ServerState, id: &str) -> ServerRes
 
 /// Replaces the shared enrollment secret; the old one stops working at once.
 pub async fn rotate_enrollment_secret(state: &ServerState) -> ServerResult<String> {
-    let secret = crate::server::random_secret();
+    let secret = crate::secret::random();
     state
         .store
         .put_secret_setting(crate::device::enroll::ENROLLMENT_SECRET, &secret)

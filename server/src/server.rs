@@ -6,9 +6,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use base64::Engine;
 use orchard_certs::ServerPki;
-use rand::RngCore;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -148,12 +146,6 @@ impl RunningServer {
     }
 }
 
-pub(crate) fn random_secret() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
 /// Creates the admin token, enrollment secret and topic on first start; seals secrets
 /// stored before sealing.
 async fn bootstrap(
@@ -167,13 +159,16 @@ async fn bootstrap(
         )
         .await?;
     store
-        .secret_setting_or_insert(crate::device::enroll::ENROLLMENT_SECRET, &random_secret())
+        .secret_setting_or_insert(
+            crate::device::enroll::ENROLLMENT_SECRET,
+            &crate::secret::random(),
+        )
         .await?;
     let resealed = store.reseal_secrets().await?;
     if resealed > 0 {
         tracing::info!(tokens = resealed, "token secrets sealed at rest");
     }
-    let token = random_secret();
+    let token = crate::secret::random();
     let record = AdminTokenRecord {
         id: "bootstrap".into(),
         name: "bootstrap-admin".into(),

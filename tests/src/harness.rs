@@ -142,11 +142,7 @@ impl TestbedBuilder {
         if let Some(clock) = self.clock {
             config.clock = clock;
         }
-        let server = orchard_server::start_with_listener(
-            config.clone(),
-            TcpListener::bind("127.0.0.1:0").await?,
-        )
-        .await?;
+        let server = start_on_free_port(&config).await?;
         let token = server
             .first_admin_token
             .clone()
@@ -166,6 +162,19 @@ impl TestbedBuilder {
             _dir: dir,
         })
     }
+}
+
+/// Starts a server on a free TCP port whose UDP twin (the push channel) is free too: the
+/// system picks a free TCP port, but another socket (an agent's, say) may hold the same
+/// UDP port; such a port is passed over before anything starts.
+async fn start_on_free_port(config: &ServerConfig) -> anyhow::Result<RunningServer> {
+    let listener = loop {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        if std::net::UdpSocket::bind(listener.local_addr()?).is_ok() {
+            break listener;
+        }
+    };
+    Ok(orchard_server::start_with_listener(config.clone(), listener).await?)
 }
 
 /// The Apple stand-in and a server, running.

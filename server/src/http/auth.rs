@@ -24,7 +24,7 @@ impl FromRequestParts<ServerState> for Actor {
         parts: &mut Parts,
         state: &ServerState,
     ) -> Result<Self, Self::Rejection> {
-        let addr = super::PeerAddr::of(&parts.extensions);
+        let addr = super::connection::PeerAddr::of(&parts.extensions);
         if let Some(wait) = state.rate.failed_auth.exceeded(addr, Instant::now()) {
             return Err(ApiError::rate_limited("failed authentications", wait));
         }

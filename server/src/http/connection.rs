@@ -80,6 +80,19 @@ impl Slots {
     }
 }
 
+/// The address a request came from (rate limits are per address).
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub std::net::SocketAddr);
+
+impl PeerAddr {
+    /// The source address of a request (unspecified when the transport gave none).
+    pub(crate) fn of(extensions: &axum::http::Extensions) -> std::net::IpAddr {
+        extensions
+            .get::<Self>()
+            .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |p| p.0.ip())
+    }
+}
+
 /// Whether a request may use a connection from the admin reserve.
 pub(super) fn admin_request(path: &str) -> bool {
     path.starts_with("/v1/")

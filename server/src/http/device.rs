@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{post, put};
 use rustls_pki_types::CertificateDer;
 
-use super::PeerAddr;
+use super::connection::PeerAddr;
 use super::error::ApiError;
 use crate::device::enroll::{CHECKIN_PATH, ENROLL_PATH, SERVER_PATH};
 use crate::device::identity::{DeviceAuthError, DeviceIdentity};

@@ -27,7 +27,7 @@ use tower::ServiceExt;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
 pub use auth::token_hash;
-pub use connection::{ConnectionLimits, raise_open_file_limit};
+pub use connection::{ConnectionLimits, PeerAddr, raise_open_file_limit};
 pub use device::PeerCertificate;
 
 use crate::state::ServerState;
@@ -142,19 +142,6 @@ pub async fn serve(
                 }
             }
         });
-    }
-}
-
-/// The address a request came from (rate limits are per address).
-#[derive(Debug, Clone, Copy)]
-pub struct PeerAddr(pub std::net::SocketAddr);
-
-impl PeerAddr {
-    /// The source address of a request (unspecified when the transport gave none).
-    pub(crate) fn of(extensions: &axum::http::Extensions) -> std::net::IpAddr {
-        extensions
-            .get::<Self>()
-            .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |p| p.0.ip())
     }
 }
 
