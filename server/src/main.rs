@@ -136,6 +136,10 @@ struct ServeArgs {
     /// Failed authentications one source address may make at once.
     #[arg(long, env = "ORCHARD_FAILED_AUTH_BURST", default_value_t = 20.0)]
     failed_auth_burst: f64,
+    /// At shutdown (SIGTERM or Ctrl-C), seconds that requests under way may take to
+    /// finish.
+    #[arg(long, env = "ORCHARD_SHUTDOWN_GRACE_SECONDS", default_value_t = 10.0)]
+    shutdown_grace_seconds: f64,
     /// Largest enrollment request body, in bytes (anyone on the network may enroll).
     #[arg(long, env = "ORCHARD_ENROLLMENT_BODY_LIMIT", default_value_t = 65536)]
     enrollment_body_limit: usize,
@@ -191,6 +195,7 @@ async fn main() -> anyhow::Result<()> {
         max_connections: args.max_connections,
         admin_reserve: args.admin_reserved_connections,
         enrollment_body: args.enrollment_body_limit,
+        shutdown_grace: seconds("shutdown-grace-seconds", args.shutdown_grace_seconds)?,
     };
     let data_dir = config.data_dir.clone();
     let mut server = orchard_server::start(config)
@@ -204,10 +209,27 @@ async fn main() -> anyhow::Result<()> {
         "CA certificate for clients: {}",
         data_dir.join("ca.pem").display()
     );
+    stop_signal().await?;
+    println!("shutting down: finishing requests under way");
+    server.shutdown().await;
+    println!("stopped");
+    Ok(())
+}
+
+/// Waits for SIGTERM (a service manager stopping the server) or Ctrl-C.
+async fn stop_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("cannot listen for SIGTERM")?;
+        tokio::select! {
+            _ = term.recv() => {}
+            result = tokio::signal::ctrl_c() => result.context("cannot wait for Ctrl-C")?,
+        }
+    }
+    #[cfg(not(unix))]
     tokio::signal::ctrl_c()
         .await
         .context("cannot wait for Ctrl-C")?;
-    println!("shutting down");
-    server.shutdown().await;
     Ok(())
 }

@@ -136,11 +136,25 @@ pub struct RunningServer {
 }
 
 impl RunningServer {
-    /// Stops accepting, lets in-flight requests finish, stops the reconciler, closes the database.
+    /// Stops accepting, lets in-flight requests finish (within the shutdown grace period),
+    /// stops the reconciler and the sync schedule, releases this replica's leases, closes
+    /// the database.
     pub async fn shutdown(&mut self) {
         self.shutdown.cancel();
         for task in std::mem::take(&mut self.tasks) {
             let _ = task.await;
+        }
+        // A sync or reconcile pass cut short leaves no lease for another replica (or
+        // this server's next start) to wait out.
+        match self
+            .state
+            .store
+            .release_leases_of(&self.state.replica)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(leases = n, "leases released"),
+            Err(e) => tracing::warn!(error = %e, "cannot release leases at shutdown"),
         }
         self.backend.close().await;
     }
@@ -297,6 +311,7 @@ pub async fn start_with_listener(
             push_endpoint,
             state.store.clone(),
             state.push.clone(),
+            state.clock.clone(),
             shutdown.clone(),
         )),
     ]);

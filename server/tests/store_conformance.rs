@@ -1051,3 +1051,47 @@ async fn secrets_are_stored_sealed_and_read_open() {
         b.finish().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_gives_up_all_its_leases_and_the_queue_says_what_falls_due_next() {
+    for b in backends().await {
+        let s = b.store.as_ref();
+        for name in ["reconcile", "sync:t1", "sync-scheduler"] {
+            assert!(s.try_lease(name, "a", NOW, LATER).await.unwrap());
+        }
+        assert!(s.try_lease("sync:t2", "b", NOW, LATER).await.unwrap());
+        assert_eq!(s.release_leases_of("a").await.unwrap(), 3, "{}", b.name);
+        assert!(
+            s.try_lease("reconcile", "b", NOW, LATER).await.unwrap(),
+            "free at once"
+        );
+        assert!(
+            !s.try_lease("sync:t2", "a", NOW, LATER).await.unwrap(),
+            "b's stays"
+        );
+
+        s.upsert_enrollment(&device("U1", "fp1")).await.unwrap();
+        assert_eq!(s.next_deferred(&"U1".into(), NOW).await.unwrap(), None);
+        let soon = ts("2026-11-25T12:00:03.000000Z");
+        let later = ts("2026-11-25T12:00:09.000000Z");
+        s.enqueue(&[
+            command("due-now", "U1", NOW, NOW),
+            command("later", "U1", later, NOW),
+            command("soon", "U1", soon, NOW),
+        ])
+        .await
+        .unwrap();
+        assert_eq!(
+            s.next_deferred(&"U1".into(), NOW).await.unwrap(),
+            Some(soon),
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            s.next_deferred(&"U1".into(), soon).await.unwrap(),
+            Some(later)
+        );
+        assert_eq!(s.next_deferred(&"U1".into(), later).await.unwrap(), None);
+        b.finish().await;
+    }
+}

@@ -56,6 +56,13 @@ impl TestbedBuilder {
         self
     }
 
+    /// How long the server waits before asking a device again about an install in
+    /// progress.
+    pub fn install_poll(mut self, interval: Duration) -> Self {
+        self.install_poll = interval;
+        self
+    }
+
     /// Timeouts and caps of the server's client connections.
     pub fn connection_limits(mut self, limits: ConnectionLimits) -> Self {
         self.connection = limits;

@@ -190,7 +190,34 @@ async fn agent_restarted_from_its_state_file_keeps_identity_and_apps(builder: Te
     bed.shutdown().await;
 }
 
+async fn graceful_restart_mid_install_leaves_no_device_waiting(builder: TestbedBuilder) {
+    // Follow-ups of installs in progress fall due 3 s later: a restart in between
+    // loses the old process's timers, and the queue must stand in for them.
+    let mut bed = builder
+        .install_poll(Duration::from_secs(3))
+        .start()
+        .await
+        .unwrap();
+    // The demo seed holds 10 licenses of the app.
+    let fleet = bed.enroll_fleet(8, TEN_MINUTES).await.unwrap();
+    wait_push_connected(&bed, &fleet).await;
+    bed.upload_and_sync_demo_token().await.unwrap();
+    let app_id = assign_to_all(&bed, &fleet, PAGES).await;
+    let first = fleet.udids()[0].clone();
+    bed.wait_install_status_where(&app_id, &first, Duration::from_secs(30), |row| {
+        row["status"] == "installing"
+    })
+    .await
+    .unwrap();
+    bed.restart_server().await.unwrap();
+    // Well before the devices' ten-minute periodic check-in.
+    wait_installed(&bed, &app_id, 8, Duration::from_secs(45)).await;
+    fleet.stop().await;
+    bed.shutdown().await;
+}
+
 orchard_testbed::on_both_backends!(
+    graceful_restart_mid_install_leaves_no_device_waiting,
     fifty_devices_polling_every_ten_minutes_get_a_required_app_within_seconds,
     dropped_push_connection_reconnects_and_the_command_arrives_once,
     server_restart_cuts_push_and_devices_still_get_the_command_once,

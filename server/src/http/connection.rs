@@ -26,6 +26,8 @@ pub struct ConnectionLimits {
     pub admin_reserve: usize,
     /// Largest enrollment request body (enrollment is open to anyone on the network).
     pub enrollment_body: usize,
+    /// At shutdown, how long requests under way may take to finish.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for ConnectionLimits {
@@ -37,6 +39,7 @@ impl Default for ConnectionLimits {
             max_connections: 4096,
             admin_reserve: 64,
             enrollment_body: 64 * 1024,
+            shutdown_grace: Duration::from_secs(10),
         }
     }
 }

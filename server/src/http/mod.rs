@@ -23,6 +23,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
@@ -61,9 +62,10 @@ pub async fn serve(
     let acceptor = TlsAcceptor::from(tls);
     let router = router.layer(RequestBodyTimeoutLayer::new(limits.body_timeout));
     let slots = Slots::new(&limits);
+    let connections = TaskTracker::new();
     loop {
         let (tcp, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -85,7 +87,7 @@ pub async fn serve(
         let acceptor = acceptor.clone();
         let router = router.clone();
         let shutdown = shutdown.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let _permit = permit;
             let tls =
                 match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
@@ -137,11 +139,24 @@ pub async fn serve(
                     }
                 }
                 _ = shutdown.cancelled() => {
+                    // Requests under way finish; kept-alive connections close after them.
                     conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+                    let _ = tokio::time::timeout(limits.shutdown_grace, conn).await;
                 }
             }
         });
+    }
+    // No new connections; the open ones finish their requests within the grace period.
+    drop(listener);
+    connections.close();
+    if tokio::time::timeout(limits.shutdown_grace, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = connections.len(),
+            "connections still open after the shutdown grace period; closing them"
+        );
     }
 }
 

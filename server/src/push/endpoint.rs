@@ -12,6 +12,7 @@ use rustls_pki_types::CertificateDer;
 use tokio_util::sync::CancellationToken;
 
 use super::hub::PushHub;
+use crate::clock::Clock;
 use crate::device::identity::DeviceIdentity;
 use crate::store::Store;
 use crate::tls::TlsError;
@@ -78,6 +79,7 @@ pub async fn serve(
     endpoint: quinn::Endpoint,
     store: Arc<dyn Store>,
     hub: Arc<PushHub>,
+    clock: Arc<dyn Clock>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -90,9 +92,12 @@ pub async fn serve(
         };
         let store = store.clone();
         let hub = hub.clone();
+        let clock = clock.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            if let Err(reason) = connection(incoming, store.as_ref(), &hub, shutdown).await {
+            if let Err(reason) =
+                connection(incoming, store.as_ref(), &hub, clock.as_ref(), shutdown).await
+            {
                 tracing::debug!(%reason, "push connection ended");
             }
         });
@@ -104,7 +109,8 @@ pub async fn serve(
 async fn connection(
     incoming: quinn::Incoming,
     store: &dyn Store,
-    hub: &PushHub,
+    hub: &Arc<PushHub>,
+    clock: &dyn Clock,
     shutdown: CancellationToken,
 ) -> Result<(), String> {
     let conn = tokio::time::timeout(REGISTER_TIMEOUT, incoming)
@@ -178,6 +184,13 @@ async fn connection(
         .encode();
         send.write_all(&wake).await.map_err(|e| e.to_string())?;
         hub.count_wake();
+        // Commands that fall due later were to be announced by timers that may have died
+        // with an earlier server process: the queue says when the next one is due.
+        match store.next_deferred(&udid, clock.now()).await {
+            Ok(Some(due)) => hub.wake_later(&udid, due.since(clock.now())),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot read the device's deferred commands"),
+        }
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),

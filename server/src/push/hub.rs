@@ -59,15 +59,19 @@ impl PushHub {
             if command.not_before <= now {
                 self.wake(&command.udid);
             } else {
-                let hub = self.clone();
-                let udid = command.udid.clone();
-                let delay = command.not_before.since(now);
-                tokio::spawn(async move {
-                    tokio::time::sleep(delay).await;
-                    hub.wake(&udid);
-                });
+                self.wake_later(&command.udid, command.not_before.since(now));
             }
         }
+    }
+
+    /// Wakes a device after `delay`.
+    pub fn wake_later(self: &Arc<Self>, udid: &Udid, delay: std::time::Duration) {
+        let hub = self.clone();
+        let udid = udid.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            hub.wake(&udid);
+        });
     }
 
     /// Devices connected now.

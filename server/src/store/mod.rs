@@ -144,6 +144,8 @@ pub trait CommandStore: Send + Sync {
     async fn command(&self, udid: &Udid, uuid: &CommandUuid) -> StoreResult<Option<QueuedCommand>>;
     /// Lists the commands of a device, oldest first.
     async fn commands_of(&self, udid: &Udid) -> StoreResult<Vec<QueuedCommand>>;
+    /// When the device's next queued command falls due, if one is due after `now`.
+    async fn next_deferred(&self, udid: &Udid, now: Timestamp) -> StoreResult<Option<Timestamp>>;
 }
 
 /// VPP tokens and the apps synced from them.
@@ -337,6 +339,8 @@ pub trait LeaseStore: Send + Sync {
     ) -> StoreResult<bool>;
     /// Gives the lease up if `holder` holds it.
     async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<()>;
+    /// Gives up every lease `holder` holds (a replica shutting down); returns how many.
+    async fn release_leases_of(&self, holder: &str) -> StoreResult<u64>;
 }
 
 /// Everything the server stores.

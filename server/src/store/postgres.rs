@@ -586,6 +586,17 @@ impl CommandStore for PostgresStore {
             .await?;
         collect(rows, command_row)
     }
+
+    async fn next_deferred(&self, udid: &Udid, now: Timestamp) -> StoreResult<Option<Timestamp>> {
+        Ok(sqlx::query_scalar(
+            "SELECT MIN(not_before) FROM commands
+             WHERE udid = $1 AND status IN ('queued', 'not_now') AND not_before > $2",
+        )
+        .bind(udid.as_str())
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?)
+    }
 }
 
 #[async_trait]
@@ -1444,5 +1455,13 @@ impl LeaseStore for PostgresStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    async fn release_leases_of(&self, holder: &str) -> StoreResult<u64> {
+        let done = sqlx::query("DELETE FROM leases WHERE holder = $1")
+            .bind(holder)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
     }
 }

@@ -629,6 +629,17 @@ impl CommandStore for SqliteStore {
             .await?;
         collect(rows, command_row)
     }
+
+    async fn next_deferred(&self, udid: &Udid, now: Timestamp) -> StoreResult<Option<Timestamp>> {
+        Ok(sqlx::query_scalar(
+            "SELECT MIN(not_before) FROM commands
+             WHERE udid = ? AND status IN ('queued', 'not_now') AND not_before > ?",
+        )
+        .bind(udid.as_str())
+        .bind(now)
+        .fetch_one(&self.reader)
+        .await?)
+    }
 }
 
 #[async_trait]
@@ -1486,5 +1497,13 @@ impl LeaseStore for SqliteStore {
             .execute(&self.writer)
             .await?;
         Ok(())
+    }
+
+    async fn release_leases_of(&self, holder: &str) -> StoreResult<u64> {
+        let done = sqlx::query("DELETE FROM leases WHERE holder = ?")
+            .bind(holder)
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected())
     }
 }
