@@ -22,8 +22,9 @@ use crate::metrics::AgentMetrics;
 const BACKOFF_START: Duration = Duration::from_millis(200);
 /// Longest reconnect delay.
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
-/// Keep-alive interval (well under the server's idle timeout).
-const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// Keep-alive interval: well under the server's idle timeout, and short enough that a
+/// restarted server's stateless reset reaches the device within seconds.
+const KEEP_ALIVE: Duration = Duration::from_secs(10);
 
 /// A client endpoint (one UDP socket) that many simulated devices can share.
 pub fn client_endpoint(ipv6: bool) -> Result<quinn::Endpoint, AgentError> {

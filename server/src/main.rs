@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use orchard_server::ServerConfig;
 use orchard_server::apple::AppleConfig;
 use orchard_server::http::ConnectionLimits;
+use orchard_server::push::PushLimits;
 use orchard_server::rate_limit::Rate;
 
 #[derive(Parser)]
@@ -136,6 +137,13 @@ struct ServeArgs {
     /// Failed authentications one source address may make at once.
     #[arg(long, env = "ORCHARD_FAILED_AUTH_BURST", default_value_t = 20.0)]
     failed_auth_burst: f64,
+    /// Most devices connected to the push channel at once.
+    #[arg(long, env = "ORCHARD_MAX_PUSH_CONNECTIONS", default_value_t = 100_000)]
+    max_push_connections: usize,
+    /// Most push handshakes in progress at once (over 64, clients must first prove
+    /// their address with a QUIC Retry).
+    #[arg(long, env = "ORCHARD_MAX_PUSH_HANDSHAKES", default_value_t = 1024)]
+    max_push_handshakes: usize,
     /// At shutdown (SIGTERM or Ctrl-C), seconds that requests under way may take to
     /// finish.
     #[arg(long, env = "ORCHARD_SHUTDOWN_GRACE_SECONDS", default_value_t = 10.0)]
@@ -180,6 +188,11 @@ async fn main() -> anyhow::Result<()> {
     config.max_tokens = args.max_tokens;
     config.sync_interval = seconds("sync-interval-seconds", args.sync_interval_seconds)?;
     config.secret_key = args.secret_key;
+    config.push = PushLimits {
+        max_connections: args.max_push_connections,
+        max_handshakes: args.max_push_handshakes.max(1),
+        ..PushLimits::default()
+    };
     config.enrollment_rate = Rate {
         per_second: args.enrollment_rate,
         burst: args.enrollment_burst,

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::apple::{AppleClient, AppleConfig};
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::http::ConnectionLimits;
+use crate::push::PushLimits;
 use crate::rate_limit::{Rate, RateLimiter, RateLimits};
 use crate::state::{MdmIdentity, ServerState, ServiceOptions};
 use crate::store::{AdminStore, AdminTokenRecord, Backend, Seal, Store};
@@ -53,6 +54,8 @@ pub struct ServerConfig {
     /// The key sealing secrets at rest (base64 of 32 bytes); the data directory's key
     /// file when absent.
     pub secret_key: Option<String>,
+    /// What the push endpoint admits.
+    pub push: PushLimits,
     /// Enrollments per source address.
     pub enrollment_rate: Rate,
     /// Failed admin or device authentications per source address.
@@ -78,6 +81,7 @@ impl ServerConfig {
             clock: Arc::new(SystemClock),
             connection: ConnectionLimits::default(),
             secret_key: None,
+            push: PushLimits::default(),
             enrollment_rate: Rate {
                 per_second: 5.0,
                 burst: 50.0,
@@ -239,13 +243,13 @@ pub async fn start_with_listener(
             std::net::IpAddr::V6(ip) => format!("https://[{ip}]:{}", addr.port()),
             ip => format!("https://{ip}:{}", addr.port()),
         });
-    let push_endpoint =
-        quinn::Endpoint::server(crate::push::server_config(&pki)?, addr).map_err(|source| {
-            StartError::Io {
-                what: format!("cannot listen for push on udp {addr}"),
-                source,
-            }
-        })?;
+    let push_io = |source| StartError::Io {
+        what: format!("cannot listen for push on udp {addr}"),
+        source,
+    };
+    let push_socket = std::net::UdpSocket::bind(addr).map_err(push_io)?;
+    let push_endpoint = crate::push::endpoint(push_socket, crate::push::server_config(&pki)?, &key)
+        .map_err(push_io)?;
     let push_url = match url.strip_prefix("https://") {
         Some(rest) => format!("quic://{rest}"),
         None => format!("quic://{addr}"),
@@ -312,6 +316,7 @@ pub async fn start_with_listener(
             state.store.clone(),
             state.push.clone(),
             state.clock.clone(),
+            config.push,
             shutdown.clone(),
         )),
     ]);

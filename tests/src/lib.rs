@@ -6,3 +6,4 @@ pub mod balancer;
 pub mod demo;
 pub mod harness;
 pub mod load;
+pub mod server_process;

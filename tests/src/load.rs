@@ -2,9 +2,7 @@
 //! memory is measured apart) and a fleet in this one. It enrolls the fleet, assigns a
 //! Required app to every device and measures how fast the fleet converges.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -22,6 +20,7 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::apple::{AppleStandIn, Seed};
 use crate::harness::{AdminClient, DEMO_LOCATION, FreshDatabase};
+use crate::server_process::ServerProcess;
 
 /// The app every device gets (5,000 licenses in the demo seed).
 pub const LOAD_APP: u64 = 1091189122;
@@ -78,82 +77,6 @@ pub struct LoadReport {
     pub agent_kib_per_device: f64,
 }
 
-/// The server as a child process of this one.
-struct ServerProcess {
-    child: Child,
-    url: String,
-    admin_token: Option<String>,
-    ca_pem: String,
-}
-
-impl ServerProcess {
-    fn start(
-        apple: &AppleStandIn,
-        apple_ca: &std::path::Path,
-        data_dir: &std::path::Path,
-        database: Option<&str>,
-    ) -> anyhow::Result<Self> {
-        let exe =
-            std::env::current_exe().context("cannot find this program to start the server")?;
-        let mut command = Command::new(exe);
-        if let Some(url) = database {
-            command.env("ORCHARD_DATABASE_URL", url);
-        }
-        let mut child = command
-            .args(["server", "--data-dir"])
-            .arg(data_dir)
-            .args([
-                "--apple-vpp-url",
-                &apple.vpp_url(),
-                "--apple-lookup-url",
-                &apple.lookup_url(),
-                "--apple-ca-file",
-            ])
-            .arg(apple_ca)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("cannot start the server process")?;
-        let stdout = child
-            .stdout
-            .take()
-            .context("no stdout from the server process")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let ready: Value = loop {
-            let line = lines
-                .next()
-                .context("the server process exited before it was ready")??;
-            if let Some(json) = line.strip_prefix("ORCHARD_READY ") {
-                break serde_json::from_str(json)?;
-            }
-        };
-        let field = |k: &str| {
-            ready[k]
-                .as_str()
-                .map(str::to_owned)
-                .with_context(|| format!("server did not report {k}"))
-        };
-        Ok(Self {
-            url: field("url")?,
-            admin_token: ready["admin_token"].as_str().map(str::to_owned),
-            ca_pem: field("ca_pem")?,
-            child,
-        })
-    }
-
-    fn peak_rss(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        fleet::memory_of_status(&status).map(|(_, peak)| peak)
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn bar(len: usize, message: &str) -> ProgressBar {
     let bar = ProgressBar::new(len as u64);
     bar.set_style(
@@ -200,10 +123,12 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
     for _ in 0..options.replicas.max(1) {
         let url = database.as_ref().map(|d| d.url.as_str());
         servers.push(ServerProcess::start(
+            &std::env::current_exe().context("cannot find this program to start the server")?,
             &apple,
             &apple_ca,
             &dir.path().join("server"),
             url,
+            None,
         )?);
     }
     let server = &servers[0];

@@ -60,6 +60,9 @@ enum Command {
     Server {
         #[arg(long)]
         data_dir: PathBuf,
+        /// Address to listen on (a free port by default).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
         #[arg(long)]
         apple_vpp_url: String,
         #[arg(long)]
@@ -126,6 +129,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Server {
             data_dir,
+            listen,
             apple_vpp_url,
             apple_lookup_url,
             apple_ca_file,
@@ -133,7 +137,7 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let mut config = orchard_server::ServerConfig::new(data_dir);
             config.database = database;
-            config.listen = "127.0.0.1:0".parse()?;
+            config.listen = listen;
             config.apple = orchard_server::apple::AppleConfig {
                 vpp_base_url: apple_vpp_url,
                 lookup_url: apple_lookup_url,

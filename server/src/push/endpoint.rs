@@ -74,14 +74,60 @@ pub fn transport() -> quinn::TransportConfig {
     t
 }
 
+/// What the push endpoint admits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PushLimits {
+    /// Most devices connected at once.
+    pub max_connections: usize,
+    /// Most handshakes (and registrations) in progress at once; more are refused.
+    pub max_handshakes: usize,
+    /// With more handshakes than this in progress, a client must first prove its
+    /// address (a QUIC Retry) before the server spends anything on it.
+    pub validate_above: usize,
+}
+
+impl Default for PushLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 100_000,
+            max_handshakes: 1024,
+            validate_above: 64,
+        }
+    }
+}
+
+/// Creates the push endpoint on `socket`. Its stateless-reset key is derived from
+/// `reset_secret`, which outlives the process: after a restart (even a crash) the
+/// server resets the devices' old connections at their next packet, and they reconnect
+/// at once instead of waiting for their idle timeout.
+pub fn endpoint(
+    socket: std::net::UdpSocket,
+    server: quinn::ServerConfig,
+    reset_secret: &[u8],
+) -> std::io::Result<quinn::Endpoint> {
+    let derived = ring::hmac::sign(
+        &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, reset_secret),
+        b"orchard push stateless reset",
+    );
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, derived.as_ref());
+    quinn::Endpoint::new(
+        quinn::EndpointConfig::new(Arc::new(key)),
+        Some(server),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+}
+
 /// Accepts push connections until `shutdown`.
 pub async fn serve(
     endpoint: quinn::Endpoint,
     store: Arc<dyn Store>,
     hub: Arc<PushHub>,
     clock: Arc<dyn Clock>,
+    limits: PushLimits,
     shutdown: CancellationToken,
 ) {
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(limits.max_handshakes));
     loop {
         let incoming = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -90,13 +136,39 @@ pub async fn serve(
                 None => break,
             },
         };
+        if hub.connected() >= limits.max_connections {
+            tracing::debug!("push connection refused: the connection cap is reached");
+            incoming.refuse();
+            continue;
+        }
+        let in_progress = limits.max_handshakes - handshakes.available_permits();
+        if in_progress >= limits.validate_above && !incoming.remote_address_validated() {
+            // Under load, a handshake costs the server nothing until the client
+            // answers a Retry from its claimed address.
+            if let Err(refused) = incoming.retry() {
+                refused.into_incoming().ignore();
+            }
+            continue;
+        }
+        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+            tracing::debug!("push connection refused: too many handshakes in progress");
+            incoming.refuse();
+            continue;
+        };
         let store = store.clone();
         let hub = hub.clone();
         let clock = clock.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            if let Err(reason) =
-                connection(incoming, store.as_ref(), &hub, clock.as_ref(), shutdown).await
+            if let Err(reason) = connection(
+                incoming,
+                store.as_ref(),
+                &hub,
+                clock.as_ref(),
+                permit,
+                shutdown,
+            )
+            .await
             {
                 tracing::debug!(%reason, "push connection ended");
             }
@@ -111,6 +183,7 @@ async fn connection(
     store: &dyn Store,
     hub: &Arc<PushHub>,
     clock: &dyn Clock,
+    handshake: tokio::sync::OwnedSemaphorePermit,
     shutdown: CancellationToken,
 ) -> Result<(), String> {
     let conn = tokio::time::timeout(REGISTER_TIMEOUT, incoming)
@@ -173,6 +246,8 @@ async fn connection(
     }
     let udid = identity.udid;
     let (id, mut wakes) = hub.register(&udid);
+    // Registered: the handshake is over.
+    drop(handshake);
     let result = async {
         send.write_all(&PushFrame::Registered { registered: true }.encode())
             .await

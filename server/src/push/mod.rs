@@ -10,5 +10,5 @@ mod endpoint;
 mod hub;
 pub mod wake_bus;
 
-pub use endpoint::{PUSH_IDLE_TIMEOUT, serve, server_config, transport};
+pub use endpoint::{PUSH_IDLE_TIMEOUT, PushLimits, endpoint, serve, server_config, transport};
 pub use hub::PushHub;
