@@ -13,6 +13,8 @@ pub struct AgentMetrics {
     pub wakes: AtomicU64,
     /// Devices whose push channel is registered now.
     pub push_connected: AtomicU64,
+    /// Registrations on the push channel so far (each reconnection counts again).
+    pub push_registrations: AtomicU64,
     /// Enrollments performed.
     pub enrollments: AtomicU64,
     /// Identity certificates renewed.

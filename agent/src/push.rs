@@ -24,7 +24,10 @@ const BACKOFF_START: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// Keep-alive interval: well under the server's idle timeout, and short enough that a
 /// restarted server's stateless reset reaches the device within seconds.
-const KEEP_ALIVE: Duration = Duration::from_secs(10);
+const KEEP_ALIVE: Duration = Duration::from_secs(5);
+/// A server silent this long (four keep-alives unanswered, and no stateless reset: it is
+/// down or unreachable) is given up on, and the device reconnects.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A client endpoint (one UDP socket) that many simulated devices can share.
 pub fn client_endpoint(ipv6: bool) -> Result<quinn::Endpoint, AgentError> {
@@ -72,7 +75,7 @@ pub fn client_config(
         .send_window(16384)
         .datagram_receive_buffer_size(None)
         .keep_alive_interval(Some(KEEP_ALIVE))
-        .max_idle_timeout(quinn::IdleTimeout::try_from(Duration::from_secs(60)).ok());
+        .max_idle_timeout(quinn::IdleTimeout::try_from(IDLE_TIMEOUT).ok());
     config.transport_config(Arc::new(transport));
     Ok(config)
 }
@@ -178,6 +181,7 @@ async fn connection(
                 if !registered {
                     registered = true;
                     metrics.push_connected.fetch_add(1, Ordering::Relaxed);
+                    metrics.push_registrations.fetch_add(1, Ordering::Relaxed);
                 }
                 continue;
             }

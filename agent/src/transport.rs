@@ -96,6 +96,9 @@ pub struct Agent {
     state_path: Option<PathBuf>,
     quic: Option<quinn::Endpoint>,
     resumed: bool,
+    /// A command's result the server did not take (it was down): sent first in the next
+    /// session, as a device does, so that the command is not run again.
+    undelivered: Arc<Mutex<Option<CommandReport>>>,
 }
 
 async fn refused(what: &'static str, response: reqwest::Response) -> AgentError {
@@ -287,6 +290,7 @@ impl Agent {
             state_path: config.state_path,
             quic: config.quic,
             resumed,
+            undelivered: Arc::new(Mutex::new(None)),
         })
     }
 
@@ -513,9 +517,15 @@ impl Agent {
     pub async fn session(&self) -> Result<usize, AgentError> {
         self.metrics.sessions.fetch_add(1, Ordering::Relaxed);
         let udid = self.facts().udid;
-        let mut report = CommandReport::new(udid, CommandStatus::Idle, None);
+        let pending = self
+            .undelivered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let mut report =
+            pending.unwrap_or_else(|| CommandReport::new(udid, CommandStatus::Idle, None));
         let mut handled = 0;
-        while let Some(envelope) = self.put_report(&report).await? {
+        while let Some(envelope) = self.deliver_report(report).await? {
             let store_app = match Device::store_lookup_needed(&envelope) {
                 Some(adam_id) => {
                     let facts = self.facts();
@@ -537,11 +547,28 @@ impl Agent {
             handled += 1;
             if handled >= MAX_COMMANDS_PER_SESSION {
                 // Report the last result; what the server offers next waits for the next session.
-                self.put_report(&report).await?;
+                self.deliver_report(report).await?;
                 break;
             }
         }
         Ok(handled)
+    }
+
+    /// Sends a report; a command's result that does not reach the server is kept for
+    /// the next session.
+    async fn deliver_report(
+        &self,
+        report: CommandReport,
+    ) -> Result<Option<CommandEnvelope>, AgentError> {
+        match self.put_report(&report).await {
+            Ok(next) => Ok(next),
+            Err(e) => {
+                if report.status != CommandStatus::Idle {
+                    *self.undelivered.lock().unwrap_or_else(|p| p.into_inner()) = Some(report);
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Runs the device until `shutdown`: keeps the push channel up, checks in on every

@@ -105,17 +105,25 @@ pub fn endpoint(
     server: quinn::ServerConfig,
     reset_secret: &[u8],
 ) -> std::io::Result<quinn::Endpoint> {
-    let derived = ring::hmac::sign(
-        &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, reset_secret),
-        b"orchard push stateless reset",
-    );
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, derived.as_ref());
-    quinn::Endpoint::new(
-        quinn::EndpointConfig::new(Arc::new(key)),
-        Some(server),
-        socket,
-        Arc::new(quinn::TokioRuntime),
-    )
+    let secret = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, reset_secret);
+    let reset = ring::hmac::sign(&secret, b"orchard push stateless reset");
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, reset.as_ref());
+    // Connection IDs are checked against a key as well: the next process must recognise
+    // the old ones as its own to answer them with a reset.
+    let cid = ring::hmac::sign(&secret, b"orchard push connection ids");
+    let mut cid_key = [0u8; 8];
+    cid_key.copy_from_slice(&cid.as_ref()[..8]);
+    let cid_key = u64::from_be_bytes(cid_key);
+    let mut config = quinn::EndpointConfig::new(Arc::new(key));
+    config
+        .cid_generator(move || {
+            Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+        })
+        // After a restart every device sends a packet within its keep-alive, many in
+        // the same millisecond: each gets its reset (a reset is always smaller than the
+        // packet that caused it, so answering all of them amplifies nothing).
+        .min_reset_interval(Duration::ZERO);
+    quinn::Endpoint::new(config, Some(server), socket, Arc::new(quinn::TokioRuntime))
 }
 
 /// Accepts push connections until `shutdown`.
