@@ -49,10 +49,20 @@ impl Drill {
         .unwrap()
     }
 
-    /// SIGKILL, then a new process on the same data directory and port.
-    fn crash_and_restart(&mut self) {
+    /// SIGKILL, then a new process on the same data directory and port; every device
+    /// must be back on the push channel within 15 s of the restart.
+    async fn crash_and_wait_push(&mut self, metrics: &AgentMetrics, kill: u32) {
+        let registered = metrics.push_registrations.load(Ordering::Relaxed);
         self.server.kill();
         self.server = self.start_server();
+        let back = wait_push(
+            metrics,
+            registered,
+            Duration::from_secs(15),
+            &format!("every device back on the push channel after kill {kill}"),
+        )
+        .await;
+        eprintln!("after kill {kill}: all {DEVICES} devices back on push in {back:?}");
     }
 
     async fn installs(&self, app_id: &str) -> Vec<Value> {
@@ -298,16 +308,7 @@ async fn killed_twice_during_assignments_nothing_is_lost_or_done_twice() {
     )
     .await
     .unwrap();
-    let registered = metrics.push_registrations.load(Ordering::Relaxed);
-    drill.crash_and_restart();
-    let back = wait_push(
-        &metrics,
-        registered,
-        Duration::from_secs(15),
-        "every device back on the push channel after the first kill",
-    )
-    .await;
-    eprintln!("after kill 1: all {DEVICES} devices back on push in {back:?}");
+    drill.crash_and_wait_push(&metrics, 1).await;
     drill.apple.set_event_delay(Duration::ZERO);
     drill.wait_installed(&first).await;
 
@@ -334,16 +335,7 @@ async fn killed_twice_during_assignments_nothing_is_lost_or_done_twice() {
     )
     .await
     .unwrap();
-    let registered = metrics.push_registrations.load(Ordering::Relaxed);
-    drill.crash_and_restart();
-    let back = wait_push(
-        &metrics,
-        registered,
-        Duration::from_secs(15),
-        "every device back on the push channel after the second kill",
-    )
-    .await;
-    eprintln!("after kill 2: all {DEVICES} devices back on push in {back:?}");
+    drill.crash_and_wait_push(&metrics, 2).await;
     drill.wait_installed(&second).await;
 
     // Each device ran each app's InstallApplication exactly once.
