@@ -103,6 +103,9 @@ async fn an_enrolled_udid_cannot_be_taken_over(builder: TestbedBuilder) {
     assert_eq!(status, 200);
     let real = real.unwrap();
     assert_eq!(idle(&bed, "VICTIM-1", &real).await, 200);
+    // Without a credential nobody learns whether the UDID is enrolled.
+    let (status, text, _) = enroll(&bed, "VICTIM-1", "SN-VICTIM", "guess", None).await;
+    assert_eq!(status, 401, "{text}");
     // An attacker with the shared secret, then with a fresh enrollment token.
     let (status, text, _) = enroll(&bed, "VICTIM-1", "SN-VICTIM", &secret, None).await;
     assert_eq!(status, 409, "{text}");

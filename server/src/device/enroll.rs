@@ -74,8 +74,7 @@ pub async fn enroll(
     presented: Option<&DeviceIdentity>,
 ) -> ServerResult<Vec<u8>> {
     let request = EnrollRequest::from_xml(body)?;
-    let existing = state.store.device(&request.udid).await?;
-    let admission = admission(&request.udid, existing.as_ref(), presented)?;
+    let now = state.clock.now();
     let current = state
         .store
         .secret_setting(ENROLLMENT_SECRET)
@@ -84,22 +83,35 @@ pub async fn enroll(
     let shared = !current.is_empty()
         && Sha256::digest(request.enrollment_secret.as_bytes())
             == Sha256::digest(current.as_bytes());
-    let now = state.clock.now();
+    let token_hash = enrollment_token_hash(&request.enrollment_secret);
+    let existing = state.store.device(&request.udid).await?;
+    let renewal = presented.is_some_and(|p| {
+        p.udid == request.udid
+            && existing
+                .as_ref()
+                .is_some_and(|d| d.cert_fingerprint == p.fingerprint)
+    });
+    // Who may enroll is settled before anything about the UDID is told: a renewal is
+    // proven by the current certificate, anything else needs a valid credential.
+    if !renewal
+        && !shared
+        && !state
+            .store
+            .enrollment_token_admits(&token_hash, &request.serial_number, &request.udid, now)
+            .await?
+    {
+        return Err(DeviceAuthError::WrongEnrollmentSecret.into());
+    }
+    let admission = admission(&request.udid, existing.as_ref(), presented)?;
     let issued = state
         .ca
         .sign_device_csr_at(&request.csr_pem, &request.udid, now.as_offset())?;
-    // A renewal is proven by the certificate; otherwise the shared secret, or one use
-    // of an enrollment token, taken only once everything else checked out.
+    // One use of the token, taken only once everything else checked out.
     if admission != Admission::Renewal
         && !shared
         && !state
             .store
-            .consume_enrollment_token(
-                &enrollment_token_hash(&request.enrollment_secret),
-                &request.serial_number,
-                &request.udid,
-                now,
-            )
+            .consume_enrollment_token(&token_hash, &request.serial_number, &request.udid, now)
             .await?
     {
         return Err(DeviceAuthError::WrongEnrollmentSecret.into());

@@ -126,6 +126,15 @@ pub trait EnrollmentStore: Send + Sync {
         udid: &Udid,
         now: Timestamp,
     ) -> StoreResult<bool>;
+    /// Whether the token with this hash would admit this device at `now` (nothing is
+    /// taken).
+    async fn enrollment_token_admits(
+        &self,
+        token_hash: &str,
+        serial_number: &SerialNumber,
+        udid: &Udid,
+        now: Timestamp,
+    ) -> StoreResult<bool>;
     /// Marks a device's enrollment released so that it may enroll again; false when the
     /// device is unknown.
     async fn release_device(&self, udid: &Udid) -> StoreResult<bool>;

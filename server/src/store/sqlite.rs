@@ -551,6 +551,28 @@ impl EnrollmentStore for SqliteStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn enrollment_token_admits(
+        &self,
+        token_hash: &str,
+        serial_number: &SerialNumber,
+        udid: &Udid,
+        now: Timestamp,
+    ) -> StoreResult<bool> {
+        let found: Option<String> = sqlx::query_scalar(
+            "SELECT id FROM enrollment_tokens
+             WHERE token_hash = ? AND uses_left > 0 AND revoked = 0 AND expires_at > ?
+               AND (serial_number IS NULL OR serial_number = ?)
+               AND (udid IS NULL OR udid = ?)",
+        )
+        .bind(token_hash)
+        .bind(now)
+        .bind(serial_number.as_str())
+        .bind(udid.as_str())
+        .fetch_optional(&self.reader)
+        .await?;
+        Ok(found.is_some())
+    }
+
     async fn release_device(&self, udid: &Udid) -> StoreResult<bool> {
         let done = sqlx::query("UPDATE devices SET status = 'released' WHERE udid = ?")
             .bind(udid.as_str())
