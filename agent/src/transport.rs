@@ -121,6 +121,36 @@ fn load_state(path: &std::path::Path) -> Result<Option<SavedState>, AgentError> 
     }
 }
 
+/// Sends an enrollment request (`what`: an enrollment or a renewal) for the configured
+/// device with `credential` and a CSR through `client`, which presents the current
+/// identity for a renewal.
+async fn post_enrollment(
+    config: &AgentConfig,
+    client: &reqwest::Client,
+    credential: String,
+    csr_pem: &str,
+    what: &'static str,
+) -> Result<EnrollResponse, AgentError> {
+    let facts = &config.facts;
+    let request = EnrollRequest {
+        enrollment_secret: credential,
+        csr_pem: csr_pem.to_owned(),
+        udid: facts.udid.clone(),
+        serial_number: facts.serial_number.clone(),
+        product_name: Some(facts.product_name.clone()),
+        os_version: Some(facts.os_version.clone()),
+        ownership: Some(facts.ownership.wire()),
+        single_app_mode: Some(facts.kiosk),
+    };
+    let url = format!("{}/mdm/enroll", config.server_url.trim_end_matches('/'));
+    config.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    let response = client.post(url).body(request.to_xml()?).send().await?;
+    if !response.status().is_success() {
+        return Err(refused(what, response).await);
+    }
+    Ok(EnrollResponse::from_xml(&response.bytes().await?)?)
+}
+
 /// Whether the certificate is in the last third of its validity.
 fn renewal_due_now(cert_pem: &str) -> bool {
     CertificateDer::pem_slice_iter(cert_pem.as_bytes())
@@ -200,23 +230,15 @@ impl Agent {
             Trust::Only(&current.ca_pem),
             Some((&current.cert_pem, &current.key_pem)),
         )?;
-        let request = EnrollRequest {
-            enrollment_secret: String::new(),
-            csr_pem: identity.csr_pem.clone(),
-            udid,
-            serial_number: config.facts.serial_number.clone(),
-            product_name: Some(config.facts.product_name.clone()),
-            os_version: Some(config.facts.os_version.clone()),
-            ownership: Some(config.facts.ownership.wire()),
-            single_app_mode: Some(config.facts.kiosk),
-        };
-        let url = format!("{}/mdm/enroll", config.server_url.trim_end_matches('/'));
-        config.metrics.requests.fetch_add(1, Ordering::Relaxed);
-        let response = proven.post(url).body(request.to_xml()?).send().await?;
-        if !response.status().is_success() {
-            return Err(refused("certificate renewal", response).await);
-        }
-        let renewed = EnrollResponse::from_xml(&response.bytes().await?)?;
+        // The certificate proves the device; no credential is sent.
+        let renewed = post_enrollment(
+            config,
+            &proven,
+            String::new(),
+            &identity.csr_pem,
+            "certificate renewal",
+        )
+        .await?;
         config.metrics.renewals.fetch_add(1, Ordering::Relaxed);
         tracing::info!(udid = %config.facts.udid, "identity certificate renewed");
         Ok(Enrollment {
@@ -232,23 +254,14 @@ impl Agent {
         let udid = config.facts.udid.clone();
         let identity = DeviceIdentityRequest::generate_with(&udid, config.facts.identity_key)?;
         let anonymous = tls_client(Trust::Only(&config.server_ca_pem), None)?;
-        let request = EnrollRequest {
-            enrollment_secret: config.enrollment_secret.clone(),
-            csr_pem: identity.csr_pem.clone(),
-            udid: udid.clone(),
-            serial_number: config.facts.serial_number.clone(),
-            product_name: Some(config.facts.product_name.clone()),
-            os_version: Some(config.facts.os_version.clone()),
-            ownership: Some(config.facts.ownership.wire()),
-            single_app_mode: Some(config.facts.kiosk),
-        };
-        let url = format!("{}/mdm/enroll", config.server_url.trim_end_matches('/'));
-        config.metrics.requests.fetch_add(1, Ordering::Relaxed);
-        let response = anonymous.post(url).body(request.to_xml()?).send().await?;
-        if !response.status().is_success() {
-            return Err(refused("enrollment", response).await);
-        }
-        let enrolled = EnrollResponse::from_xml(&response.bytes().await?)?;
+        let enrolled = post_enrollment(
+            &config,
+            &anonymous,
+            config.enrollment_secret.clone(),
+            &identity.csr_pem,
+            "enrollment",
+        )
+        .await?;
         config.metrics.enrollments.fetch_add(1, Ordering::Relaxed);
         let enrollment = Enrollment {
             key_pem: identity.key_pem,

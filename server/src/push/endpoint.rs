@@ -19,6 +19,8 @@ use crate::tls::TlsError;
 
 /// How long a device has to complete the handshake and register.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
+/// At shutdown, how long closing push connections may take to drain.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// A connection with no traffic for this long is dropped (devices send keep-alives).
 pub const PUSH_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -183,7 +185,14 @@ pub async fn serve(
         });
     }
     endpoint.close(0u8.into(), b"server shutting down");
-    endpoint.wait_idle().await;
+    // Every device was told; a peer that no longer answers (a device stopped without
+    // closing) must not hold the shutdown up until its idle timeout.
+    if tokio::time::timeout(CLOSE_WAIT, endpoint.wait_idle())
+        .await
+        .is_err()
+    {
+        tracing::debug!("push connections still draining at shutdown");
+    }
 }
 
 async fn connection(
