@@ -108,6 +108,7 @@ pub async fn upload_token(
         disabled_reason: None,
         notification_secret: None,
         last_notification_at: None,
+        notifications: None,
     };
     apply_settings(&mut record, upload.settings);
     if !state.store.insert_token(&record).await? {

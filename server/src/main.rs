@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use orchard_server::ServerConfig;
 use orchard_server::apple::AppleConfig;
+use orchard_server::apple::token_lifecycle::NotificationMode;
 use orchard_server::http::ConnectionLimits;
 use orchard_server::push::PushLimits;
 use orchard_server::rate_limit::Rate;
@@ -30,6 +31,13 @@ struct Cli {
 enum LogFormat {
     Text,
     Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Notifications {
+    Auto,
+    On,
+    Off,
 }
 
 #[derive(Subcommand)]
@@ -77,6 +85,11 @@ struct ServeArgs {
     /// Extra CA (PEM) to trust for Apple's URLs, e.g. a testbed's stand-in.
     #[arg(long, env = "ORCHARD_APPLE_CA_FILE")]
     apple_ca_file: Option<PathBuf>,
+    /// Whether Apple is asked to notify this server (at `<public URL>/apple/notifications`):
+    /// `auto` asks, and polls when Apple cannot reach the URL (a firewall, a laptop);
+    /// `on` fails the sync then; `off` never asks and polls.
+    #[arg(long, env = "ORCHARD_APPLE_NOTIFICATIONS", value_enum, default_value_t = Notifications::Auto)]
+    apple_notifications: Notifications,
     /// Seconds between polls of Apple's pending license events.
     #[arg(long, env = "ORCHARD_EVENT_POLL_SECONDS", default_value_t = 30.0)]
     event_poll_seconds: f64,
@@ -188,6 +201,11 @@ async fn main() -> anyhow::Result<()> {
     config.max_tokens = args.max_tokens;
     config.sync_interval = seconds("sync-interval-seconds", args.sync_interval_seconds)?;
     config.secret_key = args.secret_key;
+    config.apple_notifications = match args.apple_notifications {
+        Notifications::Auto => NotificationMode::Auto,
+        Notifications::On => NotificationMode::On,
+        Notifications::Off => NotificationMode::Off,
+    };
     config.push = PushLimits {
         max_connections: args.max_push_connections,
         max_handshakes: args.max_push_handshakes.max(1),

@@ -56,6 +56,8 @@ pub struct ServerConfig {
     pub secret_key: Option<String>,
     /// What the push endpoint admits.
     pub push: PushLimits,
+    /// Whether Apple is asked for notifications when a location is claimed.
+    pub apple_notifications: crate::apple::token_lifecycle::NotificationMode,
     /// Enrollments per source address.
     pub enrollment_rate: Rate,
     /// Failed admin or device authentications per source address.
@@ -82,6 +84,7 @@ impl ServerConfig {
             connection: ConnectionLimits::default(),
             secret_key: None,
             push: PushLimits::default(),
+            apple_notifications: Default::default(),
             enrollment_rate: Rate {
                 per_second: 5.0,
                 burst: 50.0,
@@ -273,6 +276,7 @@ pub async fn start_with_listener(
             sync_interval: config.sync_interval,
             scheduler_tick: config.scheduler_tick,
             enrollment_body_limit: config.connection.enrollment_body,
+            notifications: config.apple_notifications,
         }),
         syncing: Arc::new(Mutex::new(Default::default())),
         push: Arc::new(crate::push::PushHub::default()),

@@ -40,6 +40,8 @@ pub struct ServiceOptions {
     pub scheduler_tick: Duration,
     /// Largest enrollment request body.
     pub enrollment_body_limit: usize,
+    /// Whether Apple is asked for notifications.
+    pub notifications: crate::apple::token_lifecycle::NotificationMode,
 }
 
 /// Shared state of one server process.

@@ -16,6 +16,7 @@ use orchard_certs::DeviceIdentityRequest;
 use orchard_protocol::Udid;
 use orchard_protocol::enroll::{EnrollRequest, EnrollResponse};
 use orchard_server::apple::AppleConfig;
+use orchard_server::apple::token_lifecycle::NotificationMode;
 use orchard_server::http::ConnectionLimits;
 use orchard_server::rate_limit::Rate;
 use orchard_server::{RunningServer, ServerConfig};
@@ -40,9 +41,16 @@ pub struct TestbedBuilder {
     connection: ConnectionLimits,
     rates: (Rate, Rate),
     clock: Option<std::sync::Arc<dyn orchard_server::clock::Clock>>,
+    notifications: NotificationMode,
 }
 
 impl TestbedBuilder {
+    /// Whether the server asks Apple for notifications.
+    pub fn apple_notifications(mut self, mode: NotificationMode) -> Self {
+        self.notifications = mode;
+        self
+    }
+
     /// The clock the server's time rules read (a `ManualClock` to move time by hand).
     pub fn clock(mut self, clock: std::sync::Arc<dyn orchard_server::clock::Clock>) -> Self {
         self.clock = Some(clock);
@@ -149,6 +157,7 @@ impl TestbedBuilder {
         if let Some(clock) = self.clock {
             config.clock = clock;
         }
+        config.apple_notifications = self.notifications;
         let server = start_on_free_port(&config).await?;
         let token = server
             .first_admin_token
@@ -215,6 +224,7 @@ impl Testbed {
             connection: ConnectionLimits::default(),
             rates: (Rate::UNLIMITED, Rate::UNLIMITED),
             clock: None,
+            notifications: NotificationMode::default(),
         }
     }
 

@@ -218,15 +218,18 @@ impl AppleClient {
         &self,
         s_token: &str,
         mdm_info: &MdmInfo,
-        notifications: &NotificationTarget,
+        notifications: Option<&NotificationTarget>,
     ) -> Result<ClientConfigResponse, VppError> {
         #[derive(Serialize)]
         #[serde(rename_all = "camelCase")]
         struct Request<'a> {
             mdm_info: &'a MdmInfo,
-            notification_url: &'a str,
-            notification_auth_token: &'a str,
-            notification_types: &'a [&'a str],
+            #[serde(skip_serializing_if = "Option::is_none")]
+            notification_url: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            notification_auth_token: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            notification_types: Option<&'a [&'a str]>,
         }
         self.call(
             Method::POST,
@@ -235,9 +238,9 @@ impl AppleClient {
             &[],
             Some(&Request {
                 mdm_info,
-                notification_url: &notifications.url,
-                notification_auth_token: &notifications.secret,
-                notification_types: &NOTIFICATION_TYPES,
+                notification_url: notifications.map(|n| n.url.as_str()),
+                notification_auth_token: notifications.map(|n| n.secret.as_str()),
+                notification_types: notifications.map(|_| &NOTIFICATION_TYPES[..]),
             }),
         )
         .await

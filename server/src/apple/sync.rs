@@ -207,9 +207,12 @@ async fn fetch(
     // shown, and not used until an admin takes it over.
     let ours = crate::apple::token_lifecycle::mdm_info(state).await?;
     let mine = |info: &Option<crate::apple::MdmInfo>| info.as_ref().is_none_or(|i| i.id == ours.id);
-    // Unclaimed, or ours without notifications set up yet: claim it now.
-    if mine(&config.mdm_info) && (config.mdm_info.is_none() || token.notification_secret.is_none())
-    {
+    // Unclaimed, or ours without notifications set up yet (unless they are off): claim
+    // it now.
+    let notifications_wanted = state.options.notifications
+        != crate::apple::token_lifecycle::NotificationMode::Off
+        && token.notification_secret.is_none();
+    if mine(&config.mdm_info) && (config.mdm_info.is_none() || notifications_wanted) {
         let mut claimed = token.clone();
         crate::apple::token_lifecycle::claim(state, &mut claimed).await?;
         state.store.update_token(&claimed).await?;

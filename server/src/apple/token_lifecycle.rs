@@ -47,13 +47,52 @@ pub fn notification_target(state: &ServerState, token: &mut VppTokenRecord) -> N
     }
 }
 
-/// Claims the token's location for this server at Apple, with notifications. The
-/// token must be stored: Apple's test notification is checked against it at once.
+/// Whether the server asks Apple for notifications when it claims a location.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NotificationMode {
+    /// Ask with the notification URL; if Apple cannot reach it (9728: a server behind a
+    /// firewall, a laptop), claim without one and poll.
+    #[default]
+    Auto,
+    /// Ask with the notification URL; fail if Apple cannot reach it.
+    On,
+    /// Never ask: poll.
+    Off,
+}
+
+/// Claims the token's location for this server at Apple, with notifications as the
+/// server's mode says; records on the token whether Apple notifies it. The token must be
+/// stored: Apple's test notification is checked against it at once.
 pub async fn claim(state: &ServerState, token: &mut VppTokenRecord) -> ServerResult<()> {
     let ours = mdm_info(state).await?;
+    if state.options.notifications == NotificationMode::Off {
+        state.apple.claim(&token.secret, &ours, None).await?;
+        token.notifications = Some("off: turned off on this server; it polls Apple".into());
+        state.store.update_token(token).await?;
+        return Ok(());
+    }
     let target = notification_target(state, token);
     state.store.update_token(token).await?;
-    state.apple.claim(&token.secret, &ours, &target).await?;
+    let result = match state.apple.claim(&token.secret, &ours, Some(&target)).await {
+        Ok(_) => {
+            token.notifications = Some("on".into());
+            Ok(())
+        }
+        Err(VppError::Apple {
+            error_number: 9728, ..
+        }) if state.options.notifications == NotificationMode::Auto => {
+            tracing::warn!(token = %token.id, url = %target.url, "Apple cannot reach the notification URL; polling instead");
+            state.apple.claim(&token.secret, &ours, None).await?;
+            token.notifications = Some(format!(
+                "off: Apple could not reach {} (9728); this server polls Apple instead",
+                target.url
+            ));
+            Ok(())
+        }
+        Err(e) => Err(e),
+    };
+    result?;
+    state.store.update_token(token).await?;
     Ok(())
 }
 

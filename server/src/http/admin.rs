@@ -351,6 +351,7 @@ struct TokenView {
     automatic_updates: bool,
     store_country: Option<String>,
     last_notification_at: Option<Timestamp>,
+    notifications: Option<String>,
 }
 
 impl TokenView {
@@ -377,6 +378,7 @@ impl TokenView {
             automatic_updates: t.automatic_updates,
             store_country: t.store_country,
             last_notification_at: t.last_notification_at,
+            notifications: t.notifications,
         }
     }
 }

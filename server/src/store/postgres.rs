@@ -677,8 +677,9 @@ impl VppStore for PostgresStore {
         let done = sqlx::query(
             "UPDATE vpp_tokens SET name = $1, secret = $2, secret_hash = $3, expires_at = $4,
                 priority = $5, apple_id = $6, account_type = $7, automatic_updates = $8,
-                store_country = $9, external_mdm = $10, disabled_reason = $11, notification_secret = $12
-             WHERE id = $13",
+                store_country = $9, external_mdm = $10, disabled_reason = $11, notification_secret = $12,
+                notifications = $13
+             WHERE id = $14",
         )
         .bind(&t.name)
         .bind(self.seal.seal(&t.secret))
@@ -692,6 +693,7 @@ impl VppStore for PostgresStore {
         .bind(&t.external_mdm)
         .bind(&t.disabled_reason)
         .bind(t.notification_secret.as_deref().map(|n| self.seal.seal(n)))
+        .bind(&t.notifications)
         .bind(&t.id)
         .execute(&self.pool)
         .await?;

@@ -409,6 +409,8 @@ pub struct VppTokenRecord {
     pub notification_secret: Option<String>,
     /// When Apple's last notification came.
     pub last_notification_at: Option<Timestamp>,
+    /// Whether Apple notifies this server, and if not why (it polls instead).
+    pub notifications: Option<String>,
 }
 
 impl VppTokenRecord {
@@ -437,6 +439,7 @@ impl VppTokenRecord {
             disabled_reason: None,
             notification_secret: None,
             last_notification_at: None,
+            notifications: None,
         }
     }
 }

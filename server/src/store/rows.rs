@@ -86,6 +86,7 @@ macro_rules! row_mappers {
                 disabled_reason: row.try_get("disabled_reason")?,
                 notification_secret: row.try_get("notification_secret")?,
                 last_notification_at: row.try_get("last_notification_at")?,
+                notifications: row.try_get("notifications")?,
             })
         }
 

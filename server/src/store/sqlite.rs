@@ -720,7 +720,8 @@ impl VppStore for SqliteStore {
         let done = sqlx::query(
             "UPDATE vpp_tokens SET name = ?, secret = ?, secret_hash = ?, expires_at = ?,
                 priority = ?, apple_id = ?, account_type = ?, automatic_updates = ?,
-                store_country = ?, external_mdm = ?, disabled_reason = ?, notification_secret = ?
+                store_country = ?, external_mdm = ?, disabled_reason = ?, notification_secret = ?,
+                notifications = ?
              WHERE id = ?",
         )
         .bind(&t.name)
@@ -735,6 +736,7 @@ impl VppStore for SqliteStore {
         .bind(&t.external_mdm)
         .bind(&t.disabled_reason)
         .bind(t.notification_secret.as_deref().map(|n| self.seal.seal(n)))
+        .bind(&t.notifications)
         .bind(&t.id)
         .execute(&self.writer)
         .await?;
