@@ -8,10 +8,10 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use orchard_server::ServerConfig;
 use orchard_server::apple::AppleConfig;
-use orchard_server::apple::token_lifecycle::NotificationMode;
 use orchard_server::http::ConnectionLimits;
 use orchard_server::push::PushLimits;
 use orchard_server::rate_limit::Rate;
+use orchard_server::state::NotificationMode;
 
 #[derive(Parser)]
 #[command(

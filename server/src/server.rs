@@ -57,7 +57,7 @@ pub struct ServerConfig {
     /// What the push endpoint admits.
     pub push: PushLimits,
     /// Whether Apple is asked for notifications when a location is claimed.
-    pub apple_notifications: crate::apple::token_lifecycle::NotificationMode,
+    pub apple_notifications: crate::state::NotificationMode,
     /// Enrollments per source address.
     pub enrollment_rate: Rate,
     /// Failed admin or device authentications per source address.

@@ -23,6 +23,19 @@ pub struct MdmIdentity {
     pub push_url: String,
 }
 
+/// Whether the server asks Apple for notifications when it claims a location.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NotificationMode {
+    /// Ask with the notification URL; if Apple cannot reach it (9728: a server behind a
+    /// firewall, a laptop), claim without one and poll.
+    #[default]
+    Auto,
+    /// Ask with the notification URL; fail if Apple cannot reach it.
+    On,
+    /// Never ask: poll.
+    Off,
+}
+
 /// Tunables of the services.
 #[derive(Debug, Clone)]
 pub struct ServiceOptions {
@@ -41,7 +54,7 @@ pub struct ServiceOptions {
     /// Largest enrollment request body.
     pub enrollment_body_limit: usize,
     /// Whether Apple is asked for notifications.
-    pub notifications: crate::apple::token_lifecycle::NotificationMode,
+    pub notifications: NotificationMode,
 }
 
 /// Shared state of one server process.

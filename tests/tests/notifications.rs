@@ -125,7 +125,7 @@ async fn unreachable_server_claims_without_notifications_and_polls(builder: Test
 }
 
 async fn notifications_on_refuse_an_unreachable_url_and_off_never_asks(builder: TestbedBuilder) {
-    use orchard_server::apple::token_lifecycle::NotificationMode;
+    use orchard_server::state::NotificationMode;
     let strict = builder
         .apple_notifications(NotificationMode::On)
         .start()

@@ -209,8 +209,7 @@ async fn fetch(
     let mine = |info: &Option<crate::apple::MdmInfo>| info.as_ref().is_none_or(|i| i.id == ours.id);
     // Unclaimed, or ours without notifications set up yet (unless they are off): claim
     // it now.
-    let notifications_wanted = state.options.notifications
-        != crate::apple::token_lifecycle::NotificationMode::Off
+    let notifications_wanted = state.options.notifications != crate::state::NotificationMode::Off
         && token.notification_secret.is_none();
     if mine(&config.mdm_info) && (config.mdm_info.is_none() || notifications_wanted) {
         let mut claimed = token.clone();

@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 use crate::apple::{MdmInfo, NotificationTarget, TokenFile, VppError};
 use crate::clock::Timestamp;
 use crate::error::{ServerError, ServerResult};
-use crate::state::ServerState;
+use crate::state::{NotificationMode, ServerState};
 use crate::store::VppTokenRecord;
 
 /// The name this server gives itself in Apple's `mdmInfo`.
@@ -45,19 +45,6 @@ pub fn notification_target(state: &ServerState, token: &mut VppTokenRecord) -> N
         ),
         secret,
     }
-}
-
-/// Whether the server asks Apple for notifications when it claims a location.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum NotificationMode {
-    /// Ask with the notification URL; if Apple cannot reach it (9728: a server behind a
-    /// firewall, a laptop), claim without one and poll.
-    #[default]
-    Auto,
-    /// Ask with the notification URL; fail if Apple cannot reach it.
-    On,
-    /// Never ask: poll.
-    Off,
 }
 
 /// Claims the token's location for this server at Apple, with notifications as the
