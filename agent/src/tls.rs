@@ -18,12 +18,12 @@ pub enum Trust<'a> {
     Public(Option<&'a str>),
 }
 
-/// Builds an HTTPS client with the given trust, optionally presenting a client identity
-/// (certificate PEM, key PEM). TCP_NODELAY is set on every connection.
-pub fn tls_client(
+/// A TLS client configuration (rustls on ring) with the given trust, optionally
+/// presenting a client identity (certificate PEM, key PEM).
+pub fn client_config(
     trust: Trust<'_>,
     identity: Option<(&str, &str)>,
-) -> Result<reqwest::Client, AgentError> {
+) -> Result<rustls::ClientConfig, AgentError> {
     let tls_err = |e: &dyn std::fmt::Display| AgentError::Tls(e.to_string());
     let (mut roots, ca_pem) = match trust {
         Trust::Only(pem) => (rustls::RootCertStore::empty(), Some(pem)),
@@ -60,6 +60,16 @@ pub fn tls_client(
         }
         None => builder.with_no_client_auth(),
     };
+    Ok(config)
+}
+
+/// Builds an HTTPS client with the given trust, optionally presenting a client identity
+/// (certificate PEM, key PEM). TCP_NODELAY is set on every connection.
+pub fn tls_client(
+    trust: Trust<'_>,
+    identity: Option<(&str, &str)>,
+) -> Result<reqwest::Client, AgentError> {
+    let config = client_config(trust, identity)?;
     Ok(reqwest::Client::builder()
         .tls_backend_preconfigured(config)
         .tcp_nodelay(true)

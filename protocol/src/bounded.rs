@@ -181,10 +181,7 @@ impl Builder {
                             self.limits.fields.iter().find(|(name, _)| *name == k)
                         && (text.len() > *max || text.chars().any(char::is_control))
                     {
-                        return Err(ProtocolError::LimitExceeded {
-                            limit: Limit::Field(name),
-                            max: *max,
-                        });
+                        return Err(self.over(Limit::Field(name)));
                     }
                     dict.insert(k, value);
                     Ok(())

@@ -180,9 +180,20 @@ impl TestbedBuilder {
     }
 }
 
-/// Starts a server on a free TCP port whose UDP twin (the push channel) is free too: the
-/// system picks a free TCP port, but another socket (an agent's, say) may hold the same
-/// UDP port; such a port is passed over before anything starts.
+/// A loopback address free for TCP and UDP both (a server listens on both: HTTPS and
+/// the push channel). The system picks a free TCP port, but another socket (an agent's,
+/// say) may hold the same UDP port; such a port is passed over.
+pub fn free_port() -> std::io::Result<std::net::SocketAddr> {
+    loop {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let addr = tcp.local_addr()?;
+        if std::net::UdpSocket::bind(addr).is_ok() {
+            return Ok(addr);
+        }
+    }
+}
+
+/// Starts a server on a loopback port free for TCP and UDP.
 async fn start_on_free_port(config: &ServerConfig) -> anyhow::Result<RunningServer> {
     let listener = loop {
         let listener = TcpListener::bind("127.0.0.1:0").await?;

@@ -15,7 +15,7 @@ use orchard_agent::fleet::{Fleet, FleetOptions, FleetProfile};
 use orchard_agent::store_lookup::StoreConfig;
 use orchard_agent::{AgentConfig, AgentMetrics};
 use orchard_testbed::apple::{AppleStandIn, Seed};
-use orchard_testbed::harness::{AdminClient, DEMO_LOCATION, wait_for};
+use orchard_testbed::harness::{AdminClient, DEMO_LOCATION, free_port, wait_for};
 use orchard_testbed::server_process::ServerProcess;
 use serde_json::{Value, json};
 
@@ -150,17 +150,6 @@ impl Drill {
     }
 }
 
-/// A loopback port free for TCP and UDP both.
-fn free_port() -> SocketAddr {
-    loop {
-        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = tcp.local_addr().unwrap();
-        if std::net::UdpSocket::bind(addr).is_ok() {
-            return addr;
-        }
-    }
-}
-
 /// Waits until `DEVICES` registrations on the push channel beyond `before` (every device
 /// registered again); returns how long that took.
 async fn wait_push(metrics: &AgentMetrics, before: u64, within: Duration, what: &str) -> Duration {
@@ -191,7 +180,7 @@ async fn killed_twice_during_assignments_nothing_is_lost_or_done_twice() {
     .await
     .unwrap();
     apple.write_ca(&dir.path().join("apple-ca.pem")).unwrap();
-    let addr = free_port();
+    let addr = free_port().unwrap();
     let server = ServerProcess::start(
         std::path::Path::new(env!("CARGO_BIN_EXE_orchard-testbed")),
         &apple,

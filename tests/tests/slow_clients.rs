@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use orchard_agent::tls::{Trust, client_config};
 use orchard_protocol::report::{CommandReport, CommandStatus};
 use orchard_server::http::ConnectionLimits;
 use orchard_testbed::harness::{AdminClient, Testbed, wait_for};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsConnector;
@@ -23,18 +23,7 @@ const TIMEOUT: Duration = Duration::from_secs(4);
 const SLACK: Duration = Duration::from_millis(1500);
 
 fn connector(ca_pem: &str) -> TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    TlsConnector::from(Arc::new(config))
+    TlsConnector::from(Arc::new(client_config(Trust::Only(ca_pem), None).unwrap()))
 }
 
 /// Opens a TLS connection (`handshakes` bounds how many run at once), sends `partial`,

@@ -61,6 +61,17 @@ pub fn admission(
     }
 }
 
+/// Whether `given` is the shared enrollment secret.
+async fn shared_secret_matches(state: &ServerState, given: &str) -> ServerResult<bool> {
+    let current = state
+        .store
+        .secret_setting(ENROLLMENT_SECRET)
+        .await?
+        .unwrap_or_default();
+    Ok(!current.is_empty()
+        && Sha256::digest(given.as_bytes()) == Sha256::digest(current.as_bytes()))
+}
+
 /// The hash under which an enrollment token is stored.
 pub fn enrollment_token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
@@ -75,22 +86,11 @@ pub async fn enroll(
 ) -> ServerResult<Vec<u8>> {
     let request = EnrollRequest::from_xml(body)?;
     let now = state.clock.now();
-    let current = state
-        .store
-        .secret_setting(ENROLLMENT_SECRET)
-        .await?
-        .unwrap_or_default();
-    let shared = !current.is_empty()
-        && Sha256::digest(request.enrollment_secret.as_bytes())
-            == Sha256::digest(current.as_bytes());
-    let token_hash = enrollment_token_hash(&request.enrollment_secret);
     let existing = state.store.device(&request.udid).await?;
-    let renewal = presented.is_some_and(|p| {
-        p.udid == request.udid
-            && existing
-                .as_ref()
-                .is_some_and(|d| d.cert_fingerprint == p.fingerprint)
-    });
+    let admitted = admission(&request.udid, existing.as_ref(), presented);
+    let renewal = matches!(admitted, Ok(Admission::Renewal));
+    let token_hash = enrollment_token_hash(&request.enrollment_secret);
+    let shared = !renewal && shared_secret_matches(state, &request.enrollment_secret).await?;
     // Who may enroll is settled before anything about the UDID is told: a renewal is
     // proven by the current certificate, anything else needs a valid credential.
     if !renewal
@@ -102,12 +102,12 @@ pub async fn enroll(
     {
         return Err(DeviceAuthError::WrongEnrollmentSecret.into());
     }
-    let admission = admission(&request.udid, existing.as_ref(), presented)?;
+    let admission = admitted?;
     let issued = state
         .ca
         .sign_device_csr_at(&request.csr_pem, &request.udid, now.as_offset())?;
     // One use of the token, taken only once everything else checked out.
-    if admission != Admission::Renewal
+    if !renewal
         && !shared
         && !state
             .store
