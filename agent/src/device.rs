@@ -16,6 +16,7 @@ use orchard_protocol::command::{
 };
 use orchard_protocol::prompt::{Prompt, PromptAnswer, PromptKind};
 use orchard_protocol::report::{CommandReport, CommandStatus, ErrorChainItem};
+use orchard_protocol::store_item::{self, DeviceKind, StorePlatform};
 use orchard_protocol::{AdamId, CommandUuid, Udid};
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +36,10 @@ pub struct StoreApp {
     pub version: String,
     /// The license this device can use, if any.
     pub license: Option<LicenseKind>,
+    /// Where it runs, as the store says (empty: the store says nothing).
+    pub platforms: Vec<StorePlatform>,
+    /// The OS its current version needs, as the store says.
+    pub minimum_os: Option<String>,
 }
 
 /// One app on the device.
@@ -623,6 +628,28 @@ impl Device {
                 "Could not verify the app ID with the App Store",
             );
         };
+        if let Some(device) = DeviceKind::of_product(&self.facts.product_name)
+            && let Err(why) = store_item::check(
+                &store.platforms,
+                store.minimum_os.as_deref(),
+                device,
+                Some(&self.facts.os_version),
+            )
+        {
+            // As a real device: iOS refuses with NotSupported, macOS only says Other.
+            let reason = if self.facts.platform == Platform::MacOs {
+                RejectionReason::Other
+            } else {
+                RejectionReason::NotSupported
+            };
+            return rejected(
+                &udid,
+                uuid,
+                12030,
+                reason,
+                &format!("The app cannot be installed: {why}"),
+            );
+        }
         let existing = self.apps.get(&store.bundle_id).cloned();
         let (status, prompt) = match (&existing, store.license) {
             (Some(e), _) if e.status == ManagedAppStatus::Managed && e.version == store.version => {
@@ -843,6 +870,8 @@ mod tests {
             name: "Pages".into(),
             version: "14.1".into(),
             license: Some(license),
+            platforms: vec![StorePlatform::IPhone, StorePlatform::IPad],
+            minimum_os: Some("15.0".into()),
         }
     }
 
@@ -1307,6 +1336,59 @@ mod tests {
                 "{platform:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_device_refuses_an_app_it_cannot_run_as_a_real_one_does() {
+        let t0 = Instant::now();
+        let refusal = |facts: fn(&mut DeviceFacts), app: StoreApp| {
+            let mut device = device(facts);
+            let report = device.handle(&install_cmd(), Some(&app), t0);
+            let ack: InstallApplicationResponse = report.response().unwrap();
+            (
+                report.status,
+                ack.rejection_reason,
+                report.error_chain[0].localized_description.clone(),
+                device.apps.is_empty(),
+            )
+        };
+        let (status, reason, text, nothing) = refusal(
+            |f| f.os_version = "14.0".into(),
+            store_app(LicenseKind::Device),
+        );
+        assert_eq!(status, CommandStatus::Error);
+        assert_eq!(reason, Some(RejectionReason::NotSupported));
+        assert!(text.contains("iOS 15.0") && text.contains("14.0"), "{text}");
+        assert!(nothing, "nothing was installed");
+        let (_, reason, text, _) = refusal(
+            |f| {
+                f.platform = Platform::MacOs;
+                f.product_name = "MacBookPro16,1".into();
+                f.os_version = "14.5".into();
+            },
+            StoreApp {
+                platforms: vec![StorePlatform::IPad, StorePlatform::AppleSiliconMac],
+                ..store_app(LicenseKind::Device)
+            },
+        );
+        assert_eq!(
+            reason,
+            Some(RejectionReason::Other),
+            "macOS only says Other"
+        );
+        assert!(text.contains("Intel"), "{text}");
+        // The same iPad app runs on a Mac with Apple silicon.
+        let mut mac = device(|f| {
+            f.platform = Platform::MacOs;
+            f.product_name = "Mac14,2".into();
+            f.os_version = "14.5".into();
+        });
+        let ipad_app = StoreApp {
+            platforms: vec![StorePlatform::IPad, StorePlatform::AppleSiliconMac],
+            ..store_app(LicenseKind::Device)
+        };
+        let report = mac.handle(&install_cmd(), Some(&ipad_app), t0);
+        assert_eq!(report.status, CommandStatus::Acknowledged);
     }
 
     #[test]

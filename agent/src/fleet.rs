@@ -125,14 +125,7 @@ impl FleetProfile {
             })
             .unwrap_or(&self.devices[0]);
         let udid = format!("{run}-{index:012X}");
-        let serial = format!(
-            "{}{index:08}",
-            &run.chars()
-                .filter(char::is_ascii_alphanumeric)
-                .take(4)
-                .collect::<String>()
-                .to_uppercase()
-        );
+        let serial = serial_number(run, index);
         let mut facts = DeviceFacts::supervised_iphone(&udid, &serial);
         facts.platform = kind.platform;
         facts.os_version = kind.os_versions[index % kind.os_versions.len()].clone();
@@ -302,9 +295,43 @@ pub fn memory_of_status(status: &str) -> Option<(u64, u64)> {
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
+/// A serial number for device `index` of fleet `run`: 12 characters, the run's first
+/// letters, three that stand for the whole run name (so fleets whose names share
+/// their first letters, such as `LOAD0` and `LOAD1`, do not share serial numbers) and
+/// the index.
+fn serial_number(run: &str, index: usize) -> String {
+    let prefix: String = run
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(3)
+        .collect::<String>()
+        .to_uppercase();
+    // FNV-1a of the run name, in base 36.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in run.bytes() {
+        hash = (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    const DIGITS: &[u8; 36] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    let tag: String = (0..3)
+        .map(|i| char::from(DIGITS[((hash >> (i * 8)) % 36) as usize]))
+        .collect();
+    format!("{prefix}{tag}{:06}", index % 1_000_000)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fleets_whose_names_share_a_prefix_get_their_own_serial_numbers() {
+        let a: std::collections::HashSet<String> =
+            (0..1000).map(|i| serial_number("LOAD0", i)).collect();
+        let b: std::collections::HashSet<String> =
+            (0..1000).map(|i| serial_number("LOAD1", i)).collect();
+        assert_eq!(a.len(), 1000);
+        assert!(a.is_disjoint(&b));
+        assert!(a.iter().all(|s| s.len() == 12 && s.starts_with("LOA")));
+    }
 
     #[test]
     fn profile_mix_follows_weights_and_is_deterministic() {

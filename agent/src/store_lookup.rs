@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use orchard_protocol::store_item::platforms_from_store;
 use orchard_protocol::{AdamId, SerialNumber};
 use serde::Deserialize;
 
@@ -37,6 +38,10 @@ struct LookupResult {
     track_name: Option<String>,
     bundle_id: Option<String>,
     version: Option<String>,
+    kind: Option<String>,
+    #[serde(default)]
+    supported_devices: Vec<String>,
+    minimum_os_version: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -126,8 +131,9 @@ impl StoreLookup {
         adam_id: AdamId,
         serial_number: &SerialNumber,
         account_hash: Option<&str>,
+        mac: bool,
     ) -> Result<Option<StoreApp>, AgentError> {
-        let Some(mut app) = self.app(adam_id).await? else {
+        let Some(mut app) = self.app(adam_id, mac).await? else {
             return Ok(None);
         };
         // Before sign-in a user license cannot be known: the device takes it to be
@@ -139,16 +145,21 @@ impl StoreLookup {
         Ok(Some(app))
     }
 
-    /// Looks an item up; `None` when the store does not sell it in this country.
-    pub async fn app(&self, adam_id: AdamId) -> Result<Option<StoreApp>, AgentError> {
+    /// Looks an item up, as the Mac App Store does when `mac` (its entry, if the item
+    /// has a Mac version); `None` when the store does not sell it in this country.
+    pub async fn app(&self, adam_id: AdamId, mac: bool) -> Result<Option<StoreApp>, AgentError> {
         let id = adam_id.to_string();
+        let mut query = vec![
+            ("id", id.as_str()),
+            ("country", self.config.country.as_str()),
+        ];
+        if mac {
+            query.push(("entity", "macSoftware"));
+        }
         let response = self
             .http
             .get(&self.config.lookup_url)
-            .query(&[
-                ("id", id.as_str()),
-                ("country", self.config.country.as_str()),
-            ])
+            .query(&query)
             .send()
             .await?
             .error_for_status()?;
@@ -158,12 +169,20 @@ impl StoreLookup {
             .into_iter()
             .find(|r| r.track_id == adam_id.0)
             .and_then(|r| {
+                let platforms = match r.kind.as_deref() {
+                    Some("software" | "mac-software") => {
+                        platforms_from_store(r.kind.as_deref(), &r.supported_devices, &[])
+                    }
+                    _ => Vec::new(),
+                };
                 Some(StoreApp {
                     adam_id,
                     bundle_id: r.bundle_id?,
                     name: r.track_name.unwrap_or_default(),
                     version: r.version.unwrap_or_else(|| "1.0".into()),
                     license: None,
+                    platforms,
+                    minimum_os: r.minimum_os_version,
                 })
             }))
     }

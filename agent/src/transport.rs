@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::device::{App, Device, DeviceAction, Timings};
 use crate::error::AgentError;
-use crate::facts::DeviceFacts;
+use crate::facts::{DeviceFacts, Platform};
 use crate::metrics::AgentMetrics;
 use crate::push::{self, PushTarget, Registration};
 use crate::store_lookup::{StoreConfig, StoreLookup};
@@ -544,7 +544,12 @@ impl Agent {
                     let facts = self.facts();
                     let account = facts.account_hash();
                     self.store
-                        .app_for(adam_id, &facts.serial_number, account.as_deref())
+                        .app_for(
+                            adam_id,
+                            &facts.serial_number,
+                            account.as_deref(),
+                            facts.platform == Platform::MacOs,
+                        )
                         .await
                         .unwrap_or_else(|e| {
                             tracing::warn!(error = %e, "App Store lookup failed");

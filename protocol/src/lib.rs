@@ -17,6 +17,7 @@ pub mod portal;
 pub mod prompt;
 pub mod push;
 pub mod report;
+pub mod store_item;
 mod xml;
 
 pub use error::ProtocolError;

@@ -12,6 +12,7 @@ pub mod error;
 pub mod http;
 pub mod push;
 pub mod rate_limit;
+pub mod retry;
 pub mod secret;
 mod server;
 pub mod state;

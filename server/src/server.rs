@@ -282,6 +282,10 @@ pub async fn start_with_listener(
         push: Arc::new(crate::push::PushHub::default()),
         replica: uuid::Uuid::new_v4().to_string().into(),
         syncs_run: Default::default(),
+        apple_backoff: Arc::new(crate::retry::Backoff::new(
+            Duration::from_secs(5),
+            Duration::from_secs(600),
+        )),
         rate: Arc::new(RateLimits {
             enrollment: RateLimiter::new(config.enrollment_rate),
             failed_auth: RateLimiter::new(config.failed_auth_rate),

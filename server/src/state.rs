@@ -84,6 +84,8 @@ pub struct ServerState {
     pub rate: Arc<crate::rate_limit::RateLimits>,
     /// Syncs this process ran to completion.
     pub syncs_run: Arc<std::sync::atomic::AtomicU64>,
+    /// Back-off of license requests Apple refused or could not take, per app.
+    pub apple_backoff: Arc<crate::retry::Backoff>,
 }
 
 impl ServerState {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use orchard_agent::device::Timings;
-use orchard_agent::fleet::{Fleet, FleetOptions, FleetProfile};
+use orchard_agent::fleet::{DeviceKind, Fleet, FleetOptions, FleetProfile};
 use orchard_agent::store_lookup::StoreConfig;
 use orchard_agent::tls::{Trust, tls_client};
 use orchard_agent::{AgentConfig, DeviceFacts};
@@ -364,6 +364,21 @@ impl Testbed {
             server_url,
             count,
             checkin,
+            run,
+        )
+        .await
+    }
+
+    /// Starts one device of each kind, in order, checking in every ten minutes and
+    /// whenever pushed; `run` prefixes their UDIDs and serials.
+    pub async fn fleet_of(&self, kinds: Vec<DeviceKind>, run: &str) -> anyhow::Result<Fleet> {
+        let count = kinds.len();
+        let profile = FleetProfile { devices: kinds };
+        self.fleet_with(
+            &profile,
+            &self.server.url,
+            count,
+            Duration::from_secs(600),
             run,
         )
         .await

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use orchard_agent::fleet::{DeviceKind, Fleet, FleetProfile};
+use orchard_agent::fleet::{DeviceKind, Fleet};
 use orchard_agent::persona::Persona;
 use orchard_agent::{Ownership, Platform};
 use orchard_protocol::command::ManagedAppStatus;
@@ -42,17 +42,9 @@ fn kind(platform: Platform, supervised: bool) -> DeviceKind {
     }
 }
 
+/// One device per kind, in order.
 async fn fleet(bed: &Testbed, kinds: Vec<DeviceKind>, run: &str) -> Fleet {
-    let count = kinds.len();
-    bed.fleet_with(
-        &FleetProfile { devices: kinds },
-        &bed.server.url,
-        count,
-        Duration::from_secs(600),
-        run,
-    )
-    .await
-    .unwrap()
+    bed.fleet_of(kinds, run).await.unwrap()
 }
 
 async fn app_id(bed: &Testbed, adam_id: u64) -> String {

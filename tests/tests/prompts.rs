@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use orchard_agent::fleet::{DeviceKind, Fleet, FleetProfile};
+use orchard_agent::fleet::{DeviceKind, Fleet};
 use orchard_agent::persona::{Persona, Response};
 use orchard_agent::{Ownership, Platform};
 use orchard_protocol::prompt::{PromptAnswer, PromptKind};
@@ -45,17 +45,7 @@ fn kind(ownership: Ownership, supervised: bool, kiosk: bool) -> DeviceKind {
 
 /// One device per kind, in order.
 async fn fleet(bed: &Testbed, kinds: Vec<DeviceKind>, run: &str) -> Fleet {
-    let count = kinds.len();
-    let profile = FleetProfile { devices: kinds };
-    bed.fleet_with(
-        &profile,
-        &bed.server.url,
-        count,
-        Duration::from_secs(600),
-        run,
-    )
-    .await
-    .unwrap()
+    bed.fleet_of(kinds, run).await.unwrap()
 }
 
 fn device_udids(fleet: &Fleet) -> Vec<String> {

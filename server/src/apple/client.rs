@@ -109,7 +109,29 @@ async fn read_body(mut resp: reqwest::Response) -> Result<bytes::Bytes, VppError
     Ok(body.freeze())
 }
 
+/// Apple's error numbers that refuse a request for some of its items (invalid
+/// argument, duplicate assets, users or serial numbers, unknown user, bad email), not
+/// for the token or the service: the other items of the batch are fine on their own.
+pub const ITEM_ERRORS: [i64; 6] = [9602, 9703, 9704, 9705, 9609, 9717];
+
+/// Apple's error number for duplicate serial numbers in one request.
+pub const DUPLICATE_SERIAL_NUMBERS: i64 = 9705;
+
 impl VppError {
+    /// Apple's error number, if Apple gave one.
+    pub fn error_number(&self) -> Option<i64> {
+        match self {
+            Self::Apple { error_number, .. } => Some(*error_number),
+            _ => None,
+        }
+    }
+
+    /// Whether Apple refused the request for some of its items (see [`ITEM_ERRORS`]).
+    pub fn about_items(&self) -> bool {
+        self.error_number()
+            .is_some_and(|n| ITEM_ERRORS.contains(&n))
+    }
+
     /// Whether trying again later may succeed.
     pub fn is_transient(&self) -> bool {
         match self {

@@ -12,6 +12,8 @@ pub mod sync;
 mod token_file;
 pub mod token_lifecycle;
 
-pub use client::{AppleClient, AppleConfig, MAX_APPLE_BODY, VppError};
+pub use client::{
+    AppleClient, AppleConfig, DUPLICATE_SERIAL_NUMBERS, ITEM_ERRORS, MAX_APPLE_BODY, VppError,
+};
 pub use model::*;
 pub use token_file::{TokenFile, TokenFileError};

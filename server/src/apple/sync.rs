@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use orchard_protocol::AdamId;
+use orchard_protocol::store_item::platforms_from_store;
 use serde::Serialize;
 
 use crate::clock::Timestamp;
@@ -263,7 +264,14 @@ async fn fetch(
             name: meta.and_then(|m| m.track_name.clone()),
             bundle_id: meta.and_then(|m| m.bundle_id.clone()),
             version: meta.and_then(|m| m.version.clone()),
-            platforms: asset.supported_platforms,
+            platforms: platforms_from_store(
+                meta.and_then(|m| m.kind.as_deref()),
+                meta.map_or(&[][..], |m| &m.supported_devices),
+                &asset.supported_platforms,
+            )
+            .into_iter()
+            .map(|p| p.as_str().to_owned())
+            .collect(),
             device_assignable: asset.device_assignable,
             counts: LicenseCounts {
                 total: asset.total_count,

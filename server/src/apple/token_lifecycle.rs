@@ -264,6 +264,30 @@ pub fn status(token: &VppTokenRecord, now: Timestamp) -> TokenStatus {
     }
 }
 
+/// Why the token's licenses cannot be used at `now`, for the status of every target
+/// that waits on it (naming the token and the fix); `None` while it is usable.
+pub fn unusable_reason(token: &VppTokenRecord, now: Timestamp) -> Option<String> {
+    let name = &token.name;
+    match status(token, now) {
+        TokenStatus::Active => None,
+        TokenStatus::Disabled => Some(format!(
+            "license assignment failed: the token \"{name}\" cannot be used ({}); upload a renewed token file onto it",
+            token
+                .disabled_reason
+                .as_deref()
+                .unwrap_or("refused by Apple")
+        )),
+        TokenStatus::Expired => Some(format!(
+            "license assignment failed: the token \"{name}\" expired on {}; upload a renewed token file onto it",
+            token.expires_at
+        )),
+        TokenStatus::AssignedToExternalMdm => Some(format!(
+            "license assignment failed: the token \"{name}\" is assigned to another MDM ({}); take it over to use it here",
+            token.external_mdm.as_deref().unwrap_or("unknown")
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -310,7 +334,19 @@ mod tests {
         let mut t = token(now + DAY * 100);
         t.external_mdm = Some("Other MDM".into());
         assert_eq!(status(&t, now), TokenStatus::AssignedToExternalMdm);
+        let foreign = unusable_reason(&t, now).unwrap_or_default();
+        assert!(
+            foreign.contains("\"HQ\"") && foreign.contains("Other MDM"),
+            "{foreign}"
+        );
         t.disabled_reason = Some("Apple says the token was revoked (9625)".into());
         assert_eq!(status(&t, now), TokenStatus::Disabled);
+        let revoked = unusable_reason(&t, now).unwrap_or_default();
+        assert!(revoked.contains("revoked (9625)"), "{revoked}");
+        t.disabled_reason = None;
+        t.external_mdm = None;
+        assert_eq!(unusable_reason(&t, now), None);
+        let expired = unusable_reason(&t, t.expires_at).unwrap_or_default();
+        assert!(expired.contains("expired on"), "{expired}");
     }
 }

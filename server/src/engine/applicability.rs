@@ -1,8 +1,12 @@
 //! Whether an assignment can apply to a device at all (sans-IO): the OS minimums of
-//! VPP licensing and what macOS does not allow. A device that fails gets a per-device
-//! "not applicable" status with the reason, never a silent skip.
+//! VPP licensing, what macOS does not allow, and whether the app itself runs on the
+//! device (its store platforms and minimum OS). A device that fails gets a per-device
+//! "not applicable" status with the reason, before any license is spent; never a
+//! silent skip.
 
-use crate::store::{Candidate, LicenseType};
+use orchard_protocol::store_item::{self, DeviceKind, StorePlatform};
+
+use crate::store::{AppRecord, Candidate, LicenseType};
 
 /// A device's platform, as its product name tells.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +88,30 @@ pub fn check(c: &Candidate) -> Result<(), &'static str> {
     }
 }
 
+/// Checks that the app runs on the candidate's device, as the store's metadata says
+/// (books are read on every device and are not checked). A device whose product name
+/// tells nothing is left to decide for itself.
+pub fn runs_on(c: &Candidate, app: &AppRecord) -> Result<(), String> {
+    if app.product_type == "Book" {
+        return Ok(());
+    }
+    let Some(device) = c.product_name.as_deref().and_then(DeviceKind::of_product) else {
+        return Ok(());
+    };
+    let platforms: Vec<StorePlatform> = app
+        .platforms
+        .iter()
+        .flat_map(|p| StorePlatform::parse(p))
+        .collect();
+    store_item::check(
+        &platforms,
+        app.minimum_os_version.as_deref(),
+        device,
+        c.os_version.as_deref(),
+    )
+    .map_err(|e| format!("not applicable: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,6 +148,40 @@ mod tests {
                 "{product} {os} {license:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_app_must_run_on_the_device() {
+        let app = |platforms: &[&str], minimum: Option<&str>| AppRecord {
+            platforms: platforms.iter().map(|p| (*p).to_owned()).collect(),
+            minimum_os_version: minimum.map(String::from),
+            ..AppRecord::example()
+        };
+        let iphone_app = app(&["iPhone", "iPad"], Some("15.0"));
+        let on = |product: &str, os: &str, a: &AppRecord| {
+            runs_on(&device(product, os, LicenseType::Device), a)
+        };
+        assert!(on("iPhone15,2", "17.5", &iphone_app).is_ok());
+        let old = on("iPhone12,1", "14.0", &iphone_app).unwrap_err();
+        assert!(
+            old.starts_with("not applicable: ") && old.contains("iOS 15.0"),
+            "{old}"
+        );
+        let mac = on("Mac14,2", "14.5", &iphone_app).unwrap_err();
+        assert!(mac.contains("a Mac with Apple silicon"), "{mac}");
+        // Older records hold Apple's asset platforms.
+        assert!(
+            on(
+                "MacBookPro16,1",
+                "14.5",
+                &app(&["iOS", "macOS"], Some("15.0"))
+            )
+            .is_ok()
+        );
+        let mut book = app(&["iPhone"], None);
+        book.product_type = "Book".into();
+        assert!(on("Mac14,2", "14.5", &book).is_ok());
+        assert!(on("Unknown1,1", "1.0", &iphone_app).is_ok());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::time::Duration;
 use orchard_protocol::command::{Command, InstallApplication};
 use orchard_protocol::{SerialNumber, Udid};
 
-use crate::apple::{EventStatus, ManageAssetsRequest, RequestAsset};
+use crate::apple::{DUPLICATE_SERIAL_NUMBERS, EventStatus, ManageAssetsRequest, RequestAsset};
 use crate::clock::Timestamp;
 use crate::engine::license_pool::{
     LICENSE_ONLY, NO_LICENSES, NOT_DEVICE_ASSIGNABLE, failure_reason, refresh_counts, wanted,
@@ -34,21 +34,41 @@ pub struct PlanTargets {
     /// Required, user-licensed, in service order.
     pub user: Vec<UserTarget>,
     /// (app, device, reason) for targets that cannot apply.
-    pub not_applicable: Vec<(String, Udid, &'static str)>,
+    pub not_applicable: Vec<(String, Udid, String)>,
+    /// (app, device, reason) for targets whose token cannot be used now.
+    pub blocked: Vec<(String, Udid, String)>,
 }
 
 /// Splits the applying assignments into what each part of the engine serves (sans-IO):
-/// Required targets, and Available ones the device's user asked for.
-pub fn targets(effective: &[Effective], requested: &HashSet<(String, Udid)>) -> PlanTargets {
+/// Required targets, and Available ones the device's user asked for. `apps` holds every
+/// app, `blocked_tokens` why a token cannot be used: such targets are reported, not
+/// skipped.
+pub fn targets(
+    effective: &[Effective],
+    requested: &HashSet<(String, Udid)>,
+    apps: &HashMap<String, AppRecord>,
+    blocked_tokens: &HashMap<String, String>,
+) -> PlanTargets {
     let mut out = PlanTargets::default();
     for e in effective {
         let c = &e.winner;
         if !wanted(c, requested) || !c.active {
             continue;
         }
-        if let Err(reason) = crate::engine::applicability::check(c) {
+        let Some(app) = apps.get(&c.app_id) else {
+            continue;
+        };
+        let applies = crate::engine::applicability::check(c)
+            .map_err(str::to_owned)
+            .and_then(|()| crate::engine::applicability::runs_on(c, app));
+        if let Err(reason) = applies {
             out.not_applicable
                 .push((c.app_id.clone(), c.udid.clone(), reason));
+            continue;
+        }
+        if let Some(reason) = blocked_tokens.get(&app.token_id) {
+            out.blocked
+                .push((c.app_id.clone(), c.udid.clone(), reason.clone()));
             continue;
         }
         match c.license_type {
@@ -58,6 +78,8 @@ pub fn targets(effective: &[Effective], requested: &HashSet<(String, Udid)>) -> 
                 serial_number: c.serial_number.clone(),
                 joined_at: c.joined_at,
                 install: c.install,
+                enrolled_at: c.enrolled_at,
+                last_seen_at: c.last_seen_at,
             }),
             LicenseType::User => out.user.push(UserTarget {
                 app_id: c.app_id.clone(),
@@ -73,43 +95,52 @@ pub fn targets(effective: &[Effective], requested: &HashSet<(String, Udid)>) -> 
     out
 }
 
-/// Reports targets that cannot apply, unless already reported so.
-async fn write_not_applicable(
+/// Reports targets that get no license with `status` and their reason, unless already
+/// reported so. With `keep_progress`, a target that got further (installed, licensed,
+/// on its way) keeps its status: a token that stops working takes nothing back.
+async fn report_unserved(
     state: &ServerState,
-    rows: &[(String, Udid, &'static str)],
+    rows: &[(String, Udid, String)],
+    status: InstallStatus,
+    keep_progress: bool,
 ) -> ServerResult<()> {
     let now = state.clock.now();
     // One read per app, not per device.
     let wanted: HashMap<(&str, &Udid), &str> = rows
         .iter()
-        .map(|(a, u, why)| ((a.as_str(), u), *why))
+        .map(|(a, u, why)| ((a.as_str(), u), why.as_str()))
         .collect();
-    let mut reported: HashSet<(String, Udid)> = HashSet::new();
+    let mut settled: HashSet<(String, Udid)> = HashSet::new();
     for app_id in rows.iter().map(|(a, _, _)| a).collect::<HashSet<_>>() {
         for r in state.store.installs_of_app(app_id).await? {
-            if r.reason.is_some()
-                && wanted.get(&(r.app_id.as_str(), &r.udid)).copied() == r.reason.as_deref()
-            {
-                reported.insert((r.app_id, r.udid));
+            let Some(why) = wanted.get(&(r.app_id.as_str(), &r.udid)).copied() else {
+                continue;
+            };
+            let same = r.status == status && r.reason.as_deref() == Some(why);
+            let further = keep_progress
+                && !matches!(
+                    r.status,
+                    InstallStatus::LicenseFailed | InstallStatus::NotApplicable
+                );
+            if same || further {
+                settled.insert((r.app_id, r.udid));
             }
         }
     }
-    let mut out = Vec::new();
-    for (app_id, udid, reason) in rows {
-        if reported.contains(&(app_id.clone(), udid.clone())) {
-            continue;
-        }
-        out.push(InstallRecord {
+    let out: Vec<InstallRecord> = rows
+        .iter()
+        .filter(|(app_id, udid, _)| !settled.contains(&(app_id.clone(), udid.clone())))
+        .map(|(app_id, udid, reason)| InstallRecord {
             app_id: app_id.clone(),
             udid: udid.clone(),
-            status: InstallStatus::NotApplicable,
+            status,
             device_status: None,
             version: None,
-            reason: Some((*reason).to_owned()),
+            reason: Some(reason.clone()),
             updated_at: now,
             since: None,
-        });
-    }
+        })
+        .collect();
     if !out.is_empty() {
         state.store.set_installs(&out).await?;
     }
@@ -133,11 +164,81 @@ pub enum Action {
         /// Devices and serials.
         devices: Vec<(Udid, SerialNumber)>,
         /// Why.
-        reason: &'static str,
+        reason: String,
+    },
+    /// A stale record of a device gives its license to the newer enrollment of the
+    /// same serial number (a device erased and enrolled again under a new UDID). Apple
+    /// holds the license by serial number, so asking again for the newer record costs
+    /// no license.
+    Move {
+        /// App.
+        app_id: String,
+        /// The stale record.
+        from: Udid,
+        /// The newer record and the shared serial number.
+        to: (Udid, SerialNumber),
     },
 }
 
+/// How the reason of a serial number conflict begins.
+const SERIAL_CONFLICT: &str = "license assignment failed: serial number ";
+
+/// The reason given to a device whose serial number another device record holds.
+pub fn serial_conflict(serial: &SerialNumber, owner: &Udid) -> String {
+    format!(
+        "{SERIAL_CONFLICT}{serial} is also the serial number of device {owner}; Apple licenses a serial number once, so only one of them is served. Delete the device record that is no longer in use (a device erased and enrolled again has a new record), or correct the serial number"
+    )
+}
+
+/// Who is served for each serial number of an app's targets (sans-IO): the device
+/// record holding the serial's license, unless it is a stale record of the same
+/// device (enrolled before the newest record of the serial and not heard from since),
+/// which then gives way; otherwise the newest enrollment. Returns the owners and the
+/// licenses to move.
+fn serial_owners<'a>(
+    app_id: &str,
+    targets: &[&'a Target],
+    licenses: &'a [LicenseRecord],
+) -> (HashMap<&'a SerialNumber, Udid>, Vec<Action>) {
+    let live = |s: LicenseState| !matches!(s, LicenseState::Failed | LicenseState::Revoked);
+    let holders: HashMap<&SerialNumber, &Udid> = licenses
+        .iter()
+        .filter(|l| l.app_id == app_id && live(l.state))
+        .map(|l| (&l.serial_number, &l.udid))
+        .collect();
+    let mut by_serial: BTreeMap<&SerialNumber, Vec<&Target>> = BTreeMap::new();
+    for t in targets {
+        by_serial.entry(&t.serial_number).or_default().push(t);
+    }
+    let mut owners = HashMap::new();
+    let mut moves = Vec::new();
+    for (serial, group) in by_serial {
+        let Some(newest) = group.iter().max_by_key(|t| (t.enrolled_at, &t.udid)) else {
+            continue;
+        };
+        let owner = match holders.get(serial) {
+            Some(holder) => match group.iter().find(|t| &t.udid == *holder) {
+                Some(stale)
+                    if stale.udid != newest.udid && stale.last_seen_at < newest.enrolled_at =>
+                {
+                    moves.push(Action::Move {
+                        app_id: app_id.to_owned(),
+                        from: stale.udid.clone(),
+                        to: (newest.udid.clone(), serial.clone()),
+                    });
+                    newest.udid.clone()
+                }
+                _ => (*holder).clone(),
+            },
+            None => newest.udid.clone(),
+        };
+        owners.insert(serial, owner);
+    }
+    (owners, moves)
+}
+
 /// Decides which targets get licenses (sans-IO). `targets` must be in service order.
+/// A serial number is served once: see [`serial_owners`].
 pub fn plan(
     targets: &[Target],
     licenses: &[LicenseRecord],
@@ -156,6 +257,14 @@ pub fn plan(
         let Some(app) = apps.get(app_id) else {
             continue;
         };
+        let (owners, moves) = serial_owners(app_id, &targets, licenses);
+        let moved: HashSet<&Udid> = moves
+            .iter()
+            .filter_map(|m| match m {
+                Action::Move { to, .. } => Some(&to.0),
+                _ => None,
+            })
+            .collect();
         // Licenses asked for but not yet reflected in Apple's counts.
         let in_flight = licenses
             .iter()
@@ -167,9 +276,24 @@ pub fn plan(
         let mut free = (app.counts.available - in_flight).max(0);
         let mut associate = Vec::new();
         let mut refuse = Vec::new();
+        let mut conflicts = Vec::new();
         for t in targets {
             let device = (t.udid.clone(), t.serial_number.clone());
-            match held.get(&(app_id, &t.udid)) {
+            let existing = held.get(&(app_id, &t.udid));
+            if moved.contains(&t.udid) {
+                continue;
+            }
+            if let Some(owner) = owners.get(&t.serial_number).filter(|o| **o != t.udid) {
+                let reason = serial_conflict(&t.serial_number, owner);
+                let told = existing.is_some_and(|l| {
+                    l.state == LicenseState::Failed && l.error.as_deref() == Some(reason.as_str())
+                });
+                if !told {
+                    conflicts.push((device, reason));
+                }
+                continue;
+            }
+            match existing {
                 Some(l) if l.state == LicenseState::Pending && l.event_id.is_none() => {
                     associate.push(device)
                 }
@@ -182,7 +306,13 @@ pub fn plan(
                 }
                 Some(l) if l.state != LicenseState::Failed => {}
                 existing => {
-                    let already_refused = existing.is_some();
+                    // Refused before: said already, unless for a serial conflict that
+                    // is over.
+                    let already_refused = existing.is_some_and(|l| {
+                        !l.error
+                            .as_deref()
+                            .is_some_and(|e| e.starts_with(SERIAL_CONFLICT))
+                    });
                     if !app.device_assignable {
                         if !already_refused {
                             refuse.push(device);
@@ -196,6 +326,7 @@ pub fn plan(
                 }
             }
         }
+        actions.extend(moves);
         if !associate.is_empty() {
             actions.push(Action::Associate {
                 app_id: app_id.to_owned(),
@@ -211,6 +342,13 @@ pub fn plan(
             actions.push(Action::Refuse {
                 app_id: app_id.to_owned(),
                 devices: refuse,
+                reason: reason.to_owned(),
+            });
+        }
+        for (device, reason) in conflicts {
+            actions.push(Action::Refuse {
+                app_id: app_id.to_owned(),
+                devices: vec![device],
                 reason,
             });
         }
@@ -270,18 +408,25 @@ pub async fn run_once(state: &ServerState) -> ServerResult<bool> {
     let mut effective = crate::engine::precedence::resolve(&candidates);
     let licenses = store.licenses().await?;
     let tokens = store.tokens(&crate::store::Page::all()).await?;
-    // Tokens another MDM owns, or that Apple expired or revoked, are not used.
-    let usable: HashSet<&str> = tokens
+    // Tokens another MDM owns, that expired, or that Apple refused are not used; their
+    // targets are told why.
+    let now = state.clock.now();
+    let blocked_tokens: HashMap<String, String> = tokens
         .iter()
-        .filter(|t| t.external_mdm.is_none() && t.disabled_reason.is_none())
-        .map(|t| t.id.as_str())
+        .filter_map(|t| {
+            crate::apple::token_lifecycle::unusable_reason(t, now).map(|why| (t.id.clone(), why))
+        })
         .collect();
-    let apps: HashMap<String, AppRecord> = store
+    let all_apps: HashMap<String, AppRecord> = store
         .apps(&crate::store::Page::all())
         .await?
         .into_iter()
-        .filter(|a| usable.contains(a.token_id.as_str()))
         .map(|a| (a.id.clone(), a))
+        .collect();
+    let apps: HashMap<String, AppRecord> = all_apps
+        .iter()
+        .filter(|(_, a)| !blocked_tokens.contains_key(&a.token_id))
+        .map(|(id, a)| (id.clone(), a.clone()))
         .collect();
     let ranks: HashMap<String, crate::engine::token_order::TokenRank> = tokens
         .iter()
@@ -296,8 +441,21 @@ pub async fn run_once(state: &ServerState) -> ServerResult<bool> {
         &store.user_licenses().await?,
         &requested,
     );
-    let plan_targets = targets(&effective, &requested);
-    write_not_applicable(state, &plan_targets.not_applicable).await?;
+    let plan_targets = targets(&effective, &requested, &all_apps, &blocked_tokens);
+    report_unserved(
+        state,
+        &plan_targets.not_applicable,
+        InstallStatus::NotApplicable,
+        false,
+    )
+    .await?;
+    report_unserved(
+        state,
+        &plan_targets.blocked,
+        InstallStatus::LicenseFailed,
+        true,
+    )
+    .await?;
     let targets = plan_targets.device;
     for action in plan(&targets, &licenses, &apps) {
         match action {
@@ -307,24 +465,28 @@ pub async fn run_once(state: &ServerState) -> ServerResult<bool> {
                 };
                 associate(state, app, &devices).await?;
             }
+            Action::Move { app_id, from, to } => {
+                let Some(app) = apps.get(&app_id) else {
+                    continue;
+                };
+                tracing::info!(app = %app.adam_id, from = %from, to = %to.0, "license moves to the newer enrollment of the serial number");
+                // Reserve for the newer record first: a crash in between leaves both
+                // rows, and the next pass moves again.
+                associate(state, app, std::slice::from_ref(&to)).await?;
+                store.delete_licenses(&app_id, &[from]).await?;
+            }
             Action::Refuse {
                 app_id,
                 devices,
                 reason,
             } => {
-                let now = state.clock.now();
-                let rows: Vec<LicenseRecord> = devices
-                    .into_iter()
-                    .map(|(udid, serial_number)| LicenseRecord {
-                        app_id: app_id.clone(),
-                        udid,
-                        serial_number,
-                        state: LicenseState::Failed,
-                        event_id: None,
-                        error: Some(reason.to_owned()),
-                        updated_at: now,
-                    })
-                    .collect();
+                let rows = license_rows(
+                    &app_id,
+                    &devices,
+                    LicenseState::Failed,
+                    Some(&reason),
+                    state.clock.now(),
+                );
                 store.reserve_licenses(&rows).await?;
             }
         }
@@ -362,19 +524,12 @@ async fn associate(
     let store = state.store.as_ref();
     let now = state.clock.now();
     // Reserve first, so a crash between here and Apple's answer cannot lose track of a license.
-    let rows: Vec<LicenseRecord> = devices
-        .iter()
-        .map(|(udid, serial)| LicenseRecord {
-            app_id: app.id.clone(),
-            udid: udid.clone(),
-            serial_number: serial.clone(),
-            state: LicenseState::Pending,
-            event_id: None,
-            error: None,
-            updated_at: now,
-        })
-        .collect();
+    let rows = license_rows(&app.id, devices, LicenseState::Pending, None, now);
     store.reserve_licenses(&rows).await?;
+    // After a refusal or an outage, Apple is asked again later and later, not on every pass.
+    if !state.apple_backoff.due(&app.id, now) {
+        return Ok(());
+    }
     let Some(token) = store.token(&app.token_id).await? else {
         return Ok(());
     };
@@ -384,7 +539,9 @@ async fn associate(
         .await
         .max_serial_numbers
         .max(1);
-    for chunk in devices.chunks(limit) {
+    let mut owned: Vec<Vec<(Udid, SerialNumber)>> =
+        devices.chunks(limit).rev().map(<[_]>::to_vec).collect();
+    while let Some(chunk) = owned.pop() {
         let udids: Vec<Udid> = chunk.iter().map(|(u, _)| u.clone()).collect();
         let request = ManageAssetsRequest {
             assets: vec![RequestAsset {
@@ -400,18 +557,95 @@ async fn associate(
                 store
                     .mark_associating(&app.id, &udids, &event.event_id, state.clock.now())
                     .await?;
+                state.apple_backoff.succeeded(&app.id);
+            }
+            // Duplicate serial numbers in one request: the devices sharing one are
+            // told, the others are asked for again on their own.
+            Err(e) if e.error_number() == Some(DUPLICATE_SERIAL_NUMBERS) && chunk.len() > 1 => {
+                let mut seen: HashMap<SerialNumber, usize> = HashMap::new();
+                for (_, serial) in &chunk {
+                    *seen.entry(serial.clone()).or_default() += 1;
+                }
+                let (shared, rest): (Vec<_>, Vec<_>) = chunk
+                    .iter()
+                    .cloned()
+                    .partition(|(_, s)| seen.get(s).is_some_and(|n| *n > 1));
+                tracing::warn!(app = %app.adam_id, devices = shared.len(), "Apple refused duplicate serial numbers");
+                refuse_at_apple(state, app, &shared, &e).await?;
+                if !rest.is_empty() {
+                    owned.push(rest);
+                }
+            }
+            // Apple refused the request for something about its items: halve the
+            // batch until the items it refuses are alone, so the rest go through and
+            // the refusal is told to the devices it concerns.
+            Err(e) if e.about_items() && chunk.len() > 1 => {
+                tracing::info!(app = %app.adam_id, devices = chunk.len(), error = %e, "Apple refused a batch; splitting it");
+                let (left, right) = chunk.split_at(chunk.len() / 2);
+                owned.push(right.to_vec());
+                owned.push(left.to_vec());
+            }
+            Err(e) if e.about_items() => {
+                tracing::warn!(app = %app.adam_id, udids = ?udids, error = %e, "Apple refused the license");
+                refuse_at_apple(state, app, &chunk, &e).await?;
             }
             Err(e) => {
-                tracing::warn!(app = %app.adam_id, error = %e, "license association failed; will retry");
+                let retry_at = state.apple_backoff.failed(&app.id, state.clock.now());
+                tracing::warn!(app = %app.adam_id, error = %e, %retry_at, "license association failed; will retry");
                 store
                     .mark_license_error(&app.id, &udids, &e.to_string(), state.clock.now())
                     .await?;
-                if !e.is_transient() {
-                    return Err(e.into());
+                // The rest waits for the same retry.
+                for rest in owned.drain(..) {
+                    let udids: Vec<Udid> = rest.iter().map(|(u, _)| u.clone()).collect();
+                    store
+                        .mark_license_error(&app.id, &udids, &e.to_string(), state.clock.now())
+                        .await?;
                 }
             }
         }
     }
+    Ok(())
+}
+
+/// License rows of these devices in `state`, with an error if any.
+fn license_rows(
+    app_id: &str,
+    devices: &[(Udid, SerialNumber)],
+    state: LicenseState,
+    error: Option<&str>,
+    now: Timestamp,
+) -> Vec<LicenseRecord> {
+    devices
+        .iter()
+        .map(|(udid, serial)| LicenseRecord {
+            app_id: app_id.to_owned(),
+            udid: udid.clone(),
+            serial_number: serial.clone(),
+            state,
+            event_id: None,
+            error: error.map(str::to_owned),
+            updated_at: now,
+        })
+        .collect()
+}
+
+/// Records that Apple refused these devices' licenses, with Apple's reason.
+async fn refuse_at_apple(
+    state: &ServerState,
+    app: &AppRecord,
+    devices: &[(Udid, SerialNumber)],
+    error: &crate::apple::VppError,
+) -> ServerResult<()> {
+    let reason = format!("license assignment failed: {error}");
+    let rows = license_rows(
+        &app.id,
+        devices,
+        LicenseState::Failed,
+        Some(&reason),
+        state.clock.now(),
+    );
+    state.store.reserve_licenses(&rows).await?;
     Ok(())
 }
 
@@ -570,19 +804,9 @@ fn install_row(
 mod tests {
     use super::*;
     use crate::store::{Intent, LicenseCounts};
-    use orchard_protocol::AdamId;
 
     fn app(available: i64, device_assignable: bool) -> AppRecord {
         AppRecord {
-            id: "a".into(),
-            token_id: "t".into(),
-            adam_id: AdamId(1),
-            pricing_param: "STDQ".into(),
-            product_type: "App".into(),
-            name: None,
-            bundle_id: Some("b".into()),
-            version: Some("1".into()),
-            platforms: vec![],
             device_assignable,
             counts: LicenseCounts {
                 total: available,
@@ -590,10 +814,7 @@ mod tests {
                 available,
                 retired: 0,
             },
-            updated_at: Timestamp::UNIX_EPOCH,
-            install_timeout_seconds: None,
-            store_url: None,
-            minimum_os_version: None,
+            ..AppRecord::example()
         }
     }
 
@@ -605,6 +826,8 @@ mod tests {
                 serial_number: SerialNumber(format!("S{i}")),
                 joined_at: format!("2026-01-01T00:00:{i:02}Z").parse().unwrap(),
                 install: true,
+                enrolled_at: Timestamp::UNIX_EPOCH,
+                last_seen_at: Timestamp::UNIX_EPOCH,
             })
             .collect()
     }
@@ -630,6 +853,7 @@ mod tests {
             Action::Associate { devices, .. } | Action::Refuse { devices, .. } => {
                 devices.iter().map(|(u, _)| u.0.clone()).collect()
             }
+            Action::Move { from, to, .. } => vec![from.0.clone(), to.0.0.clone()],
         }
     }
 
@@ -647,11 +871,8 @@ mod tests {
         assert!(matches!(actions[0], Action::Associate { .. }));
         assert_eq!(udids(&actions[0]), ["U0", "U1"]);
         assert!(matches!(
-            actions[1],
-            Action::Refuse {
-                reason: NO_LICENSES,
-                ..
-            }
+            &actions[1],
+            Action::Refuse { reason, .. } if reason == NO_LICENSES
         ));
         assert_eq!(udids(&actions[1]), ["U2", "U3", "U4"]);
     }
@@ -705,12 +926,71 @@ mod tests {
     fn apps_that_are_not_device_assignable_are_refused_with_that_reason() {
         let actions = plan(&targets(1), &[], &apps(app(5, false)));
         assert!(matches!(
-            actions[0],
-            Action::Refuse {
-                reason: NOT_DEVICE_ASSIGNABLE,
-                ..
-            }
+            &actions[0],
+            Action::Refuse { reason, .. } if reason == NOT_DEVICE_ASSIGNABLE
         ));
+    }
+
+    /// Two records of serial `S`: `old` enrolled at 10 s, `new` at 20 s.
+    fn shared_serial(old_last_seen: u64) -> Vec<Target> {
+        let at = |s: u64| Timestamp::UNIX_EPOCH + Duration::from_secs(s);
+        let mut t = targets(3);
+        t[0].serial_number = SerialNumber("S".into());
+        t[0].enrolled_at = at(10);
+        t[0].last_seen_at = at(old_last_seen);
+        t[2].serial_number = SerialNumber("S".into());
+        t[2].enrolled_at = at(20);
+        t[2].last_seen_at = at(30);
+        t
+    }
+
+    #[test]
+    fn a_serial_number_is_served_once_the_newest_enrollment_first() {
+        let actions = plan(&shared_serial(30), &[], &apps(app(10, true)));
+        assert_eq!(actions.len(), 2, "{actions:?}");
+        assert_eq!(udids(&actions[0]), ["U1", "U2"]);
+        let Action::Refuse { reason, .. } = &actions[1] else {
+            panic!("{actions:?}")
+        };
+        assert_eq!(udids(&actions[1]), ["U0"]);
+        assert_eq!(
+            reason,
+            &serial_conflict(&SerialNumber("S".into()), &Udid::from("U2"))
+        );
+    }
+
+    #[test]
+    fn the_holder_of_a_serial_keeps_it_while_it_is_alive_and_gives_way_when_stale() {
+        let mut held = license(0, LicenseState::Associated, Some("e"));
+        held.serial_number = SerialNumber("S".into());
+        // The old record still checks in: it keeps the license, the new one is told.
+        let actions = plan(
+            &shared_serial(30),
+            std::slice::from_ref(&held),
+            &apps(app(10, true)),
+        );
+        let refused: Vec<_> = actions
+            .iter()
+            .filter(|a| matches!(a, Action::Refuse { .. }))
+            .flat_map(udids)
+            .collect();
+        assert_eq!(refused, ["U2"]);
+        // The old record was last seen before the new enrollment: it gives way.
+        let actions = plan(&shared_serial(15), &[held], &apps(app(10, true)));
+        assert_eq!(
+            actions[0],
+            Action::Move {
+                app_id: "a".into(),
+                from: Udid::from("U0"),
+                to: (Udid::from("U2"), SerialNumber("S".into())),
+            }
+        );
+        assert!(
+            actions[1..]
+                .iter()
+                .all(|a| !udids(a).contains(&"U2".to_owned())),
+            "the newer record is served by the move alone: {actions:?}"
+        );
     }
 
     fn candidate(
@@ -751,7 +1031,7 @@ mod tests {
         })
         .collect();
         let requested = HashSet::from([("a".to_owned(), Udid::from("available-asked"))]);
-        let t = super::targets(&effective, &requested);
+        let t = super::targets(&effective, &requested, &apps(app(5, true)), &HashMap::new());
         let devices: Vec<&str> = t.device.iter().map(|t| t.udid.as_str()).collect();
         assert_eq!(devices, ["required-device", "available-asked"]);
         let users: Vec<&str> = t.user.iter().map(|t| t.udid.as_str()).collect();
@@ -761,8 +1041,17 @@ mod tests {
             vec![(
                 "a".to_owned(),
                 Udid::from("too-old"),
-                crate::engine::applicability::IOS_DEVICE_MINIMUM
+                crate::engine::applicability::IOS_DEVICE_MINIMUM.to_owned()
             )]
+        );
+        assert!(t.blocked.is_empty());
+        let blocked = HashMap::from([("t".to_owned(), "token expired".to_owned())]);
+        let t = super::targets(&effective, &requested, &apps(app(5, true)), &blocked);
+        assert!(t.device.is_empty() && t.user.is_empty());
+        let blocked: Vec<&str> = t.blocked.iter().map(|(_, u, _)| u.as_str()).collect();
+        assert_eq!(
+            blocked,
+            ["required-device", "required-user", "available-asked"]
         );
     }
 }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use orchard_protocol::Udid;
 use orchard_protocol::command::{Command, InstallApplication};
 
-use crate::engine::applicability::{Platform, at_least, meets, platform_of};
+use crate::engine::applicability::{Platform, at_least, platform_of};
 use crate::engine::precedence::Effective;
 use crate::error::ServerResult;
 use crate::state::ServerState;
@@ -24,8 +24,8 @@ pub enum UpdateStep {
     Offer(Udid, String),
 }
 
-/// Whether the device's OS can take automatic updates and the version's minimum.
-fn os_allows(e: &Effective, minimum: Option<&str>) -> Result<(), String> {
+/// Whether the device's OS can take automatic updates and the new version runs on it.
+fn os_allows(e: &Effective, app: &AppRecord) -> Result<(), String> {
     let w = &e.winner;
     let Some(os) = w.os_version.as_deref() else {
         return Ok(());
@@ -41,14 +41,12 @@ fn os_allows(e: &Effective, minimum: Option<&str>) -> Result<(), String> {
             "automatic updates need {name} or later; the device has {os}"
         ));
     }
-    if let Some(min) = minimum
-        && !meets(os, min)
-    {
-        return Err(format!(
-            "the new version needs OS {min}; the device has {os}"
-        ));
-    }
-    Ok(())
+    crate::engine::applicability::runs_on(w, app).map_err(|reason| {
+        format!(
+            "the new version is not pushed: {}",
+            reason.trim_start_matches("not applicable: ")
+        )
+    })
 }
 
 /// Decides, for every device with an older version of `app` installed, whether the
@@ -74,7 +72,7 @@ pub fn plan(
             continue;
         }
         let step = match (e.winner.intent, automatic) {
-            (Intent::Required, true) => match os_allows(e, app.minimum_os_version.as_deref()) {
+            (Intent::Required, true) => match os_allows(e, app) {
                 Ok(()) => UpdateStep::Push(udid.clone()),
                 Err(reason) => UpdateStep::Offer(udid.clone(), reason),
             },
@@ -145,26 +143,14 @@ pub async fn new_version(
 mod tests {
     use super::*;
     use crate::clock::Timestamp;
-    use crate::store::{Candidate, LicenseCounts};
-    use orchard_protocol::AdamId;
+    use crate::store::Candidate;
 
     fn app() -> AppRecord {
         AppRecord {
             id: "app".into(),
-            token_id: "t".into(),
-            adam_id: AdamId(1),
-            pricing_param: "STDQ".into(),
-            product_type: "App".into(),
-            name: None,
-            bundle_id: Some("b".into()),
             version: Some("2.0".into()),
-            platforms: vec![],
-            device_assignable: true,
-            counts: LicenseCounts::default(),
-            updated_at: Timestamp::UNIX_EPOCH,
-            install_timeout_seconds: None,
-            store_url: None,
             minimum_os_version: Some("16.0".into()),
+            ..AppRecord::example()
         }
     }
 

@@ -1004,7 +1004,8 @@ impl AssignmentStore for PostgresStore {
                     d.udid AS udid, d.serial_number AS serial_number, d.user_id AS user_id,
                     d.single_app_mode AS single_app_mode, d.app_store_allowed AS app_store_allowed,
                     d.os_version AS os_version, d.product_name AS product_name,
-                    d.status AS device_status
+                    d.status AS device_status, d.enrolled_at AS enrolled_at,
+                    d.last_seen_at AS last_seen_at
              FROM assignments a
              JOIN groups g ON g.id = a.group_id
              JOIN members m ON m.group_id = a.group_id

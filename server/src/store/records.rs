@@ -493,6 +493,36 @@ pub struct AppRecord {
     pub minimum_os_version: Option<String>,
 }
 
+#[cfg(test)]
+impl AppRecord {
+    /// App `a` of token `t` (adamId 1), device-assignable with 10 licenses free, no store
+    /// metadata, for tests to change what matters to them.
+    pub fn example() -> Self {
+        Self {
+            id: "a".into(),
+            token_id: "t".into(),
+            adam_id: orchard_protocol::AdamId(1),
+            pricing_param: "STDQ".into(),
+            product_type: "App".into(),
+            name: None,
+            bundle_id: Some("b".into()),
+            version: Some("1".into()),
+            platforms: vec![],
+            device_assignable: true,
+            counts: LicenseCounts {
+                total: 10,
+                assigned: 0,
+                available: 10,
+                retired: 0,
+            },
+            updated_at: Timestamp::UNIX_EPOCH,
+            install_timeout_seconds: None,
+            store_url: None,
+            minimum_os_version: None,
+        }
+    }
+}
+
 /// One sync's result for a token.
 #[derive(Debug, Clone)]
 pub struct SyncRecord {
@@ -587,6 +617,10 @@ pub struct Candidate {
     pub product_name: Option<String>,
     /// Finished enrollment (sent TokenUpdate); only such devices are served.
     pub active: bool,
+    /// When the device enrolled (a newer enrollment of the same serial number wins it).
+    pub enrolled_at: Timestamp,
+    /// When the device was last heard from.
+    pub last_seen_at: Timestamp,
 }
 
 /// An (app, device) pair a Required, device-licensed assignment targets.
@@ -602,6 +636,10 @@ pub struct Target {
     pub joined_at: Timestamp,
     /// Install the app once licensed (false: license only).
     pub install: bool,
+    /// When the device enrolled.
+    pub enrolled_at: Timestamp,
+    /// When the device was last heard from.
+    pub last_seen_at: Timestamp,
 }
 
 /// A license this server asked for.
@@ -770,6 +808,8 @@ impl Candidate {
             os_version: Some("17.5".into()),
             product_name: Some("iPhone15,2".into()),
             active: true,
+            enrolled_at: Timestamp::UNIX_EPOCH,
+            last_seen_at: Timestamp::UNIX_EPOCH,
         }
     }
 }

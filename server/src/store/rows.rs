@@ -176,6 +176,8 @@ macro_rules! row_mappers {
                 os_version: row.try_get("os_version")?,
                 product_name: row.try_get("product_name")?,
                 active: row.try_get::<String, _>("device_status")? == "active",
+                enrolled_at: row.try_get("enrolled_at")?,
+                last_seen_at: row.try_get("last_seen_at")?,
             })
         }
 

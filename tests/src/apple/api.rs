@@ -614,11 +614,13 @@ async fn status(
 struct LookupQuery {
     id: Option<String>,
     country: Option<String>,
+    entity: Option<String>,
 }
 
 async fn lookup(State(world): State<SharedWorld>, Query(q): Query<LookupQuery>) -> Json<Value> {
     let world = lock(&world);
     let country = q.country.unwrap_or_else(|| "US".into());
+    let mac = q.entity.as_deref() == Some("macSoftware");
     let results: Vec<Value> = q
         .id
         .unwrap_or_default()
@@ -629,19 +631,15 @@ async fn lookup(State(world): State<SharedWorld>, Query(q): Query<LookupQuery>) 
             c.countries.is_empty() || c.countries.iter().any(|k| k.eq_ignore_ascii_case(&country))
         })
         .map(|(id, c)| {
-            let mac = c.platforms.iter().any(|p| p == "macOS");
+            let (kind, devices, minimum) = c.store_entry(mac);
             json!({
                 "trackId": id,
                 "trackName": c.name,
                 "bundleId": c.bundle_id,
                 "version": c.version,
-                "kind": if c.product_type == "Book" { "ebook" } else if mac && c.platforms.len() == 1 { "mac-software" } else { "software" },
-                "supportedDevices": c.platforms.iter().map(|p| match p.as_str() {
-                    "macOS" => "MacDesktop-MacDesktop",
-                    "iOS" => "iPhone12-iPhone12",
-                    other => other,
-                }).collect::<Vec<_>>(),
-                "minimumOsVersion": c.minimum_os,
+                "kind": kind,
+                "supportedDevices": devices,
+                "minimumOsVersion": minimum,
                 "trackViewUrl": format!("https://apps.apple.com/{}/app/id{id}", country.to_lowercase()),
                 "price": 0.0,
                 "currency": "USD",

@@ -61,7 +61,9 @@ pub struct SeedApp {
     /// `App` or `Book`.
     #[serde(default = "app")]
     pub product_type: String,
-    /// Platforms.
+    /// Where it runs: `iOS` (iPhone and iPad), `iPhone`, `iPad`, `macOS` (a native Mac
+    /// version) and `AppleSiliconMac` (the iPhone/iPad app runs on Macs with Apple
+    /// silicon).
     #[serde(default)]
     pub platforms: Vec<String>,
     /// Can be licensed to serial numbers.
@@ -73,20 +75,40 @@ pub struct SeedApp {
     /// Store countries that sell the app (two letters); every country when empty.
     #[serde(default)]
     pub countries: Vec<String>,
-    /// The OS the current version needs.
+    /// The iOS the current version needs.
     #[serde(default = "fifteen")]
     pub minimum_os: String,
+    /// The macOS the current Mac version needs.
+    #[serde(default = "eleven")]
+    pub minimum_macos: String,
 }
 
 fn fifteen() -> String {
     "15.0".into()
 }
 
+fn eleven() -> String {
+    "11.0".into()
+}
+
+/// The platform names a seed may use.
+const PLATFORMS: [&str; 5] = ["iOS", "iPhone", "iPad", "macOS", "AppleSiliconMac"];
+
 impl Seed {
     /// Parses a seed and checks its references.
     pub fn parse(text: &str) -> Result<Self, String> {
         let seed: Self = toml::from_str(text).map_err(|e| format!("invalid seed: {e}"))?;
         for a in &seed.apps {
+            if let Some(p) = a
+                .platforms
+                .iter()
+                .find(|p| !PLATFORMS.contains(&p.as_str()))
+            {
+                return Err(format!(
+                    "app {} names unknown platform {p} (known: {PLATFORMS:?})",
+                    a.adam_id
+                ));
+            }
             for uid in a.licenses.keys() {
                 if !seed.locations.iter().any(|l| &l.uid == uid) {
                     return Err(format!(

@@ -28,8 +28,59 @@ pub struct CatalogItem {
     pub device_assignable: bool,
     /// Store countries that sell it; every country when empty.
     pub countries: Vec<String>,
-    /// The OS the current version needs.
+    /// The iOS the current version needs.
     pub minimum_os: String,
+    /// The macOS the current Mac version needs.
+    pub minimum_macos: String,
+}
+
+impl CatalogItem {
+    /// Apple's asset `supportedPlatforms`: `iOS` for an iPhone or iPad app, `macOS` for
+    /// a native Mac version.
+    pub fn asset_platforms(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self
+            .platforms
+            .iter()
+            .any(|p| matches!(p.as_str(), "iOS" | "iPhone" | "iPad"))
+        {
+            out.push("iOS");
+        }
+        if self.platforms.iter().any(|p| p == "macOS") {
+            out.push("macOS");
+        }
+        out
+    }
+
+    /// The lookup's `kind`, `supportedDevices` and `minimumOsVersion`. `mac` asks for
+    /// the Mac App Store's entry (`entity=macSoftware`), which a native Mac version has;
+    /// otherwise the iPhone/iPad entry, whose devices list a Mac only where the app
+    /// runs on Apple silicon.
+    pub fn store_entry(&self, mac: bool) -> (&'static str, Vec<&'static str>, &str) {
+        let has = |p: &str| self.platforms.iter().any(|q| q == p);
+        if self.product_type == "Book" {
+            return ("ebook", Vec::new(), &self.minimum_os);
+        }
+        let mobile = has("iOS") || has("iPhone") || has("iPad");
+        if has("macOS") && (mac || !mobile) {
+            return (
+                "mac-software",
+                vec!["MacDesktop-MacDesktop"],
+                &self.minimum_macos,
+            );
+        }
+        let mut devices = Vec::new();
+        if has("iOS") || has("iPhone") {
+            devices.push("iPhone12-iPhone12");
+        }
+        if has("iOS") || has("iPad") {
+            devices.push("iPadAir-iPadAir");
+        }
+        if has("AppleSiliconMac") {
+            devices.push("MacDesktop-MacDesktop");
+        }
+        ("software", devices, &self.minimum_os)
+    }
 }
 
 /// A location and its token.
@@ -203,6 +254,7 @@ impl World {
                     device_assignable: a.device_assignable,
                     countries: a.countries.clone(),
                     minimum_os: a.minimum_os.clone(),
+                    minimum_macos: a.minimum_macos.clone(),
                 },
             );
             for (uid, total) in &a.licenses {
@@ -259,7 +311,7 @@ impl World {
             "totalCount": counts.total,
             "deviceAssignable": item.device_assignable,
             "revocable": item.product_type != "Book",
-            "supportedPlatforms": item.platforms,
+            "supportedPlatforms": item.asset_platforms(),
         }))
     }
 
