@@ -334,7 +334,85 @@ async fn a_device_enrolled_again_takes_over_its_license(builder: TestbedBuilder)
     bed.shutdown().await;
 }
 
+async fn an_install_whose_assignment_went_away_while_the_device_was_offline_is_never_sent(
+    builder: TestbedBuilder,
+) {
+    let bed = builder.start().await.unwrap();
+    bed.upload_and_sync_demo_token().await.unwrap();
+    let state_dir = tempfile::tempdir().unwrap();
+    let fleet = bed
+        .fleet(
+            1,
+            Duration::from_secs(600),
+            Some(state_dir.path().to_owned()),
+        )
+        .await
+        .unwrap();
+    let udid = fleet.udids().remove(0);
+    fleet.stop().await;
+    // Offline: the assignment licenses the device and queues its install.
+    let app = bed.app_by_adam_id(1091189122).await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let group = bed
+        .group_of("Offline", "device", std::slice::from_ref(&udid))
+        .await
+        .unwrap();
+    let assignment = bed.assign(&app, &group, "device").await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    bed.wait_install_status_where(&app, &udid, WAIT, |r| r["status"] == "queued")
+        .await
+        .unwrap();
+    // Still offline: the assignment is deleted and its license goes back to Apple.
+    let (status, body) = bed
+        .admin
+        .delete(&format!("/v1/assignments/{assignment}"))
+        .await
+        .unwrap();
+    assert!(status.is_success(), "{body}");
+    wait_for(WAIT, "the license back at Apple", || async {
+        let n = assigned_at_apple(&bed, 1091189122);
+        Ok(if n == 0 { Ok(()) } else { Err(n.to_string()) })
+    })
+    .await
+    .unwrap();
+    // Back online: the queued install is withdrawn, never sent.
+    let fleet = bed
+        .fleet(
+            1,
+            Duration::from_secs(600),
+            Some(state_dir.path().to_owned()),
+        )
+        .await
+        .unwrap();
+    let row = bed
+        .wait_install_status_where(&app, &udid, WAIT, |r| {
+            r["reason"]
+                .as_str()
+                .is_some_and(|w| w.starts_with("install withdrawn"))
+        })
+        .await
+        .unwrap();
+    assert_ne!(row["status"], "installed", "{row}");
+    {
+        let device = fleet.agents[0].device();
+        let device = device.lock().unwrap();
+        assert!(
+            device.apps().is_empty(),
+            "the device never got the app: {:?}",
+            device.apps()
+        );
+        assert_eq!(device.handled().get("InstallApplication"), None);
+    }
+    fleet.stop().await;
+    bed.shutdown().await;
+}
+
 orchard_testbed::on_both_backends!(
+    an_install_whose_assignment_went_away_while_the_device_was_offline_is_never_sent,
     apps_run_only_where_the_store_says,
     targets_of_an_unusable_token_are_told_why,
     two_devices_sharing_a_serial_do_not_block_the_others,

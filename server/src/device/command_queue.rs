@@ -47,7 +47,23 @@ pub async fn handle(
         outcome,
         now,
     };
-    let next = state.store.exchange(&exchange).await?;
+    let mut next = state.store.exchange(&exchange).await?;
+    // What is handed out is checked again: an install that no longer holds is withdrawn
+    // (each withdrawal closes a command, so this ends) and the next one is offered.
+    while let Some(command) = &next {
+        let Some(withdrawal) = crate::device::handout::check(state, command).await? else {
+            break;
+        };
+        next = state
+            .store
+            .exchange(&Exchange {
+                udid: report.udid.clone(),
+                new_session: false,
+                outcome: Some(withdrawal),
+                now,
+            })
+            .await?;
+    }
     if let Some(outcome) = &exchange.outcome {
         // Follow-ups due now go out in this session; later ones need a wake when due.
         let later: Vec<NewCommand> = outcome

@@ -10,6 +10,7 @@
 pub mod checkin;
 pub mod command_queue;
 pub mod enroll;
+pub mod handout;
 pub mod identity;
 pub mod install;
 pub mod portal;

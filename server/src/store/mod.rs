@@ -249,6 +249,13 @@ pub trait AssignmentStore: Send + Sync {
     /// Every assignment reaching every active device (through device groups and the
     /// device's user's groups), in service order: joined, then UDID.
     async fn assignment_candidates(&self) -> StoreResult<Vec<Candidate>>;
+    /// The same, for one device.
+    async fn device_candidates(&self, udid: &Udid) -> StoreResult<Vec<Candidate>>;
+    /// The device's licenses, and the user licenses of its user.
+    async fn device_licenses(
+        &self,
+        udid: &Udid,
+    ) -> StoreResult<(Vec<LicenseRecord>, Vec<UserLicenseRecord>)>;
     /// Records that a device's user asked for an app; false when already asked.
     async fn record_app_request(
         &self,

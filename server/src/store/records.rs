@@ -63,6 +63,9 @@ text_enum!(
         Acknowledged = "acknowledged",
         /// The device reported an error.
         Error = "error",
+        /// Withdrawn when handed out: what it was for no longer holds (an install
+        /// whose assignment or license is gone). Never sent.
+        Cancelled = "cancelled",
     }
 );
 

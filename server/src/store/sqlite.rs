@@ -58,6 +58,37 @@ fn private_files(path: &Path) -> StoreResult<()> {
 }
 
 impl SqliteStore {
+    /// Every assignment reaching every active device, or only `udid`, in service order.
+    async fn candidates(&self, udid: Option<&Udid>) -> StoreResult<Vec<Candidate>> {
+        let rows = sqlx::query(
+            "WITH members AS (
+                SELECT gd.group_id, gd.udid, gd.joined_at FROM group_devices gd
+                UNION ALL
+                SELECT gu.group_id, d.udid, gu.joined_at
+                FROM group_users gu JOIN devices d ON d.user_id = gu.user_id
+             )
+             SELECT a.id AS assignment_id, a.app_id AS app_id, a.group_id AS group_id,
+                    g.kind AS group_kind, a.intent AS intent, a.license_type AS license_type,
+                    a.install AS install, a.any_token AS any_token, a.created_at AS created_at,
+                    MAX(m.joined_at, COALESCE(a.updated_at, a.created_at)) AS joined_at,
+                    d.udid AS udid, d.serial_number AS serial_number, d.user_id AS user_id,
+                    d.single_app_mode AS single_app_mode, d.app_store_allowed AS app_store_allowed,
+                    d.os_version AS os_version, d.product_name AS product_name,
+                    d.status AS device_status, d.enrolled_at AS enrolled_at,
+                    d.last_seen_at AS last_seen_at
+             FROM assignments a
+             JOIN groups g ON g.id = a.group_id
+             JOIN members m ON m.group_id = a.group_id
+             JOIN devices d ON d.udid = m.udid
+             WHERE d.status <> 'checked_out' AND (?1 IS NULL OR d.udid = ?1)
+             ORDER BY joined_at, d.udid, a.created_at, a.id",
+        )
+        .bind(udid.map(Udid::as_str))
+        .fetch_all(&self.reader)
+        .await?;
+        collect(rows, candidate_row)
+    }
+
     /// Opens (creating if needed) the database file and applies migrations.
     pub async fn open(path: &Path, seal: Arc<Seal>) -> StoreResult<Self> {
         private_files(path)?;
@@ -1033,32 +1064,32 @@ impl AssignmentStore for SqliteStore {
     }
 
     async fn assignment_candidates(&self) -> StoreResult<Vec<Candidate>> {
-        let rows = sqlx::query(
-            "WITH members AS (
-                SELECT gd.group_id, gd.udid, gd.joined_at FROM group_devices gd
-                UNION ALL
-                SELECT gu.group_id, d.udid, gu.joined_at
-                FROM group_users gu JOIN devices d ON d.user_id = gu.user_id
-             )
-             SELECT a.id AS assignment_id, a.app_id AS app_id, a.group_id AS group_id,
-                    g.kind AS group_kind, a.intent AS intent, a.license_type AS license_type,
-                    a.install AS install, a.any_token AS any_token, a.created_at AS created_at,
-                    MAX(m.joined_at, COALESCE(a.updated_at, a.created_at)) AS joined_at,
-                    d.udid AS udid, d.serial_number AS serial_number, d.user_id AS user_id,
-                    d.single_app_mode AS single_app_mode, d.app_store_allowed AS app_store_allowed,
-                    d.os_version AS os_version, d.product_name AS product_name,
-                    d.status AS device_status, d.enrolled_at AS enrolled_at,
-                    d.last_seen_at AS last_seen_at
-             FROM assignments a
-             JOIN groups g ON g.id = a.group_id
-             JOIN members m ON m.group_id = a.group_id
-             JOIN devices d ON d.udid = m.udid
-             WHERE d.status <> 'checked_out'
-             ORDER BY joined_at, d.udid, a.created_at, a.id",
+        self.candidates(None).await
+    }
+
+    async fn device_candidates(&self, udid: &Udid) -> StoreResult<Vec<Candidate>> {
+        self.candidates(Some(udid)).await
+    }
+
+    async fn device_licenses(
+        &self,
+        udid: &Udid,
+    ) -> StoreResult<(Vec<LicenseRecord>, Vec<UserLicenseRecord>)> {
+        let device = sqlx::query("SELECT * FROM licenses WHERE udid = ?1")
+            .bind(udid.as_str())
+            .fetch_all(&self.reader)
+            .await?;
+        let user = sqlx::query(
+            "SELECT * FROM user_licenses
+             WHERE user_id = (SELECT user_id FROM devices WHERE udid = ?1)",
         )
+        .bind(udid.as_str())
         .fetch_all(&self.reader)
         .await?;
-        collect(rows, candidate_row)
+        Ok((
+            collect(device, license_row)?,
+            collect(user, user_license_row)?,
+        ))
     }
 
     async fn record_app_request(
