@@ -93,6 +93,13 @@ struct ServeArgs {
     /// Seconds between polls of Apple's pending license events.
     #[arg(long, env = "ORCHARD_EVENT_POLL_SECONDS", default_value_t = 30.0)]
     event_poll_seconds: f64,
+    /// Seconds before asking Apple again for licenses it refused or could not take;
+    /// doubled after each failure up to --apple-retry-max-seconds.
+    #[arg(long, env = "ORCHARD_APPLE_RETRY_SECONDS", default_value_t = 5.0)]
+    apple_retry_seconds: f64,
+    /// The longest wait between such attempts.
+    #[arg(long, env = "ORCHARD_APPLE_RETRY_MAX_SECONDS", default_value_t = 600.0)]
+    apple_retry_max_seconds: f64,
     /// Seconds before asking a device again about an install in progress.
     #[arg(long, env = "ORCHARD_INSTALL_POLL_SECONDS", default_value_t = 5.0)]
     install_poll_seconds: f64,
@@ -196,6 +203,10 @@ async fn main() -> anyhow::Result<()> {
         ..AppleConfig::default()
     };
     config.event_poll_interval = seconds("event-poll-seconds", args.event_poll_seconds)?;
+    config.apple_retry = (
+        seconds("apple-retry-seconds", args.apple_retry_seconds)?,
+        seconds("apple-retry-max-seconds", args.apple_retry_max_seconds)?,
+    );
     config.install_poll_interval = seconds("install-poll-seconds", args.install_poll_seconds)?;
     config.install_timeout = seconds("install-timeout-seconds", args.install_timeout_seconds)?;
     config.max_tokens = args.max_tokens;

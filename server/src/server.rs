@@ -41,6 +41,9 @@ pub struct ServerConfig {
     pub install_timeout: Duration,
     /// How often pending Apple events are polled.
     pub event_poll_interval: Duration,
+    /// Back-off of license requests Apple refused or could not take: the first wait,
+    /// doubled after each failure up to the second.
+    pub apple_retry: (Duration, Duration),
     /// Most VPP tokens.
     pub max_tokens: i64,
     /// How often every token is synced with Apple (twice a day by default).
@@ -77,6 +80,7 @@ impl ServerConfig {
             install_poll_interval: Duration::from_secs(5),
             install_timeout: Duration::from_secs(30 * 60),
             event_poll_interval: Duration::from_secs(30),
+            apple_retry: (Duration::from_secs(5), Duration::from_secs(600)),
             max_tokens: 256,
             sync_interval: Duration::from_secs(12 * 3600),
             scheduler_tick: Duration::from_secs(60),
@@ -283,9 +287,10 @@ pub async fn start_with_listener(
         replica: uuid::Uuid::new_v4().to_string().into(),
         syncs_run: Default::default(),
         apple_backoff: Arc::new(crate::retry::Backoff::new(
-            Duration::from_secs(5),
-            Duration::from_secs(600),
+            config.apple_retry.0,
+            config.apple_retry.1,
         )),
+        apple_user_versions: Default::default(),
         rate: Arc::new(RateLimits {
             enrollment: RateLimiter::new(config.enrollment_rate),
             failed_auth: RateLimiter::new(config.failed_auth_rate),

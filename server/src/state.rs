@@ -1,6 +1,6 @@
 //! What every request handler and background task shares.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -86,6 +86,32 @@ pub struct ServerState {
     pub syncs_run: Arc<std::sync::atomic::AtomicU64>,
     /// Back-off of license requests Apple refused or could not take, per app.
     pub apple_backoff: Arc<crate::retry::Backoff>,
+    /// The users list's `versionId` last read from Apple, per token (incremental sync).
+    pub apple_user_versions: Arc<VersionIds>,
+}
+
+/// Apple's `versionId` of a list, per token: the next read asks only for what changed
+/// since. Kept in memory: after a restart the first read is a full one.
+#[derive(Debug, Default)]
+pub struct VersionIds(Mutex<HashMap<String, String>>);
+
+impl VersionIds {
+    /// The version to read from, if any.
+    pub fn get(&self, token_id: &str) -> Option<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(token_id)
+            .cloned()
+    }
+
+    /// Records the version a read returned.
+    pub fn set(&self, token_id: &str, version: String) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(token_id.to_owned(), version);
+    }
 }
 
 impl ServerState {

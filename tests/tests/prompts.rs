@@ -274,6 +274,14 @@ async fn every_scenario_of_the_prompt_table(builder: TestbedBuilder) {
         .apple
         .with_world(|w| (w.user_assignments.len(), w.serial_assignments.len()));
     assert_eq!(by_kind, (3, 4));
+    // Users who joined were noticed through incremental reads of Apple's users list.
+    let (full, incremental) = bed
+        .apple
+        .with_world(|w| (w.user_reads, w.incremental_user_reads));
+    assert!(
+        full >= 1 && incremental >= 1,
+        "{full} full and {incremental} incremental reads"
+    );
     fleet.stop().await;
     bed.shutdown().await;
 }

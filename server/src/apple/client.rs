@@ -352,25 +352,34 @@ impl AppleClient {
             .await
     }
 
-    /// `GET /users?clientUserId=…`: one user as Apple has it.
-    pub async fn user(
+    /// `GET /users[?sinceVersionId=…]`, every page: the users changed since `since`
+    /// (all users when `None`), as Apple's incremental sync offers. The version to ask
+    /// from next time is the first page's `versionId`.
+    pub async fn users_changed(
         &self,
         s_token: &str,
-        client_user_id: &str,
-    ) -> Result<Option<ResponseUser>, VppError> {
-        let resp: GetUsersResponse = self
-            .call::<(), _>(
-                Method::GET,
-                "/users",
-                s_token,
-                &[("clientUserId", client_user_id)],
-                None,
-            )
-            .await?;
-        Ok(resp
-            .users
-            .into_iter()
-            .find(|u| u.client_user_id == client_user_id))
+        since: Option<&str>,
+    ) -> Result<UserChanges, VppError> {
+        let mut out = UserChanges::default();
+        let mut page = 0i64;
+        loop {
+            let index = page.to_string();
+            let mut query = vec![("pageIndex", index.as_str())];
+            if let Some(v) = since {
+                query.push(("sinceVersionId", v));
+            }
+            let resp: GetUsersResponse = self
+                .call::<(), _>(Method::GET, "/users", s_token, &query, None)
+                .await?;
+            if page == 0 {
+                out.version_id = resp.version_id;
+            }
+            out.users.extend(resp.users);
+            match resp.next_page_index {
+                Some(next) if next > page => page = next,
+                _ => return Ok(out),
+            }
+        }
     }
 
     /// The VPP invitation URL for an invite code: service config's `invitationEmail`

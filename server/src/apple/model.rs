@@ -232,6 +232,18 @@ pub struct GetUsersResponse {
     /// The next page, absent on the last.
     #[serde(default)]
     pub next_page_index: Option<i64>,
+    /// The list's version; `sinceVersionId` of the next incremental read.
+    #[serde(default)]
+    pub version_id: Option<String>,
+}
+
+/// Users changed since a version, and the version to read from next time.
+#[derive(Debug, Clone, Default)]
+pub struct UserChanges {
+    /// The users (all of them on a first read).
+    pub users: Vec<ResponseUser>,
+    /// `versionId` of the first page.
+    pub version_id: Option<String>,
 }
 
 /// `EventResponse`.

@@ -484,11 +484,14 @@ async fn register(state: &ServerState, token_id: &str, user_ids: &[String]) -> S
 }
 
 /// Follows registrations: reads invite codes once Apple created the users, and notices
-/// users who joined the program.
+/// users who joined the program. Apple is read once per token and pass, incrementally
+/// (`sinceVersionId`): only the users changed since the last read come back.
 async fn follow_registrations(state: &ServerState) -> ServerResult<bool> {
     let store = state.store.as_ref();
     let mut pending = false;
-    for mut user in store.vpp_users().await? {
+    let mut waiting: BTreeSet<String> = BTreeSet::new();
+    let all_users = store.vpp_users().await?;
+    for mut user in all_users.iter().cloned() {
         let waiting_for_apple = user.status == VppUserStatus::Registering;
         let waiting_for_user = user.status == VppUserStatus::Registered
             && user.invited_at.is_some()
@@ -524,25 +527,55 @@ async fn follow_registrations(state: &ServerState) -> ServerResult<bool> {
                 }
             }
         }
-        match state.apple.user(&token.secret, &user.client_user_id).await {
-            Ok(Some(at_apple)) => {
-                let status = match at_apple.status.as_str() {
-                    "Associated" => VppUserStatus::Associated,
-                    "Retired" => VppUserStatus::Retired,
-                    _ => VppUserStatus::Registered,
-                };
-                if status != user.status || at_apple.invite_code != user.invite_code {
-                    user.status = status;
-                    user.invite_code = at_apple.invite_code.or(user.invite_code);
-                    user.id_hash = at_apple.id_hash;
-                    user.updated_at = state.clock.now();
-                    tracing::info!(user = %user.user_id, status = %user.status, "VPP user changed");
-                    store.put_vpp_user(&user).await?;
-                    state.poke_reconciler();
-                }
+        waiting.insert(user.token_id.clone());
+    }
+    for token_id in waiting {
+        let Some(token) = store.token(&token_id).await? else {
+            continue;
+        };
+        let since = state.apple_user_versions.get(&token_id);
+        let changes = match state
+            .apple
+            .users_changed(&token.secret, since.as_deref())
+            .await
+        {
+            Ok(changes) => changes,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read users at Apple");
+                continue;
             }
-            Ok(None) => tracing::warn!(user = %user.user_id, "Apple does not list the user yet"),
-            Err(e) => tracing::warn!(error = %e, "cannot read the user at Apple"),
+        };
+        let at_apple: HashMap<&str, &crate::apple::ResponseUser> = changes
+            .users
+            .iter()
+            .map(|u| (u.client_user_id.as_str(), u))
+            .collect();
+        // What Apple says of a user holds for whatever state the record is in here.
+        for mut user in all_users
+            .iter()
+            .filter(|u| u.token_id == token_id && u.status != VppUserStatus::Failed)
+            .cloned()
+        {
+            let Some(at_apple) = at_apple.get(user.client_user_id.as_str()) else {
+                continue;
+            };
+            let status = match at_apple.status.as_str() {
+                "Associated" => VppUserStatus::Associated,
+                "Retired" => VppUserStatus::Retired,
+                _ => VppUserStatus::Registered,
+            };
+            if status != user.status || at_apple.invite_code != user.invite_code {
+                user.status = status;
+                user.invite_code = at_apple.invite_code.clone().or(user.invite_code);
+                user.id_hash = at_apple.id_hash.clone();
+                user.updated_at = state.clock.now();
+                tracing::info!(user = %user.user_id, status = %user.status, "VPP user changed");
+                store.put_vpp_user(&user).await?;
+                state.poke_reconciler();
+            }
+        }
+        if let Some(version) = changes.version_id {
+            state.apple_user_versions.set(&token_id, version);
         }
     }
     Ok(pending)

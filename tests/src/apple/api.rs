@@ -7,8 +7,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -40,6 +41,37 @@ fn apple_error(status: StatusCode, number: i64, message: &'static str) -> Respon
     AppleFault(status, number, message).into_response()
 }
 
+/// The error numbers the stand-in answers with, as service config lists them.
+const ERROR_CODES: [(i64, &str); 27] = [
+    (9600, "Missing argument"),
+    (9601, "Login required"),
+    (9602, "Invalid argument"),
+    (9603, "Internal error"),
+    (9609, "Registered user not found"),
+    (9621, "Token has expired"),
+    (9622, "Invalid authentication token"),
+    (9625, "The server has revoked the sToken"),
+    (9646, "Too many requests"),
+    (9650, "Page index out of range"),
+    (9700, "Too many assets"),
+    (9701, "Too many clientUserIds"),
+    (9702, "Too many serialNumbers"),
+    (9703, "Duplicate assets"),
+    (9704, "Duplicate clientUserIds"),
+    (9705, "Duplicate serial numbers"),
+    (9706, "Asset not revocable"),
+    (9707, "Asset is not device assignable"),
+    (9708, "Event not found"),
+    (9709, "Not enough licenses"),
+    (9712, "Notification URL must be https"),
+    (9718, "Assets are missing"),
+    (9719, "clientUserIds or serialNumbers needed"),
+    (9721, "Invalid versionId"),
+    (9726, "Unsupported HTTP method"),
+    (9727, "Unsupported Content-Type"),
+    (9728, "Notification URL is unreachable"),
+];
+
 /// Routes of the stand-in.
 pub(super) fn router(world: SharedWorld) -> Router {
     Router::new()
@@ -62,6 +94,8 @@ pub(super) fn router(world: SharedWorld) -> Router {
         .route("/associateVPPUserWithITSAccount", get(accept_invitation))
         .route("/store/license", get(store_license))
         .merge(super::testbed_admin::routes())
+        .method_not_allowed_fallback(wrong_method)
+        .layer(axum::middleware::from_fn(json_posts_only))
         .layer(axum::middleware::from_fn_with_state(
             world.clone(),
             super::testbed_admin::inject_faults,
@@ -154,6 +188,10 @@ async fn service_config(State(world): State<SharedWorld>, headers: HeaderMap) ->
             "maxMdmMetadataLength": 255,
         },
         "notificationTypes": ["ASSET_MANAGEMENT", "ASSET_COUNT", "USER_MANAGEMENT", "USER_ASSOCIATED", "TEST_NOTIFICATION"],
+        "errorCodes": ERROR_CODES
+            .iter()
+            .map(|(number, message)| json!({ "errorNumber": number, "errorMessage": message }))
+            .collect::<Vec<_>>(),
     }))
 }
 
@@ -277,7 +315,53 @@ async fn set_client_config(
 #[serde(rename_all = "camelCase")]
 struct AssetsQuery {
     adam_id: Option<String>,
+    product_type: Option<String>,
+    pricing_param: Option<String>,
+    device_assignable: Option<String>,
+    revocable: Option<String>,
+    min_assigned_count: Option<String>,
+    max_assigned_count: Option<String>,
+    min_available_count: Option<String>,
+    max_available_count: Option<String>,
     page_index: Option<String>,
+}
+
+/// Reads an optional query value as `T`, or answers 9602 naming the parameter.
+fn query_value<T: std::str::FromStr>(
+    value: Option<&String>,
+    name: &'static str,
+) -> Result<Option<T>, AppleFault> {
+    value
+        .map(|v| v.parse::<T>())
+        .transpose()
+        .map_err(|_| AppleFault(StatusCode::BAD_REQUEST, 9602, name))
+}
+
+/// A paged list's body: the page's records under `list`, and the paging fields.
+fn paged(
+    list: &str,
+    page: super::paging::Page<Value>,
+    version: u64,
+    world: &World,
+    uid: &str,
+) -> Response {
+    let mut body = json!({
+        "currentPageIndex": page.index,
+        "size": page.items.len(),
+        "totalPages": page.total,
+        "versionId": version.to_string(),
+        "tokenExpirationDate": expiration(world, uid),
+        "uId": uid,
+    });
+    if page.index + 1 < page.total {
+        body["nextPageIndex"] = json!(page.index + 1);
+    }
+    body[list] = Value::Array(page.items);
+    Json(body).into_response()
+}
+
+fn page_error((number, message): super::paging::PageError) -> Response {
+    apple_error(StatusCode::BAD_REQUEST, number, message)
 }
 
 async fn assets(
@@ -292,38 +376,111 @@ async fn assets(
         Ok(uid) => uid,
         Err(fault) => return fault.into_response(),
     };
-    let Ok(page) = q.page_index.as_deref().unwrap_or("0").parse::<usize>() else {
-        return apple_error(
-            StatusCode::BAD_REQUEST,
-            9602,
-            "pageIndex must be an integer",
-        );
+    let filters = (|| {
+        Ok::<_, AppleFault>((
+            query_value::<bool>(
+                q.device_assignable.as_ref(),
+                "Invalid argument: deviceAssignable",
+            )?,
+            query_value::<bool>(q.revocable.as_ref(), "Invalid argument: revocable")?,
+            query_value::<i64>(
+                q.min_assigned_count.as_ref(),
+                "Invalid argument: minAssignedCount",
+            )?,
+            query_value::<i64>(
+                q.max_assigned_count.as_ref(),
+                "Invalid argument: maxAssignedCount",
+            )?,
+            query_value::<i64>(
+                q.min_available_count.as_ref(),
+                "Invalid argument: minAvailableCount",
+            )?,
+            query_value::<i64>(
+                q.max_available_count.as_ref(),
+                "Invalid argument: maxAvailableCount",
+            )?,
+        ))
+    })();
+    let (assignable, revocable, min_assigned, max_assigned, min_available, max_available) =
+        match filters {
+            Ok(f) => f,
+            Err(refused) => return refused.into_response(),
+        };
+    let matches = |v: &Value| {
+        let int = |k: &str| v[k].as_i64().unwrap_or(0);
+        q.product_type
+            .as_ref()
+            .is_none_or(|t| v["productType"] == t.as_str())
+            && q.pricing_param
+                .as_ref()
+                .is_none_or(|p| v["pricingParam"] == p.as_str())
+            && assignable.is_none_or(|b| v["deviceAssignable"] == b)
+            && revocable.is_none_or(|b| v["revocable"] == b)
+            && min_assigned.is_none_or(|n| int("assignedCount") >= n)
+            && max_assigned.is_none_or(|n| int("assignedCount") <= n)
+            && min_available.is_none_or(|n| int("availableCount") >= n)
+            && max_available.is_none_or(|n| int("availableCount") <= n)
     };
     let all: Vec<Value> = world
         .assets
         .keys()
         .filter(|(u, a)| u == &uid && q.adam_id.as_ref().is_none_or(|id| id == &a.to_string()))
         .filter_map(|(u, a)| world.response_asset(u, *a))
+        .filter(matches)
         .collect();
-    let size = world.page_size.max(1);
-    let total_pages = all.len().div_ceil(size).max(1);
-    if page >= total_pages {
-        return apple_error(StatusCode::BAD_REQUEST, 9650, "Page index out of range");
+    match super::paging::page(all, q.page_index.as_deref(), world.page_size) {
+        // Assets carry a versionId but ignore sinceVersionId, as Apple's do.
+        Ok(page) => paged("assets", page, 1, &world, &uid),
+        Err(e) => page_error(e),
     }
-    let items: Vec<Value> = all.into_iter().skip(page * size).take(size).collect();
-    let mut body = json!({
-        "assets": items,
-        "currentPageIndex": page,
-        "size": items.len(),
-        "totalPages": total_pages,
-        "versionId": "1",
-        "tokenExpirationDate": expiration(&world, &uid),
-        "uId": uid,
-    });
-    if page + 1 < total_pages {
-        body["nextPageIndex"] = json!(page + 1);
+}
+
+/// Apple refuses the same asset twice in one request (9703).
+fn distinct_assets(assets: &[Value]) -> Result<(), AppleFault> {
+    let keys: BTreeSet<(String, String)> = assets
+        .iter()
+        .map(|a| {
+            (
+                a["adamId"].as_str().unwrap_or_default().to_owned(),
+                a["pricingParam"].as_str().unwrap_or("STDQ").to_owned(),
+            )
+        })
+        .collect();
+    if keys.len() == assets.len() {
+        Ok(())
+    } else {
+        Err(AppleFault(
+            StatusCode::BAD_REQUEST,
+            9703,
+            "Duplicate assets",
+        ))
     }
-    Json(body).into_response()
+}
+
+/// Every POST of Apple's API carries JSON: anything else is 9727 (HTTP 415).
+pub(super) async fn json_posts_only(request: Request, next: Next) -> Response {
+    let json = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if request.method() == Method::POST && request.uri().path().starts_with("/mdm/v2/") && !json {
+        return apple_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            9727,
+            "Content-Type must be application/json",
+        );
+    }
+    next.run(request).await
+}
+
+/// A path of Apple's API asked with a method it does not take: 9726 (HTTP 405).
+async fn wrong_method() -> Response {
+    apple_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        9726,
+        "Unsupported HTTP method",
+    )
 }
 
 fn strings(body: &Value, key: &str) -> Option<Vec<String>> {
@@ -341,17 +498,6 @@ async fn associate(State(world): State<SharedWorld>, headers: HeaderMap, body: B
         Ok(uid) => uid,
         Err(fault) => return fault.into_response(),
     };
-    if headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_none_or(|v| !v.starts_with("application/json"))
-    {
-        return apple_error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            9727,
-            "Content-Type must be application/json",
-        );
-    }
     let Ok(body) = serde_json::from_slice::<Value>(&body) else {
         return apple_error(
             StatusCode::BAD_REQUEST,
@@ -368,6 +514,9 @@ async fn associate(State(world): State<SharedWorld>, headers: HeaderMap, body: B
     };
     if assets.len() > 25 {
         return apple_error(StatusCode::BAD_REQUEST, 9700, "Too many assets");
+    }
+    if let Err(refused) = distinct_assets(assets) {
+        return refused.into_response();
     }
     let serials = strings(&body, "serialNumbers").unwrap_or_default();
     let users = strings(&body, "clientUserIds").unwrap_or_default();
@@ -517,6 +666,9 @@ struct AssignmentsQuery {
     adam_id: Option<String>,
     serial_number: Option<String>,
     client_user_id: Option<String>,
+    pricing_param: Option<String>,
+    page_index: Option<String>,
+    since_version_id: Option<String>,
 }
 
 async fn assignments(
@@ -524,20 +676,45 @@ async fn assignments(
     headers: HeaderMap,
     Query(q): Query<AssignmentsQuery>,
 ) -> Response {
-    let world = lock(&world);
+    let mut world = lock(&world);
     let uid = match authenticate(&world, &headers) {
         Ok(uid) => uid,
         Err(fault) => return fault.into_response(),
     };
+    let key = |a: &u64, subject: &str| format!("{a}/{subject}");
+    let everything: Vec<(String, String)> = world
+        .serial_assignments
+        .iter()
+        .map(|(u, a, s)| (format!("{u}/{}", key(a, s)), String::new()))
+        .chain(
+            world
+                .user_assignments
+                .iter()
+                .map(|(u, a, c)| (format!("{u}/{}", key(a, c)), String::new())),
+        )
+        .collect();
+    world.assignment_versions.refresh(everything);
+    let since =
+        match super::paging::since(q.since_version_id.as_deref(), &world.assignment_versions) {
+            Ok(since) => since,
+            Err(e) => return page_error(e),
+        };
+    let versions = &world.assignment_versions;
+    let changed = |a: &u64, subject: &str| {
+        since.is_none_or(|v| versions.changed_since(&format!("{uid}/{}", key(a, subject)), v))
+    };
     let wanted_asset = |a: &u64| q.adam_id.as_ref().is_none_or(|id| id == &a.to_string());
+    let stdq = q.pricing_param.as_deref().is_none_or(|p| p == "STDQ");
     let devices = world
         .serial_assignments
         .iter()
         .filter(|(u, a, s)| {
             u == &uid
+                && stdq
                 && wanted_asset(a)
                 && q.client_user_id.is_none()
                 && q.serial_number.as_ref().is_none_or(|sn| sn == s)
+                && changed(a, s)
         })
         .map(|(_, a, s)| json!({ "adamId": a.to_string(), "pricingParam": "STDQ", "serialNumber": s }));
     let users = world
@@ -545,22 +722,19 @@ async fn assignments(
         .iter()
         .filter(|(u, a, c)| {
             u == &uid
+                && stdq
                 && wanted_asset(a)
                 && q.serial_number.is_none()
                 && q.client_user_id.as_ref().is_none_or(|id| id == c)
+                && changed(a, c)
         })
         .map(|(_, a, c)| json!({ "adamId": a.to_string(), "pricingParam": "STDQ", "clientUserId": c }));
     let items: Vec<Value> = devices.chain(users).collect();
-    Json(json!({
-        "assignments": items,
-        "currentPageIndex": 0,
-        "size": items.len(),
-        "totalPages": 1,
-        "versionId": "1",
-        "tokenExpirationDate": expiration(&world, &uid),
-        "uId": uid,
-    }))
-    .into_response()
+    let version = world.assignment_versions.current();
+    match super::paging::page(items, q.page_index.as_deref(), world.page_size) {
+        Ok(page) => paged("assignments", page, version, &world, &uid),
+        Err(e) => page_error(e),
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -654,6 +828,10 @@ async fn lookup(State(world): State<SharedWorld>, Query(q): Query<LookupQuery>) 
 #[serde(rename_all = "camelCase")]
 struct UsersQuery {
     client_user_id: Option<String>,
+    active_only: Option<String>,
+    retired_only: Option<String>,
+    page_index: Option<String>,
+    since_version_id: Option<String>,
 }
 
 async fn users(
@@ -661,27 +839,49 @@ async fn users(
     headers: HeaderMap,
     Query(q): Query<UsersQuery>,
 ) -> Response {
-    let world = lock(&world);
+    let mut world = lock(&world);
     let uid = match authenticate(&world, &headers) {
         Ok(uid) => uid,
         Err(fault) => return fault.into_response(),
     };
+    let (active_only, retired_only) = match (
+        query_value::<bool>(q.active_only.as_ref(), "Invalid argument: activeOnly"),
+        query_value::<bool>(q.retired_only.as_ref(), "Invalid argument: retiredOnly"),
+    ) {
+        (Ok(a), Ok(r)) => (a.unwrap_or(false), r.unwrap_or(false)),
+        (Err(refused), _) | (_, Err(refused)) => return refused.into_response(),
+    };
+    let everything: Vec<(String, String)> = world
+        .users
+        .iter()
+        .map(|((u, c), user)| (format!("{u}/{c}"), user.to_json(c).to_string()))
+        .collect();
+    world.user_versions.refresh(everything);
+    let since = match super::paging::since(q.since_version_id.as_deref(), &world.user_versions) {
+        Ok(since) => since,
+        Err(e) => return page_error(e),
+    };
+    world.user_reads += 1;
+    if since.is_some() {
+        world.incremental_user_reads += 1;
+    }
     let items: Vec<Value> = world
         .users
         .iter()
-        .filter(|((u, c), _)| u == &uid && q.client_user_id.as_ref().is_none_or(|id| id == c))
+        .filter(|((u, c), user)| {
+            u == &uid
+                && q.client_user_id.as_ref().is_none_or(|id| id == c)
+                && (!active_only || user.status != "Retired")
+                && (!retired_only || user.status == "Retired")
+                && since.is_none_or(|v| world.user_versions.changed_since(&format!("{u}/{c}"), v))
+        })
         .map(|((_, c), user)| user.to_json(c))
         .collect();
-    Json(json!({
-        "users": items,
-        "currentPageIndex": 0,
-        "size": items.len(),
-        "totalPages": 1,
-        "versionId": "1",
-        "tokenExpirationDate": expiration(&world, &uid),
-        "uId": uid,
-    }))
-    .into_response()
+    let version = world.user_versions.current();
+    match super::paging::page(items, q.page_index.as_deref(), world.page_size) {
+        Ok(page) => paged("users", page, version, &world, &uid),
+        Err(e) => page_error(e),
+    }
 }
 
 async fn create_users(
@@ -904,6 +1104,9 @@ async fn disassociate(
     else {
         return apple_error(StatusCode::BAD_REQUEST, 9718, "Assets are missing");
     };
+    if let Err(refused) = distinct_assets(assets) {
+        return refused.into_response();
+    }
     let serials = strings(&body, "serialNumbers").unwrap_or_default();
     let users = strings(&body, "clientUserIds").unwrap_or_default();
     if serials.is_empty() && users.is_empty() {

@@ -3,6 +3,7 @@
 
 mod api;
 pub mod notify;
+pub mod paging;
 pub mod seed;
 pub mod state;
 pub mod testbed_admin;

@@ -197,6 +197,14 @@ pub struct World {
     pub max_serial_numbers: usize,
     /// The most serial numbers one association request carried.
     pub largest_serial_batch: usize,
+    /// Versions of the assignments list.
+    pub assignment_versions: super::paging::Versions,
+    /// Versions of the users list.
+    pub user_versions: super::paging::Versions,
+    /// Reads of the users list.
+    pub user_reads: u64,
+    /// Of those, reads with `sinceVersionId`.
+    pub incremental_user_reads: u64,
 }
 
 /// A new token file (base64 JSON, as Apple issues it).
@@ -286,6 +294,10 @@ impl World {
             notifications_sent: 0,
             max_serial_numbers: 1000,
             largest_serial_batch: 0,
+            assignment_versions: Default::default(),
+            user_versions: Default::default(),
+            user_reads: 0,
+            incremental_user_reads: 0,
         }
     }
 
