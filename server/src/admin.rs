@@ -432,6 +432,9 @@ pub struct VppStanding {
     pub invitation: Option<Invitation>,
     /// Apple's hash of the account the user joined with.
     pub apple_account_hash: Option<String>,
+    /// The last thing that went wrong (Apple refused the registration, a device
+    /// refused the invitation), if any.
+    pub error: Option<String>,
 }
 
 /// A VPP invitation as sent and answered.
@@ -459,6 +462,7 @@ fn standing(u: VppUserRecord) -> VppStanding {
             answered_at: u.answered_at,
         }),
         apple_account_hash: u.id_hash,
+        error: u.error,
     }
 }
 

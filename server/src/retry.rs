@@ -71,6 +71,11 @@ impl Backoff {
     }
 }
 
+/// The back-off key of a user's VPP invitation under a token (a device refused it).
+pub fn invitation_key(token_id: &str, user_id: &str) -> String {
+    format!("invitation:{token_id}:{user_id}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

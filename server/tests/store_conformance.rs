@@ -294,9 +294,14 @@ async fn enrollment_lifecycle() {
             (d.status, d.push_magic.as_deref(), d.topic.as_deref()),
             (EnrollmentStatus::Active, Some("MAGIC"), Some("topic"))
         );
-        s.record_device_information(&udid, &AuthenticateFacts::default(), Some(true))
-            .await
-            .unwrap();
+        s.record_device_information(
+            &udid,
+            &AuthenticateFacts::default(),
+            Some(true),
+            Some("account-hash"),
+        )
+        .await
+        .unwrap();
         assert_eq!(
             s.device(&udid).await.unwrap().unwrap().is_supervised,
             Some(true)

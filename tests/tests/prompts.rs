@@ -535,7 +535,95 @@ async fn sixth_device_of_one_user_is_refused(builder: TestbedBuilder) {
     bed.shutdown().await;
 }
 
+async fn a_device_signed_in_with_another_account_waits_until_it_matches(builder: TestbedBuilder) {
+    let bed = builder.start().await.unwrap();
+    let (_, app_id) = pages(&bed).await;
+    let mut ana = kind(Ownership::Corporate, true, false);
+    ana.apple_id = Some("ana@example.com".into());
+    let mut other = ana.clone();
+    other.apple_id = Some("someone.else@example.com".into());
+    let fleet = fleet(&bed, vec![ana, other], "ACCOUNT").await;
+    let udids = device_udids(&fleet);
+    let user = bed.create_user("ana@example.com").await.unwrap();
+    bed.set_device_users(&udids, &user).await.unwrap();
+    // Only the first device gets the invitation: Ana joins with her own account.
+    let group = bed
+        .group_of("Ana", "user", std::slice::from_ref(&user))
+        .await
+        .unwrap();
+    bed.assign(&app_id, &group, "user").await.unwrap();
+    bed.wait_install_status(&app_id, &udids[0], "installed", WAIT)
+        .await
+        .unwrap();
+    let waiting = bed
+        .wait_install_status_where(&app_id, &udids[1], WAIT, |r: &serde_json::Value| {
+            r["reason"] == user_licensing::OTHER_ACCOUNT
+        })
+        .await
+        .unwrap();
+    assert_eq!(waiting["status"], "pending", "{waiting}");
+    assert!(
+        fleet.agents[1].device().lock().unwrap().apps().is_empty(),
+        "no install went to the device signed in with another account"
+    );
+    // The user signs in there with her own account: the device is asked again and served.
+    fleet.agents[1].device().lock().unwrap().facts.apple_id = Some("ana@example.com".into());
+    bed.wait_install_status(&app_id, &udids[1], "installed", WAIT)
+        .await
+        .unwrap();
+    fleet.stop().await;
+    bed.shutdown().await;
+}
+
+async fn a_refused_invitation_is_sent_again(builder: TestbedBuilder) {
+    let bed = builder.start().await.unwrap();
+    let (_, app_id) = pages(&bed).await;
+    // Service config gives an invitation URL the device cannot open.
+    bed.apple.with_world(|w| {
+        w.invitation_template = Some("itms-broken:inviteCode=%25inviteCode%25".into());
+    });
+    let (fleet, udid, user) = one_user_device(&bed, |_| {}, "REINVITE").await;
+    let group = bed
+        .group_of("Reinvited", "user", std::slice::from_ref(&user))
+        .await
+        .unwrap();
+    bed.assign(&app_id, &group, "user").await.unwrap();
+    let (_, refused) = orchard_testbed::harness::wait_for(WAIT, "the refusal recorded", || async {
+        let (_, view) = bed.admin.get(&format!("/v1/users/{user}")).await?;
+        Ok(
+            if view["vpp"][0]["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("InvalidInvitationURL"))
+            {
+                Ok(((), view))
+            } else {
+                Err(view.to_string())
+            },
+        )
+    })
+    .await
+    .unwrap();
+    assert!(refused["vpp"][0]["error"].is_string());
+    // Apple's URL is right again: the invitation goes out anew and the user joins.
+    bed.apple.with_world(|w| w.invitation_template = None);
+    bed.wait_install_status(&app_id, &udid, "installed", WAIT)
+        .await
+        .unwrap();
+    let invitations = fleet.agents[0]
+        .device()
+        .lock()
+        .unwrap()
+        .handled()
+        .get("InviteToProgram")
+        .copied();
+    assert!(invitations >= Some(2), "{invitations:?}");
+    fleet.stop().await;
+    bed.shutdown().await;
+}
+
 orchard_testbed::on_both_backends!(
+    a_device_signed_in_with_another_account_waits_until_it_matches,
+    a_refused_invitation_is_sent_again,
     every_scenario_of_the_prompt_table,
     declined_invitation_uses_no_license,
     declined_install_prompt_ends_user_rejected,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use orchard_protocol::Udid;
 use orchard_protocol::command::{
     Command, InstallApplicationResponse, InstalledApplicationList,
-    InstalledApplicationListResponse, ManagedAppStatus, ManagedApplicationList,
+    InstalledApplicationListResponse, InvitationResult, ManagedAppStatus, ManagedApplicationList,
     ManagedApplicationListResponse,
 };
 use orchard_protocol::report::{CommandReport, CommandStatus};
@@ -17,7 +17,7 @@ use crate::error::ServerResult;
 use crate::state::ServerState;
 use crate::store::{
     AppRecord, AuthenticateFacts, CommandOutcome, CommandState, InstallRecord, InstallStatus,
-    NewCommand, QueuedCommand,
+    NewCommand, QueuedCommand, VppUserStatus,
 };
 
 /// What one command result means for installs.
@@ -316,6 +316,9 @@ pub async fn apply_result(
     if command.request_type == "DeviceInformation" && report.status == CommandStatus::Acknowledged {
         record_device_information(state, &report.udid, report).await?;
     }
+    if command.request_type == "InviteToProgram" {
+        read_invitation_result(state, report, now).await?;
+    }
     if command.request_type == "Restrictions" && report.status == CommandStatus::Acknowledged {
         let answer: orchard_protocol::command::RestrictionsResponse = report.response()?;
         state
@@ -396,6 +399,52 @@ pub async fn apply_result(
     })
 }
 
+/// Reads a device's answer to InviteToProgram: `Acknowledged` (the invitation is
+/// shown), or a refusal (`InvalidInvitationURL`, `InvalidProgramID`, an error), after
+/// which the invitation is sent again later with a fresh URL. `NotNow` needs nothing:
+/// the command is offered again in the device's next session.
+async fn read_invitation_result(
+    state: &ServerState,
+    report: &CommandReport,
+    now: Timestamp,
+) -> ServerResult<()> {
+    let refusal = match report.status {
+        CommandStatus::Acknowledged => {
+            let answer: orchard_protocol::command::InviteToProgramResponse = report.response()?;
+            match answer.invitation_result {
+                InvitationResult::Acknowledged => return Ok(()),
+                other => format!("the device refused the VPP invitation ({other:?})"),
+            }
+        }
+        CommandStatus::Error | CommandStatus::CommandFormatError => format!(
+            "the device could not show the VPP invitation: {}",
+            error_reason(report)
+        ),
+        CommandStatus::NotNow | CommandStatus::Idle => return Ok(()),
+    };
+    for mut user in state.store.vpp_users().await? {
+        let invited_here = user.invited_udid.as_deref() == Some(report.udid.as_str())
+            && user.invited_at.is_some()
+            && user.status == VppUserStatus::Registered
+            && user.invitation_answer.is_none();
+        if !invited_here {
+            continue;
+        }
+        tracing::warn!(udid = %report.udid, user = %user.user_id, %refusal, "VPP invitation refused; it is sent again later");
+        state.apple_backoff.failed(
+            &crate::retry::invitation_key(&user.token_id, &user.user_id),
+            now,
+        );
+        user.invited_at = None;
+        user.invited_udid = None;
+        user.error = Some(format!("{refusal}; it is sent again"));
+        user.updated_at = now;
+        state.store.put_vpp_user(&user).await?;
+    }
+    state.poke_reconciler();
+    Ok(())
+}
+
 async fn record_device_information(
     state: &ServerState,
     udid: &Udid,
@@ -410,8 +459,15 @@ async fn record_device_information(
     };
     state
         .store
-        .record_device_information(udid, &facts, q.is_supervised)
+        .record_device_information(
+            udid,
+            &facts,
+            q.is_supervised,
+            q.itunes_store_account_hash.as_deref(),
+        )
         .await?;
+    // A changed sign-in may unblock a user-licensed install.
+    state.poke_reconciler();
     Ok(())
 }
 

@@ -89,6 +89,7 @@ pub fn targets(
                 single_app_mode: c.single_app_mode,
                 app_store_allowed: c.app_store_allowed,
                 install: c.install,
+                account_hash: c.account_hash.clone(),
             }),
         }
     }

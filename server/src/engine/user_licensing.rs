@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use orchard_protocol::Udid;
-use orchard_protocol::command::{Command, InstallApplication, InviteToProgram};
+use orchard_protocol::command::{Command, DeviceInformation, InstallApplication, InviteToProgram};
 
 use crate::apple::{
     EventStatus, ManageAssetsRequest, ManageUsersRequest, RequestAsset, RequestUser,
@@ -25,8 +25,8 @@ use crate::clock::Timestamp;
 use crate::error::ServerResult;
 use crate::state::ServerState;
 use crate::store::{
-    AppRecord, InstallRecord, InstallStatus, LicenseState, NewCommand, UserLicenseRecord,
-    UserTarget, VppUserRecord, VppUserStatus,
+    AppRecord, CommandState, InstallRecord, InstallStatus, LicenseState, NewCommand,
+    UserLicenseRecord, UserTarget, VppUserRecord, VppUserStatus,
 };
 
 /// Apple lets one user license serve this many of the user's devices.
@@ -48,6 +48,8 @@ pub const INVITED: &str = "waiting for the user to accept the invitation to the 
 pub const DECLINED: &str = "the user declined the invitation to the VPP program, so no license was used; the invitation is not sent again until the user is retired";
 /// Reason while Apple associates the user license.
 pub const ASSOCIATING: &str = "the user license is being associated at Apple";
+/// Reason while the device is signed in with another Apple Account than its user's.
+pub const OTHER_ACCOUNT: &str = "waiting: the App Store on this device is signed in with another Apple Account than the one the user joined the VPP program with, so the user license cannot serve it; sign in on the device with the Apple Account that accepted the invitation (or assign the app with device licensing)";
 
 /// One decision of the user-licensing core.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +88,11 @@ pub enum UserAction {
     Install {
         /// App.
         app_id: String,
+        /// Device.
+        udid: Udid,
+    },
+    /// Ask the device again which Apple Account its App Store is signed in to.
+    AskAccount {
         /// Device.
         udid: Udid,
     },
@@ -274,6 +281,18 @@ pub fn plan(world: UserWorld<'_>) -> Vec<UserAction> {
                                 InstallStatus::Licensed,
                                 crate::engine::license_pool::LICENSE_ONLY,
                             );
+                        } else if t
+                            .account_hash
+                            .as_ref()
+                            .zip(vu.id_hash.as_ref())
+                            .is_some_and(|(device, user)| device != user)
+                        {
+                            // Apple serves the license to the account that joined; the
+                            // device is asked again until its sign-in matches.
+                            status(InstallStatus::Pending, OTHER_ACCOUNT);
+                            actions.push(UserAction::AskAccount {
+                                udid: t.udid.clone(),
+                            });
                         } else if open_row(row) {
                             actions.push(UserAction::Install {
                                 app_id: t.app_id.clone(),
@@ -344,9 +363,10 @@ pub async fn run_once(
                 user_id,
                 udid,
             } => {
-                if let Some(command) = invite(state, &vpp_users, &token_id, &user_id, &udid).await?
-                {
-                    commands.push(command);
+                match invite(state, &vpp_users, &token_id, &user_id, &udid).await? {
+                    Some(command) => commands.push(command),
+                    // Not sent now (backing off, or Apple not ready): look again soon.
+                    None => pending = true,
                 }
             }
             UserAction::Associate { app_id, user_ids } => {
@@ -389,6 +409,11 @@ pub async fn run_once(
                 status,
                 reason,
             } => rows.push(install_row(&app_id, &udid, status, Some(reason), now)),
+            UserAction::AskAccount { udid } => {
+                if let Some(command) = ask_account(state, &udid).await? {
+                    commands.push(command);
+                }
+            }
         }
     }
     if !commands.is_empty() {
@@ -581,6 +606,35 @@ async fn follow_registrations(state: &ServerState) -> ServerResult<bool> {
     Ok(pending)
 }
 
+/// A DeviceInformation query for the device's App Store account, due after the install
+/// poll interval, unless one is already open.
+async fn ask_account(
+    state: &ServerState,
+    udid: &Udid,
+) -> ServerResult<Option<crate::store::NewCommand>> {
+    let open = state.store.commands_of(udid).await?.into_iter().any(|c| {
+        c.request_type == "DeviceInformation"
+            && matches!(
+                c.status,
+                CommandState::Queued | CommandState::Sent | CommandState::NotNow
+            )
+    });
+    if open {
+        return Ok(None);
+    }
+    let queries = ["iTunesStoreAccountHash", "iTunesStoreAccountIsActive"]
+        .map(String::from)
+        .to_vec();
+    let mut command = NewCommand::new(
+        udid,
+        Command::DeviceInformation(DeviceInformation { queries }),
+        None,
+        state.clock.now(),
+    )?;
+    command.not_before = state.clock.now() + state.options.install_poll_interval;
+    Ok(Some(command))
+}
+
 async fn invite(
     state: &ServerState,
     vpp_users: &[VppUserRecord],
@@ -598,6 +652,13 @@ async fn invite(
     let (Some(code), Some(token)) = (&user.invite_code, state.store.token(token_id).await?) else {
         return Ok(None);
     };
+    // A device that refused the invitation is not sent it again at once.
+    if !state.apple_backoff.due(
+        &crate::retry::invitation_key(token_id, user_id),
+        state.clock.now(),
+    ) {
+        return Ok(None);
+    }
     let url = match state.apple.invitation_url(&token.secret, code).await {
         Ok(url) => url,
         Err(e) => {
@@ -818,6 +879,7 @@ mod tests {
             single_app_mode: false,
             app_store_allowed: Some(true),
             install: true,
+            account_hash: None,
         }
     }
 
@@ -1020,15 +1082,42 @@ mod tests {
             licenses: vec![license("ana", LicenseState::Associated)],
         };
         let actions = case.plan();
-        let installs: Vec<_> = actions
+        let installs = installs_of(&actions);
+        assert_eq!(installs, vec!["1", "2", "3", "4", "5"]);
+        assert_eq!(statuses(&actions), vec![("6".into(), DEVICE_LIMIT)]);
+    }
+
+    fn installs_of(actions: &[UserAction]) -> Vec<String> {
+        actions
             .iter()
             .filter_map(|a| match a {
                 UserAction::Install { udid, .. } => Some(udid.0.clone()),
                 _ => None,
             })
+            .collect()
+    }
+
+    #[test]
+    fn a_device_signed_in_with_another_account_waits_and_is_asked_again() {
+        let mut joined = vpp_user("ana", VppUserStatus::Associated);
+        joined.id_hash = Some("hash-of-ana".into());
+        let mut targets: Vec<UserTarget> = (1..=3)
+            .map(|i| target(&i.to_string(), Some("ana")))
             .collect();
-        assert_eq!(installs, vec!["1", "2", "3", "4", "5"]);
-        assert_eq!(statuses(&actions), vec![("6".into(), DEVICE_LIMIT)]);
+        targets[0].account_hash = Some("hash-of-ana".into());
+        targets[1].account_hash = Some("hash-of-bob".into());
+        // The third has nobody signed in: the device will ask for the Apple ID.
+        let case = Case {
+            available: 10,
+            targets,
+            vpp_users: vec![joined],
+            licenses: vec![license("ana", LicenseState::Associated)],
+        };
+        let actions = case.plan();
+        let installs = installs_of(&actions);
+        assert_eq!(installs, vec!["1", "3"]);
+        assert_eq!(statuses(&actions), vec![("2".into(), OTHER_ACCOUNT)]);
+        assert!(actions.contains(&UserAction::AskAccount { udid: "2".into() }));
     }
 
     #[test]

@@ -93,12 +93,14 @@ pub trait DeviceStore: Send + Sync {
     ) -> StoreResult<()>;
     /// Records a CheckOut: the device is no longer managed.
     async fn record_check_out(&self, udid: &Udid, now: Timestamp) -> StoreResult<()>;
-    /// Records a DeviceInformation answer.
+    /// Records a DeviceInformation answer (the account hash as reported: none when
+    /// nobody is signed in to the App Store).
     async fn record_device_information(
         &self,
         udid: &Udid,
         facts: &AuthenticateFacts,
         is_supervised: Option<bool>,
+        account_hash: Option<&str>,
     ) -> StoreResult<()>;
     /// Lists devices by UDID.
     async fn devices(&self, page: &Page) -> StoreResult<Vec<DeviceRecord>>;

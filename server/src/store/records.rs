@@ -624,6 +624,8 @@ pub struct Candidate {
     pub enrolled_at: Timestamp,
     /// When the device was last heard from.
     pub last_seen_at: Timestamp,
+    /// The hash of the Apple Account its App Store is signed in to, as last reported.
+    pub account_hash: Option<String>,
 }
 
 /// An (app, device) pair a Required, device-licensed assignment targets.
@@ -785,6 +787,8 @@ pub struct UserTarget {
     pub app_store_allowed: Option<bool>,
     /// Install the app once licensed (false: license only).
     pub install: bool,
+    /// The hash of the Apple Account the device's App Store is signed in to.
+    pub account_hash: Option<String>,
 }
 
 #[cfg(test)]
@@ -813,6 +817,7 @@ impl Candidate {
             active: true,
             enrolled_at: Timestamp::UNIX_EPOCH,
             last_seen_at: Timestamp::UNIX_EPOCH,
+            account_hash: None,
         }
     }
 }

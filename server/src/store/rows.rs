@@ -178,6 +178,7 @@ macro_rules! row_mappers {
                 active: row.try_get::<String, _>("device_status")? == "active",
                 enrolled_at: row.try_get("enrolled_at")?,
                 last_seen_at: row.try_get("last_seen_at")?,
+                account_hash: row.try_get("account_hash")?,
             })
         }
 

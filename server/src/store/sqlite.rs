@@ -75,7 +75,7 @@ impl SqliteStore {
                     d.single_app_mode AS single_app_mode, d.app_store_allowed AS app_store_allowed,
                     d.os_version AS os_version, d.product_name AS product_name,
                     d.status AS device_status, d.enrolled_at AS enrolled_at,
-                    d.last_seen_at AS last_seen_at
+                    d.last_seen_at AS last_seen_at, d.itunes_account_hash AS account_hash
              FROM assignments a
              JOIN groups g ON g.id = a.group_id
              JOIN members m ON m.group_id = a.group_id
@@ -482,15 +482,18 @@ impl DeviceStore for SqliteStore {
         udid: &Udid,
         f: &AuthenticateFacts,
         supervised: Option<bool>,
+        account_hash: Option<&str>,
     ) -> StoreResult<()> {
         sqlx::query(
             "UPDATE devices SET serial_number = COALESCE(?, serial_number), product_name = COALESCE(?, product_name),
-                os_version = COALESCE(?, os_version), is_supervised = COALESCE(?, is_supervised) WHERE udid = ?",
+                os_version = COALESCE(?, os_version), is_supervised = COALESCE(?, is_supervised),
+                itunes_account_hash = ? WHERE udid = ?",
         )
         .bind(f.serial_number.as_ref().map(SerialNumber::as_str))
         .bind(&f.product_name)
         .bind(&f.os_version)
         .bind(supervised.map(i64::from))
+        .bind(account_hash)
         .bind(udid.as_str())
         .execute(&self.writer)
         .await?;

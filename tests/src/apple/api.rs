@@ -159,7 +159,10 @@ fn expiration(world: &World, uid: &str) -> Value {
 }
 
 async fn service_config(State(world): State<SharedWorld>, headers: HeaderMap) -> Json<Value> {
-    let max_serials = lock(&world).max_serial_numbers;
+    let (max_serials, template) = {
+        let world = lock(&world);
+        (world.max_serial_numbers, world.invitation_template.clone())
+    };
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
@@ -179,7 +182,7 @@ async fn service_config(State(world): State<SharedWorld>, headers: HeaderMap) ->
             "retireUsers": format!("{base}/users/retire"),
             "eventStatus": format!("{base}/status"),
             "contentMetadataLookup": format!("https://{host}/lookup"),
-            "invitationEmail": format!("https://{host}/associateVPPUserWithITSAccount?inviteCode=%25inviteCode%25&mt=8"),
+            "invitationEmail": template.unwrap_or_else(|| format!("https://{host}/associateVPPUserWithITSAccount?inviteCode=%25inviteCode%25&mt=8")),
         },
         "limits": {
             "maxAssets": 25, "maxClientUserIds": 1000, "maxSerialNumbers": max_serials,

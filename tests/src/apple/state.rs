@@ -201,6 +201,9 @@ pub struct World {
     pub assignment_versions: super::paging::Versions,
     /// Versions of the users list.
     pub user_versions: super::paging::Versions,
+    /// Service config's `invitationEmail` when set (a broken one makes devices refuse
+    /// invitations).
+    pub invitation_template: Option<String>,
     /// Reads of the users list.
     pub user_reads: u64,
     /// Of those, reads with `sinceVersionId`.
@@ -296,6 +299,7 @@ impl World {
             largest_serial_batch: 0,
             assignment_versions: Default::default(),
             user_versions: Default::default(),
+            invitation_template: None,
             user_reads: 0,
             incremental_user_reads: 0,
         }
