@@ -7,11 +7,12 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use orchard_protocol::command::{
-    ALLOW_UI_APP_INSTALLATION, BooleanRestriction, Command, CommandEnvelope, DeviceInformation,
-    DeviceInformationResponse, GlobalRestrictions, InstallApplication, InstallApplicationResponse,
-    InstalledApplication, InstalledApplicationList, InstalledApplicationListResponse,
-    InvitationResult, InviteToProgram, InviteToProgramResponse, ManagedAppStatus,
-    ManagedApplication, ManagedApplicationList, ManagedApplicationListResponse, PROGRAM_ID_VPP,
+    ALLOW_UI_APP_INSTALLATION, BookState, BooleanRestriction, Command, CommandEnvelope,
+    DeviceInformation, DeviceInformationResponse, GlobalRestrictions, InstallApplication,
+    InstallApplicationResponse, InstallMedia, InstallMediaResponse, InstalledApplication,
+    InstalledApplicationList, InstalledApplicationListResponse, InvitationResult, InviteToProgram,
+    InviteToProgramResponse, ManagedAppStatus, ManagedApplication, ManagedApplicationList,
+    ManagedApplicationListResponse, ManagedBook, ManagedMediaListResponse, PROGRAM_ID_VPP,
     QueryResponses, RejectionReason, Restrictions, RestrictionsResponse,
 };
 use orchard_protocol::prompt::{Prompt, PromptAnswer, PromptKind};
@@ -40,6 +41,21 @@ pub struct StoreApp {
     pub platforms: Vec<StorePlatform>,
     /// The OS its current version needs, as the store says.
     pub minimum_os: Option<String>,
+}
+
+/// One managed book on the device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Book {
+    /// Book Store id.
+    pub adam_id: AdamId,
+    /// Title.
+    pub title: String,
+    /// Version.
+    pub version: String,
+    /// State.
+    pub state: BookState,
+    /// When the download in progress ends.
+    ready_at: Option<Instant>,
 }
 
 /// One app on the device.
@@ -98,6 +114,8 @@ enum Subject {
     Invitation(String),
     /// The app with this bundle id.
     App(String),
+    /// The book with this Book Store id.
+    Book(AdamId),
 }
 
 /// A prompt on the screen or answered.
@@ -142,6 +160,7 @@ pub struct Device {
     /// Its facts.
     pub facts: DeviceFacts,
     apps: BTreeMap<String, App>,
+    books: BTreeMap<AdamId, Book>,
     handled: BTreeMap<String, u64>,
     timings: Timings,
     prompts: Vec<PromptRecord>,
@@ -208,6 +227,7 @@ impl Device {
         Self {
             facts,
             apps,
+            books: BTreeMap::new(),
             handled,
             timings,
             prompts: Vec::new(),
@@ -227,6 +247,11 @@ impl Device {
         &self.apps
     }
 
+    /// The managed books on the device, by Book Store id.
+    pub fn books(&self) -> &BTreeMap<AdamId, Book> {
+        &self.books
+    }
+
     /// Every prompt shown since the device started, oldest first.
     pub fn prompts(&self) -> Vec<PromptView> {
         self.prompts
@@ -235,7 +260,7 @@ impl Device {
                 kind: p.kind,
                 bundle_id: match &p.subject {
                     Subject::App(b) => Some(b.clone()),
-                    Subject::Invitation(_) => None,
+                    Subject::Invitation(_) | Subject::Book(_) => None,
                 },
                 answer: p.answer.map(|(a, _)| a),
             })
@@ -255,7 +280,7 @@ impl Device {
                 kind: p.kind,
                 identifier: match &p.subject {
                     Subject::App(b) => Some(b.clone()),
-                    Subject::Invitation(_) => None,
+                    Subject::Invitation(_) | Subject::Book(_) => None,
                 },
                 itunes_store_id: p.adam_id,
                 shown_at: wall(p.shown_at),
@@ -327,6 +352,7 @@ impl Device {
     pub fn store_lookup_needed(envelope: &CommandEnvelope) -> Option<AdamId> {
         match &envelope.command {
             Command::InstallApplication(c) => c.itunes_store_id,
+            Command::InstallMedia(c) => c.itunes_store_id,
             _ => None,
         }
     }
@@ -364,7 +390,8 @@ impl Device {
             .filter(|p| p.answer.is_none())
             .filter_map(|p| p.due);
         let steps = self.apps.values().filter_map(|a| a.step_ends);
-        prompts.chain(steps).min()
+        let books = self.books.values().filter_map(|b| b.ready_at);
+        prompts.chain(steps).chain(books).min()
     }
 
     /// Advances installs and prompts to `now`: the persona answers the prompts that are due.
@@ -430,6 +457,20 @@ impl Device {
                 app.status = ManagedAppStatus::Managed;
             }
             app.step_ends = None;
+        }
+        for book in self.books.values_mut() {
+            if book.ready_at.is_some_and(|r| r <= now) {
+                book.state = BookState::Installed;
+                book.ready_at = None;
+            }
+        }
+    }
+
+    fn start_book(&mut self, adam_id: AdamId, at: Instant) {
+        let install = self.timings.install;
+        if let Some(book) = self.books.get_mut(&adam_id) {
+            book.state = BookState::Installing;
+            book.ready_at = Some(at + install);
         }
     }
 
@@ -517,6 +558,15 @@ impl Device {
             (PromptKind::AppleId, Subject::App(bundle)) => {
                 self.set_status(&bundle, ManagedAppStatus::Failed)
             }
+            (PromptKind::AppleId, Subject::Book(adam_id)) if accepted => {
+                self.sign_in();
+                self.start_book(adam_id, at);
+            }
+            (PromptKind::AppleId, Subject::Book(adam_id)) => {
+                if let Some(book) = self.books.get_mut(&adam_id) {
+                    book.state = BookState::Failed;
+                }
+            }
             // A declined invitation, or an invitation's sign-in not given: nothing joins.
             _ => {}
         }
@@ -550,6 +600,8 @@ impl Device {
             Command::InstalledApplicationList(c) => ack().with_response(&self.installed_list(c)),
             Command::InviteToProgram(c) => ack().with_response(&self.invite(c, now)),
             Command::Restrictions(c) => ack().with_response(&self.restrictions(c)),
+            Command::InstallMedia(c) => return self.install_book(c, store, &uuid, now),
+            Command::ManagedMediaList(_) => ack().with_response(&self.managed_media()),
             Command::RemoveApplication(c) => {
                 let removable = self
                     .apps
@@ -758,6 +810,86 @@ impl Device {
         )
         .with_response(&response)
         .unwrap_or_else(|_| error_report(&udid, uuid, 12000, "Internal error"))
+    }
+
+    /// `InstallMedia` of a Book Store book: a VPP book is the user's, so the device
+    /// needs the user's account (it asks for it when nobody is signed in).
+    fn install_book(
+        &mut self,
+        command: &InstallMedia,
+        store: Option<&StoreApp>,
+        uuid: &CommandUuid,
+        now: Instant,
+    ) -> CommandReport {
+        let udid = self.facts.udid.clone();
+        let (Some(adam_id), Some(store)) = (command.itunes_store_id, store) else {
+            return error_report(
+                &udid,
+                uuid,
+                12001,
+                "The book could not be found in the Book Store",
+            );
+        };
+        let state = if self
+            .books
+            .get(&adam_id)
+            .is_some_and(|b| b.state == BookState::Installed && b.version == store.version)
+        {
+            BookState::Installed
+        } else if self.facts.apple_id.is_none() {
+            BookState::PromptingForLogin
+        } else if store.license.is_none() {
+            BookState::Failed
+        } else {
+            BookState::Installing
+        };
+        self.books.insert(
+            adam_id,
+            Book {
+                adam_id,
+                title: store.name.clone(),
+                version: store.version.clone(),
+                state,
+                ready_at: (state == BookState::Installing).then(|| now + self.timings.install),
+            },
+        );
+        if state == BookState::PromptingForLogin {
+            self.show(
+                PromptKind::AppleId,
+                Subject::Book(adam_id),
+                Some(adam_id),
+                now,
+            );
+        }
+        let response = InstallMediaResponse {
+            itunes_store_id: Some(adam_id),
+            state: Some(state),
+            rejection_reason: None,
+        };
+        CommandReport::new(
+            udid.clone(),
+            CommandStatus::Acknowledged,
+            Some(uuid.clone()),
+        )
+        .with_response(&response)
+        .unwrap_or_else(|_| error_report(&udid, uuid, 12000, "Internal error"))
+    }
+
+    fn managed_media(&mut self) -> ManagedMediaListResponse {
+        let books = self
+            .books
+            .values()
+            .map(|b| ManagedBook {
+                itunes_store_id: Some(b.adam_id),
+                state: Some(b.state),
+                version: Some(b.version.clone()),
+                title: Some(b.title.clone()),
+                kind: Some("epub".into()),
+            })
+            .collect();
+        // A failed book is reported once, then forgotten.
+        self.books.retain(|_, b| b.state != BookState::Failed);
+        ManagedMediaListResponse { books }
     }
 
     fn managed_list(&mut self, command: &ManagedApplicationList) -> ManagedApplicationListResponse {
@@ -1336,6 +1468,49 @@ mod tests {
                 "{platform:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_book_asks_for_the_account_then_downloads_and_is_listed() {
+        let t0 = Instant::now();
+        let mut device = device(|f| {
+            f.apple_id = None;
+            f.persona.answer_after_ms = 100;
+        });
+        let book = StoreApp {
+            adam_id: AdamId(1490240032),
+            bundle_id: "com.example.handbook".into(),
+            name: "The Handbook".into(),
+            version: "1.0".into(),
+            license: Some(LicenseKind::User),
+            platforms: vec![],
+            minimum_os: None,
+        };
+        let report = device.handle(
+            &envelope(Command::InstallMedia(InstallMedia::book(book.adam_id))),
+            Some(&book),
+            t0,
+        );
+        let ack: InstallMediaResponse = report.response().unwrap();
+        assert_eq!(ack.state, Some(BookState::PromptingForLogin));
+        let list = |device: &mut Device, at| -> Vec<BookState> {
+            let report = device.handle(
+                &envelope(Command::ManagedMediaList(
+                    orchard_protocol::command::ManagedMediaList::default(),
+                )),
+                None,
+                at,
+            );
+            let list: ManagedMediaListResponse = report.response().unwrap();
+            list.books.iter().filter_map(|b| b.state).collect()
+        };
+        assert_eq!(
+            list(&mut device, t0 + secs(0)),
+            [BookState::PromptingForLogin]
+        );
+        assert_eq!(list(&mut device, t0 + secs(1)), [BookState::Installing]);
+        assert_eq!(list(&mut device, t0 + secs(3)), [BookState::Installed]);
+        assert!(device.facts.apple_id.is_some(), "the user signed in");
     }
 
     #[test]

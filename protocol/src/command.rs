@@ -3,9 +3,11 @@
 
 mod device_information;
 mod install_application;
+mod install_media;
 mod installed_application_list;
 mod invite_to_program;
 mod managed_application_list;
+mod managed_media_list;
 mod remove_application;
 mod restrictions;
 
@@ -14,6 +16,7 @@ pub use install_application::{
     InstallApplication, InstallApplicationOptions, InstallApplicationResponse, ManagedAppStatus,
     PURCHASE_METHOD_VPP, RejectionReason,
 };
+pub use install_media::{BookState, InstallMedia, InstallMediaResponse, MEDIA_TYPE_BOOK};
 pub use installed_application_list::{
     InstalledApplication, InstalledApplicationList, InstalledApplicationListResponse,
 };
@@ -23,6 +26,7 @@ pub use invite_to_program::{
 pub use managed_application_list::{
     ManagedApplication, ManagedApplicationList, ManagedApplicationListResponse,
 };
+pub use managed_media_list::{ManagedBook, ManagedMediaList, ManagedMediaListResponse};
 pub use remove_application::RemoveApplication;
 pub use restrictions::{
     ALLOW_APP_INSTALLATION, ALLOW_UI_APP_INSTALLATION, BooleanRestriction, GlobalRestrictions,
@@ -50,6 +54,10 @@ pub enum Command {
     InviteToProgram(InviteToProgram),
     /// `Restrictions`.
     Restrictions(Restrictions),
+    /// `InstallMedia`.
+    InstallMedia(InstallMedia),
+    /// `ManagedMediaList`.
+    ManagedMediaList(ManagedMediaList),
     /// A command this crate has no type for; a device answers it with `CommandFormatError`
     /// or `Error`.
     Unknown {
@@ -69,6 +77,8 @@ impl Command {
             Self::DeviceInformation(_) => "DeviceInformation",
             Self::InviteToProgram(_) => "InviteToProgram",
             Self::Restrictions(_) => "Restrictions",
+            Self::InstallMedia(_) => "InstallMedia",
+            Self::ManagedMediaList(_) => "ManagedMediaList",
             Self::Unknown { request_type } => request_type,
         }
     }
@@ -82,6 +92,8 @@ impl Command {
             Self::DeviceInformation(c) => xml::to_dictionary(c)?,
             Self::InviteToProgram(c) => xml::to_dictionary(c)?,
             Self::Restrictions(c) => xml::to_dictionary(c)?,
+            Self::InstallMedia(c) => xml::to_dictionary(c)?,
+            Self::ManagedMediaList(c) => xml::to_dictionary(c)?,
             Self::Unknown { .. } => plist::Dictionary::new(),
         };
         dict.insert("RequestType".into(), self.request_type().into());
@@ -98,6 +110,8 @@ impl Command {
             "DeviceInformation" => Self::DeviceInformation(xml::typed(dict)?),
             "InviteToProgram" => Self::InviteToProgram(xml::typed(dict)?),
             "Restrictions" => Self::Restrictions(xml::typed(dict)?),
+            "InstallMedia" => Self::InstallMedia(xml::typed(dict)?),
+            "ManagedMediaList" => Self::ManagedMediaList(xml::typed(dict)?),
             _ => Self::Unknown { request_type },
         })
     }
@@ -168,6 +182,8 @@ mod tests {
             Command::Restrictions(Restrictions {
                 profile_restrictions: Some(false),
             }),
+            Command::InstallMedia(InstallMedia::book(AdamId(1490240032))),
+            Command::ManagedMediaList(ManagedMediaList::default()),
         ]
     }
 

@@ -621,7 +621,58 @@ async fn a_refused_invitation_is_sent_again(builder: TestbedBuilder) {
     bed.shutdown().await;
 }
 
+async fn a_book_is_delivered_with_install_media(builder: TestbedBuilder) {
+    const HANDBOOK: u64 = 1490240032;
+    let bed = builder.start().await.unwrap();
+    bed.upload_and_sync_demo_token().await.unwrap();
+    let book = bed.app_by_adam_id(HANDBOOK).await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (fleet, udid, user) = one_user_device(&bed, |_| {}, "READER").await;
+    let group = bed
+        .group_of("Readers", "user", std::slice::from_ref(&user))
+        .await
+        .unwrap();
+    bed.assign(&book, &group, "user").await.unwrap();
+    let row = bed
+        .wait_install_status(&book, &udid, "installed", WAIT)
+        .await
+        .unwrap();
+    assert_eq!(row["version"], "1.0", "{row}");
+    {
+        let device = fleet.agents[0].device();
+        let device = device.lock().unwrap();
+        let on_device = device.books().values().next().cloned().unwrap();
+        assert_eq!(
+            (on_device.adam_id.0, on_device.state),
+            (HANDBOOK, orchard_protocol::command::BookState::Installed)
+        );
+        assert!(device.apps().is_empty(), "a book is not an app");
+        assert_eq!(device.handled().get("InstallMedia"), Some(&1));
+        assert_eq!(device.handled().get("InstallApplication"), None);
+    }
+    // One user license at Apple; books are never revoked.
+    assert_eq!(
+        bed.apple
+            .with_world(|w| w.assets[&(DEMO_LOCATION.to_owned(), HANDBOOK)].assigned),
+        1
+    );
+    let (status, body) = bed
+        .admin
+        .post("/v1/licenses/revoke", serde_json::json!({ "app_id": book }))
+        .await
+        .unwrap();
+    let revoked = bed
+        .apple
+        .with_world(|w| w.assets[&(DEMO_LOCATION.to_owned(), HANDBOOK)].assigned);
+    assert_eq!(revoked, 1, "the book's license stays: {status} {body}");
+    fleet.stop().await;
+    bed.shutdown().await;
+}
+
 orchard_testbed::on_both_backends!(
+    a_book_is_delivered_with_install_media,
     a_device_signed_in_with_another_account_waits_until_it_matches,
     a_refused_invitation_is_sent_again,
     every_scenario_of_the_prompt_table,

@@ -78,12 +78,15 @@ pub fn decide(
 }
 
 /// Checks a command about to be handed out; returns the outcome that withdraws it, or
-/// `None` when it may go. Only VPP installs are checked.
+/// `None` when it may go. Only VPP installs (apps and books) are checked.
 pub async fn check(
     state: &ServerState,
     command: &QueuedCommand,
 ) -> ServerResult<Option<CommandOutcome>> {
-    if command.request_type != "InstallApplication" {
+    if !matches!(
+        command.request_type.as_str(),
+        "InstallApplication" | "InstallMedia"
+    ) {
         return Ok(None);
     }
     let Some(app_id) = command.app_id.as_deref() else {

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use orchard_protocol::Udid;
 use orchard_protocol::command::{
-    Command, InstallApplicationResponse, InstalledApplicationList,
+    BookState, Command, InstallApplicationResponse, InstallMediaResponse, InstalledApplicationList,
     InstalledApplicationListResponse, InvitationResult, ManagedAppStatus, ManagedApplicationList,
-    ManagedApplicationListResponse,
+    ManagedApplicationListResponse, ManagedMediaList, ManagedMediaListResponse,
 };
 use orchard_protocol::report::{CommandReport, CommandStatus};
 
@@ -115,6 +115,44 @@ fn progress(status: ManagedAppStatus) -> InstallStatus {
     }
 }
 
+/// What a book's state on the device means (sans-IO); `version` is the installed one.
+fn book_progress(state: BookState, version: Option<String>, poll: Duration) -> Interpretation {
+    let list = || Some((Command::ManagedMediaList(ManagedMediaList {}), poll));
+    let install = match state {
+        BookState::Installed | BookState::UserInstalledBook => InstallUpdate {
+            status: InstallStatus::Installed,
+            device_status: None,
+            version,
+            reason: (state == BookState::UserInstalledBook)
+                .then(|| "the user had bought the book already".to_owned()),
+        },
+        BookState::PromptingForLogin => {
+            return Interpretation {
+                install: Some(InstallUpdate {
+                    reason: Some("the device asks for the user's Apple Account".into()),
+                    ..InstallUpdate::new(InstallStatus::Prompting, None)
+                }),
+                follow_up: list(),
+            };
+        }
+        s if s.is_in_progress() => {
+            return Interpretation {
+                install: Some(InstallUpdate::new(InstallStatus::Installing, None)),
+                follow_up: list(),
+            };
+        }
+        BookState::Uninstalled => InstallUpdate {
+            reason: Some("the user removed the book".into()),
+            ..InstallUpdate::new(InstallStatus::NotInstalled, None)
+        },
+        s => InstallUpdate::failed(None, format!("the device reported the book {s:?}")),
+    };
+    Interpretation {
+        install: Some(install),
+        follow_up: None,
+    }
+}
+
 /// Reads a result for a command that concerns `app` (sans-IO).
 pub fn interpret(
     request_type: &str,
@@ -131,6 +169,50 @@ pub fn interpret(
     };
     match (request_type, report.status) {
         (_, CommandStatus::NotNow | CommandStatus::Idle) => Interpretation::default(),
+        ("InstallMedia", CommandStatus::Acknowledged) => {
+            let response: InstallMediaResponse = report.response().unwrap_or_default();
+            let state = response.state.unwrap_or(BookState::Queued);
+            if state == BookState::Installed {
+                // Verified by the list of managed books, like an app by its list.
+                Interpretation {
+                    install: Some(InstallUpdate::new(InstallStatus::Installing, None)),
+                    follow_up: Some((
+                        Command::ManagedMediaList(ManagedMediaList {}),
+                        Duration::ZERO,
+                    )),
+                }
+            } else {
+                book_progress(state, None, poll)
+            }
+        }
+        ("InstallMedia", _) => Interpretation {
+            install: Some(InstallUpdate::failed(
+                None,
+                format!("the device refused the book: {}", error_reason(report)),
+            )),
+            follow_up: None,
+        },
+        ("ManagedMediaList", CommandStatus::Acknowledged) => {
+            let list: ManagedMediaListResponse = report.response().unwrap_or_default();
+            match list
+                .books
+                .iter()
+                .find(|b| b.itunes_store_id == Some(app.adam_id))
+            {
+                Some(book) => book_progress(
+                    book.state.unwrap_or(BookState::Queued),
+                    book.version.clone().or_else(|| app.version.clone()),
+                    poll,
+                ),
+                None => Interpretation {
+                    install: Some(InstallUpdate::failed(
+                        None,
+                        "the device does not list the book among its managed books".into(),
+                    )),
+                    follow_up: None,
+                },
+            }
+        }
         ("RemoveApplication", CommandStatus::Acknowledged) => Interpretation {
             install: Some(InstallUpdate::new(InstallStatus::Removed, None)),
             follow_up: None,

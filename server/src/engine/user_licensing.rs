@@ -16,7 +16,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use orchard_protocol::Udid;
-use orchard_protocol::command::{Command, DeviceInformation, InstallApplication, InviteToProgram};
+use orchard_protocol::command::{
+    Command, DeviceInformation, InstallApplication, InstallMedia, InviteToProgram,
+};
 
 use crate::apple::{
     EventStatus, ManageAssetsRequest, ManageUsersRequest, RequestAsset, RequestUser,
@@ -393,7 +395,12 @@ pub async fn run_once(
                 let Some(app) = apps.get(&app_id) else {
                     continue;
                 };
-                let command = Command::InstallApplication(InstallApplication::vpp(app.adam_id, 1));
+                // Books are delivered with InstallMedia, apps with InstallApplication.
+                let command = if app.product_type == "Book" {
+                    Command::InstallMedia(InstallMedia::book(app.adam_id))
+                } else {
+                    Command::InstallApplication(InstallApplication::vpp(app.adam_id, 1))
+                };
                 commands.push(NewCommand::new(&udid, command, Some(app_id.clone()), now)?);
                 rows.push(install_row(
                     &app_id,
