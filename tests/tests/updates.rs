@@ -224,7 +224,95 @@ async fn country_change_refreshes_metadata_and_flags_missing_apps(builder: Testb
     bed.shutdown().await;
 }
 
+async fn a_revoked_mac_gets_no_update(builder: TestbedBuilder) {
+    let bed = builder.start().await.unwrap();
+    let token = bed.upload_and_sync_demo_token().await.unwrap();
+    bed.admin
+        .patch(
+            &format!("/v1/tokens/{token}"),
+            json!({ "automatic_updates": true }),
+        )
+        .await
+        .unwrap();
+    let mut mac = kind(true, Response::Accept);
+    mac.platform = Platform::MacOs;
+    mac.product_name = Some("Mac14,2".into());
+    mac.os_versions = vec!["14.5".into()];
+    let profile = FleetProfile {
+        devices: vec![kind(true, Response::Accept), mac],
+    };
+    let fleet = bed
+        .fleet_with(
+            &profile,
+            &bed.server.url,
+            2,
+            Duration::from_secs(600),
+            "REVMAC",
+        )
+        .await
+        .unwrap();
+    let udids = fleet.udids();
+    let app = bed.assign_required(PAGES, &udids, "Both").await.unwrap();
+    bed.wait_installed(&app, 2, WAIT).await.unwrap();
+    let (status, body) = bed
+        .admin
+        .post("/v1/licenses/revoke", json!({ "udid": udids[1] }))
+        .await
+        .unwrap();
+    assert_eq!(status, 202, "{body}");
+    let serial = fleet.serials()[1].clone();
+    orchard_testbed::harness::wait_for(WAIT, "the Mac's license revoked at Apple", || async {
+        let held = bed.apple.with_world(|w| {
+            w.serial_assignments.contains(&(
+                orchard_testbed::harness::DEMO_LOCATION.to_owned(),
+                PAGES,
+                serial.clone(),
+            ))
+        });
+        Ok(if held {
+            Err("still assigned".to_owned())
+        } else {
+            Ok(())
+        })
+    })
+    .await
+    .unwrap();
+    bed.apple.with_world(|w| {
+        w.catalog.get_mut(&PAGES).unwrap().version = "14.2".into();
+    });
+    bed.admin
+        .post(&format!("/v1/tokens/{token}/sync"), json!({}))
+        .await
+        .unwrap();
+    // The iPhone updates; the revoked Mac keeps 14.1 and is sent nothing.
+    bed.wait_install_status_where(&app, &udids[0], WAIT, |r| r["version"] == "14.2")
+        .await
+        .unwrap();
+    // Planned together with the iPhone's update: the Mac's row is untouched.
+    let row = bed.install_row(&app, &udids[1]).await.unwrap();
+    assert_eq!(
+        (row["status"].as_str(), row["version"].as_str()),
+        (Some("installed"), Some("14.1")),
+        "{row}"
+    );
+    let device = fleet.agents[1].device();
+    let installs = device
+        .lock()
+        .unwrap()
+        .handled()
+        .get("InstallApplication")
+        .copied();
+    assert_eq!(installs, Some(1), "the Mac got only its first install");
+    assert_eq!(
+        device.lock().unwrap().apps()["com.apple.Pages"].version,
+        "14.1"
+    );
+    fleet.stop().await;
+    bed.shutdown().await;
+}
+
 orchard_testbed::on_both_backends!(
+    a_revoked_mac_gets_no_update,
     new_version_reaches_required_devices_and_is_offered_to_available_ones,
     country_change_refreshes_metadata_and_flags_missing_apps,
 );

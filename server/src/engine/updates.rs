@@ -4,7 +4,7 @@
 //! without automatic updates show "update available" instead, and the device's user
 //! may install it on request. The decision is sans-IO ([`plan`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use orchard_protocol::Udid;
 use orchard_protocol::command::{Command, InstallApplication};
@@ -13,7 +13,7 @@ use crate::engine::applicability::{Platform, at_least, platform_of};
 use crate::engine::precedence::Effective;
 use crate::error::ServerResult;
 use crate::state::ServerState;
-use crate::store::{AppRecord, InstallRecord, InstallStatus, Intent, NewCommand};
+use crate::store::{AppRecord, InstallRecord, InstallStatus, Intent, LicenseState, NewCommand};
 
 /// What a new version means for one device.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,12 +50,14 @@ fn os_allows(e: &Effective, app: &AppRecord) -> Result<(), String> {
 }
 
 /// Decides, for every device with an older version of `app` installed, whether the
-/// new version is pushed or offered.
+/// new version is pushed or offered. Devices in `revoked` (their license was taken
+/// back) get neither: a revoked app gets no updates.
 pub fn plan(
     app: &AppRecord,
     automatic: bool,
     effective: &[Effective],
     installs: &HashMap<&Udid, &InstallRecord>,
+    revoked: &HashSet<&Udid>,
 ) -> Vec<UpdateStep> {
     let Some(version) = app.version.as_deref() else {
         return Vec::new();
@@ -66,6 +68,9 @@ pub fn plan(
         let Some(row) = installs.get(udid) else {
             continue;
         };
+        if revoked.contains(udid) {
+            continue;
+        }
         let outdated = row.status == InstallStatus::Installed
             && row.version.as_deref().is_some_and(|v| v != version);
         if !outdated {
@@ -101,10 +106,32 @@ pub async fn new_version(
     let effective = crate::engine::precedence::resolve(&candidates);
     let rows = state.store.installs_of_app(&app.id).await?;
     let installs: HashMap<&Udid, &InstallRecord> = rows.iter().map(|r| (&r.udid, r)).collect();
+    // Devices whose license of the app was revoked: by device, or through their user.
+    let taken_back = |s: LicenseState| matches!(s, LicenseState::Revoking | LicenseState::Revoked);
+    let device_licenses = state.store.licenses().await?;
+    let revoked_users: HashSet<String> = state
+        .store
+        .user_licenses()
+        .await?
+        .into_iter()
+        .filter(|l| l.app_id == app.id && taken_back(l.state))
+        .map(|l| l.user_id)
+        .collect();
+    let revoked: HashSet<&Udid> = device_licenses
+        .iter()
+        .filter(|l| l.app_id == app.id && taken_back(l.state))
+        .map(|l| &l.udid)
+        .chain(effective.iter().filter_map(|e| {
+            let user = e.winner.user_id.as_ref()?;
+            (e.winner.license_type == crate::store::LicenseType::User
+                && revoked_users.contains(user))
+            .then_some(&e.winner.udid)
+        }))
+        .collect();
     let now = state.clock.now();
     let mut commands = Vec::new();
     let mut out = Vec::new();
-    for step in plan(app, automatic, &effective, &installs) {
+    for step in plan(app, automatic, &effective, &installs, &revoked) {
         let (udid, status, reason) = match step {
             UpdateStep::Push(udid) => {
                 let command = Command::InstallApplication(InstallApplication::vpp(app.adam_id, 1));
@@ -199,7 +226,7 @@ mod tests {
             installed("mac", "1.0"),
         ];
         let installs: HashMap<&Udid, &InstallRecord> = rows.iter().map(|r| (&r.udid, r)).collect();
-        let steps = plan(&app(), true, &effective, &installs);
+        let steps = plan(&app(), true, &effective, &installs, &HashSet::new());
         let summary: Vec<(String, bool)> = steps
             .iter()
             .map(|s| match s {
@@ -218,7 +245,16 @@ mod tests {
             ]
         );
         // Automatic updates off: offered everywhere.
-        let off = plan(&app(), false, &effective, &installs);
+        let off = plan(&app(), false, &effective, &installs, &HashSet::new());
         assert!(off.iter().all(|s| matches!(s, UpdateStep::Offer(..))));
+        // A device whose license was revoked gets no update at all.
+        let revoked_mac = Udid::from("mac");
+        let required = Udid::from("required");
+        let revoked = HashSet::from([&revoked_mac, &required]);
+        let steps = plan(&app(), true, &effective, &installs, &revoked);
+        assert!(
+            steps.iter().all(|s| !matches!(s, UpdateStep::Push(u) | UpdateStep::Offer(u, _) if u == &required || u == &revoked_mac)),
+            "{steps:?}"
+        );
     }
 }
