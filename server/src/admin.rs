@@ -336,6 +336,7 @@ pub async fn create_user(state: &ServerState, new: NewUser) -> ServerResult<User
         managed_apple_id: new.managed_apple_id.map(|m| m.trim().to_lowercase()),
         name: new.name,
         created_at: state.clock.now(),
+        deleted_at: None,
     };
     if !state.store.insert_user(&user).await? {
         return Err(ServerError::Conflict(
@@ -586,6 +587,112 @@ pub async fn delete_assignment(state: &ServerState, id: &str) -> ServerResult<()
     state.store.delete_assignment(id).await?;
     state.poke_reconciler();
     Ok(())
+}
+
+/// Deletes a group with its memberships and assignments; licenses no other assignment
+/// needs go back at the next reconcile. A group holding a book assignment stays:
+/// books are never revoked or reassigned.
+pub async fn delete_group(state: &ServerState, id: &str) -> ServerResult<()> {
+    state
+        .store
+        .group(id)
+        .await?
+        .ok_or_else(|| ServerError::not_found("group", id))?;
+    for a in state
+        .store
+        .assignments(&crate::store::Page::all())
+        .await?
+        .into_iter()
+        .filter(|a| a.group_id == id)
+    {
+        if let Some(app) = state.store.app(&a.app_id).await?
+            && app.product_type == "Book"
+        {
+            return Err(ServerError::Conflict(format!(
+                "the group has an assignment of {}, a book: Apple never revokes or reassigns books, so the group stays",
+                describe(&app)
+            )));
+        }
+    }
+    state.store.delete_group(id).await?;
+    state.poke_reconciler();
+    Ok(())
+}
+
+/// Starts deleting a user: out of every group and off every device at once; its
+/// licenses go back and its registrations are retired at Apple, then it is removed.
+pub async fn delete_user(state: &ServerState, id: &str) -> ServerResult<()> {
+    let user = state
+        .store
+        .user(id)
+        .await?
+        .ok_or_else(|| ServerError::not_found("user", id))?;
+    if user.deleted_at.is_some()
+        || !state
+            .store
+            .begin_user_deletion(id, state.clock.now())
+            .await?
+    {
+        return Err(ServerError::Conflict(format!(
+            "user {id} is being deleted already"
+        )));
+    }
+    state.poke_reconciler();
+    Ok(())
+}
+
+/// Sends a user's VPP invitation again after the user declined it: the next device of
+/// the user that needs it shows it anew.
+pub async fn reinvite(state: &ServerState, id: &str) -> ServerResult<UserView> {
+    state
+        .store
+        .user(id)
+        .await?
+        .ok_or_else(|| ServerError::not_found("user", id))?;
+    let declined: Vec<VppUserRecord> = state
+        .store
+        .vpp_users()
+        .await?
+        .into_iter()
+        .filter(|u| {
+            u.user_id == id
+                && u.status == crate::store::VppUserStatus::Registered
+                && u.invitation_answer
+                    .as_deref()
+                    .is_some_and(|a| a != "Accepted")
+        })
+        .collect();
+    if declined.is_empty() {
+        return Err(ServerError::Conflict(format!(
+            "user {id} has no declined invitation to send again"
+        )));
+    }
+    let now = state.clock.now();
+    for mut u in declined {
+        u.invited_at = None;
+        u.invited_udid = None;
+        u.invitation_answer = None;
+        u.answered_at = None;
+        u.error = None;
+        u.updated_at = now;
+        state.store.put_vpp_user(&u).await?;
+    }
+    state.poke_reconciler();
+    user_view(state, id).await
+}
+
+/// Install states of every device of a user.
+pub async fn user_installs(state: &ServerState, id: &str) -> ServerResult<Vec<InstallRecord>> {
+    state
+        .store
+        .user(id)
+        .await?
+        .ok_or_else(|| ServerError::not_found("user", id))?;
+    let mut out = Vec::new();
+    for device in state.store.devices_of_user(id).await? {
+        out.extend(state.store.installs_of_device(&device.udid).await?);
+    }
+    Ok(out)
 }
 
 /// Removes devices from a device group.

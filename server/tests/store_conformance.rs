@@ -812,6 +812,7 @@ async fn users_registrations_user_licenses_and_prompts() {
             managed_apple_id: None,
             name: Some("Ana".into()),
             created_at: NOW,
+            deleted_at: None,
         };
         assert!(s.insert_user(&ana).await.unwrap());
         assert!(
@@ -954,6 +955,51 @@ async fn users_registrations_user_licenses_and_prompts() {
             vec![answered]
         );
         assert!(s.prompts_of_device(&"U2".into()).await.unwrap().is_empty());
+
+        // One device's view: its candidates and licenses, and its user's licenses.
+        let mine = s.device_candidates(&"U1".into()).await.unwrap();
+        assert!(
+            !mine.is_empty() && mine.iter().all(|c| c.udid.as_str() == "U1"),
+            "{}: {mine:?}",
+            b.name
+        );
+        s.put_user_licenses(&[UserLicenseRecord {
+            app_id: "a1".into(),
+            user_id: "ana".into(),
+            state: LicenseState::Associated,
+            event_id: None,
+            error: None,
+            updated_at: NOW,
+        }])
+        .await
+        .unwrap();
+        let (device, user) = s.device_licenses(&"U1".into()).await.unwrap();
+        assert!(device.is_empty(), "{}", b.name);
+        assert_eq!(user.len(), 1, "{}: the user's license", b.name);
+
+        // Deleting a user: out of its groups and off its devices at once, removed later.
+        assert!(s.begin_user_deletion("ana", LATER).await.unwrap());
+        assert!(
+            !s.begin_user_deletion("ana", LATER).await.unwrap(),
+            "{}: once",
+            b.name
+        );
+        assert!(s.group_users("g1").await.unwrap().is_empty());
+        assert!(s.devices_of_user("ana").await.unwrap().is_empty());
+        let deleting = s.users_being_deleted().await.unwrap();
+        assert_eq!(deleting.len(), 1);
+        assert_eq!(deleting[0].deleted_at, Some(LATER), "{}", b.name);
+        assert!(s.delete_user("ana").await.unwrap());
+        assert_eq!(s.user("ana").await.unwrap(), None);
+        assert!(
+            s.user_licenses().await.unwrap().is_empty() && s.vpp_users().await.unwrap().is_empty(),
+            "{}: registrations and licenses go with the user",
+            b.name
+        );
+        // Deleting a group takes its assignments along.
+        assert!(s.delete_group("g1").await.unwrap());
+        assert!(!s.delete_group("g1").await.unwrap());
+        assert!(s.assignment("as1").await.unwrap().is_none(), "{}", b.name);
         b.finish().await;
     }
 }

@@ -734,7 +734,58 @@ async fn any_token_assignment_falls_through_tokens_in_priority_order(builder: Te
     bed.shutdown().await;
 }
 
+async fn deleting_a_group_gives_its_licenses_back(builder: TestbedBuilder) {
+    let bed = builder.start().await.unwrap();
+    bed.upload_and_sync_demo_token().await.unwrap();
+    let fleet = bed.enroll_fleet(3, Duration::from_secs(600)).await.unwrap();
+    let udids = fleet.udids();
+    let app = bed
+        .assign_required(TEAM_CHAT, &udids, "Temporary")
+        .await
+        .unwrap();
+    bed.wait_installed(&app, 3, WAIT).await.unwrap();
+    wait_assigned(&bed, TEAM_CHAT, 3).await;
+    let (_, groups) = bed.admin.get("/v1/groups").await.unwrap();
+    let group = groups["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "Temporary")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, body) = bed
+        .admin
+        .delete(&format!("/v1/groups/{group}"))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    wait_assigned(&bed, TEAM_CHAT, 0).await;
+    let (status, _) = bed
+        .admin
+        .delete(&format!("/v1/groups/{group}"))
+        .await
+        .unwrap();
+    assert_eq!(status, 404);
+    let (_, assignments) = bed.admin.get("/v1/assignments").await.unwrap();
+    assert!(
+        assignments["items"].as_array().unwrap().is_empty(),
+        "the assignment went with the group: {assignments}"
+    );
+    for i in 0..3 {
+        assert_eq!(
+            app_status(&fleet, i, "com.example.teamchat"),
+            Some(ManagedAppStatus::Managed),
+            "apps stay installed"
+        );
+    }
+    fleet.stop().await;
+    bed.shutdown().await;
+}
+
 orchard_testbed::on_both_backends!(
+    deleting_a_group_gives_its_licenses_back,
     any_token_assignment_falls_through_tokens_in_priority_order,
     available_apps_are_licensed_when_the_user_asks,
     license_only_assignment_installs_nothing,

@@ -671,8 +671,130 @@ async fn a_book_is_delivered_with_install_media(builder: TestbedBuilder) {
     bed.shutdown().await;
 }
 
+async fn a_declined_invitation_is_sent_again_when_the_admin_asks(builder: TestbedBuilder) {
+    let bed = builder.start().await.unwrap();
+    let (_, app_id) = pages(&bed).await;
+    let (fleet, udid, user) =
+        one_user_device(&bed, |k| k.persona.invitation = Response::Decline, "SECOND").await;
+    let group = bed
+        .group_of("Second chance", "user", std::slice::from_ref(&user))
+        .await
+        .unwrap();
+    bed.assign(&app_id, &group, "user").await.unwrap();
+    bed.wait_install_status(&app_id, &udid, "failed", WAIT)
+        .await
+        .unwrap();
+    // Nothing to send again for a user who never declined.
+    let other = bed.create_user("never.invited@example.com").await.unwrap();
+    let (status, body) = bed
+        .admin
+        .post(
+            &format!("/v1/users/{other}/invitation"),
+            serde_json::json!({}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 409, "{body}");
+    // The user changes their mind; the admin sends the invitation again.
+    fleet.agents[0]
+        .device()
+        .lock()
+        .unwrap()
+        .facts
+        .persona
+        .invitation = Response::Accept;
+    let (status, view) = bed
+        .admin
+        .post(
+            &format!("/v1/users/{user}/invitation"),
+            serde_json::json!({}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{view}");
+    assert!(view["vpp"][0]["invitation"].is_null(), "{view}");
+    bed.wait_install_status(&app_id, &udid, "installed", WAIT)
+        .await
+        .unwrap();
+    // The user's installs, across the user's devices.
+    let (status, installs) = bed
+        .admin
+        .get(&format!("/v1/users/{user}/installs"))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let rows = installs["installs"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{installs}");
+    assert_eq!(
+        (rows[0]["udid"].as_str(), rows[0]["status"].as_str()),
+        (Some(udid.as_str()), Some("installed"))
+    );
+    fleet.stop().await;
+    bed.shutdown().await;
+}
+
+async fn a_deleted_user_gives_its_licenses_back_and_is_retired_at_apple(builder: TestbedBuilder) {
+    let bed = builder.start().await.unwrap();
+    let (_, app_id) = pages(&bed).await;
+    let (fleet, udid, user) = one_user_device(&bed, |_| {}, "LEAVER").await;
+    let group = bed
+        .group_of("Leavers", "user", std::slice::from_ref(&user))
+        .await
+        .unwrap();
+    bed.assign(&app_id, &group, "user").await.unwrap();
+    bed.wait_install_status(&app_id, &udid, "installed", WAIT)
+        .await
+        .unwrap();
+    let held = || {
+        bed.apple
+            .with_world(|w| w.assets[&(DEMO_LOCATION.to_owned(), PAGES)].assigned)
+    };
+    assert_eq!(held(), 1);
+    let (status, body) = bed
+        .admin
+        .delete(&format!("/v1/users/{user}"))
+        .await
+        .unwrap();
+    assert_eq!(status, 202, "{body}");
+    let (status, again) = bed
+        .admin
+        .delete(&format!("/v1/users/{user}"))
+        .await
+        .unwrap();
+    assert!(
+        status == 409 || status == 404,
+        "a second delete is refused: {status} {again}"
+    );
+    orchard_testbed::harness::wait_for(WAIT, "the user removed", || async {
+        let (status, view) = bed.admin.get(&format!("/v1/users/{user}")).await?;
+        Ok(if status == 404 {
+            Ok(())
+        } else {
+            Err(view.to_string())
+        })
+    })
+    .await
+    .unwrap();
+    assert_eq!(held(), 0, "the user license went back");
+    let retired = bed.apple.with_world(|w| {
+        w.users
+            .iter()
+            .filter(|((l, _), u)| l == DEMO_LOCATION && u.status == "Retired")
+            .count()
+    });
+    assert_eq!(retired, 1, "the registration is retired at Apple");
+    assert!(
+        !fleet.agents[0].device().lock().unwrap().apps().is_empty(),
+        "the app stays on the device"
+    );
+    fleet.stop().await;
+    bed.shutdown().await;
+}
+
 orchard_testbed::on_both_backends!(
     a_book_is_delivered_with_install_media,
+    a_declined_invitation_is_sent_again_when_the_admin_asks,
+    a_deleted_user_gives_its_licenses_back_and_is_retired_at_apple,
     a_device_signed_in_with_another_account_waits_until_it_matches,
     a_refused_invitation_is_sent_again,
     every_scenario_of_the_prompt_table,

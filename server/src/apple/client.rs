@@ -352,6 +352,16 @@ impl AppleClient {
             .await
     }
 
+    /// `POST /users/retire`: retires users (their licenses go back); returns the event.
+    pub async fn retire_users(
+        &self,
+        s_token: &str,
+        request: &ManageUsersRequest,
+    ) -> Result<EventResponse, VppError> {
+        self.call(Method::POST, "/users/retire", s_token, &[], Some(request))
+            .await
+    }
+
     /// `GET /users[?sinceVersionId=…]`, every page: the users changed since `since`
     /// (all users when `None`), as Apple's incremental sync offers. The version to ask
     /// from next time is the first page's `versionId`.

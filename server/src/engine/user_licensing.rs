@@ -47,7 +47,7 @@ pub const REGISTERING: &str = "registering the user with Apple";
 /// Reason while the invitation is out.
 pub const INVITED: &str = "waiting for the user to accept the invitation to the VPP program";
 /// Reason once the user declined the invitation.
-pub const DECLINED: &str = "the user declined the invitation to the VPP program, so no license was used; the invitation is not sent again until the user is retired";
+pub const DECLINED: &str = "the user declined the invitation to the VPP program, so no license was used; the invitation is not sent again unless an admin sends it again (POST /v1/users/{id}/invitation)";
 /// Reason while Apple associates the user license.
 pub const ASSOCIATING: &str = "the user license is being associated at Apple";
 /// Reason while the device is signed in with another Apple Account than its user's.
@@ -128,13 +128,14 @@ pub struct UserWorld<'a> {
     pub device_in_flight: &'a HashMap<String, i64>,
 }
 
-/// Install rows the core may still overwrite: nothing has happened on the device yet.
+/// Install rows the core may still overwrite: nothing has happened on the device yet
+/// (a declined invitation included: an admin may send it again).
 fn open_row(row: Option<&InstallRecord>) -> bool {
     row.is_none_or(|r| {
         matches!(
             r.status,
             InstallStatus::Pending | InstallStatus::NotApplicable | InstallStatus::LicenseFailed
-        )
+        ) || (r.status == InstallStatus::Failed && r.reason.as_deref() == Some(DECLINED))
     })
 }
 
@@ -332,6 +333,7 @@ pub async fn run_once(
     let store = state.store.as_ref();
     let mut pending = follow_registrations(state).await?;
     pending |= follow_license_events(state, apps).await?;
+    pending |= finish_deletions(state).await?;
     if targets.is_empty() {
         return Ok(pending);
     }
@@ -513,6 +515,67 @@ async fn register(state: &ServerState, token_id: &str, user_ids: &[String]) -> S
         }
     }
     Ok(())
+}
+
+/// Finishes deleting users: once a deleted user holds no license any more (the
+/// reconciler gives them back, as the user left every group), its registrations are
+/// retired at Apple and the user is removed. Returns whether some are still on their way.
+async fn finish_deletions(state: &ServerState) -> ServerResult<bool> {
+    let store = state.store.as_ref();
+    let deleting = store.users_being_deleted().await?;
+    if deleting.is_empty() {
+        return Ok(false);
+    }
+    let licenses = store.user_licenses().await?;
+    let registrations = store.vpp_users().await?;
+    let mut pending = false;
+    for user in deleting {
+        if licenses.iter().any(|l| l.user_id == user.id) {
+            pending = true;
+            continue;
+        }
+        let mut retired_all = true;
+        for mut r in registrations
+            .iter()
+            .filter(|r| r.user_id == user.id)
+            .cloned()
+        {
+            if !matches!(
+                r.status,
+                VppUserStatus::Registered | VppUserStatus::Associated
+            ) {
+                continue;
+            }
+            let Some(token) = store.token(&r.token_id).await? else {
+                continue;
+            };
+            let request = ManageUsersRequest {
+                users: vec![RequestUser {
+                    client_user_id: r.client_user_id.clone(),
+                    email: None,
+                    managed_apple_id: None,
+                }],
+            };
+            match state.apple.retire_users(&token.secret, &request).await {
+                Ok(_) => {
+                    r.status = VppUserStatus::Retired;
+                    r.updated_at = state.clock.now();
+                    store.put_vpp_user(&r).await?;
+                }
+                Err(e) => {
+                    tracing::warn!(user = %user.id, error = %e, "cannot retire a deleted user at Apple; will retry");
+                    retired_all = false;
+                }
+            }
+        }
+        if retired_all {
+            tracing::info!(user = %user.id, "user deleted");
+            store.delete_user(&user.id).await?;
+        } else {
+            pending = true;
+        }
+    }
+    Ok(pending)
 }
 
 /// Follows registrations: reads invite codes once Apple created the users, and notices

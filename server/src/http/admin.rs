@@ -63,6 +63,7 @@ pub(super) fn router() -> Router<ServerState> {
         .route("/v1/apps/{id}", get(get_app).patch(update_app))
         .route("/v1/apps/{id}/installs", get(app_installs))
         .route("/v1/groups", post(create_group).get(list_groups))
+        .route("/v1/groups/{id}", axum::routing::delete(delete_group))
         .route(
             "/v1/groups/{id}/devices",
             post(add_group_devices).get(group_devices),
@@ -95,7 +96,9 @@ pub(super) fn router() -> Router<ServerState> {
         .route("/v1/devices/{udid}/inventory", post(refresh_inventory))
         .route("/v1/apps/{id}/prompts", get(app_prompts))
         .route("/v1/users", post(create_user).get(list_users))
-        .route("/v1/users/{id}", get(get_user))
+        .route("/v1/users/{id}", get(get_user).delete(delete_user))
+        .route("/v1/users/{id}/installs", get(user_installs))
+        .route("/v1/users/{id}/invitation", post(reinvite_user))
         .route(
             "/v1/groups/{id}/users",
             post(add_group_users).get(group_users),
@@ -909,6 +912,59 @@ async fn delete_assignment(
         "deleted": id,
         "note": "licenses that no other assignment needs go back to the pool; apps stay installed (use the Uninstall intent to remove them)"
     })))
+}
+
+async fn delete_group(
+    State(state): State<ServerState>,
+    actor: Actor,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<impl IntoResponse> {
+    let result = admin::delete_group(&state, &id).await;
+    admin::audit(&state, &actor, "group.delete", &id, &result).await;
+    result?;
+    Ok(Json(serde_json::json!({
+        "deleted": id,
+        "note": "its assignments went with it; licenses that no other assignment needs go back to the pool; apps stay installed"
+    })))
+}
+
+async fn delete_user(
+    State(state): State<ServerState>,
+    actor: Actor,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<impl IntoResponse> {
+    let result = admin::delete_user(&state, &id).await;
+    admin::audit(&state, &actor, "user.delete", &id, &result).await;
+    result?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({
+            "id": id,
+            "status": "deleting",
+            "note": "the user left every group and device; its licenses go back to the pool and its registrations are retired at Apple, then the user is removed"
+        })),
+    ))
+}
+
+async fn user_installs(
+    State(state): State<ServerState>,
+    _actor: Actor,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<impl IntoResponse> {
+    let installs = admin::user_installs(&state, &id).await?;
+    Ok(Json(
+        serde_json::json!({ "user_id": id, "installs": installs }),
+    ))
+}
+
+async fn reinvite_user(
+    State(state): State<ServerState>,
+    actor: Actor,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<impl IntoResponse> {
+    let result = admin::reinvite(&state, &id).await;
+    admin::audit(&state, &actor, "user.reinvite", &id, &result).await;
+    Ok(Json(result?))
 }
 
 async fn remove_group_device(

@@ -220,6 +220,9 @@ pub trait DirectoryStore: Send + Sync {
     async fn insert_group(&self, group: &GroupRecord) -> StoreResult<bool>;
     /// Finds a group.
     async fn group(&self, id: &str) -> StoreResult<Option<GroupRecord>>;
+    /// Deletes a group with its memberships and assignments (one transaction); false
+    /// when there is no such group.
+    async fn delete_group(&self, id: &str) -> StoreResult<bool>;
     /// Lists groups.
     async fn groups(&self, page: &Page) -> StoreResult<Vec<GroupRecord>>;
     /// Adds devices to a group (already-members are left as they are); returns how many joined.
@@ -316,6 +319,13 @@ pub trait UserStore: Send + Sync {
     async fn insert_user(&self, user: &UserRecord) -> StoreResult<bool>;
     async fn user(&self, id: &str) -> StoreResult<Option<UserRecord>>;
     async fn users(&self, page: &Page) -> StoreResult<Vec<UserRecord>>;
+    /// Starts deleting a user (one transaction): marks it, takes it out of every group
+    /// and off every device; false when there is no such user or it is being deleted.
+    async fn begin_user_deletion(&self, id: &str, now: Timestamp) -> StoreResult<bool>;
+    /// Users being deleted.
+    async fn users_being_deleted(&self) -> StoreResult<Vec<UserRecord>>;
+    /// Removes a user and its registrations; false when there is no such user.
+    async fn delete_user(&self, id: &str) -> StoreResult<bool>;
     /// Sets (or clears) a device's user.
     async fn set_device_user(&self, udid: &Udid, user_id: Option<&str>) -> StoreResult<()>;
     async fn devices_of_user(&self, user_id: &str) -> StoreResult<Vec<DeviceRecord>>;

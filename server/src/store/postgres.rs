@@ -915,6 +915,15 @@ impl DirectoryStore for PostgresStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn delete_group(&self, id: &str) -> StoreResult<bool> {
+        // Memberships and assignments go with the group (foreign keys cascade).
+        let done = sqlx::query("DELETE FROM groups WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn group(&self, id: &str) -> StoreResult<Option<GroupRecord>> {
         self.one("groups", "id", id, group_row).await
     }
@@ -1279,6 +1288,46 @@ impl UserStore for PostgresStore {
             .fetch_all(&self.pool)
             .await?;
         collect(rows, user_row)
+    }
+
+    async fn begin_user_deletion(&self, id: &str, now: Timestamp) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        let marked =
+            sqlx::query("UPDATE users SET deleted_at = $1 WHERE id = $2 AND deleted_at IS NULL")
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        if marked == 0 {
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM group_users WHERE user_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE devices SET user_id = NULL WHERE user_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn users_being_deleted(&self) -> StoreResult<Vec<UserRecord>> {
+        let rows = sqlx::query("SELECT * FROM users WHERE deleted_at IS NOT NULL ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        collect(rows, user_row)
+    }
+
+    async fn delete_user(&self, id: &str) -> StoreResult<bool> {
+        // Registrations and licenses go with the user (foreign keys cascade).
+        let done = sqlx::query("DELETE FROM users WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn set_device_user(&self, udid: &Udid, user_id: Option<&str>) -> StoreResult<()> {

@@ -718,6 +718,9 @@ pub struct UserRecord {
     pub name: Option<String>,
     /// Creation time.
     pub created_at: Timestamp,
+    /// When an admin deleted the user: it goes once its licenses are back and its
+    /// registrations retired at Apple.
+    pub deleted_at: Option<Timestamp>,
 }
 
 /// A user as registered at Apple under one token.

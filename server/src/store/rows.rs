@@ -216,6 +216,7 @@ macro_rules! row_mappers {
                 managed_apple_id: row.try_get("managed_apple_id")?,
                 name: row.try_get("name")?,
                 created_at: row.try_get("created_at")?,
+                deleted_at: row.try_get("deleted_at")?,
             })
         }
 

@@ -958,6 +958,15 @@ impl DirectoryStore for SqliteStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn delete_group(&self, id: &str) -> StoreResult<bool> {
+        // Memberships and assignments go with the group (foreign keys cascade).
+        let done = sqlx::query("DELETE FROM groups WHERE id = ?")
+            .bind(id)
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn group(&self, id: &str) -> StoreResult<Option<GroupRecord>> {
         self.one("groups", "id", id, group_row).await
     }
@@ -1322,6 +1331,46 @@ impl UserStore for SqliteStore {
             .fetch_all(&self.reader)
             .await?;
         collect(rows, user_row)
+    }
+
+    async fn begin_user_deletion(&self, id: &str, now: Timestamp) -> StoreResult<bool> {
+        let mut tx = self.writer.begin().await?;
+        let marked =
+            sqlx::query("UPDATE users SET deleted_at = ? WHERE id = ? AND deleted_at IS NULL")
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        if marked == 0 {
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM group_users WHERE user_id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE devices SET user_id = NULL WHERE user_id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn users_being_deleted(&self) -> StoreResult<Vec<UserRecord>> {
+        let rows = sqlx::query("SELECT * FROM users WHERE deleted_at IS NOT NULL ORDER BY id")
+            .fetch_all(&self.reader)
+            .await?;
+        collect(rows, user_row)
+    }
+
+    async fn delete_user(&self, id: &str) -> StoreResult<bool> {
+        // Registrations and licenses go with the user (foreign keys cascade).
+        let done = sqlx::query("DELETE FROM users WHERE id = ?")
+            .bind(id)
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn set_device_user(&self, udid: &Udid, user_id: Option<&str>) -> StoreResult<()> {
