@@ -161,6 +161,14 @@ pub struct Device {
     pub facts: DeviceFacts,
     apps: BTreeMap<String, App>,
     books: BTreeMap<AdamId, Book>,
+    /// Until when the device is locked (set at its first command).
+    unlocked_at: Option<Instant>,
+    /// It put a command off while locked and owes the server a check-in at unlock.
+    locked_out: bool,
+    /// Commands answered NotNow.
+    put_off: u64,
+    /// The store country of its App Store account.
+    store_country: String,
     handled: BTreeMap<String, u64>,
     timings: Timings,
     prompts: Vec<PromptRecord>,
@@ -228,6 +236,10 @@ impl Device {
             facts,
             apps,
             books: BTreeMap::new(),
+            unlocked_at: None,
+            locked_out: false,
+            put_off: 0,
+            store_country: "US".into(),
             handled,
             timings,
             prompts: Vec::new(),
@@ -245,6 +257,17 @@ impl Device {
     /// The apps on the device, by bundle id.
     pub fn apps(&self) -> &BTreeMap<String, App> {
         &self.apps
+    }
+
+    /// The store country of the device's App Store (named when the store does not sell
+    /// an app there).
+    pub fn set_store_country(&mut self, country: &str) {
+        country.clone_into(&mut self.store_country);
+    }
+
+    /// How many commands the device answered NotNow (it was locked).
+    pub fn put_off(&self) -> u64 {
+        self.put_off
     }
 
     /// The managed books on the device, by Book Store id.
@@ -391,11 +414,16 @@ impl Device {
             .filter_map(|p| p.due);
         let steps = self.apps.values().filter_map(|a| a.step_ends);
         let books = self.books.values().filter_map(|b| b.ready_at);
-        prompts.chain(steps).chain(books).min()
+        // Unlocking makes the device check in again for what it put off.
+        let unlock = self.unlocked_at.filter(|_| self.locked_out);
+        prompts.chain(steps).chain(books).chain(unlock).min()
     }
 
     /// Advances installs and prompts to `now`: the persona answers the prompts that are due.
     pub fn tick(&mut self, now: Instant) {
+        if self.unlocked_at.is_some_and(|u| u <= now) {
+            self.locked_out = false;
+        }
         // Prompts lost to a restart are shown again.
         let reopen: Vec<(PromptKind, String, Option<AdamId>)> = self
             .apps
@@ -481,7 +509,10 @@ impl Device {
     fn start_install(&mut self, bundle_id: &str, at: Instant) {
         let install = self.timings.install;
         if let Some(app) = self.apps.get_mut(bundle_id) {
-            app.status = if app.status == ManagedAppStatus::PromptingForUpdate {
+            app.status = if matches!(
+                app.status,
+                ManagedAppStatus::PromptingForUpdate | ManagedAppStatus::PromptingForUpdateLogin
+            ) {
                 if let Some(v) = app.offered_version.take() {
                     app.version = v;
                 }
@@ -580,6 +611,24 @@ impl Device {
         now: Instant,
     ) -> CommandReport {
         self.tick(now);
+        let unlocked_at = *self
+            .unlocked_at
+            .get_or_insert_with(|| now + Duration::from_millis(self.facts.persona.locked_for_ms));
+        let needs_user = matches!(
+            envelope.command,
+            Command::InstallApplication(_) | Command::InstallMedia(_) | Command::InviteToProgram(_)
+        );
+        if needs_user && now < unlocked_at {
+            // Locked: the command is put off; the server offers it again when the
+            // device checks in after unlocking.
+            self.locked_out = true;
+            self.put_off += 1;
+            return CommandReport::new(
+                self.facts.udid.clone(),
+                CommandStatus::NotNow,
+                Some(envelope.command_uuid.clone()),
+            );
+        }
         *self
             .handled
             .entry(envelope.command.request_type().to_owned())
@@ -596,7 +645,7 @@ impl Device {
         let answered = match &envelope.command {
             Command::DeviceInformation(c) => ack().with_response(&self.device_information(c)),
             Command::InstallApplication(c) => return self.install(c, store, &uuid, now),
-            Command::ManagedApplicationList(c) => ack().with_response(&self.managed_list(c)),
+            Command::ManagedApplicationList(c) => ack().with_response(&self.managed_list(c, now)),
             Command::InstalledApplicationList(c) => ack().with_response(&self.installed_list(c)),
             Command::InviteToProgram(c) => ack().with_response(&self.invite(c, now)),
             Command::Restrictions(c) => ack().with_response(&self.restrictions(c)),
@@ -672,12 +721,18 @@ impl Device {
     ) -> CommandReport {
         let udid = self.facts.udid.clone();
         let Some(store) = store else {
+            // The App Store of the device's country does not sell it (or cannot be
+            // reached): a real device says the item is not available there.
+            let text = format!(
+                "The app is not available in the App Store of the device's country or region ({})",
+                self.store_country
+            );
             return rejected(
                 &udid,
                 uuid,
                 12001,
                 RejectionReason::CouldNotVerifyAppID,
-                "Could not verify the app ID with the App Store",
+                &text,
             );
         };
         if let Some(device) = DeviceKind::of_product(&self.facts.product_name)
@@ -712,13 +767,19 @@ impl Device {
             }
             (_, None) => (ManagedAppStatus::Failed, None),
             // An update of an installed app.
-            (Some(e), Some(_))
+            (Some(e), Some(license))
                 if matches!(
                     e.status,
                     ManagedAppStatus::Managed | ManagedAppStatus::UpdateRejected
                 ) =>
             {
-                if self.facts.supervised {
+                if license == LicenseKind::User && self.facts.apple_id.is_none() {
+                    // A user-licensed update needs the account the license belongs to.
+                    (
+                        ManagedAppStatus::PromptingForUpdateLogin,
+                        Some(PromptKind::AppleId),
+                    )
+                } else if self.facts.supervised {
                     (ManagedAppStatus::Updating, None)
                 } else {
                     (
@@ -756,15 +817,17 @@ impl Device {
                 Ok(_) => (ManagedAppStatus::Installing, None),
             },
         };
-        let is_update =
-            status == ManagedAppStatus::PromptingForUpdate || status == ManagedAppStatus::Updating;
+        let offering = matches!(
+            status,
+            ManagedAppStatus::PromptingForUpdate | ManagedAppStatus::PromptingForUpdateLogin
+        );
         let step_ends = match status {
             ManagedAppStatus::Installing | ManagedAppStatus::Updating => {
                 Some(now + self.timings.install)
             }
             _ => existing.as_ref().and_then(|e| e.step_ends),
         };
-        let keep_version = status == ManagedAppStatus::PromptingForUpdate
+        let keep_version = offering
             || (status != ManagedAppStatus::Updating
                 && existing
                     .as_ref()
@@ -783,8 +846,7 @@ impl Device {
                 status,
                 management_flags: command.management_flags.unwrap_or(0),
                 device_based_vpp: store.license == Some(LicenseKind::Device),
-                offered_version: (is_update && status == ManagedAppStatus::PromptingForUpdate)
-                    .then(|| store.version.clone()),
+                offered_version: offering.then(|| store.version.clone()),
                 license_revoked: false,
                 grace_ends: None,
                 step_ends,
@@ -798,9 +860,13 @@ impl Device {
                 now,
             );
         }
+        let state = self
+            .apps
+            .get(&store.bundle_id)
+            .map_or(status, |a| self.reported_status(a, now));
         let response = InstallApplicationResponse {
             identifier: Some(store.bundle_id.clone()),
-            state: Some(status),
+            state: Some(state),
             rejection_reason: None,
         };
         CommandReport::new(
@@ -823,12 +889,11 @@ impl Device {
     ) -> CommandReport {
         let udid = self.facts.udid.clone();
         let (Some(adam_id), Some(store)) = (command.itunes_store_id, store) else {
-            return error_report(
-                &udid,
-                uuid,
-                12001,
-                "The book could not be found in the Book Store",
+            let text = format!(
+                "The book is not available in the Book Store of the device's country or region ({})",
+                self.store_country
             );
+            return error_report(&udid, uuid, 12001, &text);
         };
         let state = if self
             .books
@@ -892,7 +957,30 @@ impl Device {
         ManagedMediaListResponse { books }
     }
 
-    fn managed_list(&mut self, command: &ManagedApplicationList) -> ManagedApplicationListResponse {
+    /// What the device reports for an app: a new install walks through Queued and
+    /// ValidatingPurchase (the store checks the VPP license) before Installing, as a
+    /// real device does; everything else as it is.
+    fn reported_status(&self, app: &App, now: Instant) -> ManagedAppStatus {
+        if app.status != ManagedAppStatus::Installing {
+            return app.status;
+        }
+        let Some(ends) = app.step_ends else {
+            return app.status;
+        };
+        let total = self.timings.install.as_secs_f64().max(f64::EPSILON);
+        let left = ends.saturating_duration_since(now).as_secs_f64();
+        match 1.0 - left / total {
+            done if done < 0.2 => ManagedAppStatus::Queued,
+            done if done < 0.4 => ManagedAppStatus::ValidatingPurchase,
+            _ => ManagedAppStatus::Installing,
+        }
+    }
+
+    fn managed_list(
+        &mut self,
+        command: &ManagedApplicationList,
+        now: Instant,
+    ) -> ManagedApplicationListResponse {
         let wanted = |id: &str| {
             command
                 .identifiers
@@ -904,7 +992,7 @@ impl Device {
             response.managed_application_list.insert(
                 app.bundle_id.clone(),
                 ManagedApplication {
-                    status: app.status,
+                    status: self.reported_status(app, now),
                     management_flags: app.management_flags,
                     has_configuration: Some(false),
                     has_feedback: Some(false),
@@ -1075,10 +1163,15 @@ mod tests {
         let report = device.handle(&install_cmd(), Some(&store_app(LicenseKind::Device)), t0);
         assert_eq!(report.status, CommandStatus::Acknowledged);
         let ack: InstallApplicationResponse = report.response().unwrap();
-        assert_eq!(ack.state, Some(ManagedAppStatus::Installing));
+        assert_eq!(ack.state, Some(ManagedAppStatus::Queued));
         assert_eq!(ack.identifier.as_deref(), Some(PAGES));
+        // The walk of a real device: Queued, ValidatingPurchase, Installing, Managed.
         assert_eq!(
             managed_status(&mut device, t0 + Duration::from_millis(500)),
+            Some(ManagedAppStatus::ValidatingPurchase)
+        );
+        assert_eq!(
+            managed_status(&mut device, t0 + Duration::from_millis(1500)),
             Some(ManagedAppStatus::Installing)
         );
         assert_eq!(
@@ -1116,7 +1209,7 @@ mod tests {
             Some(ManagedAppStatus::Prompting)
         );
         assert_eq!(
-            managed_status(&mut device, t0 + Duration::from_millis(1500)),
+            managed_status(&mut device, t0 + Duration::from_millis(2500)),
             Some(ManagedAppStatus::Installing)
         );
         assert_eq!(
@@ -1468,6 +1561,73 @@ mod tests {
                 "{platform:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_locked_device_puts_installs_off_until_it_is_unlocked() {
+        let t0 = Instant::now();
+        let mut device = device(|f| f.persona.locked_for_ms = 3000);
+        let report = device.handle(&install_cmd(), Some(&store_app(LicenseKind::Device)), t0);
+        assert_eq!(report.status, CommandStatus::NotNow);
+        assert!(device.apps().is_empty());
+        // Queries need no user: answered while locked.
+        let list = device.handle(
+            &envelope(Command::ManagedApplicationList(Default::default())),
+            None,
+            t0 + secs(1),
+        );
+        assert_eq!(list.status, CommandStatus::Acknowledged);
+        assert_eq!(
+            device.next_deadline(),
+            Some(t0 + secs(3)),
+            "the device checks in again when unlocked"
+        );
+        let report = device.handle(
+            &install_cmd(),
+            Some(&store_app(LicenseKind::Device)),
+            t0 + secs(3),
+        );
+        assert_eq!(report.status, CommandStatus::Acknowledged);
+        assert_eq!(device.put_off(), 1);
+    }
+
+    #[test]
+    fn a_user_licensed_update_without_an_account_asks_for_it() {
+        let t0 = Instant::now();
+        let mut device = device(|f| {
+            f.supervised = false;
+            f.apple_id = Some("ana@example.com".into());
+        });
+        device.handle(&install_cmd(), Some(&store_app(LicenseKind::User)), t0);
+        assert_eq!(
+            managed_status(&mut device, t0 + secs(5)),
+            Some(ManagedAppStatus::Managed)
+        );
+        device.facts.apple_id = None;
+        let newer = StoreApp {
+            version: "14.2".into(),
+            ..store_app(LicenseKind::User)
+        };
+        let ack: InstallApplicationResponse = device
+            .handle(&install_cmd(), Some(&newer), t0 + secs(6))
+            .response()
+            .unwrap();
+        assert_eq!(ack.state, Some(ManagedAppStatus::PromptingForUpdateLogin));
+        // The user signs in: the update goes on.
+        assert_eq!(
+            managed_status(&mut device, t0 + secs(7) + Duration::from_millis(100)),
+            Some(ManagedAppStatus::Updating)
+        );
+        assert_eq!(installed_versions(&mut device, t0 + secs(10)), vec!["14.2"]);
+    }
+
+    #[test]
+    fn a_store_that_does_not_sell_the_app_names_the_country() {
+        let mut device = device(|_| {});
+        device.set_store_country("DE");
+        let report = device.handle(&install_cmd(), None, Instant::now());
+        let text = &report.error_chain[0].localized_description;
+        assert!(text.contains("(DE)"), "{text}");
     }
 
     #[test]

@@ -49,6 +49,10 @@ pub struct Persona {
     pub apple_id_to_enter: String,
     /// How long the user takes to answer, in milliseconds.
     pub answer_after_ms: u64,
+    /// How long the device stays locked (busy) after it starts, in milliseconds: until
+    /// then it answers NotNow to commands that need the user, and checks in again once
+    /// unlocked, as a real device does.
+    pub locked_for_ms: u64,
 }
 
 impl Default for Persona {
@@ -60,6 +64,7 @@ impl Default for Persona {
             apple_id: Response::Accept,
             apple_id_to_enter: "user@example.com".into(),
             answer_after_ms: 1000,
+            locked_for_ms: 0,
         }
     }
 }

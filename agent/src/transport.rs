@@ -200,7 +200,9 @@ impl Agent {
             && let Some(saved) = load_state(path)?
             && certificate_valid(&saved.cert_pem)
         {
-            let device = Device::restore(saved.facts, saved.apps, saved.handled, config.timings);
+            let mut device =
+                Device::restore(saved.facts, saved.apps, saved.handled, config.timings);
+            device.set_store_country(&config.store.country);
             let mut enrollment = Enrollment {
                 key_pem: saved.key_pem,
                 cert_pem: saved.cert_pem,
@@ -271,7 +273,8 @@ impl Agent {
             push_url: enrolled.push_url,
             push_magic: uuid::Uuid::new_v4().to_string().to_uppercase(),
         };
-        let device = Device::new(config.facts.clone(), config.timings);
+        let mut device = Device::new(config.facts.clone(), config.timings);
+        device.set_store_country(&config.store.country);
         let agent = Self::assemble(config, enrollment, device, false)?;
         agent.authenticate().await?;
         agent.token_update().await?;

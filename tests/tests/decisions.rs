@@ -411,7 +411,69 @@ async fn an_install_whose_assignment_went_away_while_the_device_was_offline_is_n
     bed.shutdown().await;
 }
 
+async fn a_locked_device_is_served_once_it_is_unlocked(builder: TestbedBuilder) {
+    let bed = builder.start().await.unwrap();
+    bed.upload_and_sync_demo_token().await.unwrap();
+    let mut locked = device(Platform::Ios, "iPhone15,2", "17.5");
+    locked.persona.locked_for_ms = 5000;
+    let fleet = fleet(&bed, vec![locked], "LOCKED").await;
+    let udids = fleet.udids();
+    let app = bed
+        .assign_required(1091189122, &udids, "Locked")
+        .await
+        .unwrap();
+    bed.wait_installed(&app, 1, WAIT).await.unwrap();
+    let put_off = fleet.agents[0].device().lock().unwrap().put_off();
+    assert!(put_off >= 1, "the install was put off while locked");
+    fleet.stop().await;
+    bed.shutdown().await;
+}
+
+async fn a_store_that_does_not_sell_the_app_names_the_country(builder: TestbedBuilder) {
+    let mut seed = Seed::demo();
+    let mut us_only = seed_app(1700000003, "Local News", &["iOS"], "15.0");
+    us_only.countries = vec!["US".into()];
+    seed.apps.push(us_only);
+    let bed = builder.seed(seed).start().await.unwrap();
+    bed.upload_and_sync_demo_token().await.unwrap();
+    let profile = FleetProfile {
+        devices: vec![device(Platform::Ios, "iPhone15,2", "17.5")],
+    };
+    let mut template = bed
+        .agent_config(profile.facts(0, "ABROAD"), Duration::from_secs(600))
+        .await
+        .unwrap();
+    template.store.country = "DE".into();
+    let options = orchard_agent::fleet::FleetOptions {
+        count: 1,
+        concurrency: 1,
+        run: "ABROAD".into(),
+        state_dir: None,
+    };
+    let fleet = Fleet::start(template, &profile, &options, |_| {})
+        .await
+        .unwrap();
+    let udid = fleet.udids().remove(0);
+    let app = bed
+        .assign_required(1700000003, std::slice::from_ref(&udid), "Abroad")
+        .await
+        .unwrap();
+    let row = bed
+        .wait_install_status_where(&app, &udid, WAIT, |r| r["status"] == "failed")
+        .await
+        .unwrap();
+    let reason = row["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("(DE)"),
+        "the status names the country: {reason}"
+    );
+    fleet.stop().await;
+    bed.shutdown().await;
+}
+
 orchard_testbed::on_both_backends!(
+    a_locked_device_is_served_once_it_is_unlocked,
+    a_store_that_does_not_sell_the_app_names_the_country,
     an_install_whose_assignment_went_away_while_the_device_was_offline_is_never_sent,
     apps_run_only_where_the_store_says,
     targets_of_an_unusable_token_are_told_why,
