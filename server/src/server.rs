@@ -41,6 +41,9 @@ pub struct ServerConfig {
     pub install_timeout: Duration,
     /// How often pending Apple events are polled.
     pub event_poll_interval: Duration,
+    /// How long an association event may stay pending before it is submitted again
+    /// (Apple: ten minutes).
+    pub event_resubmit_after: Duration,
     /// Back-off of license requests Apple refused or could not take: the first wait,
     /// doubled after each failure up to the second.
     pub apple_retry: (Duration, Duration),
@@ -80,6 +83,7 @@ impl ServerConfig {
             install_poll_interval: Duration::from_secs(5),
             install_timeout: Duration::from_secs(30 * 60),
             event_poll_interval: Duration::from_secs(30),
+            event_resubmit_after: crate::apple::polling::RESUBMIT_AFTER,
             apple_retry: (Duration::from_secs(5), Duration::from_secs(600)),
             max_tokens: 256,
             sync_interval: Duration::from_secs(12 * 3600),
@@ -276,6 +280,7 @@ pub async fn start_with_listener(
             install_poll_interval: config.install_poll_interval,
             install_timeout: config.install_timeout,
             event_poll_interval: config.event_poll_interval,
+            event_resubmit_after: config.event_resubmit_after,
             max_tokens: config.max_tokens,
             sync_interval: config.sync_interval,
             scheduler_tick: config.scheduler_tick,
@@ -291,6 +296,7 @@ pub async fn start_with_listener(
             config.apple_retry.1,
         )),
         apple_user_versions: Default::default(),
+        event_polls: Default::default(),
         rate: Arc::new(RateLimits {
             enrollment: RateLimiter::new(config.enrollment_rate),
             failed_auth: RateLimiter::new(config.failed_auth_rate),

@@ -43,8 +43,11 @@ pub struct ServiceOptions {
     pub install_poll_interval: Duration,
     /// How long an install may stay `Installing` before it fails (apps may set their own).
     pub install_timeout: Duration,
-    /// How often pending Apple events are polled.
+    /// How often pending Apple events are polled (at least this long between two polls
+    /// of one event).
     pub event_poll_interval: Duration,
+    /// How long an association event may stay pending before it is submitted again.
+    pub event_resubmit_after: Duration,
     /// Most VPP tokens the server holds.
     pub max_tokens: i64,
     /// How often every token is synced with Apple.
@@ -88,6 +91,8 @@ pub struct ServerState {
     pub apple_backoff: Arc<crate::retry::Backoff>,
     /// The users list's `versionId` last read from Apple, per token (incremental sync).
     pub apple_user_versions: Arc<VersionIds>,
+    /// When each pending Apple event was last polled.
+    pub event_polls: Arc<crate::apple::polling::EventPolls>,
 }
 
 /// Apple's `versionId` of a list, per token: the next read asks only for what changed

@@ -36,6 +36,7 @@ pub struct TestbedBuilder {
     sync: Option<(Duration, Duration)>,
     public_url: Option<String>,
     event_poll: Duration,
+    event_resubmit: Option<Duration>,
     install_poll: Duration,
     apple_timeout: Duration,
     connection: ConnectionLimits,
@@ -81,6 +82,12 @@ impl TestbedBuilder {
     /// sooner).
     pub fn event_poll(mut self, interval: Duration) -> Self {
         self.event_poll = interval;
+        self
+    }
+
+    /// How long an association event may stay pending before the server asks again.
+    pub fn event_resubmit(mut self, after: Duration) -> Self {
+        self.event_resubmit = Some(after);
         self
     }
 
@@ -145,6 +152,9 @@ impl TestbedBuilder {
             ..AppleConfig::default()
         };
         config.event_poll_interval = self.event_poll;
+        if let Some(after) = self.event_resubmit {
+            config.event_resubmit_after = after;
+        }
         // Apple's faults in tests are retried soon: the back-off is tested on its own.
         config.apple_retry = (Duration::from_millis(100), Duration::from_secs(1));
         config.database = self.postgres.as_ref().map(|db| db.url.clone());
@@ -232,6 +242,7 @@ impl Testbed {
             sync: None,
             public_url: None,
             event_poll: Duration::from_millis(200),
+            event_resubmit: None,
             install_poll: Duration::from_millis(300),
             apple_timeout: Duration::from_secs(10),
             connection: ConnectionLimits::default(),

@@ -108,7 +108,55 @@ async fn sync_with_a_token_apple_does_not_know_reports_apples_error(builder: Tes
     bed.shutdown().await;
 }
 
+async fn an_event_apple_keeps_pending_is_submitted_again_without_a_second_license(
+    builder: TestbedBuilder,
+) {
+    let bed = builder
+        .event_resubmit(Duration::from_secs(1))
+        .start()
+        .await
+        .unwrap();
+    bed.upload_and_sync_demo_token().await.unwrap();
+    let fleet = bed.enroll_fleet(1, Duration::from_secs(600)).await.unwrap();
+    // Apple keeps the first events pending for a long time.
+    bed.apple.set_event_delay(Duration::from_secs(3600));
+    let app = bed
+        .assign_required(361309726, &fleet.udids(), "Slow")
+        .await
+        .unwrap();
+    wait_for(
+        Duration::from_secs(30),
+        "the request submitted again",
+        || async {
+            let calls = bed.apple.with_world(|w| w.associate_calls);
+            Ok(if calls >= 2 {
+                Ok(())
+            } else {
+                Err(calls.to_string())
+            })
+        },
+    )
+    .await
+    .unwrap();
+    // Apple answers promptly again: the resubmitted request completes.
+    bed.apple.set_event_delay(Duration::ZERO);
+    bed.wait_installed(&app, 1, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let assigned = bed.apple.with_world(|w| {
+        w.assets[&(
+            orchard_testbed::harness::DEMO_LOCATION.to_owned(),
+            361309726,
+        )]
+            .assigned
+    });
+    assert_eq!(assigned, 1, "asking again took no second license");
+    fleet.stop().await;
+    bed.shutdown().await;
+}
+
 orchard_testbed::on_both_backends!(
+    an_event_apple_keeps_pending_is_submitted_again_without_a_second_license,
     install_is_queued_only_after_the_association_event_completes,
     sync_with_a_token_apple_does_not_know_reports_apples_error,
 );

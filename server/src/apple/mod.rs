@@ -8,6 +8,7 @@
 mod client;
 mod model;
 pub mod notifications;
+pub mod polling;
 pub mod sync;
 mod token_file;
 pub mod token_lifecycle;

@@ -70,7 +70,10 @@ pub async fn receive(state: &ServerState, token_id: &str, body: &[u8]) -> Server
         }
         "TEST_NOTIFICATION" => {}
         // ASSET_MANAGEMENT, USER_MANAGEMENT, USER_ASSOCIATED: events finished.
-        _ => state.poke_reconciler(),
+        _ => {
+            state.event_polls.notified(state.clock.now());
+            state.poke_reconciler();
+        }
     }
     Ok(true)
 }

@@ -443,12 +443,16 @@ async fn follow(state: &ServerState, apps: &HashMap<String, AppRecord>) -> Serve
         let Some(token) = store.token(&app.token_id).await? else {
             continue;
         };
-        match state.apple.event_status(&token.secret, &event_id).await {
-            Ok(s) if s.event_status == EventStatus::Pending => {
+        match crate::apple::polling::poll(state, &token.secret, &event_id).await {
+            Ok(None) => {
                 pending = true;
                 continue;
             }
-            Ok(_) => {}
+            Ok(Some(s)) if s.event_status == EventStatus::Pending => {
+                pending = true;
+                continue;
+            }
+            Ok(Some(_)) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "event status unavailable");
                 pending = true;

@@ -682,14 +682,43 @@ async fn follow_events(
         let Some(token) = store.token(&app.token_id).await? else {
             continue;
         };
-        let status = match state.apple.event_status(&token.secret, &event_id).await {
-            Ok(s) => s,
+        let status = match crate::apple::polling::poll(state, &token.secret, &event_id).await {
+            Ok(Some(s)) => s,
+            // Asked not long ago: pending still, unless Apple has kept it so too long,
+            // when the request is submitted again (Apple's associations are idempotent).
+            Ok(None) => {
+                still_pending = true;
+                continue;
+            }
             Err(e) => {
                 tracing::warn!(event = %event_id, error = %e, "event status unavailable");
                 still_pending = true;
                 continue;
             }
         };
+        let asked_at = rows.iter().map(|l| l.updated_at).min();
+        if status.event_status == EventStatus::Pending
+            && asked_at
+                .is_some_and(|at| state.clock.now() >= at + state.options.event_resubmit_after)
+        {
+            tracing::warn!(app = %app.adam_id, event = %event_id, "Apple's event stayed pending; asking again");
+            let again: Vec<LicenseRecord> = rows
+                .iter()
+                .map(|l| LicenseRecord {
+                    state: LicenseState::Pending,
+                    event_id: None,
+                    error: Some(format!(
+                        "Apple's event {event_id} stayed pending; the licenses are asked for again"
+                    )),
+                    updated_at: state.clock.now(),
+                    ..(*l).clone()
+                })
+                .collect();
+            store.reserve_licenses(&again).await?;
+            state.event_polls.finished(&event_id);
+            still_pending = true;
+            continue;
+        }
         if status.event_status == EventStatus::Pending {
             still_pending = true;
             continue;

@@ -602,9 +602,10 @@ async fn follow_registrations(state: &ServerState) -> ServerResult<bool> {
             continue;
         };
         if let (true, Some(event_id)) = (waiting_for_apple, &user.event_id) {
-            match state.apple.event_status(&token.secret, event_id).await {
-                Ok(s) if s.event_status == EventStatus::Pending => continue,
-                Ok(s) if s.event_status == EventStatus::Failed => {
+            match crate::apple::polling::poll(state, &token.secret, event_id).await {
+                Ok(None) => continue,
+                Ok(Some(s)) if s.event_status == EventStatus::Pending => continue,
+                Ok(Some(s)) if s.event_status == EventStatus::Failed => {
                     user.status = VppUserStatus::Failed;
                     user.error = s
                         .failures
@@ -615,7 +616,7 @@ async fn follow_registrations(state: &ServerState) -> ServerResult<bool> {
                     store.put_vpp_user(&user).await?;
                     continue;
                 }
-                Ok(_) => {}
+                Ok(Some(_)) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, "user event status unavailable");
                     continue;
@@ -849,8 +850,12 @@ async fn follow_license_events(
         let Some(token) = store.token(&app.token_id).await? else {
             continue;
         };
-        let status = match state.apple.event_status(&token.secret, &event_id).await {
-            Ok(s) => s,
+        let status = match crate::apple::polling::poll(state, &token.secret, &event_id).await {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                pending = true;
+                continue;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "event status unavailable");
                 pending = true;

@@ -534,6 +534,7 @@ async fn associate(State(world): State<SharedWorld>, headers: HeaderMap, body: B
         return apple_error(StatusCode::BAD_REQUEST, 9702, "Too many serial numbers");
     }
     world.largest_serial_batch = world.largest_serial_batch.max(serials.len());
+    world.associate_calls += 1;
     if serials.iter().collect::<BTreeSet<_>>().len() != serials.len() {
         return apple_error(StatusCode::BAD_REQUEST, 9705, "Duplicate serial numbers");
     }

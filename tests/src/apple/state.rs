@@ -197,6 +197,8 @@ pub struct World {
     pub max_serial_numbers: usize,
     /// The most serial numbers one association request carried.
     pub largest_serial_batch: usize,
+    /// Association requests taken.
+    pub associate_calls: u64,
     /// Versions of the assignments list.
     pub assignment_versions: super::paging::Versions,
     /// Versions of the users list.
@@ -297,6 +299,7 @@ impl World {
             notifications_sent: 0,
             max_serial_numbers: 1000,
             largest_serial_batch: 0,
+            associate_calls: 0,
             assignment_versions: Default::default(),
             user_versions: Default::default(),
             invitation_template: None,
