@@ -69,7 +69,13 @@ async fn install_that_outlives_its_timeout_fails_with_a_reason(builder: TestbedB
         .wait_install_status(&app_id, &udid, "failed", WAIT)
         .await
         .unwrap();
-    assert_eq!(row["device_status"], "Installing", "{row}");
+    // Still on its way on the device (a real device walks Queued, ValidatingPurchase,
+    // Installing).
+    assert!(
+        ["Queued", "ValidatingPurchase", "Installing"]
+            .contains(&row["device_status"].as_str().unwrap_or("")),
+        "{row}"
+    );
     assert!(
         row["reason"]
             .as_str()

@@ -31,7 +31,7 @@ impl EventPolls {
         let polls = self.0.lock().unwrap_or_else(|p| p.into_inner());
         match polls.last.get(event_id) {
             None => true,
-            Some(last) => now >= *last + spacing || polls.notified_at.is_some_and(|n| n >= *last),
+            Some(last) => now >= *last + spacing || polls.notified_at.is_some_and(|n| n > *last),
         }
     }
 
