@@ -480,3 +480,317 @@ orchard_testbed::on_both_backends!(
     two_devices_sharing_a_serial_do_not_block_the_others,
     a_device_enrolled_again_takes_over_its_license,
 );
+
+/// Random changes of assignments, memberships and the token while some devices are
+/// offline; once everything is back and has converged, the invariants hold on every
+/// device:
+/// - a device never installs an app Apple holds no license for (checked by the store
+///   right before each install; a license given back within 50 ms before is the race
+///   of a command already on its way, which every MDM has, and is not counted);
+/// - every device in scope of an assignment has a status, whatever the token did;
+/// - a serial number holds at most one license per app, and Apple's counts equal the
+///   licenses the server holds.
+///
+/// The seed is printed; `ORCHARD_PROPERTY_SEED` replays one.
+async fn random_changes_with_devices_offline_keep_the_invariants(builder: TestbedBuilder) {
+    use rand::{Rng, SeedableRng};
+    let seed: u64 = std::env::var("ORCHARD_PROPERTY_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::rng().random());
+    eprintln!("property seed {seed} (ORCHARD_PROPERTY_SEED={seed} replays it)");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+
+    let bed = builder.start().await.unwrap();
+    let token = bed.upload_and_sync_demo_token().await.unwrap();
+    let online = bed.enroll_fleet(4, Duration::from_secs(600)).await.unwrap();
+    let state_dir = tempfile::tempdir().unwrap();
+    let kind = FleetProfile::supervised_iphones();
+    // The part that goes offline resumes from its state files.
+    let away_config = |count| orchard_agent::fleet::FleetOptions {
+        count,
+        concurrency: 4,
+        run: "AWAY".into(),
+        state_dir: Some(state_dir.path().to_owned()),
+    };
+    let template = bed
+        .agent_config(kind.facts(0, "AWAY"), Duration::from_secs(600))
+        .await
+        .unwrap();
+    let mut away = Some(
+        Fleet::start(template.clone(), &kind, &away_config(4), |_| {})
+            .await
+            .unwrap(),
+    );
+    let shared_serial = online.serials()[0].clone();
+    let (twin, twin_stop) = twin(&bed, "TWIN-RANDOM", &shared_serial).await;
+    let mut devices = online.udids();
+    devices.extend(away.as_ref().unwrap().udids());
+    devices.push("TWIN-RANDOM".into());
+
+    let apps = [1091189122u64, 1500000001];
+    let mut app_ids = Vec::new();
+    for adam in apps {
+        app_ids.push(
+            bed.app_by_adam_id(adam).await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let mut groups = Vec::new();
+    for name in ["Red", "Blue"] {
+        let (_, g) = bed
+            .admin
+            .post("/v1/groups", json!({ "name": name }))
+            .await
+            .unwrap();
+        groups.push(g["id"].as_str().unwrap().to_owned());
+    }
+    let mut members: std::collections::BTreeSet<(usize, String)> = Default::default();
+    let mut assignments: std::collections::BTreeMap<(usize, usize), String> = Default::default();
+    let mut blocked = false;
+
+    for step in 0..48 {
+        let g = rng.random_range(0..groups.len());
+        let a = rng.random_range(0..app_ids.len());
+        let d = devices[rng.random_range(0..devices.len())].clone();
+        // Weighted: memberships and assignments change most, devices come and go, the
+        // token now and then.
+        let op = match rng.random_range(0..20) {
+            0..5 => 0,
+            5..8 => 1,
+            8..12 => 2,
+            12..15 => 3,
+            15..18 => 4,
+            _ => 5,
+        };
+        match op {
+            0 => {
+                bed.admin
+                    .post(
+                        &format!("/v1/groups/{}/devices", groups[g]),
+                        json!({ "udids": [d] }),
+                    )
+                    .await
+                    .unwrap();
+                members.insert((g, d));
+            }
+            1 => {
+                bed.admin
+                    .delete(&format!("/v1/groups/{}/devices/{d}", groups[g]))
+                    .await
+                    .unwrap();
+                members.remove(&(g, d));
+            }
+            2 if !assignments.contains_key(&(a, g)) => {
+                let body = bed.assign(&app_ids[a], &groups[g], "device").await.unwrap();
+                assignments.insert((a, g), body["id"].as_str().unwrap().to_owned());
+            }
+            3 => {
+                if let Some(id) = assignments.remove(&(a, g)) {
+                    bed.admin
+                        .delete(&format!("/v1/assignments/{id}"))
+                        .await
+                        .unwrap();
+                }
+            }
+            4 => match away.take() {
+                Some(fleet) => fleet.stop().await,
+                None => {
+                    away = Some(
+                        Fleet::start(template.clone(), &kind, &away_config(4), |_| {})
+                            .await
+                            .unwrap(),
+                    );
+                }
+            },
+            _ => {
+                if blocked {
+                    bed.admin
+                        .post(&format!("/v1/tokens/{token}/take-over"), json!({}))
+                        .await
+                        .unwrap();
+                } else {
+                    bed.apple.with_world(|w| {
+                        w.locations.get_mut(DEMO_LOCATION).unwrap().mdm_info =
+                            Some(json!({ "id": "other-mdm", "name": "Other MDM", "metadata": "" }));
+                    });
+                    bed.admin
+                        .post(&format!("/v1/tokens/{token}/sync"), json!({}))
+                        .await
+                        .unwrap();
+                }
+                blocked = !blocked;
+            }
+        }
+        eprintln!(
+            "step {step}: members {members:?}, assignments {:?}, away online {}, token blocked {blocked}",
+            assignments.keys().collect::<Vec<_>>(),
+            away.is_some()
+        );
+        // Let Apple's side settle (licenses associated or given back), so that
+        // installs queue up for offline devices and licenses go while they are away.
+        // A pacing aid, not an assertion: what did not settle is checked at the end.
+        let store = bed.server.state.store.clone();
+        let expected: Vec<(String, String, bool)> = app_ids
+            .iter()
+            .enumerate()
+            .flat_map(|(a, app_id)| devices.iter().map(move |d| (a, app_id.clone(), d.clone())))
+            .map(|(a, app_id, d)| {
+                let wanted = members
+                    .iter()
+                    .any(|(g, m)| m == &d && assignments.contains_key(&(a, *g)));
+                (app_id, d, wanted)
+            })
+            .collect();
+        let _ = wait_for(Duration::from_secs(10), "licenses to settle", || async {
+            use orchard_server::store::LicenseState as S;
+            let licenses = store.licenses().await?;
+            for (app_id, udid, wanted) in &expected {
+                let state = licenses
+                    .iter()
+                    .find(|l| &l.app_id == app_id && l.udid.as_str() == udid)
+                    .map(|l| l.state);
+                // A token another MDM holds moves nothing.
+                let settled = match (wanted, state) {
+                    _ if blocked => true,
+                    (true, Some(S::Associated | S::Failed)) => true,
+                    (false, None | Some(S::Failed | S::Revoked)) => true,
+                    _ => false,
+                };
+                if !settled {
+                    return Ok(Err(format!("{app_id} {udid}: {state:?}")));
+                }
+            }
+            Ok(Ok(()))
+        })
+        .await;
+    }
+
+    // Everything back: the devices online, the token this server's again.
+    if away.is_none() {
+        away = Some(
+            Fleet::start(template.clone(), &kind, &away_config(4), |_| {})
+                .await
+                .unwrap(),
+        );
+    }
+    if blocked {
+        bed.admin
+            .post(&format!("/v1/tokens/{token}/take-over"), json!({}))
+            .await
+            .unwrap();
+    }
+    let in_scope = |a: usize| -> std::collections::BTreeSet<String> {
+        members
+            .iter()
+            .filter(|(g, _)| assignments.contains_key(&(a, *g)))
+            .map(|(_, d)| d.clone())
+            .collect()
+    };
+    let store = bed.server.state.store.clone();
+    wait_for(Duration::from_secs(120), "convergence", || async {
+        let licenses = store.licenses().await?;
+        for (a, app_id) in app_ids.iter().enumerate() {
+            let (_, body) = bed
+                .admin
+                .get(&format!("/v1/apps/{app_id}/installs"))
+                .await?;
+            let rows = body["installs"].as_array().cloned().unwrap_or_default();
+            for udid in in_scope(a) {
+                let row = rows.iter().find(|r| r["udid"] == udid.as_str());
+                let settled = row.is_some_and(|r| {
+                    ["installed", "license_failed", "not_applicable", "failed"]
+                        .contains(&r["status"].as_str().unwrap_or(""))
+                });
+                if !settled {
+                    return Ok(Err(format!("{udid} of app {a}: {row:?}")));
+                }
+            }
+            let moving = licenses.iter().any(|l| {
+                &l.app_id == app_id
+                    && !matches!(
+                        l.state,
+                        orchard_server::store::LicenseState::Associated
+                            | orchard_server::store::LicenseState::Failed
+                            | orchard_server::store::LicenseState::Revoked
+                    )
+            });
+            let held = licenses
+                .iter()
+                .filter(|l| {
+                    &l.app_id == app_id
+                        && l.state == orchard_server::store::LicenseState::Associated
+                })
+                .count() as i64;
+            let at_apple = assigned_at_apple(&bed, apps[a]);
+            if moving || held != at_apple {
+                return Ok(Err(format!(
+                    "app {a}: {held} held, {at_apple} at Apple, moving {moving}"
+                )));
+            }
+        }
+        Ok(Ok(()))
+    })
+    .await
+    .unwrap();
+
+    // A serial number holds at most one license per app.
+    let licenses = store.licenses().await.unwrap();
+    for app_id in &app_ids {
+        let mut serials = std::collections::BTreeSet::new();
+        for l in licenses.iter().filter(|l| {
+            &l.app_id == app_id && l.state == orchard_server::store::LicenseState::Associated
+        }) {
+            assert!(
+                serials.insert(l.serial_number.clone()),
+                "seed {seed}: serial {} holds two licenses of {app_id}",
+                l.serial_number
+            );
+        }
+    }
+    // No device installed an app Apple held no license for.
+    let violations: Vec<String> = bed.apple.with_world(|w| {
+        w.unlicensed_checks
+            .iter()
+            .filter(|(adam, serial, at)| {
+                let released = w.serial_released_at.get(&(*adam, serial.clone()));
+                released
+                    .is_none_or(|r| at.saturating_duration_since(*r) > Duration::from_millis(50))
+            })
+            .map(|(adam, serial, _)| format!("{adam}/{serial}"))
+            .collect()
+    });
+    assert!(
+        violations.is_empty(),
+        "seed {seed}: installs without a license at Apple: {violations:?}"
+    );
+    twin_stop.cancel();
+    drop(twin);
+    if let Some(fleet) = away {
+        fleet.stop().await;
+    }
+    online.stop().await;
+    bed.shutdown().await;
+}
+
+mod random_changes {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::random_changes_with_devices_offline_keep_the_invariants(
+            orchard_testbed::harness::Testbed::builder(),
+        )
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        if let Some(builder) = orchard_testbed::harness::Testbed::builder()
+            .postgres()
+            .await
+        {
+            super::random_changes_with_devices_offline_keep_the_invariants(builder).await;
+        }
+    }
+}

@@ -8,9 +8,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::apple::{EventStatus, StatusResponse, VppError};
 use crate::clock::Timestamp;
-use crate::state::ServerState;
 
 /// Most events remembered; beyond it the oldest polls are forgotten (polled again).
 const MAX_EVENTS: usize = 100_000;
@@ -62,28 +60,6 @@ impl EventPolls {
         let mut polls = self.0.lock().unwrap_or_else(|p| p.into_inner());
         polls.notified_at = Some(now);
     }
-}
-
-/// Asks Apple about a pending event when it is due; `Ok(None)` when it is not (it is
-/// taken to be pending still).
-pub async fn poll(
-    state: &ServerState,
-    s_token: &str,
-    event_id: &str,
-) -> Result<Option<StatusResponse>, VppError> {
-    let now = state.clock.now();
-    if !state
-        .event_polls
-        .due(event_id, now, state.options.event_poll_interval)
-    {
-        return Ok(None);
-    }
-    state.event_polls.polled(event_id, now);
-    let status = state.apple.event_status(s_token, event_id).await?;
-    if status.event_status != EventStatus::Pending {
-        state.event_polls.finished(event_id);
-    }
-    Ok(Some(status))
 }
 
 /// How long an event may stay pending before its request is submitted again.

@@ -8,6 +8,7 @@
 //! `license_pool` and never import each other back.
 
 pub mod applicability;
+pub mod events;
 pub mod license_pool;
 pub mod precedence;
 pub mod reclaim;

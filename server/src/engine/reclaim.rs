@@ -443,7 +443,7 @@ async fn follow(state: &ServerState, apps: &HashMap<String, AppRecord>) -> Serve
         let Some(token) = store.token(&app.token_id).await? else {
             continue;
         };
-        match crate::apple::polling::poll(state, &token.secret, &event_id).await {
+        match crate::engine::events::poll(state, &token.secret, &event_id).await {
             Ok(None) => {
                 pending = true;
                 continue;

@@ -682,7 +682,7 @@ async fn follow_events(
         let Some(token) = store.token(&app.token_id).await? else {
             continue;
         };
-        let status = match crate::apple::polling::poll(state, &token.secret, &event_id).await {
+        let status = match crate::engine::events::poll(state, &token.secret, &event_id).await {
             Ok(Some(s)) => s,
             // Asked not long ago: pending still, unless Apple has kept it so too long,
             // when the request is submitted again (Apple's associations are idempotent).

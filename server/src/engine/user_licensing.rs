@@ -602,7 +602,7 @@ async fn follow_registrations(state: &ServerState) -> ServerResult<bool> {
             continue;
         };
         if let (true, Some(event_id)) = (waiting_for_apple, &user.event_id) {
-            match crate::apple::polling::poll(state, &token.secret, event_id).await {
+            match crate::engine::events::poll(state, &token.secret, event_id).await {
                 Ok(None) => continue,
                 Ok(Some(s)) if s.event_status == EventStatus::Pending => continue,
                 Ok(Some(s)) if s.event_status == EventStatus::Failed => {
@@ -850,7 +850,7 @@ async fn follow_license_events(
         let Some(token) = store.token(&app.token_id).await? else {
             continue;
         };
-        let status = match crate::apple::polling::poll(state, &token.secret, &event_id).await {
+        let status = match crate::engine::events::poll(state, &token.secret, &event_id).await {
             Ok(Some(s)) => s,
             Ok(None) => {
                 pending = true;

@@ -1071,13 +1071,15 @@ async fn store_license(
     State(world): State<SharedWorld>,
     Query(q): Query<LicenseQuery>,
 ) -> Json<Value> {
-    let world = lock(&world);
+    let mut world = lock(&world);
     let adam_id = q.adam_id.and_then(|a| a.parse::<u64>().ok()).unwrap_or(0);
-    let license = world.license_for(
-        adam_id,
-        q.serial_number.as_deref().unwrap_or_default(),
-        q.id_hash.as_deref(),
-    );
+    let serial = q.serial_number.unwrap_or_default();
+    let license = world.license_for(adam_id, &serial, q.id_hash.as_deref());
+    if license.is_none() {
+        world
+            .unlicensed_checks
+            .push((adam_id, serial, Instant::now()));
+    }
     Json(json!({ "license": license }))
 }
 
@@ -1132,9 +1134,13 @@ async fn disassociate(
             if world
                 .serial_assignments
                 .remove(&(uid.clone(), adam_id, serial.clone()))
-                && let Some(c) = world.assets.get_mut(&(uid.clone(), adam_id))
             {
-                c.assigned -= 1;
+                world
+                    .serial_released_at
+                    .insert((adam_id, serial.clone()), Instant::now());
+                if let Some(c) = world.assets.get_mut(&(uid.clone(), adam_id)) {
+                    c.assigned -= 1;
+                }
             }
         }
         for client in &users {
@@ -1369,6 +1375,9 @@ async fn revoke_assets(
         .collect();
     for key in &devices {
         world.serial_assignments.remove(key);
+        world
+            .serial_released_at
+            .insert((key.1, key.2.clone()), Instant::now());
     }
     for key in &people {
         world.user_assignments.remove(key);

@@ -199,6 +199,11 @@ pub struct World {
     pub largest_serial_batch: usize,
     /// Association requests taken.
     pub associate_calls: u64,
+    /// When each (adamId, serial) license was last taken back.
+    pub serial_released_at: HashMap<(u64, String), Instant>,
+    /// Devices that asked the store for a license they did not have: (adamId, serial,
+    /// when). A device asks right before installing.
+    pub unlicensed_checks: Vec<(u64, String, Instant)>,
     /// Versions of the assignments list.
     pub assignment_versions: super::paging::Versions,
     /// Versions of the users list.
@@ -300,6 +305,8 @@ impl World {
             max_serial_numbers: 1000,
             largest_serial_batch: 0,
             associate_calls: 0,
+            serial_released_at: HashMap::new(),
+            unlicensed_checks: Vec::new(),
             assignment_versions: Default::default(),
             user_versions: Default::default(),
             invitation_template: None,
