@@ -765,6 +765,8 @@ impl Device {
             (Some(e), _) if e.status.is_in_progress() || prompt_kind_of(e.status).is_some() => {
                 (e.status, None)
             }
+            // Not a VPP install and no license: a paid app waits for a redemption code.
+            (_, None) if !command.is_vpp() => (ManagedAppStatus::NeedsRedemption, None),
             (_, None) => (ManagedAppStatus::Failed, None),
             // An update of an installed app.
             (Some(e), Some(license))
@@ -957,9 +959,9 @@ impl Device {
         ManagedMediaListResponse { books }
     }
 
-    /// What the device reports for an app: a new install walks through Queued and
-    /// ValidatingPurchase (the store checks the VPP license) before Installing, as a
-    /// real device does; everything else as it is.
+    /// What the device reports for an app: a new install walks through Queued,
+    /// ValidatingPurchase and Redeeming (the store checks and redeems the VPP license)
+    /// before Installing, as a real device does; everything else as it is.
     fn reported_status(&self, app: &App, now: Instant) -> ManagedAppStatus {
         if app.status != ManagedAppStatus::Installing {
             return app.status;
@@ -970,8 +972,9 @@ impl Device {
         let total = self.timings.install.as_secs_f64().max(f64::EPSILON);
         let left = ends.saturating_duration_since(now).as_secs_f64();
         match 1.0 - left / total {
-            done if done < 0.2 => ManagedAppStatus::Queued,
-            done if done < 0.4 => ManagedAppStatus::ValidatingPurchase,
+            done if done < 0.15 => ManagedAppStatus::Queued,
+            done if done < 0.3 => ManagedAppStatus::ValidatingPurchase,
+            done if done < 0.45 => ManagedAppStatus::Redeeming,
             _ => ManagedAppStatus::Installing,
         }
     }
@@ -1165,10 +1168,15 @@ mod tests {
         let ack: InstallApplicationResponse = report.response().unwrap();
         assert_eq!(ack.state, Some(ManagedAppStatus::Queued));
         assert_eq!(ack.identifier.as_deref(), Some(PAGES));
-        // The walk of a real device: Queued, ValidatingPurchase, Installing, Managed.
+        // The walk of a real device: Queued, ValidatingPurchase, Redeeming, Installing,
+        // Managed.
         assert_eq!(
             managed_status(&mut device, t0 + Duration::from_millis(500)),
             Some(ManagedAppStatus::ValidatingPurchase)
+        );
+        assert_eq!(
+            managed_status(&mut device, t0 + Duration::from_millis(800)),
+            Some(ManagedAppStatus::Redeeming)
         );
         assert_eq!(
             managed_status(&mut device, t0 + Duration::from_millis(1500)),
@@ -1619,6 +1627,26 @@ mod tests {
             Some(ManagedAppStatus::Updating)
         );
         assert_eq!(installed_versions(&mut device, t0 + secs(10)), vec!["14.2"]);
+    }
+
+    #[test]
+    fn an_install_without_vpp_and_without_a_license_needs_redemption() {
+        let mut device = device(|_| {});
+        let mut command = InstallApplication::vpp(AdamId(361309726), 1);
+        command.options = None;
+        let app = StoreApp {
+            license: None,
+            ..store_app(LicenseKind::Device)
+        };
+        let ack: InstallApplicationResponse = device
+            .handle(
+                &envelope(Command::InstallApplication(command)),
+                Some(&app),
+                Instant::now(),
+            )
+            .response()
+            .unwrap();
+        assert_eq!(ack.state, Some(ManagedAppStatus::NeedsRedemption));
     }
 
     #[test]
