@@ -167,6 +167,8 @@ pub struct Device {
     locked_out: bool,
     /// Commands answered NotNow.
     put_off: u64,
+    /// Notices shown to the user: (title, message).
+    notices: Vec<(String, String)>,
     /// The store country of its App Store account.
     store_country: String,
     handled: BTreeMap<String, u64>,
@@ -239,6 +241,7 @@ impl Device {
             unlocked_at: None,
             locked_out: false,
             put_off: 0,
+            notices: Vec::new(),
             store_country: "US".into(),
             handled,
             timings,
@@ -263,6 +266,11 @@ impl Device {
     /// an app there).
     pub fn set_store_country(&mut self, country: &str) {
         country.clone_into(&mut self.store_country);
+    }
+
+    /// The notices the device showed its user, as (title, message), oldest first.
+    pub fn notices(&self) -> &[(String, String)] {
+        &self.notices
     }
 
     /// How many commands the device answered NotNow (it was locked).
@@ -651,6 +659,10 @@ impl Device {
             Command::Restrictions(c) => ack().with_response(&self.restrictions(c)),
             Command::InstallMedia(c) => return self.install_book(c, store, &uuid, now),
             Command::ManagedMediaList(_) => ack().with_response(&self.managed_media()),
+            Command::Notice(n) => {
+                self.notices.push((n.title.clone(), n.message.clone()));
+                Ok(ack())
+            }
             Command::RemoveApplication(c) => {
                 let removable = self
                     .apps

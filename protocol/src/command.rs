@@ -8,6 +8,7 @@ mod installed_application_list;
 mod invite_to_program;
 mod managed_application_list;
 mod managed_media_list;
+mod notice;
 mod remove_application;
 mod restrictions;
 
@@ -27,6 +28,7 @@ pub use managed_application_list::{
     ManagedApplication, ManagedApplicationList, ManagedApplicationListResponse,
 };
 pub use managed_media_list::{ManagedBook, ManagedMediaList, ManagedMediaListResponse};
+pub use notice::Notice;
 pub use remove_application::RemoveApplication;
 pub use restrictions::{
     ALLOW_APP_INSTALLATION, ALLOW_UI_APP_INSTALLATION, BooleanRestriction, GlobalRestrictions,
@@ -58,6 +60,8 @@ pub enum Command {
     InstallMedia(InstallMedia),
     /// `ManagedMediaList`.
     ManagedMediaList(ManagedMediaList),
+    /// `OrchardNotice` (Orchard's own: a message for the device's user).
+    Notice(Notice),
     /// A command this crate has no type for; a device answers it with `CommandFormatError`
     /// or `Error`.
     Unknown {
@@ -79,6 +83,7 @@ impl Command {
             Self::Restrictions(_) => "Restrictions",
             Self::InstallMedia(_) => "InstallMedia",
             Self::ManagedMediaList(_) => "ManagedMediaList",
+            Self::Notice(_) => "OrchardNotice",
             Self::Unknown { request_type } => request_type,
         }
     }
@@ -94,6 +99,7 @@ impl Command {
             Self::Restrictions(c) => xml::to_dictionary(c)?,
             Self::InstallMedia(c) => xml::to_dictionary(c)?,
             Self::ManagedMediaList(c) => xml::to_dictionary(c)?,
+            Self::Notice(c) => xml::to_dictionary(c)?,
             Self::Unknown { .. } => plist::Dictionary::new(),
         };
         dict.insert("RequestType".into(), self.request_type().into());
@@ -112,6 +118,7 @@ impl Command {
             "Restrictions" => Self::Restrictions(xml::typed(dict)?),
             "InstallMedia" => Self::InstallMedia(xml::typed(dict)?),
             "ManagedMediaList" => Self::ManagedMediaList(xml::typed(dict)?),
+            "OrchardNotice" => Self::Notice(xml::typed(dict)?),
             _ => Self::Unknown { request_type },
         })
     }
@@ -184,6 +191,10 @@ mod tests {
             }),
             Command::InstallMedia(InstallMedia::book(AdamId(1490240032))),
             Command::ManagedMediaList(ManagedMediaList::default()),
+            Command::Notice(Notice {
+                title: "License taken back".into(),
+                message: "Pages".into(),
+            }),
         ]
     }
 

@@ -746,6 +746,8 @@ pub struct Revoked {
     pub device_licenses: usize,
     /// User licenses taken back.
     pub user_licenses: usize,
+    /// Devices sent a notice for their user (when asked for).
+    pub notified_devices: usize,
     /// What happens on the devices.
     pub note: &'static str,
 }
@@ -753,7 +755,11 @@ pub struct Revoked {
 /// Revokes licenses: they are disassociated at Apple and not asked for again until
 /// the device or user comes under an assignment anew. Apps stay installed on iOS; on
 /// macOS they stay usable without updates and are removed after a 30-day grace period.
-pub async fn revoke(state: &ServerState, target: RevokeTarget) -> ServerResult<Revoked> {
+pub async fn revoke(
+    state: &ServerState,
+    target: RevokeTarget,
+    notify_users: bool,
+) -> ServerResult<Revoked> {
     let store = state.store.as_ref();
     let apps: std::collections::HashMap<String, AppRecord> = store
         .apps(&crate::store::Page::all())
@@ -833,10 +839,50 @@ pub async fn revoke(state: &ServerState, target: RevokeTarget) -> ServerResult<R
         }
     }
     store.put_user_licenses(&user_rows).await?;
+    // The users are told on their devices: Apple's API v2 does not notify them.
+    let mut notified_devices = 0;
+    if notify_users {
+        let mut told: std::collections::BTreeMap<Udid, Vec<String>> = Default::default();
+        for (app_id, udids) in &by_app {
+            for udid in udids {
+                told.entry(udid.clone()).or_default().push(app_id.clone());
+            }
+        }
+        for l in &user_rows {
+            for device in store.devices_of_user(&l.user_id).await? {
+                told.entry(device.udid).or_default().push(l.app_id.clone());
+            }
+        }
+        let now = state.clock.now();
+        let mut notices = Vec::new();
+        for (udid, app_ids) in told {
+            let names: Vec<String> = app_ids
+                .iter()
+                .filter_map(|id| apps.get(id).map(describe))
+                .collect();
+            let notice = orchard_protocol::command::Notice {
+                title: "App license taken back".into(),
+                message: format!(
+                    "Your organisation took back the license of {}. On iPhone and iPad the app stays and gets no updates; on a Mac it stays usable without updates for 30 days.",
+                    names.join(", ")
+                ),
+            };
+            notices.push(NewCommand::new(
+                &udid,
+                orchard_protocol::command::Command::Notice(notice),
+                None,
+                now,
+            )?);
+        }
+        notified_devices = notices.len();
+        store.enqueue(&notices).await?;
+        state.wake_for(&notices);
+    }
     state.poke_reconciler();
     Ok(Revoked {
         device_licenses,
         user_licenses: user_rows.len(),
+        notified_devices,
         note: "licenses are disassociated at Apple; apps stay installed on iOS; on macOS they stay usable without updates and are removed after a 30-day grace period; books are never revoked",
     })
 }

@@ -247,11 +247,33 @@ async fn revoking_by_device_user_and_app(builder: TestbedBuilder) {
     // By user: the user license goes back.
     let (status, body) = bed
         .admin
-        .post("/v1/licenses/revoke", json!({ "user_id": ana }))
+        .post(
+            "/v1/licenses/revoke",
+            json!({ "user_id": ana, "notify_users": true }),
+        )
         .await
         .unwrap();
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["user_licenses"], 1);
+    assert_eq!(body["notified_devices"], 1, "{body}");
+    // The user is told on the device; the device revoked by UDID above was not.
+    wait_for(WAIT, "the notice on the user's device", || async {
+        let notices = fleet.agents[2].device().lock().unwrap().notices().to_vec();
+        Ok(match notices.first() {
+            Some((_, message)) if message.contains("Pages") => Ok(()),
+            _ => Err(format!("{notices:?}")),
+        })
+    })
+    .await
+    .unwrap();
+    assert!(
+        fleet.agents[0]
+            .device()
+            .lock()
+            .unwrap()
+            .notices()
+            .is_empty()
+    );
     wait_assigned(&bed, PAGES, 1).await;
     assert_eq!(user_assignments(&bed, PAGES), 0);
     assert_eq!(

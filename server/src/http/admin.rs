@@ -1007,6 +1007,9 @@ struct RevokeBody {
     udid: Option<String>,
     user_id: Option<String>,
     app_id: Option<String>,
+    /// Tell the users on their devices (an Orchard notice; Apple's API v2 does not).
+    #[serde(default)]
+    notify_users: bool,
 }
 
 async fn revoke_licenses(
@@ -1027,7 +1030,7 @@ async fn revoke_licenses(
         }
     };
     let what = format!("{target:?}");
-    let result = admin::revoke(&state, target).await;
+    let result = admin::revoke(&state, target, body.notify_users).await;
     admin::audit(&state, &actor, "licenses.revoke", &what, &result).await;
     Ok((StatusCode::ACCEPTED, Json(result?)))
 }
