@@ -285,6 +285,38 @@ async fn two_devices_sharing_a_serial_do_not_block_the_others(builder: TestbedBu
     bed.shutdown().await;
 }
 
+async fn a_serial_number_apple_refuses_does_not_block_the_batch(builder: TestbedBuilder) {
+    let bed = builder.start().await.unwrap();
+    bed.upload_and_sync_demo_token().await.unwrap();
+    let fleet = bed
+        .enroll_fleet(16, Duration::from_secs(600))
+        .await
+        .unwrap();
+    let bad = fleet.serials()[5].clone();
+    bed.apple.with_world(|w| {
+        w.refused_serials.insert(bad.clone());
+    });
+    let udids = fleet.udids();
+    let app = bed
+        .assign_required(1091189122, &udids, "Sixteen")
+        .await
+        .unwrap();
+    // The other fifteen are served; the refusal is told to the one it concerns.
+    bed.wait_installed(&app, 15, WAIT).await.unwrap();
+    let row = bed
+        .wait_install_status_where(&app, &udids[5], WAIT, |r| r["status"] == "license_failed")
+        .await
+        .unwrap();
+    let reason = row["reason"].as_str().unwrap();
+    assert!(reason.contains("9602"), "{reason}");
+    assert_eq!(assigned_at_apple(&bed, 1091189122), 15);
+    // Halving the batch found it: a handful of requests, not one per device.
+    let calls = bed.apple.with_world(|w| w.associate_calls);
+    assert!(calls <= 10, "{calls} association requests");
+    fleet.stop().await;
+    bed.shutdown().await;
+}
+
 async fn a_device_enrolled_again_takes_over_its_license(builder: TestbedBuilder) {
     let bed = builder.start().await.unwrap();
     bed.upload_and_sync_demo_token().await.unwrap();
@@ -478,6 +510,7 @@ orchard_testbed::on_both_backends!(
     apps_run_only_where_the_store_says,
     targets_of_an_unusable_token_are_told_why,
     two_devices_sharing_a_serial_do_not_block_the_others,
+    a_serial_number_apple_refuses_does_not_block_the_batch,
     a_device_enrolled_again_takes_over_its_license,
 );
 

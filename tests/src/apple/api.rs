@@ -535,6 +535,13 @@ async fn associate(State(world): State<SharedWorld>, headers: HeaderMap, body: B
     }
     world.largest_serial_batch = world.largest_serial_batch.max(serials.len());
     world.associate_calls += 1;
+    if serials.iter().any(|s| world.refused_serials.contains(s)) {
+        return apple_error(
+            StatusCode::BAD_REQUEST,
+            9602,
+            "Invalid argument: serialNumbers",
+        );
+    }
     if serials.iter().collect::<BTreeSet<_>>().len() != serials.len() {
         return apple_error(StatusCode::BAD_REQUEST, 9705, "Duplicate serial numbers");
     }

@@ -199,6 +199,9 @@ pub struct World {
     pub largest_serial_batch: usize,
     /// Association requests taken.
     pub associate_calls: u64,
+    /// Serial numbers Apple refuses outright: a request naming one is answered 400 with
+    /// 9602 (as for a malformed serial number), whatever else it carries.
+    pub refused_serials: BTreeSet<String>,
     /// When each (adamId, serial) license was last taken back.
     pub serial_released_at: HashMap<(u64, String), Instant>,
     /// Devices that asked the store for a license they did not have: (adamId, serial,
@@ -305,6 +308,7 @@ impl World {
             max_serial_numbers: 1000,
             largest_serial_batch: 0,
             associate_calls: 0,
+            refused_serials: BTreeSet::new(),
             serial_released_at: HashMap::new(),
             unlicensed_checks: Vec::new(),
             assignment_versions: Default::default(),
