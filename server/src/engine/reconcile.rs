@@ -524,11 +524,14 @@ async fn associate(
 ) -> ServerResult<()> {
     let store = state.store.as_ref();
     let now = state.clock.now();
+    // After a refusal or an outage, Apple is asked again later and later, not on every
+    // pass; the reservations say so (and keep the reconciler polling until then).
+    let due = state.apple_backoff.due(&app.id, now);
+    let waiting = (!due).then_some("Apple could not take the request; it is asked again shortly");
     // Reserve first, so a crash between here and Apple's answer cannot lose track of a license.
-    let rows = license_rows(&app.id, devices, LicenseState::Pending, None, now);
+    let rows = license_rows(&app.id, devices, LicenseState::Pending, waiting, now);
     store.reserve_licenses(&rows).await?;
-    // After a refusal or an outage, Apple is asked again later and later, not on every pass.
-    if !state.apple_backoff.due(&app.id, now) {
+    if !due {
         return Ok(());
     }
     let Some(token) = store.token(&app.token_id).await? else {
