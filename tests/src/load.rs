@@ -26,7 +26,7 @@ use crate::server_process::ServerProcess;
 pub const LOAD_APP: u64 = 1091189122;
 
 /// What to run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
     /// Devices.
     pub devices: usize,
@@ -40,6 +40,16 @@ pub struct LoadOptions {
     pub postgres: bool,
     /// Server replicas sharing the PostgreSQL database; the fleet is split between them.
     pub replicas: usize,
+    /// Licenses the stand-in holds for the app (none: as many as devices, so every
+    /// device is served; fewer tests oversubscription on purpose).
+    pub licenses: Option<usize>,
+    /// Where to draw the convergence chart (SVG).
+    pub chart: Option<PathBuf>,
+    /// Where the Apple stand-in listens (none: a free port on 127.0.0.1).
+    pub apple_listen: Option<std::net::SocketAddr>,
+    /// Where the first server replica listens (the others on the next ports; none:
+    /// free ports).
+    pub server_listen: Option<std::net::SocketAddr>,
 }
 
 /// The figures of one run.
@@ -69,12 +79,18 @@ pub struct LoadReport {
     pub wakes: u64,
     /// Devices holding a push connection when the app was assigned.
     pub push_connected: u64,
+    /// Licenses the stand-in held for the app.
+    pub licenses: usize,
+    /// Devices refused a license (the oversubscribed part).
+    pub license_failed: usize,
     /// Peak resident memory of the server processes together, MiB.
     pub server_peak_rss_mib: f64,
     /// Peak resident memory of the agent process (fleet and Apple stand-in), MiB.
     pub agent_peak_rss_mib: f64,
     /// Agent memory per device, KiB (resident growth while starting the fleet).
     pub agent_kib_per_device: f64,
+    /// Per 100 ms since the assignment: devices installed and requests per second.
+    pub series: Vec<crate::convergence::Sample>,
 }
 
 fn bar(len: usize, message: &str) -> ProgressBar {
@@ -103,11 +119,35 @@ fn parse_time(v: &Value) -> Option<OffsetDateTime> {
 
 /// Runs the load test and prints (and optionally writes) the figures.
 pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
+    if let Some(chart) = &options.chart
+        && !chart
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("svg"))
+    {
+        bail!(
+            "--chart draws SVG: name the file *.svg (not {})",
+            chart.display()
+        );
+    }
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let dir = tempfile::tempdir()?;
+    // The stand-in holds as many licenses as devices unless told otherwise.
+    let mut seed = Seed::demo();
+    let licenses = options.licenses.unwrap_or(options.devices);
+    seed.apps
+        .iter_mut()
+        .find(|a| a.adam_id == LOAD_APP)
+        .context("the demo seed has the load app")?
+        .licenses
+        .insert(DEMO_LOCATION.to_owned(), i64::try_from(licenses)?);
+    let apple_addr = options
+        .apple_listen
+        .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
     let apple = AppleStandIn::start(
-        &Seed::demo(),
-        tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+        &seed,
+        tokio::net::TcpListener::bind(apple_addr)
+            .await
+            .with_context(|| format!("cannot listen on {apple_addr} for the Apple stand-in"))?,
     )
     .await?;
     let apple_ca = dir.path().join("apple-ca.pem");
@@ -120,15 +160,21 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
         bail!("several replicas need --postgres");
     }
     let mut servers = Vec::new();
-    for _ in 0..options.replicas.max(1) {
+    for i in 0..options.replicas.max(1) {
         let url = database.as_ref().map(|d| d.url.as_str());
+        let listen = options.server_listen.map(|a| {
+            let port = a
+                .port()
+                .saturating_add(u16::try_from(i).unwrap_or(u16::MAX));
+            std::net::SocketAddr::new(a.ip(), port)
+        });
         servers.push(ServerProcess::start(
             &std::env::current_exe().context("cannot find this program to start the server")?,
             &apple,
             &apple_ca,
             &dir.path().join("server"),
             url,
-            None,
+            listen,
         )?);
     }
     let server = &servers[0];
@@ -242,37 +288,96 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
         bail!("assignment failed: {assignment}");
     }
     let assigned_at = parse_time(&assignment["created_at"]).context("assignment time")?;
-    let progress = bar(options.devices, "installed");
-    let installs = loop {
+    // The fleet's requests, read every 100 ms from the assignment on.
+    let stop_sampling = tokio_util::sync::CancellationToken::new();
+    let sampler = {
+        let metrics = metrics.clone();
+        let stop = stop_sampling.clone();
+        tokio::spawn(async move {
+            let mut samples = vec![metrics.requests.load(Ordering::Relaxed)];
+            let mut tick =
+                tokio::time::interval(Duration::from_secs_f64(crate::convergence::STEP_SECONDS));
+            tick.tick().await;
+            // Bounded: an hour of samples at most.
+            while samples.len() < 36_000 {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tick.tick() => samples.push(metrics.requests.load(Ordering::Relaxed)),
+                }
+            }
+            samples
+        })
+    };
+    let served = licenses.min(options.devices);
+    let refused_expected = options.devices - served;
+    let progress = bar(options.devices, "converged");
+    let outcome = loop {
         let (_, body) = admin.get(&format!("/v1/apps/{app_id}/installs")).await?;
         let installs = body["installs"].as_array().cloned().unwrap_or_default();
-        let done: Vec<Value> = installs
-            .into_iter()
-            .filter(|i| i["status"] == "installed")
-            .collect();
-        progress.set_position(done.len() as u64);
-        if done.len() >= options.devices {
-            break done;
+        let of = |status: &str| {
+            installs
+                .iter()
+                .filter(|i| i["status"] == status)
+                .cloned()
+                .collect::<Vec<Value>>()
+        };
+        let (done, refused, failed) = (of("installed"), of("license_failed"), of("failed"));
+        progress.set_position((done.len() + refused.len()) as u64);
+        // Fail fast, with the reason, on what cannot converge.
+        if let Some(f) = failed.first() {
+            sampler.abort();
+            bail!(
+                "{} device(s) failed; the first, {}: {}",
+                failed.len(),
+                f["udid"],
+                f["reason"]
+            );
+        }
+        if refused.len() > refused_expected {
+            sampler.abort();
+            bail!(
+                "{} device(s) got no license ({} expected with {licenses} licenses); the first reason: {}",
+                refused.len(),
+                refused_expected,
+                refused[0]["reason"]
+            );
+        }
+        if done.len() >= served && refused.len() == refused_expected {
+            break (done, refused.len());
         }
         if converge_started.elapsed() > options.timeout {
+            sampler.abort();
             bail!(
-                "only {}/{} devices converged within {:?}",
+                "only {}/{} devices installed ({} refused) within {:?}",
                 done.len(),
-                options.devices,
+                served,
+                refused.len(),
                 options.timeout
             );
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
+    let (installs, license_failed) = outcome;
+    let at_apple = apple.with_world(|w| {
+        w.assets
+            .get(&(DEMO_LOCATION.to_owned(), LOAD_APP))
+            .map_or(0, |c| c.assigned)
+    });
+    if usize::try_from(at_apple).ok() != Some(served) {
+        bail!("Apple holds {at_apple} licenses of the app; {served} devices were served");
+    }
     let converge_seconds = converge_started.elapsed().as_secs_f64();
     progress.finish();
     let requests = metrics.requests.load(Ordering::Relaxed) - requests_before;
+    stop_sampling.cancel();
+    let request_samples = sampler.await.unwrap_or_default();
     let mut latencies: Vec<f64> = installs
         .iter()
         .filter_map(|i| parse_time(&i["updated_at"]))
         .map(|t| (t - assigned_at).as_seconds_f64())
         .collect();
     latencies.sort_by(f64::total_cmp);
+    let series = crate::convergence::series(&latencies, &request_samples);
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     let report = LoadReport {
         devices: options.devices,
@@ -296,8 +401,19 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
         agent_kib_per_device: rss_after.saturating_sub(rss_before) as f64
             / 1024.0
             / options.devices.max(1) as f64,
+        licenses,
+        license_failed,
+        series,
     };
     print_report(&report);
+    if let Some(path) = &options.chart {
+        let title = format!(
+            "{} devices ({}, {} replica(s)): assignment to verified installed",
+            report.devices, report.database, report.replicas
+        );
+        crate::convergence::draw(path, &title, served, &report.series)?;
+        println!("chart written to {}", path.display());
+    }
     if let Some(path) = &options.json {
         std::fs::write(path, serde_json::to_vec_pretty(&report)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
@@ -319,6 +435,10 @@ fn print_report(r: &LoadReport) {
     println!(
         "  devices                          {} (server on {}, {} replica(s))",
         r.devices, r.database, r.replicas
+    );
+    println!(
+        "  licenses                         {} ({} devices refused a license)",
+        r.licenses, r.license_failed
     );
     println!(
         "  enrollment                       {:.1} devices/s ({:.1} s)",

@@ -54,6 +54,21 @@ enum Command {
         /// Server replicas sharing PostgreSQL (needs --postgres); the fleet is split between them.
         #[arg(long, default_value_t = 1)]
         replicas: usize,
+        /// Licenses the stand-in holds for the app (default: one per device); fewer
+        /// tests oversubscription on purpose: the rest must end "no licenses available".
+        #[arg(long)]
+        licenses: Option<usize>,
+        /// Draw the convergence over time (devices installed, requests per second) to
+        /// this SVG file.
+        #[arg(long)]
+        chart: Option<PathBuf>,
+        /// Where the Apple stand-in listens (default: a free port on 127.0.0.1).
+        #[arg(long)]
+        apple_listen: Option<std::net::SocketAddr>,
+        /// Where the first server replica listens; the others take the next ports
+        /// (default: free ports on 127.0.0.1).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
     },
     /// Run orchard-server for `load` in a process of its own (prints a ready line).
     #[command(hide = true)]
@@ -116,6 +131,10 @@ async fn main() -> anyhow::Result<()> {
             json,
             postgres,
             replicas,
+            licenses,
+            chart,
+            apple_listen,
+            listen,
         } => {
             let options = LoadOptions {
                 devices,
@@ -124,6 +143,10 @@ async fn main() -> anyhow::Result<()> {
                 json,
                 postgres,
                 replicas,
+                licenses,
+                chart,
+                apple_listen,
+                server_listen: listen,
             };
             load::run(options).await.map(|_| ())
         }
