@@ -3,6 +3,7 @@
 
 pub mod apple;
 pub mod balancer;
+pub mod bench;
 pub mod convergence;
 pub mod demo;
 pub mod harness;

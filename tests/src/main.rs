@@ -21,6 +21,21 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum Bench {
+    /// The device channel (`PUT /mdm/connect` with an Idle report) against a minimal
+    /// tokio-rustls server with the same TLS configuration, by the same client: a full
+    /// mutual-TLS handshake per request, then kept-alive connections.
+    Checkin {
+        /// Seconds each measurement runs.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Requests in flight at once.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Run the Apple stand-in, a server on SQLite and a small fleet; assign an app and
     /// wait until every device has it installed.
@@ -69,6 +84,11 @@ enum Command {
         /// (default: free ports on 127.0.0.1).
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
+    },
+    /// Benchmarks that print figures.
+    Bench {
+        #[command(subcommand)]
+        what: Bench,
     },
     /// Run orchard-server for `load` in a process of its own (prints a ready line).
     #[command(hide = true)]
@@ -121,6 +141,21 @@ async fn main() -> anyhow::Result<()> {
             demo::run(DemoOptions {
                 devices,
                 timeout: Duration::from_secs(timeout_seconds),
+            })
+            .await
+        }
+        Command::Bench {
+            what: Bench::Checkin {
+                seconds,
+                concurrency,
+            },
+        } => {
+            if !(seconds > 0.0 && seconds <= 600.0) {
+                anyhow::bail!("--seconds must be above 0 and at most 600");
+            }
+            orchard_testbed::bench::checkin(orchard_testbed::bench::BenchOptions {
+                duration: Duration::from_secs_f64(seconds),
+                concurrency: concurrency.clamp(1, 1024),
             })
             .await
         }
