@@ -297,6 +297,7 @@ pub async fn start_with_listener(
         )),
         apple_user_versions: Default::default(),
         event_polls: Default::default(),
+        last_seen: Default::default(),
         rate: Arc::new(RateLimits {
             enrollment: RateLimiter::new(config.enrollment_rate),
             failed_auth: RateLimiter::new(config.failed_auth_rate),
@@ -323,6 +324,10 @@ pub async fn start_with_listener(
             shutdown.clone(),
         )),
         tokio::spawn(crate::engine::reconcile::run(
+            state.clone(),
+            shutdown.clone(),
+        )),
+        tokio::spawn(crate::device::last_seen::run(
             state.clone(),
             shutdown.clone(),
         )),

@@ -91,6 +91,8 @@ pub struct ServerState {
     pub apple_backoff: Arc<crate::retry::Backoff>,
     /// The users list's `versionId` last read from Apple, per token (incremental sync).
     pub apple_user_versions: Arc<VersionIds>,
+    /// Devices heard from since their last-seen times were last written.
+    pub last_seen: Arc<crate::store::LastSeen>,
     /// When each pending Apple event was last polled.
     pub event_polls: Arc<crate::apple::polling::EventPolls>,
 }

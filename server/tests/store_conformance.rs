@@ -352,12 +352,18 @@ async fn command_queue_hands_out_in_order_and_applies_results_once() {
     for b in backends().await {
         let s = b.store.as_ref();
         s.upsert_enrollment(&device("U1", "fp1")).await.unwrap();
+        assert!(
+            !s.has_due_commands(&"U1".into(), NOW).await.unwrap(),
+            "{}: nothing queued",
+            b.name
+        );
         s.enqueue(&[
             command("c1", "U1", NOW, ts("2026-11-25T11:00:00.000000Z")),
             command("c2", "U1", NOW, ts("2026-11-25T11:00:01.000000Z")),
         ])
         .await
         .unwrap();
+        assert!(s.has_due_commands(&"U1".into(), NOW).await.unwrap());
         let first = s
             .exchange(&exchange("U1", true, None, NOW))
             .await
@@ -451,6 +457,17 @@ async fn command_queue_hands_out_in_order_and_applies_results_once() {
                 .await
                 .unwrap()
                 .is_none()
+        );
+        assert!(!s.has_due_commands(&"U2".into(), NOW).await.unwrap());
+        // Last-seen times written in a batch never go back in time.
+        let seen = ts("2026-11-25T14:00:00.000000Z");
+        s.touch_devices(&[("U1".into(), seen)]).await.unwrap();
+        s.touch_devices(&[("U1".into(), NOW)]).await.unwrap();
+        assert_eq!(
+            s.device(&"U1".into()).await.unwrap().unwrap().last_seen_at,
+            seen,
+            "{}",
+            b.name
         );
         b.finish().await;
     }

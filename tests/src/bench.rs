@@ -51,18 +51,18 @@ pub async fn checkin(options: BenchOptions) -> anyhow::Result<()> {
     // behind it.
     let floor = minimal_server().await?;
 
-    let client = Arc::new(client_config(
-        &bed.server.ca_pem,
-        &cert_pem,
-        &key_pem,
-    )?);
+    let client = Arc::new(client_config(&bed.server.ca_pem, &cert_pem, &key_pem)?);
     let orchard_addr: SocketAddr = bed
         .server
         .url
         .trim_start_matches("https://")
         .parse()
         .context("the server's address")?;
-    let floor_client = Arc::new(client_config(&floor.ca_pem, &floor.cert_pem, &floor.key_pem)?);
+    let floor_client = Arc::new(client_config(
+        &floor.ca_pem,
+        &floor.cert_pem,
+        &floor.key_pem,
+    )?);
 
     println!(
         "device channel bench: {} requests in flight, {:?} per measurement",

@@ -145,10 +145,11 @@ async fn main() -> anyhow::Result<()> {
             .await
         }
         Command::Bench {
-            what: Bench::Checkin {
-                seconds,
-                concurrency,
-            },
+            what:
+                Bench::Checkin {
+                    seconds,
+                    concurrency,
+                },
         } => {
             if !(seconds > 0.0 && seconds <= 600.0) {
                 anyhow::bail!("--seconds must be above 0 and at most 600");

@@ -40,6 +40,15 @@ pub async fn handle(
             }
         }
     }
+    // An Idle check-in with nothing to hand out: a read, no write transaction; the
+    // time the device was seen is written with others' shortly.
+    if outcome.is_none()
+        && report.status == CommandStatus::Idle
+        && !state.store.has_due_commands(&report.udid, now).await?
+    {
+        state.last_seen.note(&report.udid, now);
+        return Ok(None);
+    }
     let exchange = Exchange {
         udid: report.udid.clone(),
         // A new session: commands the device put off are offered again.

@@ -13,5 +13,6 @@ pub mod enroll;
 pub mod handout;
 pub mod identity;
 pub mod install;
+pub mod last_seen;
 pub mod portal;
 pub mod prompt;

@@ -3,6 +3,7 @@
 //!
 //! The bottom of the house: imports nothing else of the server but its time type.
 
+mod last_seen;
 mod postgres;
 mod records;
 mod rows;
@@ -14,6 +15,7 @@ use orchard_protocol::{CommandUuid, SerialNumber, Udid};
 
 pub use crate::clock::Timestamp;
 
+pub use last_seen::LastSeen;
 pub use postgres::PostgresStore;
 pub use records::*;
 pub use seal::{KEY_LEN, Seal, SealError};
@@ -151,6 +153,11 @@ pub trait CommandStore: Send + Sync {
     /// NotNow'd commands when a session starts, applies a result's outcome, and takes the
     /// oldest open command that may be sent now (marking it sent).
     async fn exchange(&self, exchange: &Exchange) -> StoreResult<Option<QueuedCommand>>;
+    /// Whether the device has a command to be offered at `now` (queued or sent and due,
+    /// or put off with NotNow); a read, no transaction.
+    async fn has_due_commands(&self, udid: &Udid, now: Timestamp) -> StoreResult<bool>;
+    /// Writes when devices were last heard from (one transaction for the batch).
+    async fn touch_devices(&self, seen: &[(Udid, Timestamp)]) -> StoreResult<()>;
     /// Finds a command of a device.
     async fn command(&self, udid: &Udid, uuid: &CommandUuid) -> StoreResult<Option<QueuedCommand>>;
     /// Lists the commands of a device, oldest first.

@@ -626,6 +626,35 @@ impl CommandStore for PostgresStore {
         Ok(next)
     }
 
+    async fn has_due_commands(&self, udid: &Udid, now: Timestamp) -> StoreResult<bool> {
+        let found: Option<i32> = sqlx::query_scalar(
+            "SELECT 1 FROM commands WHERE udid = $1
+             AND (status = 'not_now' OR (status IN ('queued', 'sent') AND not_before <= $2))
+             LIMIT 1",
+        )
+        .bind(udid.as_str())
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(found.is_some())
+    }
+
+    async fn touch_devices(&self, seen: &[(Udid, Timestamp)]) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        for (udid, at) in seen {
+            // Never back in time: a write of the exchange may have gone further.
+            sqlx::query(
+                "UPDATE devices SET last_seen_at = $1 WHERE udid = $2 AND last_seen_at < $1",
+            )
+            .bind(*at)
+            .bind(udid.as_str())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn command(&self, udid: &Udid, uuid: &CommandUuid) -> StoreResult<Option<QueuedCommand>> {
         let row = sqlx::query("SELECT * FROM commands WHERE uuid = $1 AND udid = $2")
             .bind(uuid.as_str())
