@@ -115,6 +115,8 @@ impl DeviceKind {
         let silicon_from = [
             ("MacBookAir", 10),
             ("MacBookPro", 17),
+            // The 12-inch MacBook: Intel only.
+            ("MacBook", u32::MAX),
             ("Macmini", 9),
             ("iMacPro", u32::MAX),
             ("iMac", 21),
@@ -341,6 +343,7 @@ mod tests {
             ("MacBookAir9,1", Some(DeviceKind::IntelMac)),
             ("MacBookPro16,1", Some(DeviceKind::IntelMac)),
             ("MacBookPro18,3", Some(DeviceKind::AppleSiliconMac)),
+            ("MacBook10,1", Some(DeviceKind::IntelMac)),
             ("iMac20,1", Some(DeviceKind::IntelMac)),
             ("iMac21,1", Some(DeviceKind::AppleSiliconMac)),
             ("iMacPro1,1", Some(DeviceKind::IntelMac)),

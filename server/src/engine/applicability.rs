@@ -21,36 +21,21 @@ pub enum Platform {
     Unknown,
 }
 
-/// The platform of a product name such as `iPhone15,2`, `iPad13,18` or `Mac14,2`.
+/// The platform of a product name such as `iPhone15,2`, `iPad13,18` or `Mac14,2`, as
+/// the store's rules tell it ([`DeviceKind::of_product`]).
 pub fn platform_of(product_name: Option<&str>) -> Platform {
-    match product_name {
-        Some(p) if p.starts_with("iPhone") || p.starts_with("iPod") => Platform::Ios,
-        Some(p) if p.starts_with("iPad") => Platform::IpadOs,
-        Some(p) if p.starts_with("Mac") || p.starts_with("iMac") || p.starts_with("VirtualMac") => {
-            Platform::MacOs
-        }
-        _ => Platform::Unknown,
+    match product_name.and_then(DeviceKind::of_product) {
+        Some(DeviceKind::IPhone) => Platform::Ios,
+        Some(DeviceKind::IPad) => Platform::IpadOs,
+        Some(DeviceKind::AppleSiliconMac | DeviceKind::IntelMac) => Platform::MacOs,
+        None => Platform::Unknown,
     }
 }
 
-/// Whether `version` (e.g. `17.5`, `10.15.7`) is at least `major.minor`. An unreadable
+/// Whether `version` (e.g. `17.5`, `10.15.7`) is at least `minimum`. An unreadable
 /// version counts as new enough: the device decides then.
-pub fn at_least(version: &str, major: u32, minor: u32) -> bool {
-    let mut parts = version.split('.').map(|p| p.trim().parse::<u32>());
-    match (parts.next(), parts.next()) {
-        (Some(Ok(ma)), Some(Ok(mi))) => (ma, mi) >= (major, minor),
-        (Some(Ok(ma)), None) => (ma, 0) >= (major, minor),
-        _ => true,
-    }
-}
-
-/// Whether `version` is at least `minimum`, both as dotted text (`15.7` vs `16.0`).
-pub fn meets(version: &str, minimum: &str) -> bool {
-    let mut parts = minimum
-        .split('.')
-        .map(|p| p.trim().parse::<u32>().unwrap_or(0));
-    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    at_least(version, major, minor)
+pub fn at_least(version: &str, minimum: &str) -> bool {
+    store_item::version_at_least(version, minimum)
 }
 
 /// Reason for an iOS device below the minimum of user licensing.
@@ -75,13 +60,13 @@ pub fn check(c: &Candidate) -> Result<(), &'static str> {
     };
     let platform = platform_of(c.product_name.as_deref());
     let (minimum, reason) = match (platform, c.license_type) {
-        (Platform::Ios | Platform::IpadOs, LicenseType::User) => ((7, 0), IOS_USER_MINIMUM),
-        (Platform::Ios | Platform::IpadOs, LicenseType::Device) => ((9, 0), IOS_DEVICE_MINIMUM),
-        (Platform::MacOs, LicenseType::User) => ((10, 9), MACOS_USER_MINIMUM),
-        (Platform::MacOs, LicenseType::Device) => ((10, 10), MACOS_DEVICE_MINIMUM),
+        (Platform::Ios | Platform::IpadOs, LicenseType::User) => ("7.0", IOS_USER_MINIMUM),
+        (Platform::Ios | Platform::IpadOs, LicenseType::Device) => ("9.0", IOS_DEVICE_MINIMUM),
+        (Platform::MacOs, LicenseType::User) => ("10.9", MACOS_USER_MINIMUM),
+        (Platform::MacOs, LicenseType::Device) => ("10.10", MACOS_DEVICE_MINIMUM),
         (Platform::Unknown, _) => return Ok(()),
     };
-    if at_least(version, minimum.0, minimum.1) {
+    if at_least(version, minimum) {
         Ok(())
     } else {
         Err(reason)
@@ -186,10 +171,10 @@ mod tests {
 
     #[test]
     fn versions_compare_by_number() {
-        assert!(meets("16.1", "16.0") && !meets("15.7", "16.0"));
-        assert!(at_least("10.10", 10, 9));
-        assert!(!at_least("10.9", 10, 10));
-        assert!(at_least("17", 9, 0));
-        assert!(at_least("garbage", 99, 0));
+        assert!(at_least("16.1", "16.0") && !at_least("15.7", "16.0"));
+        assert!(at_least("10.10", "10.9"));
+        assert!(!at_least("10.9", "10.10"));
+        assert!(at_least("17", "9.0"));
+        assert!(at_least("garbage", "99.0"));
     }
 }

@@ -32,11 +32,11 @@ fn os_allows(e: &Effective, app: &AppRecord) -> Result<(), String> {
     };
     let platform = platform_of(w.product_name.as_deref());
     let (floor, name) = match platform {
-        Platform::MacOs => ((10, 12), "macOS 10.12"),
-        Platform::Ios | Platform::IpadOs => ((11, 0), "iOS 11"),
+        Platform::MacOs => ("10.12", "macOS 10.12"),
+        Platform::Ios | Platform::IpadOs => ("11.0", "iOS 11"),
         Platform::Unknown => return Ok(()),
     };
-    if !at_least(os, floor.0, floor.1) {
+    if !at_least(os, floor) {
         return Err(format!(
             "automatic updates need {name} or later; the device has {os}"
         ));
