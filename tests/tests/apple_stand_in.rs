@@ -181,3 +181,14 @@ async fn asset_filters_methods_content_types_and_error_codes() {
     );
     bed.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_walks_every_page_of_apples_lists() {
+    let bed = Testbed::builder().start().await.unwrap();
+    // Five assets, two a page: three pages to walk.
+    bed.apple.with_world(|w| w.page_size = 2);
+    bed.upload_and_sync_demo_token().await.unwrap();
+    let (_, apps) = bed.admin.get("/v1/apps").await.unwrap();
+    assert_eq!(apps["items"].as_array().unwrap().len(), 5, "{apps}");
+    bed.shutdown().await;
+}

@@ -88,6 +88,10 @@ pub enum VppError {
 /// with their descriptions is well below a megabyte).
 pub const MAX_APPLE_BODY: usize = 16 * 1024 * 1024;
 
+/// Most pages of one list read in one walk (Apple's pages hold several hundred items;
+/// this is millions).
+const MAX_PAGES: usize = 10_000;
+
 /// Reads an answer's body, refusing one over [`MAX_APPLE_BODY`] without buffering it.
 async fn read_body(mut resp: reqwest::Response) -> Result<bytes::Bytes, VppError> {
     let too_large = VppError::TooLarge {
@@ -270,25 +274,12 @@ impl AppleClient {
 
     /// `GET /assets`, every page.
     pub async fn assets(&self, s_token: &str) -> Result<Vec<ResponseAsset>, VppError> {
-        let mut all = Vec::new();
-        let mut page = 0i64;
-        loop {
-            let index = page.to_string();
-            let resp: GetAssetsResponse = self
-                .call::<(), _>(
-                    Method::GET,
-                    "/assets",
-                    s_token,
-                    &[("pageIndex", index.as_str())],
-                    None,
-                )
-                .await?;
-            all.extend(resp.assets);
-            match resp.next_page_index {
-                Some(next) if next > page => page = next,
-                _ => return Ok(all),
-            }
-        }
+        let pages: Vec<GetAssetsResponse> = self
+            .pages("/assets", s_token, &[], |p: &GetAssetsResponse| {
+                p.next_page_index
+            })
+            .await?;
+        Ok(pages.into_iter().flat_map(|p| p.assets).collect())
     }
 
     /// `GET /assets?adamId=…`: one asset's current counts.
@@ -370,23 +361,47 @@ impl AppleClient {
         s_token: &str,
         since: Option<&str>,
     ) -> Result<UserChanges, VppError> {
-        let mut out = UserChanges::default();
+        let query: Vec<(&str, &str)> = since.map(|v| ("sinceVersionId", v)).into_iter().collect();
+        let pages: Vec<GetUsersResponse> = self
+            .pages("/users", s_token, &query, |p: &GetUsersResponse| {
+                p.next_page_index
+            })
+            .await?;
+        let version_id = pages.first().and_then(|p| p.version_id.clone());
+        Ok(UserChanges {
+            users: pages.into_iter().flat_map(|p| p.users).collect(),
+            version_id,
+        })
+    }
+
+    /// Walks a paged list (`pageIndex` from 0, following `nextPageIndex`, which must
+    /// grow) and returns its pages; at most [`MAX_PAGES`], so a service that never says
+    /// "last page" cannot keep the caller walking.
+    async fn pages<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        s_token: &str,
+        query: &[(&str, &str)],
+        next: fn(&T) -> Option<i64>,
+    ) -> Result<Vec<T>, VppError> {
+        let mut out = Vec::new();
         let mut page = 0i64;
         loop {
             let index = page.to_string();
-            let mut query = vec![("pageIndex", index.as_str())];
-            if let Some(v) = since {
-                query.push(("sinceVersionId", v));
-            }
-            let resp: GetUsersResponse = self
-                .call::<(), _>(Method::GET, "/users", s_token, &query, None)
+            let mut q = vec![("pageIndex", index.as_str())];
+            q.extend_from_slice(query);
+            let resp: T = self
+                .call::<(), _>(Method::GET, path, s_token, &q, None)
                 .await?;
-            if page == 0 {
-                out.version_id = resp.version_id;
-            }
-            out.users.extend(resp.users);
-            match resp.next_page_index {
-                Some(next) if next > page => page = next,
+            let following = next(&resp);
+            out.push(resp);
+            match following {
+                Some(n) if n > page && out.len() < MAX_PAGES => page = n,
+                Some(n) if n > page => {
+                    return Err(VppError::Decode(format!(
+                        "{path} has more than {MAX_PAGES} pages; not read further"
+                    )));
+                }
                 _ => return Ok(out),
             }
         }
