@@ -26,7 +26,7 @@ use crate::server_process::ServerProcess;
 pub const LOAD_APP: u64 = 1091189122;
 
 /// What to run.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct LoadOptions {
     /// Devices.
     pub devices: usize,

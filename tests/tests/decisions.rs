@@ -540,8 +540,8 @@ async fn random_changes_with_devices_offline_keep_the_invariants(builder: Testbe
     let state_dir = tempfile::tempdir().unwrap();
     let kind = FleetProfile::supervised_iphones();
     // The part that goes offline resumes from its state files.
-    let away_config = |count| orchard_agent::fleet::FleetOptions {
-        count,
+    let away_options = orchard_agent::fleet::FleetOptions {
+        count: 4,
         concurrency: 4,
         run: "AWAY".into(),
         state_dir: Some(state_dir.path().to_owned()),
@@ -550,11 +550,12 @@ async fn random_changes_with_devices_offline_keep_the_invariants(builder: Testbe
         .agent_config(kind.facts(0, "AWAY"), Duration::from_secs(600))
         .await
         .unwrap();
-    let mut away = Some(
-        Fleet::start(template.clone(), &kind, &away_config(4), |_| {})
+    let come_back = || async {
+        Fleet::start(template.clone(), &kind, &away_options, |_| {})
             .await
-            .unwrap(),
-    );
+            .unwrap()
+    };
+    let mut away = Some(come_back().await);
     let shared_serial = online.serials()[0].clone();
     let (twin, twin_stop) = twin(&bed, "TWIN-RANDOM", &shared_serial).await;
     let mut devices = online.udids();
@@ -630,13 +631,7 @@ async fn random_changes_with_devices_offline_keep_the_invariants(builder: Testbe
             }
             4 => match away.take() {
                 Some(fleet) => fleet.stop().await,
-                None => {
-                    away = Some(
-                        Fleet::start(template.clone(), &kind, &away_config(4), |_| {})
-                            .await
-                            .unwrap(),
-                    );
-                }
+                None => away = Some(come_back().await),
             },
             _ => {
                 if blocked {
@@ -703,11 +698,7 @@ async fn random_changes_with_devices_offline_keep_the_invariants(builder: Testbe
 
     // Everything back: the devices online, the token this server's again.
     if away.is_none() {
-        away = Some(
-            Fleet::start(template.clone(), &kind, &away_config(4), |_| {})
-                .await
-                .unwrap(),
-        );
+        away = Some(come_back().await);
     }
     if blocked {
         bed.admin
