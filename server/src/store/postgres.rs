@@ -25,12 +25,17 @@ pub struct PostgresStore {
 impl PostgresStore {
     /// Every assignment reaching every active device, or only `udid`, in service order.
     async fn candidates(&self, udid: Option<&Udid>) -> StoreResult<Vec<Candidate>> {
-        let rows = sqlx::query(
+        // One device's rows come by its key, never by a scan of every membership.
+        let (device, user, all) = match udid {
+            Some(_) => ("WHERE gd.udid = $1", "WHERE d.udid = $1", "AND d.udid = $1"),
+            None => ("", "", ""),
+        };
+        let sql = format!(
             "WITH members AS (
-                SELECT gd.group_id, gd.udid, gd.joined_at FROM group_devices gd
+                SELECT gd.group_id, gd.udid, gd.joined_at FROM group_devices gd {device}
                 UNION ALL
                 SELECT gu.group_id, d.udid, gu.joined_at
-                FROM group_users gu JOIN devices d ON d.user_id = gu.user_id
+                FROM group_users gu JOIN devices d ON d.user_id = gu.user_id {user}
              )
              SELECT a.id AS assignment_id, a.app_id AS app_id, a.group_id AS group_id,
                     g.kind AS group_kind, a.intent AS intent, a.license_type AS license_type,
@@ -45,12 +50,14 @@ impl PostgresStore {
              JOIN groups g ON g.id = a.group_id
              JOIN members m ON m.group_id = a.group_id
              JOIN devices d ON d.udid = m.udid
-             WHERE d.status <> 'checked_out' AND ($1::text IS NULL OR d.udid = $1)
-             ORDER BY joined_at, d.udid, a.created_at, a.id",
-        )
-        .bind(udid.map(Udid::as_str))
-        .fetch_all(&self.pool)
-        .await?;
+             WHERE d.status <> 'checked_out' {all}
+             ORDER BY joined_at, d.udid, a.created_at, a.id"
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        if let Some(udid) = udid {
+            query = query.bind(udid.as_str());
+        }
+        let rows = query.fetch_all(&self.pool).await?;
         collect(rows, candidate_row)
     }
 
