@@ -611,6 +611,18 @@ impl Device {
         }
     }
 
+    /// Puts off an install the App Store could not be asked about (unreachable or
+    /// failing, not an answer that it does not sell the item): NotNow, so the server
+    /// offers it again at the next check-in.
+    pub fn store_unreachable(&mut self, envelope: &CommandEnvelope) -> CommandReport {
+        self.put_off += 1;
+        CommandReport::new(
+            self.facts.udid.clone(),
+            CommandStatus::NotNow,
+            Some(envelope.command_uuid.clone()),
+        )
+    }
+
     /// Handles one command; `store` is the App Store's answer for installs.
     pub fn handle(
         &mut self,
@@ -733,8 +745,8 @@ impl Device {
     ) -> CommandReport {
         let udid = self.facts.udid.clone();
         let Some(store) = store else {
-            // The App Store of the device's country does not sell it (or cannot be
-            // reached): a real device says the item is not available there.
+            // The App Store of the device's country does not sell it: a real device
+            // says the item is not available there.
             let text = format!(
                 "The app is not available in the App Store of the device's country or region ({})",
                 self.store_country

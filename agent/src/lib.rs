@@ -3,6 +3,7 @@
 //! ([`transport`]) is a thin async shell that enrolls, checks in and polls the command
 //! channel over mutual TLS.
 
+pub mod backoff;
 pub mod device;
 pub mod error;
 pub mod facts;

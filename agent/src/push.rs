@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use orchard_protocol::push::{FrameDecoder, PUSH_ALPN, PushFrame};
 use quinn::crypto::rustls::QuicClientConfig;
-use rand::Rng;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Backoff;
 use crate::error::AgentError;
 use crate::metrics::AgentMetrics;
 
@@ -130,19 +130,17 @@ pub async fn run(
     metrics: Arc<AgentMetrics>,
     shutdown: CancellationToken,
 ) {
-    let mut backoff = BACKOFF_START;
+    let mut backoff = Backoff::new(BACKOFF_START, BACKOFF_MAX);
     loop {
         let connected = tokio::select! {
             _ = shutdown.cancelled() => return,
             result = connection(&endpoint, &config, &target, &registration, &wake, &metrics) => result,
         };
         match connected {
-            Ok(()) => backoff = BACKOFF_START,
+            Ok(()) => backoff.succeeded(),
             Err(e) => tracing::debug!(error = %e, "push connection lost"),
         }
-        let jitter = rand::rng().random_range(0.5..1.5);
-        let delay = backoff.mul_f64(jitter);
-        backoff = (backoff * 2).min(BACKOFF_MAX);
+        let delay = backoff.failed();
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}

@@ -24,11 +24,17 @@ pub struct StoreConfig {
     pub country: String,
 }
 
+/// Most App Store requests in flight at once from one client (a fleet shares one):
+/// thousands of simulated devices woken together queue here instead of opening
+/// thousands of connections.
+const MAX_IN_FLIGHT: usize = 128;
+
 /// An App Store lookup client.
 #[derive(Debug, Clone)]
 pub struct StoreLookup {
     http: reqwest::Client,
     config: Arc<StoreConfig>,
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 #[derive(Deserialize)]
@@ -63,7 +69,31 @@ impl StoreLookup {
         Ok(Self {
             http,
             config: Arc::new(config),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
         })
+    }
+
+    /// Waits for a slot among the requests in flight.
+    async fn slot(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        // The semaphore is never closed; were it, requests would go unbounded.
+        self.in_flight.acquire().await.ok()
+    }
+
+    /// A GET of `url` with `query`, answered 2xx, its JSON body read.
+    async fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &str,
+        query: &[(&str, &str)],
+    ) -> Result<T, AgentError> {
+        let _slot = self.slot().await;
+        let response = self
+            .http
+            .get(url)
+            .query(query)
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(response.json().await?)
     }
 
     /// Where the device asks whether it holds a license for an item: beside the
@@ -93,14 +123,7 @@ impl StoreLookup {
         if let Some(hash) = account_hash {
             query.push(("idHash", hash));
         }
-        let response = self
-            .http
-            .get(self.license_url())
-            .query(&query)
-            .send()
-            .await?
-            .error_for_status()?;
-        let body: LicenseResponse = response.json().await?;
+        let body: LicenseResponse = self.get(&self.license_url(), &query).await?;
         Ok(match body.license.as_deref() {
             Some("device") => Some(LicenseKind::Device),
             Some("user") => Some(LicenseKind::User),
@@ -115,6 +138,7 @@ impl StoreLookup {
         invitation_url: &str,
         account_hash: &str,
     ) -> Result<(), AgentError> {
+        let _slot = self.slot().await;
         self.http
             .get(invitation_url)
             .query(&[("idHash", account_hash)])
@@ -156,14 +180,7 @@ impl StoreLookup {
         if mac {
             query.push(("entity", "macSoftware"));
         }
-        let response = self
-            .http
-            .get(&self.config.lookup_url)
-            .query(&query)
-            .send()
-            .await?
-            .error_for_status()?;
-        let body: LookupResponse = response.json().await?;
+        let body: LookupResponse = self.get(&self.config.lookup_url, &query).await?;
         Ok(body
             .results
             .into_iter()

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Backoff;
 use crate::device::{App, Device, DeviceAction, Timings};
 use crate::error::AgentError;
 use crate::facts::{DeviceFacts, Platform};
@@ -28,8 +29,22 @@ use crate::push::{self, PushTarget, Registration};
 use crate::store_lookup::{StoreConfig, StoreLookup};
 use crate::tls::{Trust, tls_client};
 
+/// First wait after a failed session.
+const SESSION_RETRY_START: Duration = Duration::from_secs(1);
+/// Longest wait between tries of a failing session (never longer than the periodic
+/// check-in).
+const SESSION_RETRY_MAX: Duration = Duration::from_secs(60);
 /// Most commands handled in one session before the device yields.
 const MAX_COMMANDS_PER_SESSION: usize = 64;
+
+/// What one command-channel session did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Session {
+    /// Commands handled.
+    pub handled: usize,
+    /// Whether a command was put off because the App Store could not be reached.
+    pub put_off: bool,
+}
 
 /// How to reach the server and what device to be.
 #[derive(Debug, Clone)]
@@ -529,8 +544,7 @@ impl Agent {
     }
 
     /// One command-channel session: Idle, then every command until the server has none.
-    /// Returns how many commands were handled.
-    pub async fn session(&self) -> Result<usize, AgentError> {
+    pub async fn session(&self) -> Result<Session, AgentError> {
         self.metrics.sessions.fetch_add(1, Ordering::Relaxed);
         let udid = self.facts().udid;
         let pending = self
@@ -540,7 +554,7 @@ impl Agent {
             .take();
         let mut report =
             pending.unwrap_or_else(|| CommandReport::new(udid, CommandStatus::Idle, None));
-        let mut handled = 0;
+        let mut session = Session::default();
         while let Some(envelope) = self.deliver_report(report).await? {
             let store_app = match Device::store_lookup_needed(&envelope) {
                 Some(adam_id) => {
@@ -554,25 +568,28 @@ impl Agent {
                             facts.platform == Platform::MacOs,
                         )
                         .await
-                        .unwrap_or_else(|e| {
-                            tracing::warn!(error = %e, "App Store lookup failed");
-                            None
-                        })
+                        .map_err(|e| tracing::warn!(error = %e, "App Store lookup failed"))
                 }
-                None => None,
+                None => Ok(None),
             };
             report = {
                 let mut device = self.device.lock().unwrap_or_else(|p| p.into_inner());
-                device.handle(&envelope, store_app.as_ref(), Instant::now())
+                match store_app {
+                    Ok(store_app) => device.handle(&envelope, store_app.as_ref(), Instant::now()),
+                    Err(()) => {
+                        session.put_off = true;
+                        device.store_unreachable(&envelope)
+                    }
+                }
             };
-            handled += 1;
-            if handled >= MAX_COMMANDS_PER_SESSION {
+            session.handled += 1;
+            if session.handled >= MAX_COMMANDS_PER_SESSION {
                 // Report the last result; what the server offers next waits for the next session.
                 self.deliver_report(report).await?;
                 break;
             }
         }
-        Ok(handled)
+        Ok(session)
     }
 
     /// Sends a report; a command's result that does not reach the server is kept for
@@ -602,6 +619,10 @@ impl Agent {
                 None
             }
         };
+        // A session that fails (the server is busy, restarting or unreachable) is
+        // tried again soon, not at the next periodic check-in: what the server queued
+        // for the device must not wait that long.
+        let mut retry = Backoff::new(SESSION_RETRY_START, SESSION_RETRY_MAX);
         loop {
             // Macs find out about revoked licenses themselves (iOS keeps the apps anyway).
             if self.facts().platform == crate::facts::Platform::MacOs
@@ -609,14 +630,25 @@ impl Agent {
             {
                 tracing::warn!(error = %e, "cannot check licenses with the App Store");
             }
+            let mut wait = self.poll_interval;
             match self.session().await {
-                Ok(n) if n > 0 => {
-                    if let Err(e) = self.save() {
+                Ok(session) => {
+                    if session.handled > 0
+                        && let Err(e) = self.save()
+                    {
                         tracing::warn!(error = %e, "cannot save state");
                     }
+                    // Something put off for want of the App Store is tried again soon.
+                    if session.put_off {
+                        wait = retry.failed().min(self.poll_interval);
+                    } else {
+                        retry.succeeded();
+                    }
                 }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "session failed; will retry"),
+                Err(e) => {
+                    wait = retry.failed().min(self.poll_interval);
+                    tracing::warn!(error = %e, retry_in = ?wait, "session failed; will retry");
+                }
             }
             if let Err(e) = self.deliver().await {
                 tracing::warn!(error = %e, "cannot deliver prompt answers; will retry");
@@ -630,7 +662,7 @@ impl Agent {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(self.poll_interval) => {}
+                _ = tokio::time::sleep(wait) => {}
                 // The user answers a prompt or an install finishes: no check-in, but the
                 // answers are reported.
                 _ = sleep_until_some(next_step) => {

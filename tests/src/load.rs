@@ -347,12 +347,27 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
         }
         if converge_started.elapsed() > options.timeout {
             sampler.abort();
+            // Say where the rest stand, so a stuck device can be looked at.
+            let mut waiting: std::collections::BTreeMap<String, usize> = Default::default();
+            let mut examples = Vec::new();
+            for i in installs
+                .iter()
+                .filter(|i| i["status"] != "installed" && i["status"] != "license_failed")
+            {
+                *waiting.entry(i["status"].to_string()).or_default() += 1;
+                if examples.len() < 3 {
+                    examples.push(format!("{} {} {}", i["udid"], i["status"], i["reason"]));
+                }
+            }
             bail!(
-                "only {}/{} devices installed ({} refused) within {:?}",
+                "only {}/{} devices installed ({} refused) within {:?}; the rest by status: {:?}; {} without a status; for example: {}",
                 done.len(),
                 served,
                 refused.len(),
-                options.timeout
+                options.timeout,
+                waiting,
+                options.devices.saturating_sub(installs.len()),
+                examples.join("; ")
             );
         }
         tokio::time::sleep(Duration::from_millis(250)).await;

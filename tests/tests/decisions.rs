@@ -461,6 +461,37 @@ async fn a_locked_device_is_served_once_it_is_unlocked(builder: TestbedBuilder) 
     bed.shutdown().await;
 }
 
+async fn an_app_store_that_cannot_be_reached_puts_the_install_off_and_it_is_tried_again(
+    builder: TestbedBuilder,
+) {
+    let bed = builder.start().await.unwrap();
+    bed.upload_and_sync_demo_token().await.unwrap();
+    // Periodic check-ins ten minutes apart: only the device's own retry brings it back.
+    let fleet = fleet(
+        &bed,
+        vec![device(Platform::Ios, "iPhone15,2", "17.5")],
+        "STOREDOWN",
+    )
+    .await;
+    let udids = fleet.udids();
+    // The store is down for the first lookups: that is no answer that it does not sell
+    // the app, so the device puts the install off and asks again.
+    bed.apple.fail_store_lookups(2);
+    let app = bed
+        .assign_required(1091189122, &udids, "Store down")
+        .await
+        .unwrap();
+    bed.wait_installed(&app, 1, WAIT).await.unwrap();
+    assert_eq!(bed.apple.with_world(|w| w.store_outage), 0);
+    let put_off = fleet.agents[0].device().lock().unwrap().put_off();
+    assert!(
+        put_off >= 1,
+        "the install was put off while the store was down"
+    );
+    fleet.stop().await;
+    bed.shutdown().await;
+}
+
 async fn a_store_that_does_not_sell_the_app_names_the_country(builder: TestbedBuilder) {
     let mut seed = Seed::demo();
     let mut us_only = seed_app(1700000003, "Local News", &["iOS"], "15.0");
@@ -505,6 +536,7 @@ async fn a_store_that_does_not_sell_the_app_names_the_country(builder: TestbedBu
 
 orchard_testbed::on_both_backends!(
     a_locked_device_is_served_once_it_is_unlocked,
+    an_app_store_that_cannot_be_reached_puts_the_install_off_and_it_is_tried_again,
     a_store_that_does_not_sell_the_app_names_the_country,
     an_install_whose_assignment_went_away_while_the_device_was_offline_is_never_sent,
     apps_run_only_where_the_store_says,

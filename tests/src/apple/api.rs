@@ -802,8 +802,12 @@ struct LookupQuery {
     entity: Option<String>,
 }
 
-async fn lookup(State(world): State<SharedWorld>, Query(q): Query<LookupQuery>) -> Json<Value> {
-    let world = lock(&world);
+async fn lookup(State(world): State<SharedWorld>, Query(q): Query<LookupQuery>) -> Response {
+    let mut world = lock(&world);
+    if world.store_outage > 0 {
+        world.store_outage -= 1;
+        return (StatusCode::SERVICE_UNAVAILABLE, "the App Store is down").into_response();
+    }
     let country = q.country.unwrap_or_else(|| "US".into());
     let mac = q.entity.as_deref() == Some("macSoftware");
     let results: Vec<Value> = q
@@ -832,7 +836,7 @@ async fn lookup(State(world): State<SharedWorld>, Query(q): Query<LookupQuery>) 
             })
         })
         .collect();
-    Json(json!({ "resultCount": results.len(), "results": results }))
+    Json(json!({ "resultCount": results.len(), "results": results })).into_response()
 }
 
 #[derive(serde::Deserialize)]

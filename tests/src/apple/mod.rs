@@ -99,6 +99,11 @@ impl AppleStandIn {
         self.with_world(|w| w.event_delay = delay);
     }
 
+    /// Makes the App Store's next `lookups` lookups answer 503 (the store is down).
+    pub fn fail_store_lookups(&self, lookups: u32) {
+        self.with_world(|w| w.store_outage = lookups);
+    }
+
     /// Stops serving.
     pub async fn shutdown(self) {
         self.shutdown.cancel();

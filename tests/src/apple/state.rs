@@ -185,6 +185,8 @@ pub struct World {
     pub assets_delay: Duration,
     /// Faults injected into Apple's answers.
     pub faults: Option<super::testbed_admin::Faults>,
+    /// The next this many App Store lookups answer 503 (the store is down).
+    pub store_outage: u32,
     /// The CA the MDM's notification endpoint chains to (none: no notifications).
     pub notification_ca: Option<String>,
     /// Wait between delivery attempts (Apple: minutes; tests: short).
@@ -301,6 +303,7 @@ impl World {
             page_size: 100,
             assets_delay: Duration::ZERO,
             faults: None,
+            store_outage: 0,
             notification_ca: None,
             notification_retry: Duration::from_millis(500),
             drop_notifications: false,
