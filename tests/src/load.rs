@@ -178,6 +178,8 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
         )?);
     }
     let server = &servers[0];
+    // Apple's notifications reach the server as they would in production.
+    apple.with_world(|w| w.notification_ca = Some(server.ca_pem.clone()));
     let admin_token = server
         .admin_token
         .clone()

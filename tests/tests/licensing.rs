@@ -806,7 +806,53 @@ async fn deleting_a_group_gives_its_licenses_back(builder: TestbedBuilder) {
     bed.shutdown().await;
 }
 
+/// A slow Apple (every association request answered after 700 ms, every event
+/// finished 200 ms later, two serial numbers a request): the licenses go out in
+/// batches, and the first batch's devices are installed before the last batch is even
+/// asked for. No stage waits for the whole fleet.
+async fn licenses_stream_in_batches_and_the_first_install_before_the_last_request(
+    builder: TestbedBuilder,
+) {
+    let bed = builder.start().await.unwrap();
+    bed.apple.with_world(|w| {
+        w.max_serial_numbers = 2;
+        w.associate_delay = Duration::from_millis(700);
+        w.event_delay = Duration::from_millis(200);
+    });
+    bed.upload_and_sync_demo_token().await.unwrap();
+    let fleet = fleet(&bed, vec![kind(Platform::Ios, true); 8], "STREAM").await;
+    let app = bed
+        .assign_required(PAGES, &fleet.udids(), "Streaming")
+        .await
+        .unwrap();
+    wait_for(WAIT, "the first batch installed", || async {
+        let (installed, _, _) = statuses(&bed, &app).await;
+        Ok(if installed >= 2 {
+            Ok(())
+        } else {
+            Err(format!("{installed} installed"))
+        })
+    })
+    .await
+    .unwrap();
+    let first_batch_installed = std::time::Instant::now();
+    bed.wait_installed(&app, 8, WAIT).await.unwrap();
+    let requests = bed.apple.with_world(|w| w.associated_at.clone());
+    assert_eq!(requests.len(), 4, "four batches of two");
+    let last_request = *requests.last().unwrap();
+    assert!(
+        first_batch_installed < last_request,
+        "the first batch was installed {:?} after the last batch was asked for",
+        first_batch_installed - last_request
+    );
+    // Exactly one license a device at Apple.
+    wait_assigned(&bed, PAGES, 8).await;
+    fleet.stop().await;
+    bed.shutdown().await;
+}
+
 orchard_testbed::on_both_backends!(
+    licenses_stream_in_batches_and_the_first_install_before_the_last_request,
     deleting_a_group_gives_its_licenses_back,
     any_token_assignment_falls_through_tokens_in_priority_order,
     available_apps_are_licensed_when_the_user_asks,

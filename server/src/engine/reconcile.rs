@@ -458,13 +458,18 @@ pub async fn run_once(state: &ServerState) -> ServerResult<bool> {
     )
     .await?;
     let targets = plan_targets.device;
+    let license_only: HashSet<(String, Udid)> = targets
+        .iter()
+        .filter(|t| !t.install)
+        .map(|t| (t.app_id.clone(), t.udid.clone()))
+        .collect();
     for action in plan(&targets, &licenses, &apps) {
         match action {
             Action::Associate { app_id, devices } => {
                 let Some(app) = apps.get(&app_id) else {
                     continue;
                 };
-                associate(state, app, &devices).await?;
+                associate(state, app, &devices, &license_only).await?;
             }
             Action::Move { app_id, from, to } => {
                 let Some(app) = apps.get(&app_id) else {
@@ -473,7 +478,7 @@ pub async fn run_once(state: &ServerState) -> ServerResult<bool> {
                 tracing::info!(app = %app.adam_id, from = %from, to = %to.0, "license moves to the newer enrollment of the serial number");
                 // Reserve for the newer record first: a crash in between leaves both
                 // rows, and the next pass moves again.
-                associate(state, app, std::slice::from_ref(&to)).await?;
+                associate(state, app, std::slice::from_ref(&to), &license_only).await?;
                 store.delete_licenses(&app_id, &[from]).await?;
             }
             Action::Refuse {
@@ -492,11 +497,6 @@ pub async fn run_once(state: &ServerState) -> ServerResult<bool> {
             }
         }
     }
-    let license_only: HashSet<(String, Udid)> = targets
-        .iter()
-        .filter(|t| !t.install)
-        .map(|t| (t.app_id.clone(), t.udid.clone()))
-        .collect();
     let mut pending = follow_events(state, &apps, &license_only).await?;
     let licenses = store.licenses().await?;
     let mut device_in_flight: HashMap<String, i64> = HashMap::new();
@@ -517,21 +517,49 @@ pub async fn run_once(state: &ServerState) -> ServerResult<bool> {
     Ok(pending)
 }
 
+/// The first batch of an app's licenses: small, so the first devices install while
+/// the rest are still being asked for; each next batch is twice as large, up to Apple's
+/// `maxSerialNumbers`.
+const FIRST_BATCH: usize = 25;
+
+/// Splits `devices` into batches growing from [`FIRST_BATCH`] to `limit`.
+fn batches<T: Clone>(devices: &[T], limit: usize) -> Vec<Vec<T>> {
+    let mut out = Vec::new();
+    let mut size = FIRST_BATCH.min(limit).max(1);
+    let mut rest = devices;
+    while !rest.is_empty() {
+        let (batch, tail) = rest.split_at(size.min(rest.len()));
+        out.push(batch.to_vec());
+        rest = tail;
+        size = (size * 2).min(limit.max(1));
+    }
+    out
+}
+
+/// An Apple event asked for in this pass, followed while the pass goes on.
+struct OpenEvent {
+    event_id: String,
+    rows: Vec<LicenseRecord>,
+}
+
+/// Asks Apple for licenses of `devices` in growing batches (a pipeline, never a stage
+/// that waits for the whole fleet): each batch is reserved, asked for, and its event
+/// followed while the next batches are asked for, so a batch's installs are queued as
+/// soon as Apple finishes it.
 async fn associate(
     state: &ServerState,
     app: &AppRecord,
     devices: &[(Udid, SerialNumber)],
+    license_only: &HashSet<(String, Udid)>,
 ) -> ServerResult<()> {
     let store = state.store.as_ref();
     let now = state.clock.now();
     // After a refusal or an outage, Apple is asked again later and later, not on every
     // pass; the reservations say so (and keep the reconciler polling until then).
-    let due = state.apple_backoff.due(&app.id, now);
-    let waiting = (!due).then_some("Apple could not take the request; it is asked again shortly");
-    // Reserve first, so a crash between here and Apple's answer cannot lose track of a license.
-    let rows = license_rows(&app.id, devices, LicenseState::Pending, waiting, now);
-    store.reserve_licenses(&rows).await?;
-    if !due {
+    if !state.apple_backoff.due(&app.id, now) {
+        let waiting = "Apple could not take the request; it is asked again shortly";
+        let rows = license_rows(&app.id, devices, LicenseState::Pending, Some(waiting), now);
+        store.reserve_licenses(&rows).await?;
         return Ok(());
     }
     let Some(token) = store.token(&app.token_id).await? else {
@@ -543,9 +571,21 @@ async fn associate(
         .await
         .max_serial_numbers
         .max(1);
-    let mut owned: Vec<Vec<(Udid, SerialNumber)>> =
-        devices.chunks(limit).rev().map(<[_]>::to_vec).collect();
+    let mut owned = batches(devices, limit);
+    owned.reverse();
+    let mut open: Vec<OpenEvent> = Vec::new();
+    let mut finished = false;
     while let Some(chunk) = owned.pop() {
+        // Reserve first, so a crash between here and Apple's answer cannot lose track
+        // of a license.
+        let reserved = license_rows(
+            &app.id,
+            &chunk,
+            LicenseState::Pending,
+            None,
+            state.clock.now(),
+        );
+        store.reserve_licenses(&reserved).await?;
         let udids: Vec<Udid> = chunk.iter().map(|(u, _)| u.clone()).collect();
         let request = ManageAssetsRequest {
             assets: vec![RequestAsset {
@@ -558,10 +598,23 @@ async fn associate(
         match state.apple.associate(&token.secret, &request).await {
             Ok(event) => {
                 tracing::info!(app = %app.adam_id, devices = chunk.len(), event = %event.event_id, "licenses requested");
+                let at = state.clock.now();
                 store
-                    .mark_associating(&app.id, &udids, &event.event_id, state.clock.now())
+                    .mark_associating(&app.id, &udids, &event.event_id, at)
                     .await?;
                 state.apple_backoff.succeeded(&app.id);
+                open.push(OpenEvent {
+                    rows: reserved
+                        .into_iter()
+                        .map(|l| LicenseRecord {
+                            state: LicenseState::Associating,
+                            event_id: Some(event.event_id.clone()),
+                            updated_at: at,
+                            ..l
+                        })
+                        .collect(),
+                    event_id: event.event_id,
+                });
             }
             // Duplicate serial numbers in one request: the devices sharing one are
             // told, the others are asked for again on their own.
@@ -596,20 +649,67 @@ async fn associate(
             Err(e) => {
                 let retry_at = state.apple_backoff.failed(&app.id, state.clock.now());
                 tracing::warn!(app = %app.adam_id, error = %e, %retry_at, "license association failed; will retry");
-                store
-                    .mark_license_error(&app.id, &udids, &e.to_string(), state.clock.now())
-                    .await?;
-                // The rest waits for the same retry.
-                for rest in owned.drain(..) {
-                    let udids: Vec<Udid> = rest.iter().map(|(u, _)| u.clone()).collect();
-                    store
-                        .mark_license_error(&app.id, &udids, &e.to_string(), state.clock.now())
-                        .await?;
+                // This batch and the rest wait for the same retry.
+                let waiting: Vec<(Udid, SerialNumber)> =
+                    chunk.into_iter().chain(owned.drain(..).flatten()).collect();
+                let rows = license_rows(
+                    &app.id,
+                    &waiting,
+                    LicenseState::Pending,
+                    Some(&e.to_string()),
+                    state.clock.now(),
+                );
+                store.reserve_licenses(&rows).await?;
+            }
+        }
+        finished |= follow_open(state, app, &mut open, license_only).await?;
+    }
+    if finished {
+        refresh_counts(state, app).await;
+    }
+    Ok(())
+}
+
+/// Polls the events of this pass whose poll is due and settles the finished ones;
+/// returns whether one finished. The others stay open (a later pass follows them).
+async fn follow_open(
+    state: &ServerState,
+    app: &AppRecord,
+    open: &mut Vec<OpenEvent>,
+    license_only: &HashSet<(String, Udid)>,
+) -> ServerResult<bool> {
+    let Some(token) = state.store.token(&app.token_id).await? else {
+        return Ok(false);
+    };
+    let mut finished = false;
+    let mut still_open = Vec::new();
+    for event in open.drain(..) {
+        match crate::engine::events::poll(state, &token.secret, &event.event_id).await {
+            Ok(Some(status)) => {
+                if settle(
+                    state,
+                    app,
+                    &event.event_id,
+                    &event.rows,
+                    &status,
+                    license_only,
+                )
+                .await?
+                {
+                    still_open.push(event);
+                } else {
+                    finished = true;
                 }
+            }
+            Ok(None) => still_open.push(event),
+            Err(e) => {
+                tracing::warn!(event = %event.event_id, error = %e, "event status unavailable");
+                still_open.push(event);
             }
         }
     }
-    Ok(())
+    *open = still_open;
+    Ok(finished)
 }
 
 /// License rows of these devices in `state`, with an error if any.
@@ -699,112 +799,12 @@ async fn follow_events(
                 continue;
             }
         };
-        let asked_at = rows.iter().map(|l| l.updated_at).min();
-        if status.event_status == EventStatus::Pending
-            && asked_at
-                .is_some_and(|at| state.clock.now() >= at + state.options.event_resubmit_after)
-        {
-            tracing::warn!(app = %app.adam_id, event = %event_id, "Apple's event stayed pending; asking again");
-            let again: Vec<LicenseRecord> = rows
-                .iter()
-                .map(|l| LicenseRecord {
-                    state: LicenseState::Pending,
-                    event_id: None,
-                    error: Some(format!(
-                        "Apple's event {event_id} stayed pending; the licenses are asked for again"
-                    )),
-                    updated_at: state.clock.now(),
-                    ..(*l).clone()
-                })
-                .collect();
-            store.reserve_licenses(&again).await?;
-            state.event_polls.finished(&event_id);
+        let rows: Vec<LicenseRecord> = rows.into_iter().cloned().collect();
+        if settle(state, app, &event_id, &rows, &status, license_only).await? {
             still_pending = true;
-            continue;
+        } else {
+            touched.insert(app_id);
         }
-        if status.event_status == EventStatus::Pending {
-            still_pending = true;
-            continue;
-        }
-        let mut failed_serials: HashMap<String, String> = HashMap::new();
-        for failure in &status.failures {
-            let reason = failure_reason(failure.error_number, failure.error_message.as_deref());
-            for serial in failure
-                .error_info
-                .iter()
-                .flat_map(|i| i.serial_numbers.iter())
-            {
-                failed_serials.insert(serial.clone(), reason.clone());
-            }
-        }
-        let whole_event_failed = status.event_status == EventStatus::Failed;
-        let now = state.clock.now();
-        let mut outcome = AssociationOutcome {
-            app_id: app_id.clone(),
-            associated: Vec::new(),
-            failed: Vec::new(),
-            installs: Vec::new(),
-            install_rows: Vec::new(),
-            now,
-        };
-        for l in rows {
-            let failure = failed_serials
-                .get(l.serial_number.as_str())
-                .cloned()
-                .or_else(|| {
-                    whole_event_failed.then(|| {
-                        let first = status.failures.first();
-                        failure_reason(
-                            first.and_then(|f| f.error_number),
-                            first.and_then(|f| f.error_message.as_deref()),
-                        )
-                    })
-                });
-            match failure {
-                Some(reason) => {
-                    outcome.install_rows.push(install_row(
-                        app,
-                        &l.udid,
-                        InstallStatus::LicenseFailed,
-                        Some(reason.clone()),
-                        now,
-                    ));
-                    outcome.failed.push((l.udid.clone(), reason));
-                }
-                None if license_only.contains(&(app_id.clone(), l.udid.clone())) => {
-                    outcome.install_rows.push(install_row(
-                        app,
-                        &l.udid,
-                        InstallStatus::Licensed,
-                        Some(LICENSE_ONLY.to_owned()),
-                        now,
-                    ));
-                    outcome.associated.push(l.udid.clone());
-                }
-                None => {
-                    let command =
-                        Command::InstallApplication(InstallApplication::vpp(app.adam_id, 1));
-                    outcome.installs.push(NewCommand::new(
-                        &l.udid,
-                        command,
-                        Some(app.id.clone()),
-                        now,
-                    )?);
-                    outcome.install_rows.push(install_row(
-                        app,
-                        &l.udid,
-                        InstallStatus::Queued,
-                        None,
-                        now,
-                    ));
-                    outcome.associated.push(l.udid.clone());
-                }
-            }
-        }
-        tracing::info!(app = %app.adam_id, event = %event_id, ok = outcome.associated.len(), failed = outcome.failed.len(), "association finished");
-        store.finish_association(&outcome).await?;
-        state.wake_for(&outcome.installs);
-        touched.insert(app_id);
     }
     for app_id in touched {
         if let Some(app) = apps.get(&app_id) {
@@ -812,6 +812,123 @@ async fn follow_events(
         }
     }
     Ok(still_pending)
+}
+
+/// Settles one of Apple's association events from its status: a finished event's
+/// licenses are recorded and its installs queued (and the devices woken); an event
+/// pending too long is asked for again. Returns whether it is still pending.
+async fn settle(
+    state: &ServerState,
+    app: &AppRecord,
+    event_id: &str,
+    rows: &[LicenseRecord],
+    status: &crate::apple::StatusResponse,
+    license_only: &HashSet<(String, Udid)>,
+) -> ServerResult<bool> {
+    let store = state.store.as_ref();
+    let app_id = &app.id;
+    let asked_at = rows.iter().map(|l| l.updated_at).min();
+    if status.event_status == EventStatus::Pending
+        && asked_at.is_some_and(|at| state.clock.now() >= at + state.options.event_resubmit_after)
+    {
+        tracing::warn!(app = %app.adam_id, event = %event_id, "Apple's event stayed pending; asking again");
+        let again: Vec<LicenseRecord> = rows
+            .iter()
+            .map(|l| LicenseRecord {
+                state: LicenseState::Pending,
+                event_id: None,
+                error: Some(format!(
+                    "Apple's event {event_id} stayed pending; the licenses are asked for again"
+                )),
+                updated_at: state.clock.now(),
+                ..(*l).clone()
+            })
+            .collect();
+        store.reserve_licenses(&again).await?;
+        state.event_polls.finished(event_id);
+        return Ok(true);
+    }
+    if status.event_status == EventStatus::Pending {
+        return Ok(true);
+    }
+    let mut failed_serials: HashMap<String, String> = HashMap::new();
+    for failure in &status.failures {
+        let reason = failure_reason(failure.error_number, failure.error_message.as_deref());
+        for serial in failure
+            .error_info
+            .iter()
+            .flat_map(|i| i.serial_numbers.iter())
+        {
+            failed_serials.insert(serial.clone(), reason.clone());
+        }
+    }
+    let whole_event_failed = status.event_status == EventStatus::Failed;
+    let now = state.clock.now();
+    let mut outcome = AssociationOutcome {
+        app_id: app_id.clone(),
+        associated: Vec::new(),
+        failed: Vec::new(),
+        installs: Vec::new(),
+        install_rows: Vec::new(),
+        now,
+    };
+    for l in rows {
+        let failure = failed_serials
+            .get(l.serial_number.as_str())
+            .cloned()
+            .or_else(|| {
+                whole_event_failed.then(|| {
+                    let first = status.failures.first();
+                    failure_reason(
+                        first.and_then(|f| f.error_number),
+                        first.and_then(|f| f.error_message.as_deref()),
+                    )
+                })
+            });
+        match failure {
+            Some(reason) => {
+                outcome.install_rows.push(install_row(
+                    app,
+                    &l.udid,
+                    InstallStatus::LicenseFailed,
+                    Some(reason.clone()),
+                    now,
+                ));
+                outcome.failed.push((l.udid.clone(), reason));
+            }
+            None if license_only.contains(&(app_id.clone(), l.udid.clone())) => {
+                outcome.install_rows.push(install_row(
+                    app,
+                    &l.udid,
+                    InstallStatus::Licensed,
+                    Some(LICENSE_ONLY.to_owned()),
+                    now,
+                ));
+                outcome.associated.push(l.udid.clone());
+            }
+            None => {
+                let command = Command::InstallApplication(InstallApplication::vpp(app.adam_id, 1));
+                outcome.installs.push(NewCommand::new(
+                    &l.udid,
+                    command,
+                    Some(app.id.clone()),
+                    now,
+                )?);
+                outcome.install_rows.push(install_row(
+                    app,
+                    &l.udid,
+                    InstallStatus::Queued,
+                    None,
+                    now,
+                ));
+                outcome.associated.push(l.udid.clone());
+            }
+        }
+    }
+    tracing::info!(app = %app.adam_id, event = %event_id, ok = outcome.associated.len(), failed = outcome.failed.len(), "association finished");
+    store.finish_association(&outcome).await?;
+    state.wake_for(&outcome.installs);
+    Ok(false)
 }
 
 fn install_row(
@@ -888,6 +1005,30 @@ mod tests {
             }
             Action::Move { from, to, .. } => vec![from.0.clone(), to.0.0.clone()],
         }
+    }
+
+    #[test]
+    fn batches_grow_from_a_small_first_one_to_apples_limit() {
+        let sizes = |n: usize, limit: usize| -> Vec<usize> {
+            let devices: Vec<usize> = (0..n).collect();
+            let out = batches(&devices, limit);
+            assert_eq!(out.concat(), devices, "every device once, in order");
+            out.iter().map(Vec::len).collect()
+        };
+        assert_eq!(
+            sizes(10_000, 1000),
+            [
+                25, 50, 100, 200, 400, 800, 1000, 1000, 1000, 1000, 1000, 1000, 1000, 1000, 425
+            ]
+        );
+        assert_eq!(sizes(30, 1000), [25, 5]);
+        assert_eq!(sizes(5, 2), [2, 2, 1]);
+        assert!(sizes(0, 1000).is_empty());
+        assert_eq!(
+            sizes(3, 0),
+            [1, 1, 1],
+            "a limit of zero still makes progress"
+        );
     }
 
     #[test]

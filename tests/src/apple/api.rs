@@ -495,6 +495,8 @@ fn strings(body: &Value, key: &str) -> Option<Vec<String>> {
 }
 
 async fn associate(State(world): State<SharedWorld>, headers: HeaderMap, body: Bytes) -> Response {
+    let delay = lock(&world).associate_delay;
+    tokio::time::sleep(delay).await;
     let shared = world.clone();
     let mut world = lock(&world);
     let uid = match authenticate(&world, &headers) {
@@ -535,6 +537,7 @@ async fn associate(State(world): State<SharedWorld>, headers: HeaderMap, body: B
     }
     world.largest_serial_batch = world.largest_serial_batch.max(serials.len());
     world.associate_calls += 1;
+    world.associated_at.push(Instant::now());
     if serials.iter().any(|s| world.refused_serials.contains(s)) {
         return apple_error(
             StatusCode::BAD_REQUEST,

@@ -201,6 +201,10 @@ pub struct World {
     pub largest_serial_batch: usize,
     /// Association requests taken.
     pub associate_calls: u64,
+    /// When each association request was taken.
+    pub associated_at: Vec<Instant>,
+    /// How long an association request takes to answer (a slow Apple).
+    pub associate_delay: Duration,
     /// Serial numbers Apple refuses outright: a request naming one is answered 400 with
     /// 9602 (as for a malformed serial number), whatever else it carries.
     pub refused_serials: BTreeSet<String>,
@@ -311,6 +315,8 @@ impl World {
             max_serial_numbers: 1000,
             largest_serial_batch: 0,
             associate_calls: 0,
+            associated_at: Vec::new(),
+            associate_delay: Duration::ZERO,
             refused_serials: BTreeSet::new(),
             serial_released_at: HashMap::new(),
             unlicensed_checks: Vec::new(),

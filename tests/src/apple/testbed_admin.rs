@@ -10,6 +10,8 @@
 //! - `POST /testbed/locations/{uid}/expire`: the token expires now;
 //! - `POST /testbed/locations/{uid}/owner` `{id, name}`: another MDM claims the location;
 //! - `POST /testbed/events/delay` `{ms}`: Apple's events stay PENDING this long;
+//! - `POST /testbed/associations/delay` `{ms}`: every association request is answered
+//!   this late (a slow Apple);
 //! - `POST /testbed/faults` `{rate, kinds, timeoutMs, retryAfterSeconds}`: from now on a
 //!   share `rate` of `/mdm/v2` calls fails with one of `kinds`: `timeout` (the work is
 //!   done, the answer comes too late), `5xx`, `429` (with Retry-After) or `errorNumber`
@@ -82,6 +84,7 @@ pub(super) fn routes() -> Router<SharedWorld> {
         .route("/testbed/locations/{uid}/owner", post(give_to_mdm))
         .route("/testbed/faults", post(set_faults))
         .route("/testbed/events/delay", post(set_event_delay))
+        .route("/testbed/associations/delay", post(set_associate_delay))
 }
 
 async fn token_file(State(world): State<SharedWorld>, Path(uid): Path<String>) -> Response {
@@ -259,4 +262,12 @@ pub(super) async fn inject_faults(
         }
         FaultKind::ErrorNumber => apple(StatusCode::OK, 9646, "Too many requests (injected)"),
     }
+}
+
+async fn set_associate_delay(
+    State(world): State<SharedWorld>,
+    Json(body): Json<Delay>,
+) -> Response {
+    lock(&world).associate_delay = Duration::from_millis(body.ms);
+    StatusCode::NO_CONTENT.into_response()
 }
