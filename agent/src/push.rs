@@ -64,6 +64,8 @@ pub fn client_config(
     .with_client_auth_cert(chain, key)
     .map_err(|e| tls_err(&e))?;
     tls.alpn_protocols = vec![PUSH_ALPN.to_vec()];
+    tls.resumption =
+        rustls::client::Resumption::in_memory_sessions(crate::tls::SESSIONS_REMEMBERED);
     let quic = QuicClientConfig::try_from(tls).map_err(|e| tls_err(&e))?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
     let mut transport = quinn::TransportConfig::default();

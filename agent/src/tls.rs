@@ -18,6 +18,9 @@ pub enum Trust<'a> {
     Public(Option<&'a str>),
 }
 
+/// TLS sessions a client remembers for resumption.
+pub const SESSIONS_REMEMBERED: usize = 4;
+
 /// A TLS client configuration (rustls on ring) with the given trust, optionally
 /// presenting a client identity (certificate PEM, key PEM).
 pub fn client_config(
@@ -47,7 +50,7 @@ pub fn client_config(
     .with_safe_default_protocol_versions()
     .map_err(|e| tls_err(&e))?
     .with_root_certificates(roots);
-    let config = match identity {
+    let mut config = match identity {
         Some((cert_pem, key_pem)) => {
             let chain: Vec<CertificateDer<'static>> =
                 CertificateDer::pem_slice_iter(cert_pem.as_bytes())
@@ -60,6 +63,9 @@ pub fn client_config(
         }
         None => builder.with_no_client_auth(),
     };
+    // A device talks to a handful of servers: a few remembered sessions, each
+    // reconnection resumed (as a real device's are) instead of a full handshake.
+    config.resumption = rustls::client::Resumption::in_memory_sessions(SESSIONS_REMEMBERED);
     Ok(config)
 }
 

@@ -61,5 +61,12 @@ pub fn server_config(pki: &ServerPki) -> Result<Arc<rustls::ServerConfig>, TlsEr
         .with_single_cert(chain, key)
         .map_err(|e| TlsError::Rustls(e.to_string()))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // Devices reconnect often: their sessions resume from a ticket (which carries the
+    // client certificate the first handshake verified), sparing the signatures of a
+    // full handshake. One ticket a connection is enough for a device's one channel;
+    // the ticket keys live in memory and rotate.
+    config.ticketer =
+        rustls::crypto::ring::Ticketer::new().map_err(|e| TlsError::Rustls(e.to_string()))?;
+    config.send_tls13_tickets = 1;
     Ok(Arc::new(config))
 }

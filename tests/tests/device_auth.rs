@@ -252,6 +252,83 @@ async fn certificate_replaced_by_a_new_enrollment_is_refused(builder: TestbedBui
     bed.shutdown().await;
 }
 
+/// One request on a new TLS connection sharing `config` (and its session cache):
+/// the answer's status and whether the handshake resumed an earlier session.
+async fn request_on_new_connection(
+    bed: &Testbed,
+    config: &std::sync::Arc<rustls::ClientConfig>,
+    path: &str,
+    body: &[u8],
+) -> (u16, bool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = bed.server.url.trim_start_matches("https://").to_owned();
+    let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(config.clone())
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let resumed = tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+    let head = format!(
+        "PUT {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.write_all(body).await.unwrap();
+    let mut answer = Vec::new();
+    // The server closes after answering; a TLS close without close_notify is fine here.
+    let _ = tls.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer);
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {answer}"));
+    (status, resumed)
+}
+
+/// Devices reconnect often: the second connection resumes the first's TLS session,
+/// still as the device its certificate names; a session resumed with a certificate
+/// that a new enrollment replaced is refused like a full handshake with it.
+async fn resumed_sessions_keep_the_identity_and_its_checks(builder: TestbedBuilder) {
+    let bed = builder.start().await.unwrap();
+    let first = enrolled(&bed, "DEVICE-R").await;
+    let config = std::sync::Arc::new(
+        orchard_agent::tls::client_config(
+            Trust::Only(&bed.server.ca_pem),
+            Some((&first.cert_pem, &first.key_pem)),
+        )
+        .unwrap(),
+    );
+    let idle = CommandReport::new("DEVICE-R".into(), CommandStatus::Idle, None)
+        .to_xml()
+        .unwrap();
+    let (status, resumed) = request_on_new_connection(&bed, &config, "/mdm/connect", &idle).await;
+    assert_eq!(
+        (status, resumed),
+        (200, false),
+        "the first handshake is full"
+    );
+    let (status, resumed) = request_on_new_connection(&bed, &config, "/mdm/connect", &idle).await;
+    assert_eq!((status, resumed), (200, true), "the second resumes");
+    // Wiped and enrolled again: the old certificate's sessions are refused too.
+    let (status, body) = bed
+        .admin
+        .post("/v1/devices/DEVICE-R/release", serde_json::json!({}))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let _second = enrolled(&bed, "DEVICE-R").await;
+    let (status, resumed) =
+        request_on_new_connection(&bed, &config, "/mdm/checkin", &authenticate("DEVICE-R")).await;
+    assert!(resumed, "the old session resumed");
+    assert_eq!(
+        status, 403,
+        "a replaced certificate is refused on a resumed session"
+    );
+    bed.shutdown().await;
+}
+
 async fn wrong_enrollment_secret_enrolls_nothing(builder: TestbedBuilder) {
     let bed = builder.start().await.unwrap();
     let response = enroll(&bed, "DEVICE-X", "not-the-secret").await;
@@ -306,6 +383,7 @@ orchard_testbed::on_both_backends!(
     certificate_from_another_ca_is_refused_and_changes_nothing,
     another_devices_udid_is_refused_and_changes_nothing,
     certificate_replaced_by_a_new_enrollment_is_refused,
+    resumed_sessions_keep_the_identity_and_its_checks,
     wrong_enrollment_secret_enrolls_nothing,
     malformed_plists_get_a_400_naming_the_problem,
 );
