@@ -82,9 +82,8 @@ pub fn tls_client(
     Ok(reqwest::Client::builder()
         .tls_backend_preconfigured(config)
         .tcp_nodelay(true)
-        // A device keeps its connection across back-to-back sessions and closes it
-        // once idle, as a real device does: a fleet of thousands does not hold
-        // thousands of idle connections (and file descriptors) on either side.
+        // A device keeps its connection across back-to-back sessions and lets it go
+        // once idle, as a real device does.
         .pool_idle_timeout(IDLE_CONNECTION)
         .timeout(Duration::from_secs(30))
         .user_agent("MDM/1.0")
