@@ -662,7 +662,7 @@ async fn associate(
                 store.reserve_licenses(&rows).await?;
             }
         }
-        finished |= follow_open(state, app, &mut open, license_only).await?;
+        finished |= follow_open(state, app, &token.secret, &mut open, license_only).await?;
     }
     if finished {
         refresh_counts(state, app).await;
@@ -675,16 +675,14 @@ async fn associate(
 async fn follow_open(
     state: &ServerState,
     app: &AppRecord,
+    s_token: &str,
     open: &mut Vec<OpenEvent>,
     license_only: &HashSet<(String, Udid)>,
 ) -> ServerResult<bool> {
-    let Some(token) = state.store.token(&app.token_id).await? else {
-        return Ok(false);
-    };
     let mut finished = false;
     let mut still_open = Vec::new();
     for event in open.drain(..) {
-        match crate::engine::events::poll(state, &token.secret, &event.event_id).await {
+        match crate::engine::events::poll(state, s_token, &event.event_id).await {
             Ok(Some(status)) => {
                 if settle(
                     state,

@@ -25,34 +25,7 @@ pub struct PostgresStore {
 impl PostgresStore {
     /// Every assignment reaching every active device, or only `udid`, in service order.
     async fn candidates(&self, udid: Option<&Udid>) -> StoreResult<Vec<Candidate>> {
-        // One device's rows come by its key, never by a scan of every membership.
-        let (device, user, all) = match udid {
-            Some(_) => ("WHERE gd.udid = $1", "WHERE d.udid = $1", "AND d.udid = $1"),
-            None => ("", "", ""),
-        };
-        let sql = format!(
-            "WITH members AS (
-                SELECT gd.group_id, gd.udid, gd.joined_at FROM group_devices gd {device}
-                UNION ALL
-                SELECT gu.group_id, d.udid, gu.joined_at
-                FROM group_users gu JOIN devices d ON d.user_id = gu.user_id {user}
-             )
-             SELECT a.id AS assignment_id, a.app_id AS app_id, a.group_id AS group_id,
-                    g.kind AS group_kind, a.intent AS intent, a.license_type AS license_type,
-                    a.install AS install, a.any_token AS any_token, a.created_at AS created_at,
-                    GREATEST(m.joined_at, COALESCE(a.updated_at, a.created_at)) AS joined_at,
-                    d.udid AS udid, d.serial_number AS serial_number, d.user_id AS user_id,
-                    d.single_app_mode AS single_app_mode, d.app_store_allowed AS app_store_allowed,
-                    d.os_version AS os_version, d.product_name AS product_name,
-                    d.status AS device_status, d.enrolled_at AS enrolled_at,
-                    d.last_seen_at AS last_seen_at, d.itunes_account_hash AS account_hash
-             FROM assignments a
-             JOIN groups g ON g.id = a.group_id
-             JOIN members m ON m.group_id = a.group_id
-             JOIN devices d ON d.udid = m.udid
-             WHERE d.status <> 'checked_out' {all}
-             ORDER BY joined_at, d.udid, a.created_at, a.id"
-        );
+        let sql = rows::candidates_sql("GREATEST", "$1", udid.is_some());
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         if let Some(udid) = udid {
             query = query.bind(udid.as_str());

@@ -271,3 +271,42 @@ macro_rules! row_mappers {
 }
 
 pub(super) use row_mappers;
+
+/// The assignment candidates query of both backends: every device of every assigned
+/// group, or one device's rows found by its key (`param` is the backend's placeholder
+/// for its UDID), never by a scan of every membership. `greatest` is the backend's
+/// two-argument maximum.
+pub(super) fn candidates_sql(greatest: &str, param: &str, one_device: bool) -> String {
+    let (device, user, all) = if one_device {
+        (
+            format!("WHERE gd.udid = {param}"),
+            format!("WHERE d.udid = {param}"),
+            format!("AND d.udid = {param}"),
+        )
+    } else {
+        Default::default()
+    };
+    format!(
+        "WITH members AS (
+            SELECT gd.group_id, gd.udid, gd.joined_at FROM group_devices gd {device}
+            UNION ALL
+            SELECT gu.group_id, d.udid, gu.joined_at
+            FROM group_users gu JOIN devices d ON d.user_id = gu.user_id {user}
+         )
+         SELECT a.id AS assignment_id, a.app_id AS app_id, a.group_id AS group_id,
+                g.kind AS group_kind, a.intent AS intent, a.license_type AS license_type,
+                a.install AS install, a.any_token AS any_token, a.created_at AS created_at,
+                {greatest}(m.joined_at, COALESCE(a.updated_at, a.created_at)) AS joined_at,
+                d.udid AS udid, d.serial_number AS serial_number, d.user_id AS user_id,
+                d.single_app_mode AS single_app_mode, d.app_store_allowed AS app_store_allowed,
+                d.os_version AS os_version, d.product_name AS product_name,
+                d.status AS device_status, d.enrolled_at AS enrolled_at,
+                d.last_seen_at AS last_seen_at, d.itunes_account_hash AS account_hash
+         FROM assignments a
+         JOIN groups g ON g.id = a.group_id
+         JOIN members m ON m.group_id = a.group_id
+         JOIN devices d ON d.udid = m.udid
+         WHERE d.status <> 'checked_out' {all}
+         ORDER BY joined_at, d.udid, a.created_at, a.id"
+    )
+}
