@@ -1,6 +1,8 @@
 //! The admin services behind the API: tokens, groups, assignments and reports. Business
 //! rules live here; the HTTP layer only parses, authorizes and maps results.
 
+use std::collections::BTreeMap;
+
 use orchard_protocol::{SerialNumber, Udid};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -914,6 +916,59 @@ pub async fn app_installs(state: &ServerState, app_id: &str) -> ServerResult<App
         app_id: app_id.to_owned(),
         installs: state.store.installs_of_app(app_id).await?,
     })
+}
+
+/// An app's install states and licenses in one answer: counts, not devices.
+#[derive(Debug, Serialize)]
+pub struct AppSummary {
+    /// App id.
+    pub app_id: String,
+    /// App Store id.
+    pub adam_id: String,
+    /// Store name.
+    pub name: Option<String>,
+    /// Devices with an install status.
+    pub devices: i64,
+    /// Devices by install status.
+    pub installs: BTreeMap<&'static str, i64>,
+    /// Devices by platform (`ios`, `ipados`, `macos`, `unknown`), then by status.
+    pub platforms: BTreeMap<&'static str, BTreeMap<&'static str, i64>>,
+    /// The token's licenses of the app, as Apple last reported them (the API shows
+    /// them as it shows an app's).
+    #[serde(skip)]
+    pub licenses: crate::store::LicenseCounts,
+}
+
+/// Counts of an app's install states by status and platform, and its license counts.
+pub async fn app_summary(state: &ServerState, app_id: &str) -> ServerResult<AppSummary> {
+    let app = state
+        .store
+        .app(app_id)
+        .await?
+        .ok_or_else(|| ServerError::not_found("app", app_id))?;
+    let mut summary = AppSummary {
+        app_id: app.id,
+        adam_id: app.adam_id.to_string(),
+        name: app.name,
+        devices: 0,
+        installs: BTreeMap::new(),
+        platforms: BTreeMap::new(),
+        licenses: app.counts,
+    };
+    for count in state.store.install_counts(app_id).await? {
+        let status = count.status.as_str();
+        let platform =
+            crate::engine::applicability::platform_of(count.product_name.as_deref()).name();
+        summary.devices += count.devices;
+        *summary.installs.entry(status).or_default() += count.devices;
+        *summary
+            .platforms
+            .entry(platform)
+            .or_default()
+            .entry(status)
+            .or_default() += count.devices;
+    }
+    Ok(summary)
 }
 
 /// Sets how long installs of an app may stay `Installing` (none: the server default).

@@ -124,10 +124,12 @@ struct ServeArgs {
         default_value_t = 10.0
     )]
     handshake_timeout_seconds: f64,
-    /// Seconds a client has to send a request's headers; a kept-alive connection idle
-    /// this long is closed too.
+    /// Seconds a client has to send a request's headers.
     #[arg(long, env = "ORCHARD_HEADER_TIMEOUT_SECONDS", default_value_t = 20.0)]
     header_timeout_seconds: f64,
+    /// Seconds a kept-alive connection may stay without a request before it is closed.
+    #[arg(long, env = "ORCHARD_KEEP_ALIVE_SECONDS", default_value_t = 15.0)]
+    keep_alive_seconds: f64,
     /// Seconds a client has to send a request's body.
     #[arg(long, env = "ORCHARD_BODY_TIMEOUT_SECONDS", default_value_t = 30.0)]
     body_timeout_seconds: f64,
@@ -233,6 +235,7 @@ async fn main() -> anyhow::Result<()> {
     config.connection = ConnectionLimits {
         handshake_timeout: seconds("handshake-timeout-seconds", args.handshake_timeout_seconds)?,
         header_timeout: seconds("header-timeout-seconds", args.header_timeout_seconds)?,
+        keep_alive_idle: seconds("keep-alive-seconds", args.keep_alive_seconds)?,
         body_timeout: seconds("body-timeout-seconds", args.body_timeout_seconds)?,
         max_connections: args.max_connections,
         admin_reserve: args.admin_reserved_connections,

@@ -225,8 +225,18 @@ pub async fn start_with_listener(
     config: ServerConfig,
     listener: TcpListener,
 ) -> Result<RunningServer, StartError> {
+    let mut config = config;
     if let Some(files) = crate::http::raise_open_file_limit() {
-        tracing::debug!(files, "open-file limit");
+        let fitted = config.connection.fit_to_open_files(files);
+        if fitted.max_connections < config.connection.max_connections {
+            tracing::warn!(
+                files,
+                asked = config.connection.max_connections,
+                max_connections = fitted.max_connections,
+                "the open-file limit allows fewer connections than asked for; the cap is lowered (raise the limit, e.g. LimitNOFILE, to serve more)"
+            );
+        }
+        config.connection = fitted;
     }
     crate::data_dir::prepare(&config.data_dir).map_err(|source| StartError::Io {
         what: format!(

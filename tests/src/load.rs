@@ -313,21 +313,33 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
     let served = licenses.min(options.devices);
     let refused_expected = options.devices - served;
     let progress = bar(options.devices, "converged");
+    // Counts while converging (the summary costs the server a grouped count, not every
+    // device's row); the devices themselves once it is over or stuck.
+    let installs_of = |status: &'static str| {
+        let admin = &admin;
+        let app_id = &app_id;
+        async move {
+            let (_, body) = admin.get(&format!("/v1/apps/{app_id}/installs")).await?;
+            let installs = body["installs"].as_array().cloned().unwrap_or_default();
+            anyhow::Ok(
+                installs
+                    .into_iter()
+                    .filter(|i| status.is_empty() || i["status"] == status)
+                    .collect::<Vec<Value>>(),
+            )
+        }
+    };
     let outcome = loop {
-        let (_, body) = admin.get(&format!("/v1/apps/{app_id}/installs")).await?;
-        let installs = body["installs"].as_array().cloned().unwrap_or_default();
-        let of = |status: &str| {
-            installs
-                .iter()
-                .filter(|i| i["status"] == status)
-                .cloned()
-                .collect::<Vec<Value>>()
-        };
-        let (done, refused, failed) = (of("installed"), of("license_failed"), of("failed"));
-        progress.set_position((done.len() + refused.len()) as u64);
+        let (_, summary) = admin.get(&format!("/v1/apps/{app_id}/summary")).await?;
+        let count = |status: &str| summary["installs"][status].as_u64().unwrap_or(0) as usize;
+        let (done, refused, failed) =
+            (count("installed"), count("license_failed"), count("failed"));
+        progress.set_position((done + refused) as u64);
         // Fail fast, with the reason, on what cannot converge.
-        if let Some(f) = failed.first() {
+        if failed > 0 {
             sampler.abort();
+            let failed = installs_of("failed").await?;
+            let f = failed.first().cloned().unwrap_or_default();
             bail!(
                 "{} device(s) failed; the first, {}: {}",
                 failed.len(),
@@ -335,20 +347,24 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
                 f["reason"]
             );
         }
-        if refused.len() > refused_expected {
+        if refused > refused_expected {
             sampler.abort();
+            let first = installs_of("license_failed")
+                .await?
+                .first()
+                .cloned()
+                .unwrap_or_default();
             bail!(
-                "{} device(s) got no license ({} expected with {licenses} licenses); the first reason: {}",
-                refused.len(),
-                refused_expected,
-                refused[0]["reason"]
+                "{refused} device(s) got no license ({refused_expected} expected with {licenses} licenses); the first reason: {}",
+                first["reason"]
             );
         }
-        if done.len() >= served && refused.len() == refused_expected {
-            break (done, refused.len());
+        if done >= served && refused == refused_expected {
+            break (installs_of("installed").await?, refused);
         }
         if converge_started.elapsed() > options.timeout {
             sampler.abort();
+            let installs = installs_of("").await?;
             // Say where the rest stand, so a stuck device can be looked at.
             let mut waiting: std::collections::BTreeMap<String, usize> = Default::default();
             let mut examples = Vec::new();
@@ -363,9 +379,9 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
             }
             bail!(
                 "only {}/{} devices installed ({} refused) within {:?}; the rest by status: {:?}; {} without a status; for example: {}",
-                done.len(),
+                done,
                 served,
-                refused.len(),
+                refused,
                 options.timeout,
                 waiting,
                 options.devices.saturating_sub(installs.len()),

@@ -56,6 +56,15 @@ async fn stall(
     }
 }
 
+/// A testbed whose server has these connection limits.
+async fn testbed(limits: ConnectionLimits) -> Testbed {
+    Testbed::builder()
+        .connection_limits(limits)
+        .start()
+        .await
+        .unwrap()
+}
+
 /// Waits until `open` counts `n` stalled connections.
 async fn until_open(open: &Arc<AtomicUsize>, n: usize) {
     wait_for(
@@ -94,16 +103,13 @@ async fn stalled_connections_are_closed_on_time_and_others_are_served() {
     let limits = ConnectionLimits {
         handshake_timeout: TIMEOUT,
         header_timeout: TIMEOUT,
+        keep_alive_idle: TIMEOUT,
         body_timeout: TIMEOUT,
         max_connections: STALLED + 200,
         admin_reserve: 16,
         ..ConnectionLimits::default()
     };
-    let bed = Testbed::builder()
-        .connection_limits(limits)
-        .start()
-        .await
-        .unwrap();
+    let bed = testbed(limits).await;
     let (cert, key) = bed.enroll_identity("SLOW-NEIGHBOUR").await.unwrap();
     let device = bed.device_client(Some((&cert, &key))).unwrap();
     let addr = bed.server.addr;
@@ -169,15 +175,12 @@ async fn with_every_slot_taken_the_admin_api_still_answers() {
     const RESERVE: usize = 8;
     let limits = ConnectionLimits {
         header_timeout: Duration::from_secs(30),
+        keep_alive_idle: Duration::from_secs(30),
         max_connections: MAX,
         admin_reserve: RESERVE,
         ..ConnectionLimits::default()
     };
-    let bed = Testbed::builder()
-        .connection_limits(limits)
-        .start()
-        .await
-        .unwrap();
+    let bed = testbed(limits).await;
     let (cert, key) = bed.enroll_identity("CROWDED-OUT").await.unwrap();
     let connector = connector(&bed.server.ca_pem);
     let handshakes = Arc::new(Semaphore::new(32));
@@ -207,5 +210,120 @@ async fn with_every_slot_taken_the_admin_api_still_answers() {
     for hog in hogs {
         hog.abort();
     }
+    bed.shutdown().await;
+}
+
+/// Sends one HTTP/1.1 request on `tls` and reads its answer (a body with a length):
+/// the status and the head.
+async fn exchange<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    tls: &mut S,
+    request: &[u8],
+) -> (u16, String) {
+    tls.write_all(request).await.unwrap();
+    tls.flush().await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tls.read(&mut buf).await.unwrap();
+        assert!(n > 0, "the connection closed before the answer");
+        got.extend_from_slice(&buf[..n]);
+        let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        if got.len() >= end + 4 + length {
+            let status = head[9..12].parse().unwrap();
+            return (status, head);
+        }
+    }
+}
+
+/// How long until the server closes `tls`, at most `within`.
+async fn closed_after<S: tokio::io::AsyncRead + Unpin>(tls: &mut S, within: Duration) -> Duration {
+    let since = Instant::now();
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(within, tls.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => return since.elapsed(),
+            Ok(Ok(_)) => continue,
+            Err(_) => panic!("the connection stayed open {within:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_alive_connections_close_once_idle_and_enrollment_ones_at_once() {
+    const IDLE: Duration = Duration::from_secs(2);
+    let limits = ConnectionLimits {
+        header_timeout: Duration::from_secs(60),
+        keep_alive_idle: IDLE,
+        ..ConnectionLimits::default()
+    };
+    let bed = testbed(limits).await;
+    let connector = connector(&bed.server.ca_pem);
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    let tcp = tokio::net::TcpStream::connect(bed.server.addr)
+        .await
+        .unwrap();
+    let mut tls = connector.connect(name.clone(), tcp).await.unwrap();
+    let get = format!(
+        "GET /v1/devices HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\n\r\n",
+        bed.admin_token()
+    );
+    // Requests spaced by less than the idle limit keep the connection.
+    for _ in 0..3 {
+        let (status, _) = exchange(&mut tls, get.as_bytes()).await;
+        assert_eq!(status, 200);
+        tokio::time::sleep(IDLE / 2).await;
+    }
+    let (status, _) = exchange(&mut tls, get.as_bytes()).await;
+    assert_eq!(status, 200, "the connection was kept between requests");
+    let idle = closed_after(&mut tls, IDLE * 10).await;
+    eprintln!("a kept-alive connection idle for {idle:?} was closed (limit {IDLE:?})");
+    assert!(
+        idle >= IDLE - Duration::from_millis(200) && idle <= IDLE + SLACK,
+        "closed after {idle:?} idle, limit {IDLE:?}"
+    );
+
+    // An enrollment's connection is closed with the answer.
+    let (_, body) = bed.admin.get("/v1/enrollment").await.unwrap();
+    let request =
+        orchard_certs::DeviceIdentityRequest::generate(&orchard_protocol::Udid::from("CLOSE-1"))
+            .unwrap();
+    let enroll = orchard_protocol::enroll::EnrollRequest {
+        enrollment_secret: body["enrollment_secret"].as_str().unwrap().to_owned(),
+        csr_pem: request.csr_pem,
+        udid: "CLOSE-1".into(),
+        serial_number: "SN-CLOSE-1".into(),
+        product_name: None,
+        os_version: None,
+        ownership: None,
+        single_app_mode: None,
+    }
+    .to_xml()
+    .unwrap();
+    let tcp = tokio::net::TcpStream::connect(bed.server.addr)
+        .await
+        .unwrap();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    let mut post = format!(
+        "POST /mdm/enroll HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\r\n",
+        enroll.len()
+    )
+    .into_bytes();
+    post.extend_from_slice(&enroll);
+    let (status, head) = exchange(&mut tls, &post).await;
+    assert_eq!(status, 200, "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+    let closed = closed_after(&mut tls, IDLE * 10).await;
+    assert!(
+        closed < IDLE,
+        "the enrollment connection was closed after {closed:?}, not with the answer"
+    );
     bed.shutdown().await;
 }

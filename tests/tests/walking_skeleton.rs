@@ -184,6 +184,26 @@ async fn oversubscribed_group_gets_exactly_the_purchased_count(builder: TestbedB
     let (_, app) = bed.admin.get(&format!("/v1/apps/{app_id}")).await.unwrap();
     assert_eq!(app["licenses"]["used"], 3);
     assert_eq!(app["licenses"]["available"], 0);
+    // The same in one answer of counts.
+    let (status, summary) = bed
+        .admin
+        .get(&format!("/v1/apps/{app_id}/summary"))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{summary}");
+    assert_eq!(summary["devices"], 5, "{summary}");
+    assert_eq!(
+        summary["installs"],
+        serde_json::json!({ "installed": 3, "license_failed": 2 })
+    );
+    assert_eq!(
+        summary["platforms"],
+        serde_json::json!({ "ios": { "installed": 3, "license_failed": 2 } })
+    );
+    assert_eq!(summary["licenses"], app["licenses"]);
+    let (status, missing) = bed.admin.get("/v1/apps/no-such-app/summary").await.unwrap();
+    assert_eq!(status, 404, "{missing}");
+    assert_eq!(missing["error"], "not_found");
     fleet.stop().await;
     bed.shutdown().await;
 }

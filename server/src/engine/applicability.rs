@@ -21,6 +21,18 @@ pub enum Platform {
     Unknown,
 }
 
+impl Platform {
+    /// Its name in the admin API.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ios => "ios",
+            Self::IpadOs => "ipados",
+            Self::MacOs => "macos",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
 /// The platform of a product name such as `iPhone15,2`, `iPad13,18` or `Mac14,2`, as
 /// the store's rules tell it ([`DeviceKind::of_product`]).
 pub fn platform_of(product_name: Option<&str>) -> Platform {

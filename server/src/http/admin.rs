@@ -62,6 +62,7 @@ pub(super) fn router() -> Router<ServerState> {
         .route("/v1/apps", get(list_apps))
         .route("/v1/apps/{id}", get(get_app).patch(update_app))
         .route("/v1/apps/{id}/installs", get(app_installs))
+        .route("/v1/apps/{id}/summary", get(app_summary))
         .route("/v1/groups", post(create_group).get(list_groups))
         .route("/v1/groups/{id}", axum::routing::delete(delete_group))
         .route(
@@ -530,6 +531,24 @@ async fn app_installs(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<impl IntoResponse> {
     Ok(Json(admin::app_installs(&state, &id).await?))
+}
+
+async fn app_summary(
+    State(state): State<ServerState>,
+    _actor: Actor,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<impl IntoResponse> {
+    #[derive(Serialize)]
+    struct SummaryView {
+        #[serde(flatten)]
+        summary: admin::AppSummary,
+        licenses: Licenses,
+    }
+    let summary = admin::app_summary(&state, &id).await?;
+    Ok(Json(SummaryView {
+        licenses: summary.licenses.into(),
+        summary,
+    }))
 }
 
 #[derive(Deserialize)]

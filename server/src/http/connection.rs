@@ -15,8 +15,11 @@ pub struct ConnectionLimits {
     /// The TLS handshake must finish within this.
     pub handshake_timeout: Duration,
     /// A request's headers must arrive within this, counted from when the connection
-    /// starts waiting for them; a kept-alive connection idle this long is closed too.
+    /// starts waiting for them.
     pub header_timeout: Duration,
+    /// A kept-alive connection with no request for this long is closed (its file
+    /// descriptor and buffers are the server's to spend).
+    pub keep_alive_idle: Duration,
     /// A request's body must arrive within this.
     pub body_timeout: Duration,
     /// Most connections open at once.
@@ -35,6 +38,7 @@ impl Default for ConnectionLimits {
         Self {
             handshake_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(20),
+            keep_alive_idle: Duration::from_secs(15),
             body_timeout: Duration::from_secs(30),
             max_connections: 4096,
             admin_reserve: 64,
@@ -107,6 +111,74 @@ pub fn raise_open_file_limit() -> Option<u64> {
     rlimit::increase_nofile_limit(u64::MAX).ok()
 }
 
+/// Files the server keeps for itself beside client connections: the database and its
+/// journal, the push socket, Apple and PostgreSQL connections, logs.
+pub const FILES_KEPT: u64 = 512;
+
+impl ConnectionLimits {
+    /// These limits with the connection cap lowered, where needed, to what `open_files`
+    /// (the process's limit) allows beside [`FILES_KEPT`]: a connection over the cap is
+    /// accepted and closed at once, while one over the file limit could not be accepted
+    /// at all and would leave the listener failing.
+    pub fn fit_to_open_files(self, open_files: u64) -> Self {
+        let room = usize::try_from(open_files.saturating_sub(FILES_KEPT)).unwrap_or(usize::MAX);
+        Self {
+            max_connections: self.max_connections.min(room.max(1)),
+            ..self
+        }
+    }
+}
+
+/// When the requests of one connection started and ended: a connection is idle once
+/// no request is under way, from the end of the last one.
+#[derive(Debug)]
+pub(super) struct Activity {
+    started: tokio::time::Instant,
+    in_flight: std::sync::atomic::AtomicUsize,
+    /// Milliseconds from `started` to the end of the last request.
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Activity {
+    pub(super) fn new() -> Arc<Self> {
+        Arc::new(Self {
+            started: tokio::time::Instant::now(),
+            in_flight: 0.into(),
+            last_ms: 0.into(),
+        })
+    }
+
+    /// Marks a request under way until the guard drops.
+    pub(super) fn request(self: &Arc<Self>) -> RequestGuard {
+        self.in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        RequestGuard(self.clone())
+    }
+
+    /// When the connection becomes idle too long, if nothing happens before: `None`
+    /// while a request is under way.
+    pub(super) fn idle_deadline(&self, idle: Duration) -> Option<tokio::time::Instant> {
+        use std::sync::atomic::Ordering;
+        if self.in_flight.load(Ordering::SeqCst) > 0 {
+            return None;
+        }
+        let last = Duration::from_millis(self.last_ms.load(Ordering::SeqCst));
+        Some(self.started + last + idle)
+    }
+}
+
+/// A request under way on a connection.
+pub(super) struct RequestGuard(Arc<Activity>);
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering;
+        let ms = u64::try_from(self.0.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.0.last_ms.fetch_max(ms, Ordering::SeqCst);
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,5 +203,23 @@ mod tests {
             "a freed slot is reused"
         );
         assert!(admin_request("/v1/devices") && !admin_request("/mdm/connect"));
+    }
+
+    #[test]
+    fn the_cap_leaves_room_for_the_servers_own_files() {
+        let asked = ConnectionLimits {
+            max_connections: 65_536,
+            ..ConnectionLimits::default()
+        };
+        assert_eq!(
+            asked.fit_to_open_files(20_000).max_connections,
+            20_000 - FILES_KEPT as usize
+        );
+        assert_eq!(
+            asked.fit_to_open_files(1_048_576).max_connections,
+            65_536,
+            "a cap the limit allows stays"
+        );
+        assert_eq!(asked.fit_to_open_files(100).max_connections, 1);
     }
 }

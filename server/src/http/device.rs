@@ -147,10 +147,17 @@ async fn enroll_device(
         .enrollment
         .take(peer.ip(), now)
         .map_err(|wait| ApiError::rate_limited("enrollments", wait))?;
-    enroll::enroll(&state, &body, presented.as_ref())
-        .await
-        .map(plist)
-        .map_err(|e| refused(&state, peer.ip(), e))
+    let mut response = match enroll::enroll(&state, &body, presented.as_ref()).await {
+        Ok(answer) => plist(answer),
+        Err(e) => refused(&state, peer.ip(), e).into_response(),
+    };
+    // A device enrolls once and then talks with its new identity on a connection of
+    // its own: this one is closed at once instead of idling until a timeout.
+    response.headers_mut().insert(
+        axum::http::header::CONNECTION,
+        axum::http::HeaderValue::from_static("close"),
+    );
+    Ok(response)
 }
 
 async fn checkin_device(

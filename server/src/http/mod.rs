@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use connection::{Admission, Slots};
+use connection::{Activity, Admission, Slots};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
@@ -28,7 +28,7 @@ use tower::ServiceExt;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
 pub use auth::token_hash;
-pub use connection::{ConnectionLimits, PeerAddr, raise_open_file_limit};
+pub use connection::{ConnectionLimits, FILES_KEPT, PeerAddr, raise_open_file_limit};
 pub use device::PeerCertificate;
 
 use crate::state::ServerState;
@@ -108,11 +108,15 @@ pub async fn serve(
                 .and_then(|c| c.first())
                 .map(|c| c.clone().into_owned());
             let peer_cert = PeerCertificate(cert);
+            let activity = Activity::new();
+            let requests = activity.clone();
             let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
                 req.extensions_mut().insert(peer_cert.clone());
                 req.extensions_mut().insert(PeerAddr(peer));
                 let router = router.clone();
+                let under_way = requests.request();
                 async move {
+                    let _under_way = under_way;
                     if admin_only && !connection::admin_request(req.uri().path()) {
                         return Ok::<_, Infallible>(server_busy());
                     }
@@ -132,16 +136,35 @@ pub async fn serve(
                 .max_buf_size(MAX_HEADER_BYTES);
             let conn = builder.serve_connection(TokioIo::new(tls), service);
             tokio::pin!(conn);
-            tokio::select! {
-                result = conn.as_mut() => {
-                    if let Err(e) = result {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+            loop {
+                // While a request is under way, look again after one idle period.
+                let idle_at = activity
+                    .idle_deadline(limits.keep_alive_idle)
+                    .unwrap_or_else(|| tokio::time::Instant::now() + limits.keep_alive_idle);
+                tokio::select! {
+                    result = conn.as_mut() => {
+                        if let Err(e) = result {
+                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        }
+                        break;
                     }
-                }
-                _ = shutdown.cancelled() => {
-                    // Requests under way finish; kept-alive connections close after them.
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(limits.shutdown_grace, conn).await;
+                    _ = tokio::time::sleep_until(idle_at) => {
+                        let idle = activity
+                            .idle_deadline(limits.keep_alive_idle)
+                            .is_some_and(|at| at <= tokio::time::Instant::now());
+                        if idle {
+                            // Nothing under way: closes at once.
+                            conn.as_mut().graceful_shutdown();
+                            let _ = tokio::time::timeout(limits.shutdown_grace, conn.as_mut()).await;
+                            break;
+                        }
+                    }
+                    _ = shutdown.cancelled() => {
+                        // Requests under way finish; kept-alive connections close after them.
+                        conn.as_mut().graceful_shutdown();
+                        let _ = tokio::time::timeout(limits.shutdown_grace, conn.as_mut()).await;
+                        break;
+                    }
                 }
             }
         });

@@ -312,6 +312,8 @@ pub trait AssignmentStore: Send + Sync {
     ) -> StoreResult<()>;
     /// Install states of one app, by device.
     async fn installs_of_app(&self, app_id: &str) -> StoreResult<Vec<InstallRecord>>;
+    /// How many devices of one app stand in each install status, by product name.
+    async fn install_counts(&self, app_id: &str) -> StoreResult<Vec<InstallCount>>;
     /// Install states of one device, by app.
     async fn installs_of_device(&self, udid: &Udid) -> StoreResult<Vec<InstallRecord>>;
     /// Sets install states that need no command (e.g. license failures).

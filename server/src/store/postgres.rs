@@ -1253,6 +1253,14 @@ impl AssignmentStore for PostgresStore {
         collect(rows, install_row)
     }
 
+    async fn install_counts(&self, app_id: &str) -> StoreResult<Vec<InstallCount>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(rows::install_counts_sql("$1")))
+            .bind(app_id)
+            .fetch_all(&self.pool)
+            .await?;
+        collect(rows, install_count_row)
+    }
+
     async fn installs_of_device(&self, udid: &Udid) -> StoreResult<Vec<InstallRecord>> {
         let rows = sqlx::query("SELECT * FROM installs WHERE udid = $1 ORDER BY app_id")
             .bind(udid.as_str())

@@ -174,6 +174,17 @@ text_enum!(
     }
 );
 
+/// Devices of one app in one install status with one product name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstallCount {
+    /// The status.
+    pub status: InstallStatus,
+    /// The devices' product name (none: not reported yet).
+    pub product_name: Option<String>,
+    /// How many.
+    pub devices: i64,
+}
+
 /// A hashed admin API token.
 #[derive(Debug, Clone)]
 pub struct AdminTokenRecord {

@@ -264,6 +264,15 @@ macro_rules! row_mappers {
             })
         }
 
+        fn install_count_row(row: &$row) -> StoreResult<InstallCount> {
+            let status: String = row.try_get("status")?;
+            Ok(InstallCount {
+                status: InstallStatus::parse(&status).ok_or(corrupt("installs.status"))?,
+                product_name: row.try_get("product_name")?,
+                devices: row.try_get("devices")?,
+            })
+        }
+
         fn collect<T>(rows: Vec<$row>, f: fn(&$row) -> StoreResult<T>) -> StoreResult<Vec<T>> {
             rows.iter().map(f).collect()
         }
@@ -308,5 +317,16 @@ pub(super) fn candidates_sql(greatest: &str, param: &str, one_device: bool) -> S
          JOIN devices d ON d.udid = m.udid
          WHERE d.status <> 'checked_out' {all}
          ORDER BY joined_at, d.udid, a.created_at, a.id"
+    )
+}
+
+/// Install counts of one app by status and product name (`param`: the backend's
+/// placeholder for the app id).
+pub(super) fn install_counts_sql(param: &str) -> String {
+    format!(
+        "SELECT i.status AS status, d.product_name AS product_name, COUNT(*) AS devices
+         FROM installs i LEFT JOIN devices d ON d.udid = i.udid
+         WHERE i.app_id = {param}
+         GROUP BY i.status, d.product_name"
     )
 }

@@ -1296,6 +1296,14 @@ impl AssignmentStore for SqliteStore {
         collect(rows, install_row)
     }
 
+    async fn install_counts(&self, app_id: &str) -> StoreResult<Vec<InstallCount>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(rows::install_counts_sql("?")))
+            .bind(app_id)
+            .fetch_all(&self.reader)
+            .await?;
+        collect(rows, install_count_row)
+    }
+
     async fn installs_of_device(&self, udid: &Udid) -> StoreResult<Vec<InstallRecord>> {
         let rows = sqlx::query("SELECT * FROM installs WHERE udid = ? ORDER BY app_id")
             .bind(udid.as_str())
