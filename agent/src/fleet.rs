@@ -199,6 +199,7 @@ impl Fleet {
         };
         let limit = Arc::new(Semaphore::new(options.concurrency.max(1)));
         let progress = Arc::new(progress);
+        let shutdown = CancellationToken::new();
         let mut set = JoinSet::new();
         for index in 0..options.count {
             let mut config = template.clone();
@@ -211,28 +212,40 @@ impl Fleet {
                 .map(|d| d.join(format!("{}.json", config.facts.udid)));
             let limit = limit.clone();
             let progress = progress.clone();
+            let stop = shutdown.clone();
             set.spawn(async move {
-                let _permit = limit.acquire_owned().await;
+                let permit = limit.acquire_owned().await;
                 let agent = Agent::start(config).await;
+                drop(permit);
                 progress(index);
-                (index, agent)
+                // A device checks in as soon as it is enrolled, as a real one does, not
+                // when the whole fleet is.
+                let task = agent.as_ref().ok().map(|a| {
+                    let running = a.clone();
+                    tokio::spawn(async move { running.run(stop).await })
+                });
+                (index, agent, task)
             });
         }
         let mut agents: Vec<Option<Agent>> = (0..options.count).map(|_| None).collect();
+        let mut tasks = Vec::with_capacity(options.count);
+        let mut failed = None;
         while let Some(joined) = set.join_next().await {
-            let Ok((index, agent)) = joined else { continue };
-            agents[index] = Some(agent?);
+            let Ok((index, agent, task)) = joined else {
+                continue;
+            };
+            tasks.extend(task);
+            match agent {
+                Ok(a) => agents[index] = Some(a),
+                Err(e) => failed = failed.or(Some(e)),
+            }
+        }
+        if let Some(e) = failed {
+            // The devices already running stop with the fleet that could not start.
+            shutdown.cancel();
+            return Err(e);
         }
         let agents: Vec<Agent> = agents.into_iter().flatten().collect();
-        let shutdown = CancellationToken::new();
-        let tasks = agents
-            .iter()
-            .map(|a| {
-                let agent = a.clone();
-                let stop = shutdown.clone();
-                tokio::spawn(async move { agent.run(stop).await })
-            })
-            .collect();
         Ok(Self {
             agents,
             metrics,

@@ -19,4 +19,6 @@ pub mod state;
 pub mod store;
 pub mod tls;
 
-pub use server::{RunningServer, ServerConfig, StartError, start, start_with_listener};
+pub use server::{
+    DEVICE_CONCURRENCY, RunningServer, ServerConfig, StartError, start, start_with_listener,
+};

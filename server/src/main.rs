@@ -173,6 +173,10 @@ struct ServeArgs {
     /// Largest enrollment request body, in bytes (anyone on the network may enroll).
     #[arg(long, env = "ORCHARD_ENROLLMENT_BODY_LIMIT", default_value_t = 65536)]
     enrollment_body_limit: usize,
+    /// Device requests doing storage work at once; the others wait their turn, so the
+    /// engine's and the admin API's writes never queue behind a whole fleet.
+    #[arg(long, env = "ORCHARD_DEVICE_CONCURRENCY", default_value_t = orchard_server::DEVICE_CONCURRENCY)]
+    device_concurrency: usize,
 }
 
 fn seconds(name: &str, s: f64) -> anyhow::Result<Duration> {
@@ -232,6 +236,7 @@ async fn main() -> anyhow::Result<()> {
         per_second: args.failed_auth_rate,
         burst: args.failed_auth_burst,
     };
+    config.device_concurrency = args.device_concurrency;
     config.connection = ConnectionLimits {
         handshake_timeout: seconds("handshake-timeout-seconds", args.handshake_timeout_seconds)?,
         header_timeout: seconds("header-timeout-seconds", args.header_timeout_seconds)?,

@@ -68,7 +68,16 @@ pub struct ServerConfig {
     pub enrollment_rate: Rate,
     /// Failed admin or device authentications per source address.
     pub failed_auth_rate: Rate,
+    /// How many device requests do their storage work at once; the others wait their
+    /// turn in order, so the engine's and the admin API's writes never queue behind a
+    /// whole fleet checking in at once.
+    pub device_concurrency: usize,
 }
+
+/// Device requests doing storage work at once, by default: enough to keep the
+/// database busy, few enough that a write of the engine or an admin waits for at most
+/// this many device exchanges.
+pub const DEVICE_CONCURRENCY: usize = 32;
 
 impl ServerConfig {
     /// Defaults for a data directory.
@@ -101,6 +110,7 @@ impl ServerConfig {
                 per_second: 2.0,
                 burst: 20.0,
             },
+            device_concurrency: DEVICE_CONCURRENCY,
         }
     }
 }
@@ -308,6 +318,9 @@ pub async fn start_with_listener(
         apple_user_versions: Default::default(),
         event_polls: Default::default(),
         last_seen: Default::default(),
+        device_turns: Arc::new(tokio::sync::Semaphore::new(
+            config.device_concurrency.max(1),
+        )),
         rate: Arc::new(RateLimits {
             enrollment: RateLimiter::new(config.enrollment_rate),
             failed_auth: RateLimiter::new(config.failed_auth_rate),

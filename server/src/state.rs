@@ -95,6 +95,8 @@ pub struct ServerState {
     pub last_seen: Arc<crate::store::LastSeen>,
     /// When each pending Apple event was last polled.
     pub event_polls: Arc<crate::apple::polling::EventPolls>,
+    /// Turns of device requests at the storage (see `ServerConfig::device_concurrency`).
+    pub device_turns: Arc<tokio::sync::Semaphore>,
 }
 
 /// Apple's `versionId` of a list, per token: the next read asks only for what changed

@@ -147,6 +147,7 @@ async fn enroll_device(
         .enrollment
         .take(peer.ip(), now)
         .map_err(|wait| ApiError::rate_limited("enrollments", wait))?;
+    let _turn = state.device_turns.acquire().await;
     let mut response = match enroll::enroll(&state, &body, presented.as_ref()).await {
         Ok(answer) => plist(answer),
         Err(e) => refused(&state, peer.ip(), e).into_response(),
@@ -166,6 +167,7 @@ async fn checkin_device(
     identity: DeviceIdentity,
     DeviceBody(body): DeviceBody,
 ) -> Result<Response, ApiError> {
+    let _turn = state.device_turns.acquire().await;
     checkin::handle(&state, &identity, &body)
         .await
         .map_err(|e| refused(&state, peer.ip(), e))?;
@@ -178,6 +180,7 @@ async fn command_channel(
     identity: DeviceIdentity,
     DeviceBody(body): DeviceBody,
 ) -> Result<Response, ApiError> {
+    let _turn = state.device_turns.acquire().await;
     let next = command_queue::handle(&state, &identity, &body)
         .await
         .map_err(|e| refused(&state, peer.ip(), e))?;
