@@ -47,6 +47,7 @@ pub async fn handle(
         && !state.store.has_due_commands(&report.udid, now).await?
     {
         state.last_seen.note(&report.udid, now);
+        state.push.session_ended(&report.udid);
         return Ok(None);
     }
     let exchange = Exchange {
@@ -91,6 +92,9 @@ pub async fn handle(
         {
             state.poke_reconciler();
         }
+    }
+    if next.is_none() {
+        state.push.session_ended(&report.udid);
     }
     Ok(next.map(|c| c.payload))
 }
