@@ -206,11 +206,7 @@ pub async fn assign(
     install: bool,
     any_token: bool,
 ) -> ServerResult<AssignmentCreated> {
-    let app = state
-        .store
-        .app(app_id)
-        .await?
-        .ok_or_else(|| ServerError::not_found("app", app_id))?;
+    let app = app_or_not_found(state, app_id).await?;
     let group = state
         .store
         .group(group_id)
@@ -905,13 +901,18 @@ pub struct AppInstalls {
     pub installs: Vec<InstallRecord>,
 }
 
-/// Install states of one app.
-pub async fn app_installs(state: &ServerState, app_id: &str) -> ServerResult<AppInstalls> {
+/// The app `app_id`, or a not-found error naming it.
+async fn app_or_not_found(state: &ServerState, app_id: &str) -> ServerResult<AppRecord> {
     state
         .store
         .app(app_id)
         .await?
-        .ok_or_else(|| ServerError::not_found("app", app_id))?;
+        .ok_or_else(|| ServerError::not_found("app", app_id))
+}
+
+/// Install states of one app.
+pub async fn app_installs(state: &ServerState, app_id: &str) -> ServerResult<AppInstalls> {
+    app_or_not_found(state, app_id).await?;
     Ok(AppInstalls {
         app_id: app_id.to_owned(),
         installs: state.store.installs_of_app(app_id).await?,
@@ -941,11 +942,7 @@ pub struct AppSummary {
 
 /// Counts of an app's install states by status and platform, and its license counts.
 pub async fn app_summary(state: &ServerState, app_id: &str) -> ServerResult<AppSummary> {
-    let app = state
-        .store
-        .app(app_id)
-        .await?
-        .ok_or_else(|| ServerError::not_found("app", app_id))?;
+    let app = app_or_not_found(state, app_id).await?;
     let mut summary = AppSummary {
         app_id: app.id,
         adam_id: app.adam_id.to_string(),
@@ -989,11 +986,7 @@ pub async fn set_install_timeout(
     if !state.store.set_app_install_timeout(app_id, seconds).await? {
         return Err(ServerError::not_found("app", app_id));
     }
-    state
-        .store
-        .app(app_id)
-        .await?
-        .ok_or_else(|| ServerError::not_found("app", app_id))
+    app_or_not_found(state, app_id).await
 }
 
 /// Asks a device again about every app this server installed on it: whether it is
