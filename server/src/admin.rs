@@ -19,10 +19,12 @@ use crate::store::{
 /// Who is acting (for the audit log).
 #[derive(Debug, Clone)]
 pub struct Actor {
-    /// Admin token name.
+    /// Admin token name (or who failed to authenticate).
     pub name: String,
-    /// Role.
-    pub role: String,
+    /// The admin token's id (none: not authenticated).
+    pub token_id: Option<String>,
+    /// The token's role (none: not authenticated).
+    pub role: Option<crate::store::Role>,
 }
 
 /// A token upload.
@@ -51,6 +53,7 @@ pub async fn audit<T>(
     let entry = AuditEntry {
         at: state.clock.now(),
         actor: actor.name.clone(),
+        actor_token: actor.token_id.clone(),
         action: action.to_owned(),
         target: target.to_owned(),
         result: match result {

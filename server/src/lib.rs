@@ -2,6 +2,7 @@
 //! admins assign apps to groups, and drives devices over mutual TLS until the apps are
 //! verified installed.
 
+pub mod access;
 pub mod admin;
 pub mod apple;
 pub mod clock;
@@ -20,5 +21,6 @@ pub mod store;
 pub mod tls;
 
 pub use server::{
-    DEVICE_CONCURRENCY, RunningServer, ServerConfig, StartError, start, start_with_listener,
+    DEVICE_CONCURRENCY, RunningServer, ServerConfig, StartError, recover_admin_token, start,
+    start_with_listener,
 };

@@ -43,7 +43,24 @@ enum Notifications {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server (device endpoints and admin API on one HTTPS port).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Mint a new admin token when every one is lost or expired. Runs on the server's
+    /// host against its data directory (and database), never over the network; the
+    /// server may keep running.
+    RecoverAdminToken(RecoverArgs),
+}
+
+#[derive(clap::Args)]
+struct RecoverArgs {
+    /// The server's data directory.
+    #[arg(long, env = "ORCHARD_DATA_DIR", default_value = "orchard-data")]
+    data_dir: PathBuf,
+    /// The server's database, when not the data directory's SQLite file.
+    #[arg(long, env = "ORCHARD_DATABASE_URL")]
+    database: Option<String>,
+    /// The server's secret key, when not the data directory's `secret.key`.
+    #[arg(long, env = "ORCHARD_SECRET_KEY", hide_env_values = true)]
+    secret_key: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -196,7 +213,10 @@ async fn main() -> anyhow::Result<()> {
             .with_env_filter(filter)
             .init(),
     }
-    let Command::Serve(args) = cli.command;
+    let args = match cli.command {
+        Command::Serve(args) => *args,
+        Command::RecoverAdminToken(args) => return recover(args).await,
+    };
     let mut config = ServerConfig::new(args.data_dir);
     config.listen = args.listen;
     config.database = args.database;
@@ -263,6 +283,31 @@ async fn main() -> anyhow::Result<()> {
     println!("shutting down: finishing requests under way");
     server.shutdown().await;
     println!("stopped");
+    Ok(())
+}
+
+/// Mints an admin token on the server's host and prints it.
+async fn recover(args: RecoverArgs) -> anyhow::Result<()> {
+    if !args.data_dir.exists() {
+        anyhow::bail!(
+            "no data directory at {}: give the server's --data-dir",
+            args.data_dir.display()
+        );
+    }
+    let now = orchard_server::clock::Clock::now(&orchard_server::clock::SystemClock);
+    let issued = orchard_server::recover_admin_token(
+        &args.data_dir,
+        args.database.as_deref(),
+        args.secret_key.as_deref(),
+        now,
+    )
+    .await
+    .context("cannot mint an admin token")?;
+    println!(
+        "Admin token {:?} (role admin, id {}), shown once:",
+        issued.record.name, issued.record.id
+    );
+    println!("{}", issued.secret);
     Ok(())
 }
 

@@ -18,7 +18,7 @@ use crate::http::ConnectionLimits;
 use crate::push::PushLimits;
 use crate::rate_limit::{Rate, RateLimiter, RateLimits};
 use crate::state::{MdmIdentity, ServerState, ServiceOptions};
-use crate::store::{AdminStore, AdminTokenRecord, Backend, Seal, Store};
+use crate::store::{AdminStore, AdminTokenRecord, Backend, Page, Role, Seal, Store};
 
 /// Everything a server needs to start.
 #[derive(Debug, Clone)]
@@ -141,6 +141,9 @@ pub enum StartError {
     /// The Apple client could not be built.
     #[error(transparent)]
     Apple(#[from] crate::apple::VppError),
+    /// No admin token could be minted.
+    #[error("cannot mint an admin token: {0}")]
+    Recover(crate::error::ServerError),
 }
 
 /// A running server.
@@ -211,12 +214,58 @@ async fn bootstrap(
     let record = AdminTokenRecord {
         id: "bootstrap".into(),
         name: "bootstrap-admin".into(),
-        token_hash: crate::http::token_hash(&token),
-        role: "admin".into(),
+        token_hash: crate::access::token_hash(&token),
+        role: Role::Admin,
+        expires_at: None,
+        created_by: None,
         created_at: now,
+        rotated_at: None,
     };
-    let created = AdminStore::insert_admin_token(store, &record).await?;
+    // Only on first start: once any admin token exists (this one, or others after it
+    // was revoked), none is made here.
+    let created = store
+        .admin_tokens(&Page {
+            limit: 1,
+            cursor: None,
+        })
+        .await?
+        .is_empty()
+        && AdminStore::insert_admin_token(store, &record).await?;
     Ok((created.then_some(token), topic))
+}
+
+/// Mints a new `admin` token on the server's host, against its data directory (and
+/// database, when not the data directory's SQLite), for when every admin token is
+/// lost. Runs beside a running server or instead of it; never over the network.
+pub async fn recover_admin_token(
+    data_dir: &std::path::Path,
+    database: Option<&str>,
+    secret_key: Option<&str>,
+    now: Timestamp,
+) -> Result<crate::access::IssuedToken, StartError> {
+    let key = crate::data_dir::secret_key(data_dir, secret_key)?;
+    let seal = Arc::new(Seal::new(&key).map_err(crate::store::StoreError::from)?);
+    let backend = Backend::open(database, data_dir, seal).await?;
+    let store = backend.store();
+    let result = crate::access::recover(store.as_ref(), now).await;
+    let entry = crate::store::AuditEntry {
+        at: now,
+        actor: "server host (recover-admin-token)".into(),
+        actor_token: None,
+        action: "admin_token.recover".into(),
+        target: result
+            .as_ref()
+            .map(|t| t.record.id.clone())
+            .unwrap_or_default(),
+        result: match &result {
+            Ok(_) => "ok".into(),
+            Err(e) => format!("error: {e}"),
+        },
+    };
+    let audited = store.audit(&entry).await;
+    backend.close().await;
+    audited?;
+    result.map_err(StartError::Recover)
 }
 
 /// Binds `config.listen` and starts.

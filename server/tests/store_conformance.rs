@@ -216,8 +216,11 @@ async fn settings_and_admin_tokens() {
             id: "bootstrap".into(),
             name: "admin".into(),
             token_hash: "h".into(),
-            role: "admin".into(),
+            role: Role::Admin,
+            expires_at: None,
+            created_by: None,
             created_at: NOW,
+            rotated_at: None,
         };
         assert!(s.insert_admin_token(&t).await.unwrap());
         assert!(
@@ -225,15 +228,87 @@ async fn settings_and_admin_tokens() {
             "{}: a second insert is refused",
             b.name
         );
+        let same_name = AdminTokenRecord {
+            id: "other".into(),
+            token_hash: "h2".into(),
+            ..t.clone()
+        };
+        assert!(
+            !s.insert_admin_token(&same_name).await.unwrap(),
+            "{}: names are unique",
+            b.name
+        );
         assert_eq!(
             s.admin_token_by_hash("h").await.unwrap().unwrap().role,
-            "admin"
+            Role::Admin
         );
         assert!(s.admin_token_by_hash("nope").await.unwrap().is_none());
+        // The last unexpired admin stays; an expired one does not count.
+        let expired = AdminTokenRecord {
+            id: "old".into(),
+            name: "old admin".into(),
+            token_hash: "h3".into(),
+            expires_at: Some(NOW - std::time::Duration::from_secs(1)),
+            ..t.clone()
+        };
+        assert!(s.insert_admin_token(&expired).await.unwrap());
+        assert_eq!(
+            s.delete_admin_token("bootstrap", NOW).await.unwrap(),
+            AdminTokenRemoval::LastAdmin,
+            "{}",
+            b.name
+        );
+        let auditor = AdminTokenRecord {
+            id: "aud".into(),
+            name: "auditor".into(),
+            token_hash: "h4".into(),
+            role: Role::Auditor,
+            ..t.clone()
+        };
+        assert!(s.insert_admin_token(&auditor).await.unwrap());
+        assert!(s.rotate_admin_token("aud", "h5", NOW).await.unwrap());
+        assert!(!s.rotate_admin_token("none", "h6", NOW).await.unwrap());
+        assert!(s.admin_token_by_hash("h4").await.unwrap().is_none());
+        let rotated = s.admin_token("aud").await.unwrap().unwrap();
+        assert_eq!(
+            (rotated.token_hash.as_str(), rotated.rotated_at),
+            ("h5", Some(NOW))
+        );
+        let names: Vec<String> = s
+            .admin_tokens(&Page {
+                limit: 2,
+                cursor: Some("admin".into()),
+            })
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
+        assert_eq!(
+            names,
+            ["auditor", "old admin"],
+            "{}: by name after the cursor",
+            b.name
+        );
+        assert_eq!(
+            s.delete_admin_token("aud", NOW).await.unwrap(),
+            AdminTokenRemoval::Deleted
+        );
+        assert_eq!(
+            s.delete_admin_token("aud", NOW).await.unwrap(),
+            AdminTokenRemoval::NotFound
+        );
+        assert_eq!(
+            s.delete_admin_token("old", NOW).await.unwrap(),
+            AdminTokenRemoval::Deleted,
+            "{}: an expired admin is not the last one",
+            b.name
+        );
         for i in 0..3 {
             let e = AuditEntry {
                 at: NOW,
                 actor: "admin".into(),
+                actor_token: Some("bootstrap".into()),
                 action: format!("a{i}"),
                 target: "t".into(),
                 result: "ok".into(),

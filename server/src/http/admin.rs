@@ -115,7 +115,7 @@ pub(super) struct PageQuery {
 }
 
 impl PageQuery {
-    fn page(&self) -> ApiResult<Page> {
+    pub(super) fn page(&self) -> ApiResult<Page> {
         let limit = self.limit.unwrap_or(100);
         if !(1..=1000).contains(&limit) {
             return Err(ServerError::Invalid {
@@ -138,7 +138,7 @@ pub(super) struct List<T> {
     next_cursor: Option<String>,
 }
 
-fn list<T, V>(
+pub(super) fn list<T, V>(
     items: Vec<T>,
     page: &Page,
     key: impl Fn(&T) -> String,

@@ -5,6 +5,7 @@
 //! The HTTP layer only translates (parse, authorize, call a service, map the result);
 //! it may import every domain folder, and nothing but the server's start imports it.
 
+mod access;
 mod admin;
 mod apple;
 mod auth;
@@ -38,6 +39,7 @@ pub fn router(state: ServerState) -> Router {
     Router::new()
         .merge(device::router(state.options.enrollment_body_limit))
         .merge(admin::router())
+        .merge(access::router())
         .merge(apple::router())
         .fallback(|| async {
             error::ApiError::new(

@@ -58,10 +58,21 @@ pub trait AdminStore: Send + Sync {
     async fn secret_setting(&self, key: &str) -> StoreResult<Option<String>>;
     /// Writes a secret setting (sealed), replacing the old value.
     async fn put_secret_setting(&self, key: &str, value: &str) -> StoreResult<()>;
-    /// Stores an admin token's hash; returns false when one with that name exists.
+    /// Stores an admin token's hash; returns false when one with that id or name exists.
     async fn insert_admin_token(&self, token: &AdminTokenRecord) -> StoreResult<bool>;
     /// Finds an admin token by the hash of its secret.
     async fn admin_token_by_hash(&self, hash: &str) -> StoreResult<Option<AdminTokenRecord>>;
+    /// Finds an admin token by id.
+    async fn admin_token(&self, id: &str) -> StoreResult<Option<AdminTokenRecord>>;
+    /// Lists admin tokens by name.
+    async fn admin_tokens(&self, page: &Page) -> StoreResult<Vec<AdminTokenRecord>>;
+    /// Replaces a token's secret (the old one stops working at once); false when
+    /// there is no token with this id.
+    async fn rotate_admin_token(&self, id: &str, hash: &str, now: Timestamp) -> StoreResult<bool>;
+    /// Deletes a token, in one transaction with the check that another unexpired
+    /// `admin` token remains when it is one (so admin access is never lost through
+    /// the API).
+    async fn delete_admin_token(&self, id: &str, now: Timestamp) -> StoreResult<AdminTokenRemoval>;
     /// Appends an audit entry.
     async fn audit(&self, entry: &AuditEntry) -> StoreResult<()>;
     /// Lists audit entries, newest first.

@@ -174,6 +174,21 @@ text_enum!(
     }
 );
 
+text_enum!(
+    /// What an admin token may do (see `access` for the permissions of each).
+    Role {
+        /// Everything, admin tokens and webhooks included.
+        Admin = "admin",
+        /// Apps and VPP tokens, and everything an operator may do.
+        Manager = "manager",
+        /// Assignments, groups, devices, users, enrollment and licenses; no VPP
+        /// tokens, no admin tokens.
+        Operator = "operator",
+        /// Reads everything but secrets and admin tokens; changes nothing.
+        Auditor = "auditor",
+    }
+);
+
 /// Devices of one app in one install status with one product name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstallCount {
@@ -185,19 +200,58 @@ pub struct InstallCount {
     pub devices: i64,
 }
 
-/// A hashed admin API token.
-#[derive(Debug, Clone)]
+/// A named admin API token (only the hash of its secret is kept).
+#[derive(Debug, Clone, Serialize)]
 pub struct AdminTokenRecord {
     /// Opaque id.
     pub id: String,
-    /// Display name.
+    /// Unique display name, e.g. "ci-pipeline".
     pub name: String,
     /// SHA-256 of the secret, hex.
+    #[serde(skip)]
     pub token_hash: String,
-    /// Role name.
-    pub role: String,
+    /// What it may do.
+    pub role: Role,
+    /// It authenticates nothing from this time on (none: never expires).
+    pub expires_at: Option<Timestamp>,
+    /// The id of the token that created it (none: made at first start or by the
+    /// recovery command on the server's host).
+    pub created_by: Option<String>,
     /// Creation time.
     pub created_at: Timestamp,
+    /// When its secret was last replaced.
+    pub rotated_at: Option<Timestamp>,
+}
+
+/// What became of a request to delete an admin token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminTokenRemoval {
+    /// Deleted.
+    Deleted,
+    /// There is no token with that id.
+    NotFound,
+    /// It is the last unexpired `admin` token: kept.
+    LastAdmin,
+}
+
+impl AdminTokenRemoval {
+    /// Whether `token` may go, given every `admin` token (read in the removal's
+    /// transaction): not when it is the last unexpired one.
+    pub fn decide(token: &AdminTokenRecord, admins: &[AdminTokenRecord], now: Timestamp) -> Self {
+        let others_live = admins.iter().any(|a| a.id != token.id && !a.expired(now));
+        if token.role == Role::Admin && !others_live {
+            Self::LastAdmin
+        } else {
+            Self::Deleted
+        }
+    }
+}
+
+impl AdminTokenRecord {
+    /// Whether it has expired at `now`.
+    pub fn expired(&self, now: Timestamp) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
 }
 
 /// An enrollment token an admin handed out (only its hash is kept).
@@ -229,8 +283,10 @@ pub struct EnrollmentTokenRecord {
 pub struct AuditEntry {
     /// When.
     pub at: Timestamp,
-    /// The admin token's name.
+    /// The admin token's name (or who failed to authenticate).
     pub actor: String,
+    /// The id of the admin token that acted (none: not authenticated).
+    pub actor_token: Option<String>,
     /// The action, e.g. `token.upload`.
     pub action: String,
     /// The target's id.

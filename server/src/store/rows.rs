@@ -34,6 +34,31 @@ macro_rules! row_mappers {
             })
         }
 
+        fn admin_token_row(row: &$row) -> StoreResult<AdminTokenRecord> {
+            let role: String = row.try_get("role")?;
+            Ok(AdminTokenRecord {
+                id: row.try_get("id")?,
+                name: row.try_get("name")?,
+                token_hash: row.try_get("token_hash")?,
+                role: Role::parse(&role).ok_or(corrupt("admin_tokens.role"))?,
+                expires_at: row.try_get("expires_at")?,
+                created_by: row.try_get("created_by")?,
+                created_at: row.try_get("created_at")?,
+                rotated_at: row.try_get("rotated_at")?,
+            })
+        }
+
+        fn audit_row(row: &$row) -> StoreResult<AuditEntry> {
+            Ok(AuditEntry {
+                at: row.try_get("at")?,
+                actor: row.try_get("actor")?,
+                actor_token: row.try_get("actor_token")?,
+                action: row.try_get("action")?,
+                target: row.try_get("target")?,
+                result: row.try_get("result")?,
+            })
+        }
+
         fn enrollment_token_row(row: &$row) -> StoreResult<EnrollmentTokenRecord> {
             Ok(EnrollmentTokenRecord {
                 id: row.try_get("id")?,

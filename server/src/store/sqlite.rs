@@ -299,13 +299,15 @@ impl AdminStore for SqliteStore {
 
     async fn insert_admin_token(&self, t: &AdminTokenRecord) -> StoreResult<bool> {
         let done = sqlx::query(
-            "INSERT INTO admin_tokens (id, name, token_hash, role, created_at) VALUES (?, ?, ?, ?, ?)
+            "INSERT INTO admin_tokens (id, name, token_hash, role, expires_at, created_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT DO NOTHING",
         )
         .bind(&t.id)
         .bind(&t.name)
         .bind(&t.token_hash)
-        .bind(&t.role)
+        .bind(t.role.as_str())
+        .bind(t.expires_at)
+        .bind(&t.created_by)
         .bind(t.created_at)
         .execute(&self.writer)
         .await?;
@@ -313,28 +315,64 @@ impl AdminStore for SqliteStore {
     }
 
     async fn admin_token_by_hash(&self, hash: &str) -> StoreResult<Option<AdminTokenRecord>> {
-        let row = sqlx::query("SELECT * FROM admin_tokens WHERE token_hash = ?")
-            .bind(hash)
-            .fetch_optional(&self.reader)
+        self.one("admin_tokens", "token_hash", hash, admin_token_row)
+            .await
+    }
+
+    async fn admin_token(&self, id: &str) -> StoreResult<Option<AdminTokenRecord>> {
+        self.one("admin_tokens", "id", id, admin_token_row).await
+    }
+
+    async fn admin_tokens(&self, page: &Page) -> StoreResult<Vec<AdminTokenRecord>> {
+        self.page("admin_tokens", "name", page, admin_token_row)
+            .await
+    }
+
+    async fn rotate_admin_token(&self, id: &str, hash: &str, now: Timestamp) -> StoreResult<bool> {
+        let done =
+            sqlx::query("UPDATE admin_tokens SET token_hash = ?, rotated_at = ? WHERE id = ?")
+                .bind(hash)
+                .bind(now)
+                .bind(id)
+                .execute(&self.writer)
+                .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn delete_admin_token(&self, id: &str, now: Timestamp) -> StoreResult<AdminTokenRemoval> {
+        let mut tx = self.writer.begin().await?;
+        // The admin rows are read (and, on PostgreSQL, locked) first, so two removals
+        // at once cannot each leave the other as the last admin.
+        let admins = sqlx::query("SELECT * FROM admin_tokens WHERE role = 'admin'")
+            .fetch_all(&mut *tx)
             .await?;
-        row.map(|r| {
-            Ok(AdminTokenRecord {
-                id: r.try_get("id")?,
-                name: r.try_get("name")?,
-                token_hash: r.try_get("token_hash")?,
-                role: r.try_get("role")?,
-                created_at: r.try_get("created_at")?,
-            })
-        })
-        .transpose()
+        let admins = collect(admins, admin_token_row)?;
+        let Some(token) = sqlx::query("SELECT * FROM admin_tokens WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(AdminTokenRemoval::NotFound);
+        };
+        let decision = AdminTokenRemoval::decide(&admin_token_row(&token)?, &admins, now);
+        if decision != AdminTokenRemoval::Deleted {
+            return Ok(decision);
+        }
+        sqlx::query("DELETE FROM admin_tokens WHERE id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(AdminTokenRemoval::Deleted)
     }
 
     async fn audit(&self, e: &AuditEntry) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO audit_log (at, actor, action, target, result) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO audit_log (at, actor, actor_token, action, target, result) VALUES (?, ?, ?, ?, ?, ?)",
         )
         .bind(e.at)
         .bind(&e.actor)
+        .bind(&e.actor_token)
         .bind(&e.action)
         .bind(&e.target)
         .bind(&e.result)
@@ -354,17 +392,7 @@ impl AdminStore for SqliteStore {
             .bind(page.limit)
             .fetch_all(&self.reader)
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(AuditEntry {
-                    at: r.try_get("at")?,
-                    actor: r.try_get("actor")?,
-                    action: r.try_get("action")?,
-                    target: r.try_get("target")?,
-                    result: r.try_get("result")?,
-                })
-            })
-            .collect()
+        collect(rows, audit_row)
     }
 }
 
