@@ -12,8 +12,8 @@ use crate::clock::Timestamp;
 use crate::error::{ServerError, ServerResult};
 use crate::state::ServerState;
 use crate::store::{
-    AppRecord, AssignmentRecord, AuditEntry, EnrollmentTokenRecord, GroupKind, GroupRecord,
-    InstallRecord, Intent, LicenseType, NewCommand, UserRecord, VppTokenRecord, VppUserRecord,
+    AppRecord, AssignmentRecord, AuditEntry, EnrollmentTokenRecord, GroupKind, GroupRecord, Intent,
+    LicenseType, NewCommand, UserRecord, VppTokenRecord, VppUserRecord,
 };
 
 /// Who is acting (for the audit log).
@@ -51,6 +51,7 @@ pub async fn audit<T>(
     result: &ServerResult<T>,
 ) {
     let entry = AuditEntry {
+        id: 0,
         at: state.clock.now(),
         actor: actor.name.clone(),
         actor_token: actor.token_id.clone(),
@@ -682,20 +683,6 @@ pub async fn reinvite(state: &ServerState, id: &str) -> ServerResult<UserView> {
     user_view(state, id).await
 }
 
-/// Install states of every device of a user.
-pub async fn user_installs(state: &ServerState, id: &str) -> ServerResult<Vec<InstallRecord>> {
-    state
-        .store
-        .user(id)
-        .await?
-        .ok_or_else(|| ServerError::not_found("user", id))?;
-    let mut out = Vec::new();
-    for device in state.store.devices_of_user(id).await? {
-        out.extend(state.store.installs_of_device(&device.udid).await?);
-    }
-    Ok(out)
-}
-
 /// Removes devices from a device group.
 pub async fn remove_group_devices(
     state: &ServerState,
@@ -895,31 +882,13 @@ fn describe(app: &AppRecord) -> String {
     }
 }
 
-/// An app with its install states, for reports.
-#[derive(Debug, Clone, Serialize)]
-pub struct AppInstalls {
-    /// App id.
-    pub app_id: String,
-    /// Per device.
-    pub installs: Vec<InstallRecord>,
-}
-
 /// The app `app_id`, or a not-found error naming it.
-async fn app_or_not_found(state: &ServerState, app_id: &str) -> ServerResult<AppRecord> {
+pub async fn app_or_not_found(state: &ServerState, app_id: &str) -> ServerResult<AppRecord> {
     state
         .store
         .app(app_id)
         .await?
         .ok_or_else(|| ServerError::not_found("app", app_id))
-}
-
-/// Install states of one app.
-pub async fn app_installs(state: &ServerState, app_id: &str) -> ServerResult<AppInstalls> {
-    app_or_not_found(state, app_id).await?;
-    Ok(AppInstalls {
-        app_id: app_id.to_owned(),
-        installs: state.store.installs_of_app(app_id).await?,
-    })
 }
 
 /// An app's install states and licenses in one answer: counts, not devices.
@@ -958,7 +927,7 @@ pub async fn app_summary(state: &ServerState, app_id: &str) -> ServerResult<AppS
     for count in state.store.install_counts(app_id).await? {
         let status = count.status.as_str();
         let platform =
-            crate::engine::applicability::platform_of(count.product_name.as_deref()).name();
+            crate::engine::applicability::platform_of(count.product_name.as_deref()).as_str();
         summary.devices += count.devices;
         *summary.installs.entry(status).or_default() += count.devices;
         *summary

@@ -206,13 +206,20 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    // Colour codes only for a person at a terminal, never into files or collectors.
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
     match cli.log_format {
-        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_ansi(terminal)
+            .with_env_filter(filter)
+            .init(),
         LogFormat::Json => tracing_subscriber::fmt()
             .json()
+            .with_ansi(false)
             .with_env_filter(filter)
             .init(),
     }
+    let out = Announce(cli.log_format);
     let args = match cli.command {
         Command::Serve(args) => *args,
         Command::RecoverAdminToken(args) => return recover(args).await,
@@ -272,17 +279,28 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("cannot start orchard-server")?;
     if let Some(token) = &server.first_admin_token {
-        println!("Admin API token (shown once, stored only as a hash): {token}");
+        out.say(
+            &format!("Admin API token (shown once, stored only as a hash): {token}"),
+            "admin API token (shown once, stored only as a hash)",
+            &[("admin_token", token)],
+        );
     }
-    println!("orchard-server listening on {}", server.url);
-    println!(
-        "CA certificate for clients: {}",
-        data_dir.join("ca.pem").display()
+    out.say(
+        &format!("orchard-server listening on {}", server.url),
+        "listening",
+        &[("url", &server.url)],
+    );
+    let ca = data_dir.join("ca.pem").display().to_string();
+    out.say(
+        &format!("CA certificate for clients: {ca}"),
+        "CA certificate for clients",
+        &[("ca_file", &ca)],
     );
     stop_signal().await?;
-    println!("shutting down: finishing requests under way");
+    let stopping = "shutting down: finishing requests under way";
+    out.say(stopping, stopping, &[]);
     server.shutdown().await;
-    println!("stopped");
+    out.say("stopped", "stopped", &[]);
     Ok(())
 }
 
@@ -309,6 +327,28 @@ async fn recover(args: RecoverArgs) -> anyhow::Result<()> {
     );
     println!("{}", issued.secret);
     Ok(())
+}
+
+/// What the server tells its operator on standard output (the admin token at first
+/// start, where it listens): plain lines, or one JSON object per line with
+/// `--log-format json` so every line of the output parses.
+struct Announce(LogFormat);
+
+impl Announce {
+    /// `line` for people; `message` with `fields` as one JSON object.
+    fn say(&self, line: &str, message: &str, fields: &[(&str, &str)]) {
+        match self.0 {
+            LogFormat::Text => println!("{line}"),
+            LogFormat::Json => {
+                let mut object = serde_json::Map::new();
+                object.insert("message".into(), message.into());
+                for (k, v) in fields {
+                    object.insert((*k).into(), (*v).into());
+                }
+                println!("{}", serde_json::Value::Object(object));
+            }
+        }
+    }
 }
 
 /// Waits for SIGTERM (a service manager stopping the server) or Ctrl-C.

@@ -206,6 +206,13 @@ async fn bootstrap(
             &crate::secret::random(),
         )
         .await?;
+    let filled = store.fill_device_keys().await?;
+    if filled > 0 {
+        tracing::info!(
+            devices = filled,
+            "device platforms and OS version keys filled in"
+        );
+    }
     let resealed = store.reseal_secrets().await?;
     if resealed > 0 {
         tracing::info!(tokens = resealed, "token secrets sealed at rest");
@@ -249,6 +256,7 @@ pub async fn recover_admin_token(
     let store = backend.store();
     let result = crate::access::recover(store.as_ref(), now).await;
     let entry = crate::store::AuditEntry {
+        id: 0,
         at: now,
         actor: "server host (recover-admin-token)".into(),
         actor_token: None,

@@ -103,7 +103,12 @@ async fn recover_admin_token_mints_an_admin_token_on_the_host_while_the_server_r
         limit: 10,
         cursor: None,
     };
-    let audit = server.state.store.audit_log(&page).await.unwrap();
+    let audit = server
+        .state
+        .store
+        .audit_log(&orchard_server::store::AuditFilter::default(), &page)
+        .await
+        .unwrap();
     assert!(
         audit
             .iter()

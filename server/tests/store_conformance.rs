@@ -105,6 +105,7 @@ fn device(udid: &str, fingerprint: &str) -> DeviceRecord {
         serial_number: format!("SN-{udid}").into(),
         product_name: Some("iPhone15,2".into()),
         os_version: Some("17.5".into()),
+        platform: Platform::Ios,
         cert_fingerprint: fingerprint.into(),
         status: EnrollmentStatus::Enrolled,
         topic: None,
@@ -306,6 +307,7 @@ async fn settings_and_admin_tokens() {
         );
         for i in 0..3 {
             let e = AuditEntry {
+                id: 0,
                 at: NOW,
                 actor: "admin".into(),
                 actor_token: Some("bootstrap".into()),
@@ -316,10 +318,13 @@ async fn settings_and_admin_tokens() {
             s.audit(&e).await.unwrap();
         }
         let log = s
-            .audit_log(&Page {
-                limit: 2,
-                cursor: None,
-            })
+            .audit_log(
+                &AuditFilter::default(),
+                &Page {
+                    limit: 2,
+                    cursor: None,
+                },
+            )
             .await
             .unwrap();
         assert_eq!(
@@ -400,18 +405,24 @@ async fn enrollment_lifecycle() {
         );
         s.upsert_enrollment(&device("U0", "fp0")).await.unwrap();
         let page = s
-            .devices(&Page {
-                limit: 1,
-                cursor: None,
-            })
+            .devices(
+                &DeviceFilter::default(),
+                &Page {
+                    limit: 1,
+                    cursor: None,
+                },
+            )
             .await
             .unwrap();
         assert_eq!(page[0].udid.as_str(), "U0");
         let page = s
-            .devices(&Page {
-                limit: 5,
-                cursor: Some("U0".into()),
-            })
+            .devices(
+                &DeviceFilter::default(),
+                &Page {
+                    limit: 5,
+                    cursor: Some("U0".into()),
+                },
+            )
             .await
             .unwrap();
         assert_eq!(
@@ -1036,17 +1047,46 @@ async fn users_registrations_user_licenses_and_prompts() {
         s.record_prompts(std::slice::from_ref(&shown))
             .await
             .unwrap();
+        let prompts =
+            |udid: Option<&str>, bundle: Option<&str>, answer: Option<Option<&str>>| PromptFilter {
+                udid: udid.map(Udid::from),
+                bundle_id: bundle.map(str::to_owned),
+                kind: None,
+                answer: answer.map(|a| a.map(str::to_owned)),
+            };
+        let all = Page::all();
         assert_eq!(
-            s.prompts_of_device(&"U1".into()).await.unwrap(),
+            s.prompts(&prompts(Some("U1"), None, None), &all)
+                .await
+                .unwrap(),
             vec![answered.clone()],
             "{}",
             b.name
         );
         assert_eq!(
-            s.prompts_of_bundle("com.apple.Pages").await.unwrap(),
+            s.prompts(
+                &prompts(None, Some("com.apple.Pages"), Some(Some("Accepted"))),
+                &all
+            )
+            .await
+            .unwrap(),
             vec![answered]
         );
-        assert!(s.prompts_of_device(&"U2".into()).await.unwrap().is_empty());
+        for empty in [
+            prompts(Some("U2"), None, None),
+            prompts(None, None, Some(None)),
+            prompts(None, None, Some(Some("Declined"))),
+            PromptFilter {
+                kind: Some("AppInstall".into()),
+                ..Default::default()
+            },
+        ] {
+            assert!(
+                s.prompts(&empty, &all).await.unwrap().is_empty(),
+                "{}: {empty:?}",
+                b.name
+            );
+        }
 
         // One device's view: its candidates and licenses, and its user's licenses.
         let mine = s.device_candidates(&"U1".into()).await.unwrap();
@@ -1236,5 +1276,440 @@ async fn a_replica_gives_up_all_its_leases_and_the_queue_says_what_falls_due_nex
         );
         assert_eq!(s.next_deferred(&"U1".into(), later).await.unwrap(), None);
         b.finish().await;
+    }
+}
+
+/// Every filter of the admin lists, on both backends: each narrows to exactly the rows
+/// it names, and pages follow the cursor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_filters_narrow_to_exactly_their_rows() {
+    for b in backends().await {
+        let s = b.store.as_ref();
+        s.insert_token(&token("t1", "secret")).await.unwrap();
+        s.insert_token(&token("t2", "secret2")).await.unwrap();
+        for (t, a, adam) in [("t1", "a1", 1), ("t2", "a2", 2)] {
+            s.record_sync(&SyncRecord {
+                token_id: t.into(),
+                location_name: None,
+                country: None,
+                location_uid: None,
+                apps: vec![app(a, t, adam, 10)],
+                now: NOW,
+            })
+            .await
+            .unwrap();
+        }
+        // U1 iPhone 17.5 supervised corporate in the device group; U2 iPad 16.1 with
+        // the user ana (in the user group); U3 Mac 14.2 never seen since enrollment.
+        let fleet = [
+            ("U1", "iPhone15,2", "17.5", Some(true), "Corporate"),
+            ("U2", "iPad13,18", "16.1", Some(false), "Personal"),
+            ("U3", "Mac14,2", "14.2", None, "Corporate"),
+        ];
+        for (udid, product, os, supervised, ownership) in fleet {
+            let mut d = device(udid, &format!("f{udid}"));
+            d.product_name = Some(product.into());
+            d.os_version = Some("1.0".into());
+            d.platform = Platform::of_product(Some(product));
+            d.ownership = Some(ownership.into());
+            d.last_seen_at = NOW;
+            s.upsert_enrollment(&d).await.unwrap();
+            // The check-in's facts update the platform and version key.
+            let facts = AuthenticateFacts {
+                os_version: Some(os.into()),
+                ..Default::default()
+            };
+            s.record_device_information(&udid.into(), &facts, supervised, None)
+                .await
+                .unwrap();
+        }
+        s.record_authenticate(&"U1".into(), &AuthenticateFacts::default(), LATER)
+            .await
+            .unwrap();
+        s.record_authenticate(&"U2".into(), &AuthenticateFacts::default(), LATER)
+            .await
+            .unwrap();
+        s.insert_user(&UserRecord {
+            id: "ana".into(),
+            email: "ana@example.com".into(),
+            managed_apple_id: None,
+            name: None,
+            created_at: NOW,
+            deleted_at: None,
+        })
+        .await
+        .unwrap();
+        s.set_device_user(&"U2".into(), Some("ana")).await.unwrap();
+        for (id, name, kind) in [
+            ("gd", "Lab", GroupKind::Device),
+            ("gu", "Sales", GroupKind::User),
+        ] {
+            s.insert_group(&GroupRecord {
+                id: id.into(),
+                name: name.into(),
+                kind,
+                created_at: NOW,
+            })
+            .await
+            .unwrap();
+        }
+        s.add_group_devices("gd", &["U1".into()], NOW)
+            .await
+            .unwrap();
+        s.add_group_users("gu", &["ana".into()], NOW).await.unwrap();
+
+        let all = Page::all();
+        let udids = |f: DeviceFilter| async move {
+            s.devices(&f, &Page::all())
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|d| d.udid.0)
+                .collect::<Vec<_>>()
+        };
+        let key = |v: &str| os_version_key(v);
+        let cases: Vec<(DeviceFilter, Vec<&str>)> = vec![
+            (DeviceFilter::default(), vec!["U1", "U2", "U3"]),
+            (
+                DeviceFilter {
+                    platform: Some(Platform::Ios),
+                    ..Default::default()
+                },
+                vec!["U1"],
+            ),
+            (
+                DeviceFilter {
+                    platform: Some(Platform::IpadOs),
+                    ..Default::default()
+                },
+                vec!["U2"],
+            ),
+            (
+                DeviceFilter {
+                    platform: Some(Platform::MacOs),
+                    ..Default::default()
+                },
+                vec!["U3"],
+            ),
+            (
+                DeviceFilter {
+                    os_at_least: key("16.1"),
+                    ..Default::default()
+                },
+                vec!["U1", "U2"],
+            ),
+            (
+                DeviceFilter {
+                    os_below: key("16.1"),
+                    ..Default::default()
+                },
+                vec!["U3"],
+            ),
+            // Version order, not text order: 17.5 is at least 9.
+            (
+                DeviceFilter {
+                    os_at_least: key("9"),
+                    os_below: key("17"),
+                    ..Default::default()
+                },
+                vec!["U2", "U3"],
+            ),
+            (
+                DeviceFilter {
+                    supervised: Some(true),
+                    ..Default::default()
+                },
+                vec!["U1"],
+            ),
+            (
+                DeviceFilter {
+                    supervised: Some(false),
+                    ..Default::default()
+                },
+                vec!["U2", "U3"],
+            ),
+            (
+                DeviceFilter {
+                    ownership: Some("Corporate".into()),
+                    ..Default::default()
+                },
+                vec!["U1", "U3"],
+            ),
+            (
+                DeviceFilter {
+                    status: Some(EnrollmentStatus::Authenticated),
+                    ..Default::default()
+                },
+                vec!["U1", "U2"],
+            ),
+            (
+                DeviceFilter {
+                    status: Some(EnrollmentStatus::Enrolled),
+                    ..Default::default()
+                },
+                vec!["U3"],
+            ),
+            (
+                DeviceFilter {
+                    seen_since: Some(LATER),
+                    ..Default::default()
+                },
+                vec!["U1", "U2"],
+            ),
+            (
+                DeviceFilter {
+                    seen_before: Some(LATER),
+                    ..Default::default()
+                },
+                vec!["U3"],
+            ),
+            (
+                DeviceFilter {
+                    group_id: Some("gd".into()),
+                    ..Default::default()
+                },
+                vec!["U1"],
+            ),
+            (
+                DeviceFilter {
+                    group_id: Some("gu".into()),
+                    ..Default::default()
+                },
+                vec!["U2"],
+            ),
+            (
+                DeviceFilter {
+                    user_id: Some("ana".into()),
+                    ..Default::default()
+                },
+                vec!["U2"],
+            ),
+            (
+                DeviceFilter {
+                    platform: Some(Platform::Ios),
+                    supervised: Some(false),
+                    ..Default::default()
+                },
+                vec![],
+            ),
+        ];
+        for (filter, want) in cases {
+            assert_eq!(udids(filter.clone()).await, want, "{}: {filter:?}", b.name);
+        }
+
+        let install = |app: &str, udid: &str, status| InstallRecord {
+            app_id: app.into(),
+            udid: udid.into(),
+            status,
+            device_status: None,
+            version: None,
+            reason: None,
+            updated_at: NOW,
+            since: None,
+        };
+        s.set_installs(&[
+            install("a1", "U1", InstallStatus::Installed),
+            install("a1", "U2", InstallStatus::Failed),
+            install("a1", "U3", InstallStatus::Installed),
+            install("a2", "U2", InstallStatus::Installed),
+        ])
+        .await
+        .unwrap();
+        let rows = |f: InstallFilter, page: Page| async move {
+            s.installs(&f, &page)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|i| format!("{}/{}", i.app_id, i.udid.0))
+                .collect::<Vec<_>>()
+        };
+        let cases: Vec<(InstallFilter, Vec<&str>)> = vec![
+            (
+                InstallFilter::default(),
+                vec!["a1/U1", "a1/U2", "a1/U3", "a2/U2"],
+            ),
+            (
+                InstallFilter {
+                    app_id: Some("a2".into()),
+                    ..Default::default()
+                },
+                vec!["a2/U2"],
+            ),
+            (
+                InstallFilter {
+                    udid: Some("U2".into()),
+                    ..Default::default()
+                },
+                vec!["a1/U2", "a2/U2"],
+            ),
+            (
+                InstallFilter {
+                    user_id: Some("ana".into()),
+                    ..Default::default()
+                },
+                vec!["a1/U2", "a2/U2"],
+            ),
+            (
+                InstallFilter {
+                    status: Some(InstallStatus::Failed),
+                    ..Default::default()
+                },
+                vec!["a1/U2"],
+            ),
+            (
+                InstallFilter {
+                    platform: Some(Platform::MacOs),
+                    ..Default::default()
+                },
+                vec!["a1/U3"],
+            ),
+            (
+                InstallFilter {
+                    group_id: Some("gd".into()),
+                    ..Default::default()
+                },
+                vec!["a1/U1"],
+            ),
+            (
+                InstallFilter {
+                    group_id: Some("gu".into()),
+                    ..Default::default()
+                },
+                vec!["a1/U2", "a2/U2"],
+            ),
+            (
+                InstallFilter {
+                    token_id: Some("t2".into()),
+                    ..Default::default()
+                },
+                vec!["a2/U2"],
+            ),
+            (
+                InstallFilter {
+                    app_id: Some("a1".into()),
+                    status: Some(InstallStatus::Installed),
+                    ..Default::default()
+                },
+                vec!["a1/U1", "a1/U3"],
+            ),
+        ];
+        for (filter, want) in cases {
+            assert_eq!(
+                rows(filter.clone(), all.clone()).await,
+                want,
+                "{}: {filter:?}",
+                b.name
+            );
+        }
+        // Pages follow the two-part cursor across apps.
+        let page = |cursor: Option<String>| Page { limit: 2, cursor };
+        assert_eq!(
+            rows(InstallFilter::default(), page(None)).await,
+            ["a1/U1", "a1/U2"]
+        );
+        let after = Some(rows::two_key("a1", "U2"));
+        assert_eq!(
+            rows(InstallFilter::default(), page(after)).await,
+            ["a1/U3", "a2/U2"]
+        );
+        let after = Some(rows::two_key("a2", "U2"));
+        assert!(rows(InstallFilter::default(), page(after)).await.is_empty());
+
+        // Audit: by actor name or token id, action, target and time.
+        for (i, (actor, token, action, at)) in [
+            ("ops", "tok-ops", "group.create", NOW),
+            ("ops", "tok-ops", "group.delete", LATER),
+            ("bootstrap-admin", "bootstrap", "group.create", LATER),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            s.audit(&AuditEntry {
+                id: 0,
+                at,
+                actor: actor.into(),
+                actor_token: Some(token.into()),
+                action: action.into(),
+                target: format!("g{i}"),
+                result: "ok".into(),
+            })
+            .await
+            .unwrap();
+        }
+        let targets = |f: AuditFilter| async move {
+            s.audit_log(&f, &Page::all())
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| e.target)
+                .collect::<Vec<_>>()
+        };
+        let cases: Vec<(AuditFilter, Vec<&str>)> = vec![
+            (AuditFilter::default(), vec!["g2", "g1", "g0"]),
+            (
+                AuditFilter {
+                    actor: Some("ops".into()),
+                    ..Default::default()
+                },
+                vec!["g1", "g0"],
+            ),
+            (
+                AuditFilter {
+                    actor: Some("bootstrap".into()),
+                    ..Default::default()
+                },
+                vec!["g2"],
+            ),
+            (
+                AuditFilter {
+                    action: Some("group.create".into()),
+                    ..Default::default()
+                },
+                vec!["g2", "g0"],
+            ),
+            (
+                AuditFilter {
+                    target: Some("g1".into()),
+                    ..Default::default()
+                },
+                vec!["g1"],
+            ),
+            (
+                AuditFilter {
+                    since: Some(LATER),
+                    ..Default::default()
+                },
+                vec!["g2", "g1"],
+            ),
+            (
+                AuditFilter {
+                    before: Some(LATER),
+                    ..Default::default()
+                },
+                vec!["g0"],
+            ),
+        ];
+        for (filter, want) in cases {
+            assert_eq!(
+                targets(filter.clone()).await,
+                want,
+                "{}: {filter:?}",
+                b.name
+            );
+        }
+        b.finish().await;
+    }
+}
+
+#[test]
+fn os_version_keys_sort_in_version_order() {
+    let mut versions = ["17.5", "9.3.5", "17", "10.15.7", "17.10", "14.2.1"];
+    versions.sort_by_key(|v| os_version_key(v).unwrap());
+    assert_eq!(
+        versions,
+        ["9.3.5", "10.15.7", "14.2.1", "17", "17.5", "17.10"]
+    );
+    for not_a_version in ["", "x", "17.x", "1.2.3.4.5", "-1", "100000"] {
+        assert_eq!(os_version_key(not_a_version), None, "{not_a_version:?}");
     }
 }

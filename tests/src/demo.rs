@@ -87,8 +87,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
             let admin = bed.admin.clone();
             let path = format!("/v1/apps/{app_id}/installs");
             async move {
-                let (_, body) = admin.get(&path).await?;
-                let installs = body["installs"].as_array().cloned().unwrap_or_default();
+                let installs = admin.list_all(&path).await?;
                 let done = installs
                     .iter()
                     .filter(|i| i["status"] == "installed")
@@ -96,7 +95,11 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
                 if done == expected {
                     Ok(Ok(installs))
                 } else {
-                    Ok(Err(format!("{done}/{expected} installed: {body}")))
+                    let statuses: Vec<&str> = installs
+                        .iter()
+                        .filter_map(|i| i["status"].as_str())
+                        .collect();
+                    Ok(Err(format!("{done}/{expected} installed: {statuses:?}")))
                 }
             }
         },

@@ -205,6 +205,24 @@ pub fn free_port() -> std::io::Result<std::net::SocketAddr> {
     }
 }
 
+/// A supervised corporate device of one platform, product and OS version, with the
+/// default persona (accepts every prompt), for fleets of mixed kinds.
+pub fn device_kind(platform: orchard_agent::Platform, product: &str, os: &str) -> DeviceKind {
+    DeviceKind {
+        weight: 1,
+        platform,
+        os_versions: vec![os.into()],
+        product_name: Some(product.into()),
+        ownership: orchard_agent::Ownership::Corporate,
+        supervised: true,
+        kiosk: false,
+        app_store_allowed: true,
+        apple_id: None,
+        persona: orchard_agent::persona::Persona::default(),
+        identity_key: orchard_certs::KeyAlgorithm::P256,
+    }
+}
+
 /// Starts a server on a loopback port free for TCP and UDP.
 async fn start_on_free_port(config: &ServerConfig) -> anyhow::Result<RunningServer> {
     let listener = loop {
@@ -641,7 +659,7 @@ impl Testbed {
             let path = path.clone();
             async move {
                 let (_, body) = admin.get(&path).await?;
-                let row = body["installs"]
+                let row = body["items"]
                     .as_array()
                     .and_then(|rows| rows.iter().find(|r| r["app_id"] == app_id).cloned());
                 Ok(match row {
@@ -696,7 +714,7 @@ impl Testbed {
             .admin
             .get(&format!("/v1/devices/{udid}/installs"))
             .await?;
-        Ok(body["installs"]
+        Ok(body["items"]
             .as_array()
             .and_then(|rows| rows.iter().find(|r| r["app_id"] == app_id).cloned())
             .unwrap_or(Value::Null))
@@ -717,9 +735,8 @@ impl Testbed {
                 let admin = self.admin.clone();
                 let path = path.clone();
                 async move {
-                    let (_, body) = admin.get(&path).await?;
-                    let installed: Vec<Value> = body["installs"]
-                        .as_array()
+                    let rows = admin.list_all(&path).await?;
+                    let installed: Vec<Value> = Some(&rows)
                         .map(|a| {
                             a.iter()
                                 .filter(|i| i["status"] == "installed")
@@ -869,6 +886,29 @@ impl AdminClient {
                 .await?,
         )
         .await
+    }
+
+    /// Every item of a list, following `next_cursor` a thousand at a time (`path` may
+    /// carry query parameters of its own).
+    pub async fn list_all(&self, path: &str) -> anyhow::Result<Vec<Value>> {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let mut items = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = match &cursor {
+                Some(c) => format!("{path}{sep}limit=1000&cursor={c}"),
+                None => format!("{path}{sep}limit=1000"),
+            };
+            let (status, body) = self.get(&page).await?;
+            if !status.is_success() {
+                bail!("GET {page}: {status} {body}");
+            }
+            items.extend(body["items"].as_array().cloned().unwrap_or_default());
+            match body["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => return Ok(items),
+            }
+        }
     }
 
     /// POST JSON to a path.

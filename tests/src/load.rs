@@ -319,8 +319,9 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
         let admin = &admin;
         let app_id = &app_id;
         async move {
-            let (_, body) = admin.get(&format!("/v1/apps/{app_id}/installs")).await?;
-            let installs = body["installs"].as_array().cloned().unwrap_or_default();
+            let installs = admin
+                .list_all(&format!("/v1/apps/{app_id}/installs"))
+                .await?;
             anyhow::Ok(
                 installs
                     .into_iter()

@@ -152,7 +152,7 @@ async fn wrong_json_names_the_problem(builder: TestbedBuilder) {
         .unwrap();
     assert_error(status, &body, 422, "invalid", "name");
     let (status, body) = bed.admin.get("/v1/apps?limit=0").await.unwrap();
-    assert_error(status, &body, 422, "invalid", "limit");
+    assert_error(status, &body, 400, "invalid_limit", "limit");
     let (status, body) = bed.admin.get("/v1/nothing-here").await.unwrap();
     assert_error(status, &body, 404, "not_found", "endpoint");
     assert_eq!(count(&bed, "/v1/groups").await, 0);

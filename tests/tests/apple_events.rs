@@ -34,14 +34,12 @@ async fn install_is_queued_only_after_the_association_event_completes(builder: T
             let admin = bed.admin.clone();
             let path = path.clone();
             async move {
-                let (_, body) = admin.get(&path).await?;
-                let pending = body["installs"]
-                    .as_array()
-                    .map_or(0, |a| a.iter().filter(|i| i["status"] == "pending").count());
+                let rows = admin.list_all(&path).await?;
+                let pending = rows.iter().filter(|i| i["status"] == "pending").count();
                 Ok(if pending == 2 {
                     Ok(())
                 } else {
-                    Err(body.to_string())
+                    Err(format!("{pending} pending: {rows:?}"))
                 })
             }
         },

@@ -66,16 +66,10 @@ impl Drill {
     }
 
     async fn installs(&self, app_id: &str) -> Vec<Value> {
-        let (_, body) = self
-            .admin
-            .get(&format!("/v1/apps/{app_id}/installs"))
+        self.admin
+            .list_all(&format!("/v1/apps/{app_id}/installs"))
             .await
-            .unwrap();
-        body["installs"]
-            .as_array()
-            .or_else(|| body["items"].as_array())
-            .cloned()
-            .unwrap_or_default()
+            .unwrap()
     }
 
     async fn wait_installed(&self, app_id: &str) {

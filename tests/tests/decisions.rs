@@ -6,9 +6,8 @@
 use std::time::Duration;
 
 use orchard_agent::Agent;
+use orchard_agent::Platform;
 use orchard_agent::fleet::{DeviceKind, Fleet, FleetProfile};
-use orchard_agent::persona::Persona;
-use orchard_agent::{Ownership, Platform};
 use orchard_testbed::apple::Seed;
 use orchard_testbed::apple::seed::SeedApp;
 use orchard_testbed::harness::{DEMO_LOCATION, Testbed, TestbedBuilder, wait_for};
@@ -20,19 +19,7 @@ const IPHONE_ONLY: u64 = 1700000001;
 const IPAD_ON_MAC: u64 = 1700000002;
 
 fn device(platform: Platform, product: &str, os: &str) -> DeviceKind {
-    DeviceKind {
-        weight: 1,
-        platform,
-        os_versions: vec![os.into()],
-        product_name: Some(product.into()),
-        ownership: Ownership::Corporate,
-        supervised: true,
-        kiosk: false,
-        app_store_allowed: true,
-        apple_id: None,
-        persona: Persona::default(),
-        identity_key: orchard_certs::KeyAlgorithm::P256,
-    }
+    orchard_testbed::harness::device_kind(platform, product, os)
 }
 
 fn seed_app(adam_id: u64, name: &str, platforms: &[&str], minimum_os: &str) -> SeedApp {
@@ -749,11 +736,10 @@ async fn random_changes_with_devices_offline_keep_the_invariants(builder: Testbe
     wait_for(Duration::from_secs(120), "convergence", || async {
         let licenses = store.licenses().await?;
         for (a, app_id) in app_ids.iter().enumerate() {
-            let (_, body) = bed
+            let rows = bed
                 .admin
-                .get(&format!("/v1/apps/{app_id}/installs"))
+                .list_all(&format!("/v1/apps/{app_id}/installs"))
                 .await?;
-            let rows = body["installs"].as_array().cloned().unwrap_or_default();
             for udid in in_scope(a) {
                 let row = rows.iter().find(|r| r["udid"] == udid.as_str());
                 let settled = row.is_some_and(|r| {

@@ -270,7 +270,7 @@ async fn enrollment_and_failed_authentication_are_rate_limited() {
         .server
         .state
         .store
-        .audit_log(&orchard_server::store::Page::all())
+        .audit_log(&Default::default(), &orchard_server::store::Page::all())
         .await
         .unwrap();
     let failed = audit

@@ -101,12 +101,11 @@ fn app_status(fleet: &Fleet, index: usize, bundle: &str) -> Option<ManagedAppSta
 }
 
 async fn statuses(bed: &Testbed, app_id: &str) -> (usize, usize, Vec<Value>) {
-    let (_, body) = bed
+    let rows = bed
         .admin
-        .get(&format!("/v1/apps/{app_id}/installs"))
+        .list_all(&format!("/v1/apps/{app_id}/installs"))
         .await
         .unwrap();
-    let rows = body["installs"].as_array().cloned().unwrap_or_default();
     let installed = rows.iter().filter(|r| r["status"] == "installed").count();
     let refused: Vec<Value> = rows
         .iter()

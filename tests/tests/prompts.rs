@@ -723,7 +723,7 @@ async fn a_declined_invitation_is_sent_again_when_the_admin_asks(builder: Testbe
         .await
         .unwrap();
     assert_eq!(status, 200);
-    let rows = installs["installs"].as_array().unwrap();
+    let rows = installs["items"].as_array().unwrap();
     assert_eq!(rows.len(), 1, "{installs}");
     assert_eq!(
         (rows[0]["udid"].as_str(), rows[0]["status"].as_str()),

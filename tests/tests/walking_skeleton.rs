@@ -104,7 +104,7 @@ async fn required_device_licensed_app_reaches_every_device_in_the_group(builder:
         .await
         .unwrap();
     assert_eq!(status, 200);
-    assert_eq!(body["installs"][0]["status"], "installed");
+    assert_eq!(body["items"][0]["status"], "installed");
     let (_, devices) = bed.admin.get("/v1/devices").await.unwrap();
     let devices = devices["items"].as_array().unwrap();
     assert_eq!(devices.len(), 5);
@@ -137,8 +137,7 @@ async fn oversubscribed_group_gets_exactly_the_purchased_count(builder: TestbedB
         let admin = bed.admin.clone();
         let path = path.clone();
         async move {
-            let (_, body) = admin.get(&path).await?;
-            let installs = body["installs"].as_array().cloned().unwrap_or_default();
+            let installs = admin.list_all(&path).await?;
             let installed = installs
                 .iter()
                 .filter(|i| i["status"] == "installed")
@@ -150,7 +149,7 @@ async fn oversubscribed_group_gets_exactly_the_purchased_count(builder: TestbedB
             Ok(if installed == 3 && refused == 2 {
                 Ok(installs)
             } else {
-                Err(body.to_string())
+                Err(format!("{installs:?}"))
             })
         }
     })

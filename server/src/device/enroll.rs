@@ -128,6 +128,7 @@ pub async fn enroll(
             serial_number: request.serial_number.clone(),
             product_name: request.product_name.clone(),
             os_version: request.os_version.clone(),
+            platform: crate::store::Platform::of_product(request.product_name.as_deref()),
             cert_fingerprint: orchard_certs::fingerprint(&issued.cert_der),
             status,
             topic: None,

@@ -8,40 +8,11 @@ use orchard_protocol::store_item::{self, DeviceKind, StorePlatform};
 
 use crate::store::{AppRecord, Candidate, LicenseType};
 
-/// A device's platform, as its product name tells.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Platform {
-    /// iPhone, iPod.
-    Ios,
-    /// iPad.
-    IpadOs,
-    /// Mac.
-    MacOs,
-    /// Not known (no product name yet).
-    Unknown,
-}
+pub use crate::store::Platform;
 
-impl Platform {
-    /// Its name in the admin API.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Ios => "ios",
-            Self::IpadOs => "ipados",
-            Self::MacOs => "macos",
-            Self::Unknown => "unknown",
-        }
-    }
-}
-
-/// The platform of a product name such as `iPhone15,2`, `iPad13,18` or `Mac14,2`, as
-/// the store's rules tell it ([`DeviceKind::of_product`]).
+/// The platform of a product name such as `iPhone15,2`, `iPad13,18` or `Mac14,2`.
 pub fn platform_of(product_name: Option<&str>) -> Platform {
-    match product_name.and_then(DeviceKind::of_product) {
-        Some(DeviceKind::IPhone) => Platform::Ios,
-        Some(DeviceKind::IPad) => Platform::IpadOs,
-        Some(DeviceKind::AppleSiliconMac | DeviceKind::IntelMac) => Platform::MacOs,
-        None => Platform::Unknown,
-    }
+    Platform::of_product(product_name)
 }
 
 /// Whether `version` (e.g. `17.5`, `10.15.7`) is at least `minimum`. An unreadable

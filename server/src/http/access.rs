@@ -8,8 +8,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use super::admin::{ApiJson, ApiPath, ApiQuery, PageQuery, list};
+use super::admin::{ApiJson, ApiPath, ApiQuery};
 use super::error::ApiError;
+use super::list::PageQuery;
 use crate::access::{self, IssuedToken, NewAdminToken};
 use crate::admin::{self, Actor};
 use crate::error::ServerError;
@@ -81,11 +82,10 @@ async fn list_tokens(
     _actor: Actor,
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let page = q.page()?;
-    let tokens = state.store.admin_tokens(&page).await?;
-    Ok(Json(list(
+    let paging = q.paging("admin-tokens")?;
+    let tokens = state.store.admin_tokens(paging.page()).await?;
+    Ok(Json(paging.list(
         tokens,
-        &page,
         |t| t.name.clone(),
         |record| AdminTokenView {
             record,

@@ -10,15 +10,14 @@ use orchard_protocol::{SerialNumber, Udid};
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
+use super::list::{List, PageQuery};
 use crate::admin::{self, Actor, TokenUpload};
 use crate::apple::sync;
 use crate::apple::token_lifecycle;
 use crate::clock::Timestamp;
 use crate::error::ServerError;
 use crate::state::ServerState;
-use crate::store::{
-    AppRecord, GroupKind, Intent, LicenseCounts, LicenseType, Page, VppTokenRecord,
-};
+use crate::store::{AppRecord, GroupKind, Intent, LicenseCounts, LicenseType, VppTokenRecord};
 
 /// JSON body extractor whose rejections use the API's error format.
 #[derive(FromRequest)]
@@ -61,7 +60,6 @@ pub(super) fn router() -> Router<ServerState> {
         .route("/v1/tokens/{id}/sync", post(sync_token))
         .route("/v1/apps", get(list_apps))
         .route("/v1/apps/{id}", get(get_app).patch(update_app))
-        .route("/v1/apps/{id}/installs", get(app_installs))
         .route("/v1/apps/{id}/summary", get(app_summary))
         .route("/v1/groups", post(create_group).get(list_groups))
         .route("/v1/groups/{id}", axum::routing::delete(delete_group))
@@ -89,68 +87,16 @@ pub(super) fn router() -> Router<ServerState> {
             "/v1/groups/{id}/users/{user_id}",
             axum::routing::delete(remove_group_user),
         )
-        .route("/v1/devices", get(list_devices))
         .route("/v1/devices/{udid}", get(get_device).delete(delete_device))
-        .route("/v1/devices/{udid}/installs", get(device_installs))
-        .route("/v1/devices/{udid}/prompts", get(device_prompts))
         .route("/v1/devices/{udid}/user", put(set_device_user))
         .route("/v1/devices/{udid}/inventory", post(refresh_inventory))
-        .route("/v1/apps/{id}/prompts", get(app_prompts))
         .route("/v1/users", post(create_user).get(list_users))
         .route("/v1/users/{id}", get(get_user).delete(delete_user))
-        .route("/v1/users/{id}/installs", get(user_installs))
         .route("/v1/users/{id}/invitation", post(reinvite_user))
         .route(
             "/v1/groups/{id}/users",
             post(add_group_users).get(group_users),
         )
-        .route("/v1/audit", get(audit_log))
-}
-
-/// `limit` and `cursor` of list endpoints.
-#[derive(Debug, Deserialize)]
-pub(super) struct PageQuery {
-    limit: Option<i64>,
-    cursor: Option<String>,
-}
-
-impl PageQuery {
-    pub(super) fn page(&self) -> ApiResult<Page> {
-        let limit = self.limit.unwrap_or(100);
-        if !(1..=1000).contains(&limit) {
-            return Err(ServerError::Invalid {
-                field: "limit",
-                reason: "must be between 1 and 1000".into(),
-            }
-            .into());
-        }
-        Ok(Page {
-            limit,
-            cursor: self.cursor.clone(),
-        })
-    }
-}
-
-/// A page of a list.
-#[derive(Debug, Serialize)]
-pub(super) struct List<T> {
-    items: Vec<T>,
-    next_cursor: Option<String>,
-}
-
-pub(super) fn list<T, V>(
-    items: Vec<T>,
-    page: &Page,
-    key: impl Fn(&T) -> String,
-    view: impl Fn(T) -> V,
-) -> List<V> {
-    let next_cursor = (items.len() as i64 == page.limit)
-        .then(|| items.last().map(&key))
-        .flatten();
-    List {
-        items: items.into_iter().map(view).collect(),
-        next_cursor,
-    }
 }
 
 #[derive(Serialize)]
@@ -279,11 +225,10 @@ async fn list_enrollment_tokens(
     _actor: Actor,
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> ApiResult<impl IntoResponse> {
-    let page = q.page()?;
-    let tokens = state.store.enrollment_tokens(&page).await?;
-    Ok(Json(list(
+    let paging = q.paging("enrollment-tokens")?;
+    let tokens = state.store.enrollment_tokens(paging.page()).await?;
+    Ok(Json(paging.list(
         tokens,
-        &page,
         |t| t.id.clone(),
         |record| EnrollmentTokenView {
             record,
@@ -424,11 +369,10 @@ async fn list_tokens(
     _actor: Actor,
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> ApiResult<Json<List<TokenView>>> {
-    let page = q.page()?;
-    let tokens = state.store.tokens(&page).await?;
-    Ok(Json(list(
+    let paging = q.paging("tokens")?;
+    let tokens = state.store.tokens(paging.page()).await?;
+    Ok(Json(paging.list(
         tokens,
-        &page,
         |t| t.id.clone(),
         |t| TokenView::new(t, state.clock.now()),
     )))
@@ -509,9 +453,9 @@ async fn list_apps(
     _actor: Actor,
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> ApiResult<Json<List<AppView>>> {
-    let page = q.page()?;
-    let apps = state.store.apps(&page).await?;
-    Ok(Json(list(apps, &page, |a| a.id.clone(), AppView::from)))
+    let paging = q.paging("apps")?;
+    let apps = state.store.apps(paging.page()).await?;
+    Ok(Json(paging.list(apps, |a| a.id.clone(), AppView::from)))
 }
 
 async fn get_app(
@@ -523,14 +467,6 @@ async fn get_app(
     Ok(Json(
         app.ok_or(ServerError::NotFound { kind: "app", id })?.into(),
     ))
-}
-
-async fn app_installs(
-    State(state): State<ServerState>,
-    _actor: Actor,
-    ApiPath(id): ApiPath<String>,
-) -> ApiResult<impl IntoResponse> {
-    Ok(Json(admin::app_installs(&state, &id).await?))
 }
 
 async fn app_summary(
@@ -579,9 +515,9 @@ async fn list_groups(
     _actor: Actor,
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> ApiResult<impl IntoResponse> {
-    let page = q.page()?;
-    let groups = state.store.groups(&page).await?;
-    Ok(Json(list(groups, &page, |g| g.id.clone(), |g| g)))
+    let paging = q.paging("groups")?;
+    let groups = state.store.groups(paging.page()).await?;
+    Ok(Json(paging.list(groups, |g| g.id.clone(), |g| g)))
 }
 
 #[derive(Deserialize)]
@@ -605,19 +541,16 @@ async fn group_devices(
     State(state): State<ServerState>,
     _actor: Actor,
     ApiPath(id): ApiPath<String>,
-) -> ApiResult<impl IntoResponse> {
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> ApiResult<Json<List<Udid>>> {
+    let paging = q.paging("group-devices")?;
     state
         .store
         .group(&id)
         .await?
-        .ok_or_else(|| ServerError::NotFound {
-            kind: "group",
-            id: id.clone(),
-        })?;
-    let udids = state.store.group_devices(&id).await?;
-    Ok(Json(
-        serde_json::json!({ "items": udids, "next_cursor": null }),
-    ))
+        .ok_or_else(|| ServerError::not_found("group", &id))?;
+    let udids = state.store.group_device_page(&id, paging.page()).await?;
+    Ok(Json(paging.list(udids, |u| u.0.clone(), |u| u)))
 }
 
 #[derive(Deserialize)]
@@ -662,19 +595,9 @@ async fn list_assignments(
     _actor: Actor,
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> ApiResult<impl IntoResponse> {
-    let page = q.page()?;
-    let items = state.store.assignments(&page).await?;
-    Ok(Json(list(items, &page, |a| a.id.clone(), |a| a)))
-}
-
-async fn list_devices(
-    State(state): State<ServerState>,
-    _actor: Actor,
-    ApiQuery(q): ApiQuery<PageQuery>,
-) -> ApiResult<impl IntoResponse> {
-    let page = q.page()?;
-    let items = state.store.devices(&page).await?;
-    Ok(Json(list(items, &page, |d| d.udid.0.clone(), |d| d)))
+    let paging = q.paging("assignments")?;
+    let items = state.store.assignments(paging.page()).await?;
+    Ok(Json(paging.list(items, |a| a.id.clone(), |a| a)))
 }
 
 async fn get_device(
@@ -687,36 +610,6 @@ async fn get_device(
         kind: "device",
         id: udid,
     })?))
-}
-
-async fn device_installs(
-    State(state): State<ServerState>,
-    _actor: Actor,
-    ApiPath(udid): ApiPath<String>,
-) -> ApiResult<impl IntoResponse> {
-    let udid = Udid(udid);
-    state
-        .store
-        .device(&udid)
-        .await?
-        .ok_or_else(|| ServerError::NotFound {
-            kind: "device",
-            id: udid.0.clone(),
-        })?;
-    let installs = state.store.installs_of_device(&udid).await?;
-    Ok(Json(
-        serde_json::json!({ "udid": udid, "installs": installs }),
-    ))
-}
-
-async fn audit_log(
-    State(state): State<ServerState>,
-    _actor: Actor,
-    ApiQuery(q): ApiQuery<PageQuery>,
-) -> ApiResult<impl IntoResponse> {
-    let page = q.page()?;
-    let entries = state.store.audit_log(&page).await?;
-    Ok(Json(serde_json::json!({ "items": entries })))
 }
 
 #[derive(Deserialize)]
@@ -754,9 +647,9 @@ async fn list_users(
     _actor: Actor,
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> ApiResult<impl IntoResponse> {
-    let page = q.page()?;
-    let users = state.store.users(&page).await?;
-    Ok(Json(list(users, &page, |u| u.id.clone(), |u| u)))
+    let paging = q.paging("users")?;
+    let users = state.store.users(paging.page()).await?;
+    Ok(Json(paging.list(users, |u| u.id.clone(), |u| u)))
 }
 
 async fn get_user(
@@ -809,48 +702,16 @@ async fn group_users(
     State(state): State<ServerState>,
     _actor: Actor,
     ApiPath(id): ApiPath<String>,
-) -> ApiResult<impl IntoResponse> {
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> ApiResult<Json<List<String>>> {
+    let paging = q.paging("group-users")?;
     state
         .store
         .group(&id)
         .await?
         .ok_or_else(|| ServerError::not_found("group", &id))?;
-    let users = state.store.group_users(&id).await?;
-    Ok(Json(
-        serde_json::json!({ "items": users, "next_cursor": null }),
-    ))
-}
-
-async fn device_prompts(
-    State(state): State<ServerState>,
-    _actor: Actor,
-    ApiPath(udid): ApiPath<String>,
-) -> ApiResult<impl IntoResponse> {
-    let udid = Udid(udid);
-    state
-        .store
-        .device(&udid)
-        .await?
-        .ok_or_else(|| ServerError::not_found("device", udid.as_str()))?;
-    let prompts = state.store.prompts_of_device(&udid).await?;
-    Ok(Json(serde_json::json!({ "udid": udid, "items": prompts })))
-}
-
-async fn app_prompts(
-    State(state): State<ServerState>,
-    _actor: Actor,
-    ApiPath(id): ApiPath<String>,
-) -> ApiResult<impl IntoResponse> {
-    let app = state
-        .store
-        .app(&id)
-        .await?
-        .ok_or_else(|| ServerError::not_found("app", &id))?;
-    let prompts = match &app.bundle_id {
-        Some(bundle) => state.store.prompts_of_bundle(bundle).await?,
-        None => Vec::new(),
-    };
-    Ok(Json(serde_json::json!({ "app_id": id, "items": prompts })))
+    let users = state.store.group_user_page(&id, paging.page()).await?;
+    Ok(Json(paging.list(users, Clone::clone, |u| u)))
 }
 
 #[derive(Deserialize)]
@@ -962,17 +823,6 @@ async fn delete_user(
             "status": "deleting",
             "note": "the user left every group and device; its licenses go back to the pool and its registrations are retired at Apple, then the user is removed"
         })),
-    ))
-}
-
-async fn user_installs(
-    State(state): State<ServerState>,
-    _actor: Actor,
-    ApiPath(id): ApiPath<String>,
-) -> ApiResult<impl IntoResponse> {
-    let installs = admin::user_installs(&state, &id).await?;
-    Ok(Json(
-        serde_json::json!({ "user_id": id, "installs": installs }),
     ))
 }
 

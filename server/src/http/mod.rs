@@ -12,6 +12,9 @@ mod auth;
 mod connection;
 mod device;
 pub mod error;
+mod health;
+mod list;
+mod reports;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -26,7 +29,10 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
+use tower_http::LatencyUnit;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::RequestBodyTimeoutLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 pub use auth::token_hash;
 pub use connection::{ConnectionLimits, FILES_KEPT, PeerAddr, raise_open_file_limit};
@@ -34,13 +40,18 @@ pub use device::PeerCertificate;
 
 use crate::state::ServerState;
 
-/// The whole HTTP API: device endpoints and admin API.
+/// The whole HTTP API: device endpoints, admin API and probes, with the access log:
+/// one line per request with its id (the client's `X-Request-Id` when it is a short
+/// plain token, else a new one; sent back in the answer), method, path, peer, status
+/// and latency.
 pub fn router(state: ServerState) -> Router {
     Router::new()
         .merge(device::router(state.options.enrollment_body_limit))
         .merge(admin::router())
         .merge(access::router())
+        .merge(reports::router())
         .merge(apple::router())
+        .merge(health::router())
         .fallback(|| async {
             error::ApiError::new(
                 axum::http::StatusCode::NOT_FOUND,
@@ -49,6 +60,58 @@ pub fn router(state: ServerState) -> Router {
             )
         })
         .with_state(state)
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(access_span)
+                .on_request(())
+                .on_response(
+                    DefaultOnResponse::new()
+                        .level(tracing::Level::INFO)
+                        .latency_unit(LatencyUnit::Millis),
+                )
+                .on_failure(()),
+        )
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(axum::middleware::from_fn(plain_request_id))
+}
+
+/// Longest request id taken from a client.
+const MAX_REQUEST_ID: usize = 64;
+
+/// Drops a client's `X-Request-Id` that is long or not a plain token, so a new one is
+/// made: ids land in logs.
+async fn plain_request_id(
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let plain = req.headers().get("x-request-id").is_none_or(|v| {
+        v.len() <= MAX_REQUEST_ID
+            && v.as_bytes()
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
+    });
+    if !plain {
+        req.headers_mut().remove("x-request-id");
+    }
+    next.run(req).await
+}
+
+/// The span of one request in the access log.
+fn access_span<B>(req: &hyper::Request<B>) -> tracing::Span {
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let peer = req.extensions().get::<PeerAddr>().map(|p| p.0.ip());
+    tracing::info_span!(
+        "request",
+        id,
+        method = %req.method(),
+        path = req.uri().path(),
+        peer = peer.map(tracing::field::display),
+    )
 }
 
 /// Accepts connections until `shutdown` fires. Each connection gets its own task before

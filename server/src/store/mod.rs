@@ -6,7 +6,7 @@
 mod last_seen;
 mod postgres;
 mod records;
-mod rows;
+pub mod rows;
 mod seal;
 mod sqlite;
 
@@ -75,8 +75,8 @@ pub trait AdminStore: Send + Sync {
     async fn delete_admin_token(&self, id: &str, now: Timestamp) -> StoreResult<AdminTokenRemoval>;
     /// Appends an audit entry.
     async fn audit(&self, entry: &AuditEntry) -> StoreResult<()>;
-    /// Lists audit entries, newest first.
-    async fn audit_log(&self, page: &Page) -> StoreResult<Vec<AuditEntry>>;
+    /// Lists audit entries, newest first (the cursor is the last entry's id).
+    async fn audit_log(&self, filter: &AuditFilter, page: &Page) -> StoreResult<Vec<AuditEntry>>;
 }
 
 /// Enrollments: devices and the certificate each is bound to.
@@ -116,7 +116,10 @@ pub trait DeviceStore: Send + Sync {
         account_hash: Option<&str>,
     ) -> StoreResult<()>;
     /// Lists devices by UDID.
-    async fn devices(&self, page: &Page) -> StoreResult<Vec<DeviceRecord>>;
+    async fn devices(&self, filter: &DeviceFilter, page: &Page) -> StoreResult<Vec<DeviceRecord>>;
+    /// Fills in the platform and OS version key of devices written before they were
+    /// stored; returns how many.
+    async fn fill_device_keys(&self) -> StoreResult<u64>;
     /// Forgets a device: its enrollment, memberships, queued commands, install states
     /// and prompts (its licenses stay until the engine gives them back).
     async fn delete_device(&self, udid: &Udid) -> StoreResult<bool>;
@@ -252,6 +255,8 @@ pub trait DirectoryStore: Send + Sync {
     ) -> StoreResult<u64>;
     /// Members of a group.
     async fn group_devices(&self, group_id: &str) -> StoreResult<Vec<Udid>>;
+    /// A page of a group's device UDIDs.
+    async fn group_device_page(&self, group_id: &str, page: &Page) -> StoreResult<Vec<Udid>>;
     /// Removes devices from a group.
     async fn remove_group_devices(&self, group_id: &str, udids: &[Udid]) -> StoreResult<u64>;
 }
@@ -327,6 +332,13 @@ pub trait AssignmentStore: Send + Sync {
     async fn install_counts(&self, app_id: &str) -> StoreResult<Vec<InstallCount>>;
     /// Install states of one device, by app.
     async fn installs_of_device(&self, udid: &Udid) -> StoreResult<Vec<InstallRecord>>;
+    /// A page of install states, by app then device (the cursor is [`rows::two_key`]
+    /// of the last row's app and device).
+    async fn installs(
+        &self,
+        filter: &InstallFilter,
+        page: &Page,
+    ) -> StoreResult<Vec<InstallRecord>>;
     /// Sets install states that need no command (e.g. license failures).
     async fn set_installs(&self, installs: &[InstallRecord]) -> StoreResult<()>;
 }
@@ -368,8 +380,11 @@ pub trait UserStore: Send + Sync {
     async fn remove_group_users(&self, group_id: &str, user_ids: &[String]) -> StoreResult<u64>;
     /// Records prompts; a prompt reported again (answered) replaces the first report.
     async fn record_prompts(&self, prompts: &[PromptRecord]) -> StoreResult<()>;
-    async fn prompts_of_device(&self, udid: &Udid) -> StoreResult<Vec<PromptRecord>>;
-    async fn prompts_of_bundle(&self, bundle_id: &str) -> StoreResult<Vec<PromptRecord>>;
+    /// A page of prompts, by device then prompt (the cursor is [`rows::two_key`] of the
+    /// last row's device and prompt).
+    async fn prompts(&self, filter: &PromptFilter, page: &Page) -> StoreResult<Vec<PromptRecord>>;
+    /// A page of a group's user ids.
+    async fn group_user_page(&self, group_id: &str, page: &Page) -> StoreResult<Vec<String>>;
     /// Records whether the App Store is usable on a device (Restrictions answer).
     async fn record_restrictions(&self, udid: &Udid, app_store_allowed: bool) -> StoreResult<()>;
 }
@@ -465,25 +480,6 @@ impl Backend {
     }
 }
 
-/// Keyset pagination: up to `limit` items after `cursor`.
-#[derive(Debug, Clone)]
-pub struct Page {
-    /// Maximum items.
-    pub limit: i64,
-    /// The last key of the previous page.
-    pub cursor: Option<String>,
-}
-
-impl Page {
-    /// Everything, for internal callers.
-    pub fn all() -> Self {
-        Self {
-            limit: i64::MAX,
-            cursor: None,
-        }
-    }
-}
-
 /// Facts a device states about itself.
 #[derive(Debug, Clone, Default)]
 pub struct AuthenticateFacts {
@@ -493,4 +489,18 @@ pub struct AuthenticateFacts {
     pub product_name: Option<String>,
     /// OS version.
     pub os_version: Option<String>,
+}
+
+impl AuthenticateFacts {
+    /// The platform its product name tells (none without one).
+    pub fn platform(&self) -> Option<&'static str> {
+        self.product_name
+            .as_deref()
+            .map(|p| Platform::of_product(Some(p)).as_str())
+    }
+
+    /// The sortable key of its OS version.
+    pub fn os_version_key(&self) -> Option<String> {
+        self.os_version.as_deref().and_then(os_version_key)
+    }
 }

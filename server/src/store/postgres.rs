@@ -97,6 +97,23 @@ impl PostgresStore {
             .await?;
         collect(rows, f)
     }
+
+    /// Runs a list query.
+    async fn list<T>(
+        &self,
+        sql: rows::ListSql,
+        f: fn(&PgRow) -> StoreResult<T>,
+    ) -> StoreResult<Vec<T>> {
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.text));
+        for arg in sql.args {
+            query = match arg {
+                rows::Arg::Text(t) => query.bind(t),
+                rows::Arg::Time(t) => query.bind(t),
+                rows::Arg::Int(n) => query.bind(n),
+            };
+        }
+        collect(query.fetch_all(&self.pool).await?, f)
+    }
 }
 
 rows::row_mappers!(PgRow);
@@ -337,18 +354,17 @@ impl AdminStore for PostgresStore {
         Ok(())
     }
 
-    async fn audit_log(&self, page: &Page) -> StoreResult<Vec<AuditEntry>> {
+    async fn audit_log(&self, filter: &AuditFilter, page: &Page) -> StoreResult<Vec<AuditEntry>> {
         let before: i64 = page
             .cursor
             .as_deref()
             .and_then(|c| c.parse().ok())
             .unwrap_or(i64::MAX);
-        let rows = sqlx::query("SELECT * FROM audit_log WHERE id < $1 ORDER BY id DESC LIMIT $2")
-            .bind(before)
-            .bind(page.limit)
-            .fetch_all(&self.pool)
-            .await?;
-        collect(rows, audit_row)
+        self.list(
+            rows::audit_list_sql(filter, before, page.limit, true),
+            audit_row,
+        )
+        .await
     }
 }
 
@@ -357,9 +373,10 @@ impl DeviceStore for PostgresStore {
     async fn upsert_enrollment(&self, d: &DeviceRecord) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO devices (udid, serial_number, product_name, os_version, cert_fingerprint, status,
-                                  enrolled_at, last_seen_at, ownership, single_app_mode)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                                  enrolled_at, last_seen_at, ownership, single_app_mode, platform, os_version_key)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
              ON CONFLICT (udid) DO UPDATE SET serial_number = excluded.serial_number,
+                platform = excluded.platform, os_version_key = excluded.os_version_key,
                 product_name = excluded.product_name, os_version = excluded.os_version,
                 cert_fingerprint = excluded.cert_fingerprint, status = excluded.status,
                 enrolled_at = excluded.enrolled_at, last_seen_at = excluded.last_seen_at,
@@ -375,6 +392,8 @@ impl DeviceStore for PostgresStore {
         .bind(d.last_seen_at)
         .bind(&d.ownership)
         .bind(d.single_app_mode.map(i64::from))
+        .bind(d.platform.as_str())
+        .bind(d.os_version.as_deref().and_then(os_version_key))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -398,13 +417,16 @@ impl DeviceStore for PostgresStore {
         sqlx::query(
             "UPDATE devices SET status = CASE WHEN status = 'active' THEN status ELSE 'authenticated' END,
                 serial_number = COALESCE($1, serial_number), product_name = COALESCE($2, product_name),
-                os_version = COALESCE($3, os_version), last_seen_at = $4 WHERE udid = $5",
+                os_version = COALESCE($3, os_version), last_seen_at = $4, platform = COALESCE($6, platform),
+                os_version_key = CASE WHEN $3::text IS NULL THEN os_version_key ELSE $7 END WHERE udid = $5",
         )
         .bind(f.serial_number.as_ref().map(SerialNumber::as_str))
         .bind(&f.product_name)
         .bind(&f.os_version)
         .bind(now)
         .bind(udid.as_str())
+        .bind(f.platform())
+        .bind(f.os_version_key())
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -451,7 +473,8 @@ impl DeviceStore for PostgresStore {
         sqlx::query(
             "UPDATE devices SET serial_number = COALESCE($1, serial_number), product_name = COALESCE($2, product_name),
                 os_version = COALESCE($3, os_version), is_supervised = COALESCE($4, is_supervised),
-                itunes_account_hash = $5 WHERE udid = $6",
+                itunes_account_hash = $5, platform = COALESCE($7, platform),
+                os_version_key = CASE WHEN $3::text IS NULL THEN os_version_key ELSE $8 END WHERE udid = $6",
         )
         .bind(f.serial_number.as_ref().map(SerialNumber::as_str))
         .bind(&f.product_name)
@@ -459,13 +482,38 @@ impl DeviceStore for PostgresStore {
         .bind(supervised.map(i64::from))
         .bind(account_hash)
         .bind(udid.as_str())
+        .bind(f.platform())
+        .bind(f.os_version_key())
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
-    async fn devices(&self, page: &Page) -> StoreResult<Vec<DeviceRecord>> {
-        self.page("devices", "udid", page, device_row).await
+    async fn devices(&self, filter: &DeviceFilter, page: &Page) -> StoreResult<Vec<DeviceRecord>> {
+        self.list(rows::device_list_sql(filter, page, true), device_row)
+            .await
+    }
+
+    async fn fill_device_keys(&self) -> StoreResult<u64> {
+        let rows = sqlx::query(
+            "SELECT udid, product_name, os_version FROM devices WHERE platform IS NULL",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut tx = self.pool.begin().await?;
+        for row in &rows {
+            let udid: String = row.try_get("udid")?;
+            let product: Option<String> = row.try_get("product_name")?;
+            let os: Option<String> = row.try_get("os_version")?;
+            sqlx::query("UPDATE devices SET platform = $1, os_version_key = $2 WHERE udid = $3")
+                .bind(Platform::of_product(product.as_deref()).as_str())
+                .bind(os.as_deref().and_then(os_version_key))
+                .bind(udid)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(rows.len() as u64)
     }
 
     async fn delete_device(&self, udid: &Udid) -> StoreResult<bool> {
@@ -1000,6 +1048,18 @@ impl DirectoryStore for PostgresStore {
         Ok(rows.into_iter().map(Udid).collect())
     }
 
+    async fn group_device_page(&self, group_id: &str, page: &Page) -> StoreResult<Vec<Udid>> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT udid FROM group_devices WHERE group_id = $1 AND udid > $2 ORDER BY udid LIMIT $3",
+        )
+        .bind(group_id)
+        .bind(cursor(page))
+        .bind(page.limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(Udid).collect())
+    }
+
     async fn remove_group_devices(&self, group_id: &str, udids: &[Udid]) -> StoreResult<u64> {
         let mut tx = self.pool.begin().await?;
         let mut removed = 0;
@@ -1297,6 +1357,15 @@ impl AssignmentStore for PostgresStore {
         collect(rows, install_row)
     }
 
+    async fn installs(
+        &self,
+        filter: &InstallFilter,
+        page: &Page,
+    ) -> StoreResult<Vec<InstallRecord>> {
+        self.list(rows::install_list_sql(filter, page, true), install_row)
+            .await
+    }
+
     async fn set_installs(&self, installs: &[InstallRecord]) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         upsert_installs(&mut tx, installs).await?;
@@ -1426,6 +1495,17 @@ impl UserStore for PostgresStore {
         .await?)
     }
 
+    async fn group_user_page(&self, group_id: &str, page: &Page) -> StoreResult<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT user_id FROM group_users WHERE group_id = $1 AND user_id > $2 ORDER BY user_id LIMIT $3",
+        )
+        .bind(group_id)
+        .bind(cursor(page))
+        .bind(page.limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     async fn vpp_users(&self) -> StoreResult<Vec<VppUserRecord>> {
         let rows = sqlx::query("SELECT * FROM vpp_users ORDER BY token_id, user_id")
             .fetch_all(&self.pool)
@@ -1548,23 +1628,9 @@ impl UserStore for PostgresStore {
         Ok(())
     }
 
-    async fn prompts_of_device(&self, udid: &Udid) -> StoreResult<Vec<PromptRecord>> {
-        let rows =
-            sqlx::query("SELECT * FROM prompts WHERE udid = $1 ORDER BY shown_at, prompt_id")
-                .bind(udid.as_str())
-                .fetch_all(&self.pool)
-                .await?;
-        collect(rows, prompt_row)
-    }
-
-    async fn prompts_of_bundle(&self, bundle_id: &str) -> StoreResult<Vec<PromptRecord>> {
-        let rows = sqlx::query(
-            "SELECT * FROM prompts WHERE bundle_id = $1 ORDER BY shown_at, udid, prompt_id",
-        )
-        .bind(bundle_id)
-        .fetch_all(&self.pool)
-        .await?;
-        collect(rows, prompt_row)
+    async fn prompts(&self, filter: &PromptFilter, page: &Page) -> StoreResult<Vec<PromptRecord>> {
+        self.list(rows::prompt_list_sql(filter, page, true), prompt_row)
+            .await
     }
 
     async fn record_restrictions(&self, udid: &Udid, app_store_allowed: bool) -> StoreResult<()> {

@@ -175,6 +175,124 @@ text_enum!(
 );
 
 text_enum!(
+    /// The platform of a device, from its product name.
+    Platform {
+        /// iPhone, iPod.
+        Ios = "ios",
+        /// iPad.
+        IpadOs = "ipados",
+        /// Mac.
+        MacOs = "macos",
+        /// Not known (no product name yet).
+        Unknown = "unknown",
+    }
+);
+
+impl Platform {
+    /// The platform of a product name such as `iPhone15,2`, `iPad13,18` or `Mac14,2`,
+    /// as the store's rules tell it ([`DeviceKind::of_product`]).
+    pub fn of_product(product_name: Option<&str>) -> Self {
+        use orchard_protocol::store_item::DeviceKind;
+        match product_name.and_then(DeviceKind::of_product) {
+            Some(DeviceKind::IPhone) => Self::Ios,
+            Some(DeviceKind::IPad) => Self::IpadOs,
+            Some(DeviceKind::AppleSiliconMac | DeviceKind::IntelMac) => Self::MacOs,
+            None => Self::Unknown,
+        }
+    }
+}
+
+/// An OS version as text that sorts in version order (`17.2` →
+/// `00017.00002.00000.00000`), stored beside the version so lists filter by "at least"
+/// and "below" in the database. None for text that is not a version.
+pub fn os_version_key(version: &str) -> Option<String> {
+    let mut parts = Vec::with_capacity(4);
+    for part in version.trim().split('.') {
+        let n: u32 = part.parse().ok()?;
+        if n > 99_999 || parts.len() == 4 {
+            return None;
+        }
+        parts.push(format!("{n:05}"));
+    }
+    while parts.len() < 4 {
+        parts.push("00000".into());
+    }
+    Some(parts.join("."))
+}
+
+/// Which devices a list shows (every field narrows it; none: all).
+#[derive(Debug, Clone, Default)]
+pub struct DeviceFilter {
+    /// On this platform.
+    pub platform: Option<Platform>,
+    /// OS version at least this [`os_version_key`].
+    pub os_at_least: Option<String>,
+    /// OS version below this [`os_version_key`].
+    pub os_below: Option<String>,
+    /// In this group (a device group, or a user group through the device's user).
+    pub group_id: Option<String>,
+    /// Supervised, or not.
+    pub supervised: Option<bool>,
+    /// Ownership as reported, e.g. `corporate`.
+    pub ownership: Option<String>,
+    /// In this enrollment state.
+    pub status: Option<EnrollmentStatus>,
+    /// Last seen at or after.
+    pub seen_since: Option<Timestamp>,
+    /// Last seen before (or never).
+    pub seen_before: Option<Timestamp>,
+    /// With this user.
+    pub user_id: Option<String>,
+}
+
+/// Which install rows a list shows.
+#[derive(Debug, Clone, Default)]
+pub struct InstallFilter {
+    /// Of this app.
+    pub app_id: Option<String>,
+    /// On this device.
+    pub udid: Option<Udid>,
+    /// On the devices of this user.
+    pub user_id: Option<String>,
+    /// In this status.
+    pub status: Option<InstallStatus>,
+    /// On devices of this platform.
+    pub platform: Option<Platform>,
+    /// On devices of this group.
+    pub group_id: Option<String>,
+    /// Of apps of this VPP token.
+    pub token_id: Option<String>,
+}
+
+/// Which prompts a list shows.
+#[derive(Debug, Clone, Default)]
+pub struct PromptFilter {
+    /// Shown on this device.
+    pub udid: Option<Udid>,
+    /// For this app (bundle ID).
+    pub bundle_id: Option<String>,
+    /// Of this kind (its wire name, e.g. `AppInstall`).
+    pub kind: Option<String>,
+    /// Answered so (wire name, e.g. `Declined`); `Some(None)`: not answered yet.
+    pub answer: Option<Option<String>>,
+}
+
+/// Which audit entries a list shows.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// By the admin token with this name or id.
+    pub actor: Option<String>,
+    /// This action, e.g. `group.create`.
+    pub action: Option<String>,
+    /// On this target.
+    pub target: Option<String>,
+    /// At or after.
+    pub since: Option<Timestamp>,
+    /// Before.
+    pub before: Option<Timestamp>,
+}
+
+text_enum!(
     /// What an admin token may do (see `access` for the permissions of each).
     Role {
         /// Everything, admin tokens and webhooks included.
@@ -281,6 +399,8 @@ pub struct EnrollmentTokenRecord {
 /// One audit log entry: who did what to which target, when, with what result.
 #[derive(Debug, Clone, Serialize)]
 pub struct AuditEntry {
+    /// Its place in the log (0 before it is written).
+    pub id: i64,
     /// When.
     pub at: Timestamp,
     /// The admin token's name (or who failed to authenticate).
@@ -306,6 +426,8 @@ pub struct DeviceRecord {
     pub product_name: Option<String>,
     /// OS version.
     pub os_version: Option<String>,
+    /// Platform, from the product name.
+    pub platform: Platform,
     /// SHA-256 of the identity certificate bound to this enrollment.
     #[serde(skip)]
     pub cert_fingerprint: String,
@@ -911,4 +1033,23 @@ pub struct PromptRecord {
     pub answer: Option<String>,
     /// When answered.
     pub answered_at: Option<Timestamp>,
+}
+
+/// Keyset pagination: up to `limit` items after `cursor`.
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// Maximum items.
+    pub limit: i64,
+    /// The last key of the previous page.
+    pub cursor: Option<String>,
+}
+
+impl Page {
+    /// Everything, for internal callers.
+    pub fn all() -> Self {
+        Self {
+            limit: i64::MAX,
+            cursor: None,
+        }
+    }
 }

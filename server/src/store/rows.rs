@@ -1,5 +1,9 @@
 //! Reading rows back into records: the same mapping for every backend, generated per
-//! row type, since each backend decodes its own row type.
+//! row type, since each backend decodes its own row type; and the list queries with
+//! their filters, the same text for every backend but for the placeholders.
+
+use super::records::{AuditFilter, DeviceFilter, InstallFilter, Page, PromptFilter};
+use crate::clock::Timestamp;
 
 /// Defines `device_row`, `command_row`, … for the row type `$row`.
 macro_rules! row_mappers {
@@ -16,6 +20,12 @@ macro_rules! row_mappers {
                 serial_number: SerialNumber(row.try_get("serial_number")?),
                 product_name: row.try_get("product_name")?,
                 os_version: row.try_get("os_version")?,
+                platform: match row.try_get::<Option<String>, _>("platform")? {
+                    Some(p) => Platform::parse(&p).ok_or(corrupt("devices.platform"))?,
+                    None => Platform::of_product(
+                        row.try_get::<Option<String>, _>("product_name")?.as_deref(),
+                    ),
+                },
                 cert_fingerprint: row.try_get("cert_fingerprint")?,
                 status: EnrollmentStatus::parse(&status).ok_or(corrupt("devices.status"))?,
                 topic: row.try_get("topic")?,
@@ -50,6 +60,7 @@ macro_rules! row_mappers {
 
         fn audit_row(row: &$row) -> StoreResult<AuditEntry> {
             Ok(AuditEntry {
+                id: row.try_get("id")?,
                 at: row.try_get("at")?,
                 actor: row.try_get("actor")?,
                 actor_token: row.try_get("actor_token")?,
@@ -354,4 +365,227 @@ pub(super) fn install_counts_sql(param: &str) -> String {
          WHERE i.app_id = {param}
          GROUP BY i.status, d.product_name"
     )
+}
+
+/// A value bound to a list query.
+pub(super) enum Arg {
+    /// Text.
+    Text(String),
+    /// A time.
+    Time(Timestamp),
+    /// A count.
+    Int(i64),
+}
+
+/// A list query under construction: its text, with the backend's placeholders
+/// (`?` for SQLite, `$n` for PostgreSQL), and the values to bind in order.
+pub(super) struct ListSql {
+    /// The SQL text.
+    pub text: String,
+    /// Values, in placeholder order.
+    pub args: Vec<Arg>,
+    numbered: bool,
+}
+
+impl ListSql {
+    fn new(numbered: bool, select: &str) -> Self {
+        Self {
+            text: format!("{select} WHERE 1 = 1"),
+            args: Vec::new(),
+            numbered,
+        }
+    }
+
+    /// A placeholder for `arg`.
+    fn bind(&mut self, arg: Arg) -> String {
+        self.args.push(arg);
+        if self.numbered {
+            format!("${}", self.args.len())
+        } else {
+            "?".to_owned()
+        }
+    }
+
+    /// `AND` the condition `make(placeholder)` when `value` is set.
+    fn and<T>(
+        &mut self,
+        value: Option<T>,
+        arg: impl FnOnce(T) -> Arg,
+        make: impl FnOnce(&str) -> String,
+    ) {
+        if let Some(v) = value {
+            let p = self.bind(arg(v));
+            let condition = make(&p);
+            self.text.push_str(" AND ");
+            self.text.push_str(&condition);
+        }
+    }
+
+    fn tail(&mut self, order: &str, limit: i64) {
+        let p = self.bind(Arg::Int(limit));
+        self.text.push_str(&format!(" ORDER BY {order} LIMIT {p}"));
+    }
+}
+
+fn text(s: &str) -> Arg {
+    Arg::Text(s.to_owned())
+}
+
+/// Splits a two-part cursor key (`first` NUL `second`).
+fn two_keys(cursor: &str) -> (String, String) {
+    match cursor.split_once('\u{0}') {
+        Some((a, b)) => (a.to_owned(), b.to_owned()),
+        None => (cursor.to_owned(), String::new()),
+    }
+}
+
+/// The two-part cursor key of a row.
+pub fn two_key(first: &str, second: &str) -> String {
+    format!("{first}\u{0}{second}")
+}
+
+/// Devices in a group: a device group's members, or the devices of a user group's
+/// users (`col` is the device's UDID column).
+fn in_group(sql: &mut ListSql, group_id: Option<&String>, col: &str) {
+    if let Some(g) = group_id {
+        let a = sql.bind(text(g));
+        let b = sql.bind(text(g));
+        sql.text.push_str(&format!(
+            " AND (EXISTS (SELECT 1 FROM group_devices gd WHERE gd.group_id = {a} AND gd.udid = {col})
+               OR EXISTS (SELECT 1 FROM group_users gu JOIN devices gdv ON gdv.user_id = gu.user_id
+                          WHERE gu.group_id = {b} AND gdv.udid = {col}))"
+        ));
+    }
+}
+
+/// The device list query.
+pub(super) fn device_list_sql(f: &DeviceFilter, page: &Page, numbered: bool) -> ListSql {
+    let mut sql = ListSql::new(numbered, "SELECT * FROM devices d");
+    sql.and(page.cursor.as_deref(), text, |p| format!("d.udid > {p}"));
+    sql.and(
+        f.platform,
+        |p| text(p.as_str()),
+        |p| format!("d.platform = {p}"),
+    );
+    sql.and(f.os_at_least.as_deref(), text, |p| {
+        format!("d.os_version_key >= {p}")
+    });
+    sql.and(f.os_below.as_deref(), text, |p| {
+        format!("d.os_version_key < {p}")
+    });
+    sql.and(
+        f.supervised,
+        |s| Arg::Int(i64::from(s)),
+        |p| format!("COALESCE(d.is_supervised, 0) = {p}"),
+    );
+    sql.and(f.ownership.as_deref(), text, |p| {
+        format!("d.ownership = {p}")
+    });
+    sql.and(
+        f.status,
+        |s| text(s.as_str()),
+        |p| format!("d.status = {p}"),
+    );
+    sql.and(f.seen_since, Arg::Time, |p| {
+        format!("d.last_seen_at >= {p}")
+    });
+    sql.and(f.seen_before, Arg::Time, |p| {
+        format!("d.last_seen_at < {p}")
+    });
+    sql.and(f.user_id.as_deref(), text, |p| format!("d.user_id = {p}"));
+    in_group(&mut sql, f.group_id.as_ref(), "d.udid");
+    sql.tail("d.udid", page.limit);
+    sql
+}
+
+/// The install list query, by app then device.
+pub(super) fn install_list_sql(f: &InstallFilter, page: &Page, numbered: bool) -> ListSql {
+    let mut sql = ListSql::new(numbered, "SELECT i.* FROM installs i");
+    if let Some(cursor) = page.cursor.as_deref() {
+        let (app, udid) = two_keys(cursor);
+        let a = sql.bind(Arg::Text(app.clone()));
+        let b = sql.bind(Arg::Text(app));
+        let c = sql.bind(Arg::Text(udid));
+        sql.text.push_str(&format!(
+            " AND (i.app_id > {a} OR (i.app_id = {b} AND i.udid > {c}))"
+        ));
+    }
+    sql.and(f.app_id.as_deref(), text, |p| format!("i.app_id = {p}"));
+    sql.and(
+        f.udid.as_ref(),
+        |u| text(u.as_str()),
+        |p| format!("i.udid = {p}"),
+    );
+    sql.and(
+        f.status,
+        |s| text(s.as_str()),
+        |p| format!("i.status = {p}"),
+    );
+    sql.and(f.user_id.as_deref(), text, |p| {
+        format!("EXISTS (SELECT 1 FROM devices d WHERE d.udid = i.udid AND d.user_id = {p})")
+    });
+    sql.and(
+        f.platform,
+        |p| text(p.as_str()),
+        |p| format!("EXISTS (SELECT 1 FROM devices d WHERE d.udid = i.udid AND d.platform = {p})"),
+    );
+    sql.and(f.token_id.as_deref(), text, |p| {
+        format!("EXISTS (SELECT 1 FROM apps a WHERE a.id = i.app_id AND a.token_id = {p})")
+    });
+    in_group(&mut sql, f.group_id.as_ref(), "i.udid");
+    sql.tail("i.app_id, i.udid", page.limit);
+    sql
+}
+
+/// The prompt list query, by device then prompt.
+pub(super) fn prompt_list_sql(f: &PromptFilter, page: &Page, numbered: bool) -> ListSql {
+    let mut sql = ListSql::new(numbered, "SELECT * FROM prompts p");
+    if let Some(cursor) = page.cursor.as_deref() {
+        let (udid, prompt) = two_keys(cursor);
+        let a = sql.bind(Arg::Text(udid.clone()));
+        let b = sql.bind(Arg::Text(udid));
+        let c = sql.bind(Arg::Text(prompt));
+        sql.text.push_str(&format!(
+            " AND (p.udid > {a} OR (p.udid = {b} AND p.prompt_id > {c}))"
+        ));
+    }
+    sql.and(
+        f.udid.as_ref(),
+        |u| text(u.as_str()),
+        |p| format!("p.udid = {p}"),
+    );
+    sql.and(f.bundle_id.as_deref(), text, |p| {
+        format!("p.bundle_id = {p}")
+    });
+    sql.and(f.kind.as_deref(), text, |p| format!("p.kind = {p}"));
+    match &f.answer {
+        Some(Some(answer)) => sql.and(Some(answer.as_str()), text, |p| format!("p.answer = {p}")),
+        Some(None) => sql.text.push_str(" AND p.answer IS NULL"),
+        None => {}
+    }
+    sql.tail("p.udid, p.prompt_id", page.limit);
+    sql
+}
+
+/// The audit log query, newest first (the cursor is the last entry's id).
+pub(super) fn audit_list_sql(
+    f: &AuditFilter,
+    before_id: i64,
+    limit: i64,
+    numbered: bool,
+) -> ListSql {
+    let mut sql = ListSql::new(numbered, "SELECT * FROM audit_log a");
+    sql.and(Some(before_id), Arg::Int, |p| format!("a.id < {p}"));
+    if let Some(actor) = &f.actor {
+        let a = sql.bind(text(actor));
+        let b = sql.bind(text(actor));
+        sql.text
+            .push_str(&format!(" AND (a.actor = {a} OR a.actor_token = {b})"));
+    }
+    sql.and(f.action.as_deref(), text, |p| format!("a.action = {p}"));
+    sql.and(f.target.as_deref(), text, |p| format!("a.target = {p}"));
+    sql.and(f.since, Arg::Time, |p| format!("a.at >= {p}"));
+    sql.and(f.before, Arg::Time, |p| format!("a.at < {p}"));
+    sql.tail("a.id DESC", limit);
+    sql
 }

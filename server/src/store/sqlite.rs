@@ -143,6 +143,23 @@ impl SqliteStore {
             .await?;
         collect(rows, f)
     }
+
+    /// Runs a list query.
+    async fn list<T>(
+        &self,
+        sql: rows::ListSql,
+        f: fn(&SqliteRow) -> StoreResult<T>,
+    ) -> StoreResult<Vec<T>> {
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.text));
+        for arg in sql.args {
+            query = match arg {
+                rows::Arg::Text(t) => query.bind(t),
+                rows::Arg::Time(t) => query.bind(t),
+                rows::Arg::Int(n) => query.bind(n),
+            };
+        }
+        collect(query.fetch_all(&self.reader).await?, f)
+    }
 }
 
 rows::row_mappers!(SqliteRow);
@@ -381,18 +398,17 @@ impl AdminStore for SqliteStore {
         Ok(())
     }
 
-    async fn audit_log(&self, page: &Page) -> StoreResult<Vec<AuditEntry>> {
+    async fn audit_log(&self, filter: &AuditFilter, page: &Page) -> StoreResult<Vec<AuditEntry>> {
         let before: i64 = page
             .cursor
             .as_deref()
             .and_then(|c| c.parse().ok())
             .unwrap_or(i64::MAX);
-        let rows = sqlx::query("SELECT * FROM audit_log WHERE id < ? ORDER BY id DESC LIMIT ?")
-            .bind(before)
-            .bind(page.limit)
-            .fetch_all(&self.reader)
-            .await?;
-        collect(rows, audit_row)
+        self.list(
+            rows::audit_list_sql(filter, before, page.limit, false),
+            audit_row,
+        )
+        .await
     }
 }
 
@@ -401,9 +417,10 @@ impl DeviceStore for SqliteStore {
     async fn upsert_enrollment(&self, d: &DeviceRecord) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO devices (udid, serial_number, product_name, os_version, cert_fingerprint, status,
-                                  enrolled_at, last_seen_at, ownership, single_app_mode)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                  enrolled_at, last_seen_at, ownership, single_app_mode, platform, os_version_key)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (udid) DO UPDATE SET serial_number = excluded.serial_number,
+                platform = excluded.platform, os_version_key = excluded.os_version_key,
                 product_name = excluded.product_name, os_version = excluded.os_version,
                 cert_fingerprint = excluded.cert_fingerprint, status = excluded.status,
                 enrolled_at = excluded.enrolled_at, last_seen_at = excluded.last_seen_at,
@@ -419,6 +436,8 @@ impl DeviceStore for SqliteStore {
         .bind(d.last_seen_at)
         .bind(&d.ownership)
         .bind(d.single_app_mode.map(i64::from))
+        .bind(d.platform.as_str())
+        .bind(d.os_version.as_deref().and_then(os_version_key))
         .execute(&self.writer)
         .await?;
         Ok(())
@@ -442,12 +461,16 @@ impl DeviceStore for SqliteStore {
         sqlx::query(
             "UPDATE devices SET status = CASE WHEN status = 'active' THEN status ELSE 'authenticated' END,
                 serial_number = COALESCE(?, serial_number), product_name = COALESCE(?, product_name),
-                os_version = COALESCE(?, os_version), last_seen_at = ? WHERE udid = ?",
+                os_version = COALESCE(?, os_version), last_seen_at = ?, platform = COALESCE(?, platform),
+                os_version_key = CASE WHEN ? IS NULL THEN os_version_key ELSE ? END WHERE udid = ?",
         )
         .bind(f.serial_number.as_ref().map(SerialNumber::as_str))
         .bind(&f.product_name)
         .bind(&f.os_version)
         .bind(now)
+        .bind(f.platform())
+        .bind(&f.os_version)
+        .bind(f.os_version_key())
         .bind(udid.as_str())
         .execute(&self.writer)
         .await?;
@@ -495,21 +518,48 @@ impl DeviceStore for SqliteStore {
         sqlx::query(
             "UPDATE devices SET serial_number = COALESCE(?, serial_number), product_name = COALESCE(?, product_name),
                 os_version = COALESCE(?, os_version), is_supervised = COALESCE(?, is_supervised),
-                itunes_account_hash = ? WHERE udid = ?",
+                itunes_account_hash = ?, platform = COALESCE(?, platform),
+                os_version_key = CASE WHEN ? IS NULL THEN os_version_key ELSE ? END WHERE udid = ?",
         )
         .bind(f.serial_number.as_ref().map(SerialNumber::as_str))
         .bind(&f.product_name)
         .bind(&f.os_version)
         .bind(supervised.map(i64::from))
         .bind(account_hash)
+        .bind(f.platform())
+        .bind(&f.os_version)
+        .bind(f.os_version_key())
         .bind(udid.as_str())
         .execute(&self.writer)
         .await?;
         Ok(())
     }
 
-    async fn devices(&self, page: &Page) -> StoreResult<Vec<DeviceRecord>> {
-        self.page("devices", "udid", page, device_row).await
+    async fn devices(&self, filter: &DeviceFilter, page: &Page) -> StoreResult<Vec<DeviceRecord>> {
+        self.list(rows::device_list_sql(filter, page, false), device_row)
+            .await
+    }
+
+    async fn fill_device_keys(&self) -> StoreResult<u64> {
+        let rows = sqlx::query(
+            "SELECT udid, product_name, os_version FROM devices WHERE platform IS NULL",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        let mut tx = self.writer.begin().await?;
+        for row in &rows {
+            let udid: String = row.try_get("udid")?;
+            let product: Option<String> = row.try_get("product_name")?;
+            let os: Option<String> = row.try_get("os_version")?;
+            sqlx::query("UPDATE devices SET platform = ?, os_version_key = ? WHERE udid = ?")
+                .bind(Platform::of_product(product.as_deref()).as_str())
+                .bind(os.as_deref().and_then(os_version_key))
+                .bind(udid)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(rows.len() as u64)
     }
 
     async fn delete_device(&self, udid: &Udid) -> StoreResult<bool> {
@@ -1043,6 +1093,18 @@ impl DirectoryStore for SqliteStore {
         Ok(rows.into_iter().map(Udid).collect())
     }
 
+    async fn group_device_page(&self, group_id: &str, page: &Page) -> StoreResult<Vec<Udid>> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT udid FROM group_devices WHERE group_id = ? AND udid > ? ORDER BY udid LIMIT ?",
+        )
+        .bind(group_id)
+        .bind(cursor(page))
+        .bind(page.limit)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows.into_iter().map(Udid).collect())
+    }
+
     async fn remove_group_devices(&self, group_id: &str, udids: &[Udid]) -> StoreResult<u64> {
         let mut tx = self.writer.begin().await?;
         let mut removed = 0;
@@ -1340,6 +1402,15 @@ impl AssignmentStore for SqliteStore {
         collect(rows, install_row)
     }
 
+    async fn installs(
+        &self,
+        filter: &InstallFilter,
+        page: &Page,
+    ) -> StoreResult<Vec<InstallRecord>> {
+        self.list(rows::install_list_sql(filter, page, false), install_row)
+            .await
+    }
+
     async fn set_installs(&self, installs: &[InstallRecord]) -> StoreResult<()> {
         let mut tx = self.writer.begin().await?;
         upsert_installs(&mut tx, installs).await?;
@@ -1469,6 +1540,17 @@ impl UserStore for SqliteStore {
         .await?)
     }
 
+    async fn group_user_page(&self, group_id: &str, page: &Page) -> StoreResult<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT user_id FROM group_users WHERE group_id = ? AND user_id > ? ORDER BY user_id LIMIT ?",
+        )
+        .bind(group_id)
+        .bind(cursor(page))
+        .bind(page.limit)
+        .fetch_all(&self.reader)
+        .await?)
+    }
+
     async fn vpp_users(&self) -> StoreResult<Vec<VppUserRecord>> {
         let rows = sqlx::query("SELECT * FROM vpp_users ORDER BY token_id, user_id")
             .fetch_all(&self.reader)
@@ -1591,22 +1673,9 @@ impl UserStore for SqliteStore {
         Ok(())
     }
 
-    async fn prompts_of_device(&self, udid: &Udid) -> StoreResult<Vec<PromptRecord>> {
-        let rows = sqlx::query("SELECT * FROM prompts WHERE udid = ? ORDER BY shown_at, prompt_id")
-            .bind(udid.as_str())
-            .fetch_all(&self.reader)
-            .await?;
-        collect(rows, prompt_row)
-    }
-
-    async fn prompts_of_bundle(&self, bundle_id: &str) -> StoreResult<Vec<PromptRecord>> {
-        let rows = sqlx::query(
-            "SELECT * FROM prompts WHERE bundle_id = ? ORDER BY shown_at, udid, prompt_id",
-        )
-        .bind(bundle_id)
-        .fetch_all(&self.reader)
-        .await?;
-        collect(rows, prompt_row)
+    async fn prompts(&self, filter: &PromptFilter, page: &Page) -> StoreResult<Vec<PromptRecord>> {
+        self.list(rows::prompt_list_sql(filter, page, false), prompt_row)
+            .await
     }
 
     async fn record_restrictions(&self, udid: &Udid, app_store_allowed: bool) -> StoreResult<()> {
