@@ -69,6 +69,18 @@ async fn each_role_reaches_exactly_its_endpoints(builder: TestbedBuilder) {
                 body: Value::Null,
             },
             Probe {
+                permission: "read",
+                method: "GET",
+                path: "/v1/installs?status=installed".into(),
+                body: Value::Null,
+            },
+            Probe {
+                permission: "read",
+                method: "GET",
+                path: "/v1/prompts".into(),
+                body: Value::Null,
+            },
+            Probe {
                 permission: "operate",
                 method: "POST",
                 path: "/v1/groups".into(),

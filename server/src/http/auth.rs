@@ -76,7 +76,7 @@ pub(super) fn required_permission(method: &Method, path: &str) -> Permission {
             Permission::Operate
         }
         "enrollment-tokens" | "devices" | "groups" | "assignments" | "licenses" | "users"
-        | "audit" | "events"
+        | "installs" | "prompts" | "audit" | "events"
             if read =>
         {
             Permission::Read
@@ -169,6 +169,9 @@ mod tests {
             ("PATCH", "/v1/apps/a", P::ManageVpp),
             ("GET", "/v1/apps/a/summary", P::Read),
             ("GET", "/v1/audit", P::Read),
+            ("GET", "/v1/installs", P::Read),
+            ("GET", "/v1/prompts", P::Read),
+            ("POST", "/v1/installs", P::Administer),
             ("GET", "/v1/admin-tokens", P::Administer),
             ("POST", "/v1/admin-tokens", P::Administer),
             ("DELETE", "/v1/admin-tokens/x", P::Administer),
