@@ -18,6 +18,7 @@ pub mod secret;
 mod server;
 pub mod state;
 pub mod store;
+pub mod telemetry;
 pub mod tls;
 
 pub use server::{

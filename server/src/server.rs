@@ -293,6 +293,7 @@ pub async fn start_with_listener(
     listener: TcpListener,
 ) -> Result<RunningServer, StartError> {
     let mut config = config;
+    crate::telemetry::install();
     if let Some(files) = crate::http::raise_open_file_limit() {
         let fitted = config.connection.fit_to_open_files(files);
         if fitted.max_connections < config.connection.max_connections {
@@ -378,6 +379,7 @@ pub async fn start_with_listener(
         device_turns: Arc::new(tokio::sync::Semaphore::new(
             config.device_concurrency.max(1),
         )),
+        poked_at: Arc::default(),
         rate: Arc::new(RateLimits {
             enrollment: RateLimiter::new(config.enrollment_rate),
             failed_auth: RateLimiter::new(config.failed_auth_rate),

@@ -97,6 +97,9 @@ pub struct ServerState {
     pub event_polls: Arc<crate::apple::polling::EventPolls>,
     /// Turns of device requests at the storage (see `ServerConfig::device_concurrency`).
     pub device_turns: Arc<tokio::sync::Semaphore>,
+    /// When the reconciler was first asked for a pass since its last one began (for the
+    /// lag it reports).
+    pub poked_at: Arc<Mutex<Option<std::time::Instant>>>,
 }
 
 /// Apple's `versionId` of a list, per token: the next read asks only for what changed
@@ -126,6 +129,9 @@ impl VersionIds {
 impl ServerState {
     /// Asks the reconciler to run soon.
     pub fn poke_reconciler(&self) {
+        if let Ok(mut first) = self.poked_at.lock() {
+            first.get_or_insert_with(std::time::Instant::now);
+        }
         self.reconcile.notify_one();
     }
 

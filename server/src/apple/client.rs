@@ -460,7 +460,7 @@ impl AppleClient {
             .http
             .get(&self.config.lookup_url)
             .query(&[("id", ids.as_str()), ("country", country)]);
-        let (status, body) = self.send(request).await?;
+        let (status, body) = self.send("lookup", request).await?;
         if !status.is_success() {
             return Err(VppError::Http {
                 status: status.as_u16(),
@@ -488,7 +488,7 @@ impl AppleClient {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let (status, bytes) = self.send(request).await?;
+        let (status, bytes) = self.send(path, request).await?;
         let value: serde_json::Value = match serde_json::from_slice(&bytes) {
             Ok(v) => v,
             Err(_) if !status.is_success() => {
@@ -521,17 +521,25 @@ impl AppleClient {
     /// Sends with retries on network errors, 5xx and 429, waiting `Retry-After` when given.
     async fn send(
         &self,
+        endpoint: &str,
         request: reqwest::RequestBuilder,
     ) -> Result<(StatusCode, bytes::Bytes), VppError> {
         let mut delay = self.config.backoff;
         let mut attempt = 1;
         loop {
+            let started = std::time::Instant::now();
             let Some(this_try) = request.try_clone() else {
-                let resp = request.send().await?;
+                let resp = request.send().await;
+                let status = resp.as_ref().ok().map(|r| r.status().as_u16());
+                crate::telemetry::apple_call(endpoint, status, started.elapsed());
+                let resp = resp?;
                 let status = resp.status();
                 return Ok((status, read_body(resp).await?));
             };
-            let outcome: Result<(), Option<Duration>> = match this_try.send().await {
+            let sent = this_try.send().await;
+            let status = sent.as_ref().ok().map(|r| r.status().as_u16());
+            crate::telemetry::apple_call(endpoint, status, started.elapsed());
+            let outcome: Result<(), Option<Duration>> = match sent {
                 Ok(resp) => {
                     let status = resp.status();
                     let retry_after = resp

@@ -86,7 +86,13 @@ pub async fn sync_token(state: &ServerState, token_id: &str) -> ServerResult<Syn
             token.id
         )));
     }
-    let result = match fetch(state, &token).await {
+    let started = std::time::Instant::now();
+    let fetched = fetch(state, &token).await;
+    crate::telemetry::sync_finished(
+        if fetched.is_ok() { "ok" } else { "error" },
+        started.elapsed(),
+    );
+    let result = match fetched {
         Ok((record, summary)) => {
             let before: HashMap<(AdamId, String), Option<String>> = state
                 .store

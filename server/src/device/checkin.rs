@@ -31,17 +31,18 @@ pub async fn handle(
     body: &[u8],
 ) -> ServerResult<()> {
     let message = CheckinMessage::from_xml(body)?;
-    let udid = match &message {
-        CheckinMessage::Authenticate(m) => &m.udid,
-        CheckinMessage::TokenUpdate(m) => &m.udid,
-        CheckinMessage::CheckOut(m) => &m.udid,
-        CheckinMessage::PromptReport(m) => &m.udid,
-        CheckinMessage::AppRequest(m) => &m.udid,
+    let (udid, kind) = match &message {
+        CheckinMessage::Authenticate(m) => (&m.udid, "Authenticate"),
+        CheckinMessage::TokenUpdate(m) => (&m.udid, "TokenUpdate"),
+        CheckinMessage::CheckOut(m) => (&m.udid, "CheckOut"),
+        CheckinMessage::PromptReport(m) => (&m.udid, "PromptReport"),
+        CheckinMessage::AppRequest(m) => (&m.udid, "AppRequest"),
         CheckinMessage::Unknown { message_type } => {
             return Err(ServerError::UnsupportedMessage(message_type.clone()));
         }
     };
     let device = identity::authorize(state.store.as_ref(), identity, udid).await?;
+    crate::telemetry::checkin(kind);
     let now = state.clock.now();
     match message {
         CheckinMessage::Authenticate(m) => {

@@ -32,6 +32,7 @@ pub async fn handle(
             Some(command)
                 if matches!(command.status, CommandState::Sent | CommandState::Queued) =>
             {
+                crate::telemetry::command_result(&command.request_type, report.status.as_str());
                 outcome = Some(install::apply_result(state, &command, &report, body, now).await?);
             }
             Some(_) => tracing::debug!(udid = %report.udid, %uuid, "duplicate result ignored"),

@@ -391,7 +391,11 @@ async fn run_exclusively(state: &ServerState) -> ServerResult<bool> {
     {
         return Ok(true);
     }
+    let asked = state.poked_at.lock().ok().and_then(|mut p| p.take());
+    let started = std::time::Instant::now();
     let result = run_once(state).await;
+    let took = started.elapsed();
+    crate::telemetry::reconcile_pass(asked.map_or(took, |at| at.elapsed()), took);
     state
         .store
         .release_lease("reconcile", &state.replica)

@@ -58,6 +58,13 @@ impl FromRequestParts<ServerState> for Actor {
 /// (`administer`). Anything not named here needs `administer`.
 pub(super) fn required_permission(method: &Method, path: &str) -> Permission {
     let read = method == Method::GET || method == Method::HEAD;
+    if path == "/metrics" {
+        return if read {
+            Permission::Read
+        } else {
+            Permission::Administer
+        };
+    }
     let mut segments = path.strip_prefix("/v1/").unwrap_or(path).split('/');
     let resource = segments.next().unwrap_or_default();
     let last = path.rsplit('/').next().unwrap_or_default();
@@ -177,6 +184,7 @@ mod tests {
             ("DELETE", "/v1/admin-tokens/x", P::Administer),
             ("GET", "/v1/something-new", P::Administer),
             ("PUT", "/v1/audit", P::Administer),
+            ("GET", "/metrics", P::Read),
         ];
         for (method, path, want) in table {
             let method = Method::from_bytes(method.as_bytes()).expect("method");

@@ -102,7 +102,7 @@ impl PeerAddr {
 
 /// Whether a request may use a connection from the admin reserve.
 pub(super) fn admin_request(path: &str) -> bool {
-    path.starts_with("/v1/") || path == "/healthz" || path == "/readyz"
+    path.starts_with("/v1/") || matches!(path, "/healthz" | "/readyz" | "/metrics")
 }
 
 /// Raises this process's open-file limit as far as it is allowed, so the connection

@@ -1,7 +1,8 @@
 //! Probes for service managers and load balancers: `/healthz` says the process
 //! answers; `/readyz` says it can serve (its database answers), with Apple's state as a
 //! detail that never fails it (the server keeps serving devices while Apple is down).
-//! Neither needs a token nor reveals names or secrets.
+//! Neither needs a token nor reveals names or secrets. `/metrics` is Prometheus's
+//! scrape, for any admin token (Prometheus sends one as `authorization: credentials`).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -10,6 +11,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
+use crate::admin::Actor;
 use crate::state::ServerState;
 use crate::store::Page;
 
@@ -18,6 +20,17 @@ pub(super) fn router() -> Router<ServerState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+}
+
+async fn metrics(State(state): State<ServerState>, _actor: Actor) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::telemetry::render(&state).await,
+    )
 }
 
 async fn healthz() -> impl IntoResponse {
