@@ -128,6 +128,10 @@ struct ServeArgs {
         default_value_t = 1800.0
     )]
     install_timeout_seconds: f64,
+    /// Hours events stay in the event stream (`/v1/events`, webhooks) before they are
+    /// forgotten.
+    #[arg(long, env = "ORCHARD_EVENT_RETENTION_HOURS", default_value_t = 168.0)]
+    event_retention_hours: f64,
     /// Seconds between syncs of each token with Apple (twice a day by default).
     #[arg(long, env = "ORCHARD_SYNC_INTERVAL_SECONDS", default_value_t = 43200.0)]
     sync_interval_seconds: f64,
@@ -242,6 +246,7 @@ async fn main() -> anyhow::Result<()> {
     );
     config.install_poll_interval = seconds("install-poll-seconds", args.install_poll_seconds)?;
     config.install_timeout = seconds("install-timeout-seconds", args.install_timeout_seconds)?;
+    config.event_retention = seconds("event-retention-hours", args.event_retention_hours * 3600.0)?;
     config.max_tokens = args.max_tokens;
     config.sync_interval = seconds("sync-interval-seconds", args.sync_interval_seconds)?;
     config.secret_key = args.secret_key;

@@ -39,6 +39,8 @@ pub struct ServerConfig {
     pub install_poll_interval: Duration,
     /// How long an install may stay `Installing` before it fails (apps may set their own).
     pub install_timeout: Duration,
+    /// How long events stay in the stream (`/v1/events`) before they are forgotten.
+    pub event_retention: Duration,
     /// How often pending Apple events are polled.
     pub event_poll_interval: Duration,
     /// How long an association event may stay pending before it is submitted again
@@ -91,6 +93,7 @@ impl ServerConfig {
             apple: AppleConfig::default(),
             install_poll_interval: Duration::from_secs(5),
             install_timeout: Duration::from_secs(30 * 60),
+            event_retention: Duration::from_secs(7 * 24 * 3600),
             event_poll_interval: Duration::from_secs(30),
             event_resubmit_after: crate::apple::polling::RESUBMIT_AFTER,
             apple_retry: (Duration::from_secs(5), Duration::from_secs(600)),
@@ -357,6 +360,7 @@ pub async fn start_with_listener(
         options: Arc::new(ServiceOptions {
             install_poll_interval: config.install_poll_interval,
             install_timeout: config.install_timeout,
+            event_retention: config.event_retention,
             event_poll_interval: config.event_poll_interval,
             event_resubmit_after: config.event_resubmit_after,
             max_tokens: config.max_tokens,

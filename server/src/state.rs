@@ -43,6 +43,8 @@ pub struct ServiceOptions {
     pub install_poll_interval: Duration,
     /// How long an install may stay `Installing` before it fails (apps may set their own).
     pub install_timeout: Duration,
+    /// How long events stay in the stream before they are forgotten.
+    pub event_retention: Duration,
     /// How often pending Apple events are polled (at least this long between two polls
     /// of one event).
     pub event_poll_interval: Duration,

@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-use crate::state::ServerState;
-use crate::store::Page;
+use crate::store::AppRecord;
 
 /// Upper bounds of the latency histograms, in seconds.
 const SECONDS: &[f64] = &[
@@ -83,26 +82,32 @@ pub fn reconcile_pass(lag: Duration, took: Duration) {
     metrics::histogram!("orchard_reconcile_lag_seconds").record(lag.as_secs_f64());
 }
 
+/// Values read at scrape time.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Devices connected to the push channel.
+    pub push_connections: usize,
+    /// Devices waiting for their wake turn.
+    pub push_waiting: usize,
+    /// Apps with their license counts.
+    pub apps: Vec<AppRecord>,
+}
+
 /// The exposition text: everything counted so far, and the values read now.
-pub async fn render(state: &ServerState) -> String {
-    metrics::gauge!("orchard_push_connections").set(state.push.connected() as f64);
-    metrics::gauge!("orchard_push_waiting").set(state.push.waiting() as f64);
-    match state.store.apps(&Page::all()).await {
-        Ok(apps) => {
-            for app in apps {
-                let c = app.counts;
-                for (kind, n) in [
-                    ("total", c.total),
-                    ("used", c.assigned),
-                    ("available", c.available),
-                    ("retired", c.retired),
-                ] {
-                    metrics::gauge!("orchard_app_licenses", "app_id" => app.id.clone(), "kind" => kind)
-                        .set(n as f64);
-                }
-            }
+pub fn render(now: Snapshot) -> String {
+    metrics::gauge!("orchard_push_connections").set(now.push_connections as f64);
+    metrics::gauge!("orchard_push_waiting").set(now.push_waiting as f64);
+    for app in now.apps {
+        let c = app.counts;
+        for (kind, n) in [
+            ("total", c.total),
+            ("used", c.assigned),
+            ("available", c.available),
+            ("retired", c.retired),
+        ] {
+            metrics::gauge!("orchard_app_licenses", "app_id" => app.id.clone(), "kind" => kind)
+                .set(n as f64);
         }
-        Err(e) => tracing::warn!(error = %e, "metrics: cannot read the license counts"),
     }
     let handle = handle();
     handle.run_upkeep();

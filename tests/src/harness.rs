@@ -911,6 +911,24 @@ impl AdminClient {
         }
     }
 
+    /// Opens the event stream at `path` (`Accept: text/event-stream`), resuming after
+    /// `last_event_id` when given.
+    pub async fn event_stream(
+        &self,
+        path: &str,
+        last_event_id: Option<&str>,
+    ) -> anyhow::Result<reqwest::Response> {
+        let mut request = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .header("Accept", "text/event-stream");
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id);
+        }
+        Ok(request.send().await?)
+    }
+
     /// POST JSON to a path.
     pub async fn post(&self, path: &str, body: Value) -> anyhow::Result<(StatusCode, Value)> {
         Self::read(

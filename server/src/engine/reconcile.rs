@@ -360,7 +360,17 @@ pub fn plan(
 /// Runs the reconciler until `shutdown` fires: after every poke, and every
 /// `event_poll_interval` while Apple events are pending (else every minute).
 pub async fn run(state: ServerState, shutdown: tokio_util::sync::CancellationToken) {
+    let mut pruned_at: Option<std::time::Instant> = None;
     loop {
+        if pruned_at.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+            pruned_at = Some(std::time::Instant::now());
+            let before = state.clock.now() - state.options.event_retention;
+            match state.store.prune_events(before).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(events = n, %before, "old events forgotten"),
+                Err(e) => tracing::warn!(error = %e, "cannot forget old events"),
+            }
+        }
         let pending = match run_exclusively(&state).await {
             Ok(pending) => pending,
             Err(e) => {
@@ -380,6 +390,9 @@ pub async fn run(state: ServerState, shutdown: tokio_util::sync::CancellationTok
         }
     }
 }
+
+/// How often events past their retention are forgotten.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// One pass, if no other replica is reconciling right now (then: try again soon).
 async fn run_exclusively(state: &ServerState) -> ServerResult<bool> {

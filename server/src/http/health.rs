@@ -24,12 +24,24 @@ pub(super) fn router() -> Router<ServerState> {
 }
 
 async fn metrics(State(state): State<ServerState>, _actor: Actor) -> impl IntoResponse {
+    let apps = match state.store.apps(&Page::all()).await {
+        Ok(apps) => apps,
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics: cannot read the license counts");
+            Vec::new()
+        }
+    };
+    let now = crate::telemetry::Snapshot {
+        push_connections: state.push.connected(),
+        push_waiting: state.push.waiting(),
+        apps,
+    };
     (
         [(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        crate::telemetry::render(&state).await,
+        crate::telemetry::render(now),
     )
 }
 

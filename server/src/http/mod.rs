@@ -12,6 +12,7 @@ mod auth;
 mod connection;
 mod device;
 pub mod error;
+mod events;
 mod health;
 mod list;
 mod reports;
@@ -52,6 +53,7 @@ pub fn router(state: ServerState) -> Router {
         .merge(reports::router())
         .merge(apple::router())
         .merge(health::router())
+        .merge(events::router())
         .fallback(|| async {
             error::ApiError::new(
                 axum::http::StatusCode::NOT_FOUND,

@@ -75,6 +75,15 @@ pub trait AdminStore: Send + Sync {
     async fn delete_admin_token(&self, id: &str, now: Timestamp) -> StoreResult<AdminTokenRemoval>;
     /// Appends an audit entry.
     async fn audit(&self, entry: &AuditEntry) -> StoreResult<()>;
+    /// Events after the id `after`, oldest first, at most `limit`.
+    async fn events(
+        &self,
+        filter: &EventFilter,
+        after: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<EventRecord>>;
+    /// Forgets events from before `before`; returns how many.
+    async fn prune_events(&self, before: Timestamp) -> StoreResult<u64>;
     /// Lists audit entries, newest first (the cursor is the last entry's id).
     async fn audit_log(&self, filter: &AuditFilter, page: &Page) -> StoreResult<Vec<AuditEntry>>;
 }

@@ -354,6 +354,24 @@ impl AdminStore for PostgresStore {
         Ok(())
     }
 
+    async fn events(
+        &self,
+        filter: &EventFilter,
+        after: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<EventRecord>> {
+        self.list(rows::event_list_sql(filter, after, limit, true), event_row)
+            .await
+    }
+
+    async fn prune_events(&self, before: Timestamp) -> StoreResult<u64> {
+        let done = sqlx::query("DELETE FROM events WHERE at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
     async fn audit_log(&self, filter: &AuditFilter, page: &Page) -> StoreResult<Vec<AuditEntry>> {
         let before: i64 = page
             .cursor

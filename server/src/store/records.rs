@@ -277,6 +277,39 @@ pub struct PromptFilter {
     pub answer: Option<Option<String>>,
 }
 
+/// A change as the event stream tells it (written by the database in the change's own
+/// transaction).
+#[derive(Debug, Clone, Serialize)]
+pub struct EventRecord {
+    /// Its place in the stream: ids grow in commit order.
+    pub id: i64,
+    /// When the change happened (the server's clock).
+    pub at: Timestamp,
+    /// What changed, e.g. `install.status`, `license.associated`, `device.enrolled`.
+    pub kind: String,
+    /// The VPP token it concerns.
+    pub token_id: Option<String>,
+    /// The app it concerns.
+    pub app_id: Option<String>,
+    /// The device it concerns.
+    pub udid: Option<String>,
+    /// The details, by kind.
+    pub data: serde_json::Value,
+}
+
+/// Which events a list or stream shows.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    /// Of this kind (`install.status`) or family (`install`).
+    pub kind: Option<String>,
+    /// Of this app.
+    pub app_id: Option<String>,
+    /// Of this device.
+    pub udid: Option<String>,
+    /// Of this token.
+    pub token_id: Option<String>,
+}
+
 /// Which audit entries a list shows.
 #[derive(Debug, Clone, Default)]
 pub struct AuditFilter {

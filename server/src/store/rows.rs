@@ -2,7 +2,7 @@
 //! row type, since each backend decodes its own row type; and the list queries with
 //! their filters, the same text for every backend but for the placeholders.
 
-use super::records::{AuditFilter, DeviceFilter, InstallFilter, Page, PromptFilter};
+use super::records::{AuditFilter, DeviceFilter, EventFilter, InstallFilter, Page, PromptFilter};
 use crate::clock::Timestamp;
 
 /// Defines `device_row`, `command_row`, … for the row type `$row`.
@@ -55,6 +55,19 @@ macro_rules! row_mappers {
                 created_by: row.try_get("created_by")?,
                 created_at: row.try_get("created_at")?,
                 rotated_at: row.try_get("rotated_at")?,
+            })
+        }
+
+        fn event_row(row: &$row) -> StoreResult<EventRecord> {
+            let data: String = row.try_get("data")?;
+            Ok(EventRecord {
+                id: row.try_get("id")?,
+                at: row.try_get("at")?,
+                kind: row.try_get("kind")?,
+                token_id: row.try_get("token_id")?,
+                app_id: row.try_get("app_id")?,
+                udid: row.try_get("udid")?,
+                data: serde_json::from_str(&data).map_err(|_| corrupt("events.data"))?,
             })
         }
 
@@ -587,5 +600,25 @@ pub(super) fn audit_list_sql(
     sql.and(f.since, Arg::Time, |p| format!("a.at >= {p}"));
     sql.and(f.before, Arg::Time, |p| format!("a.at < {p}"));
     sql.tail("a.id DESC", limit);
+    sql
+}
+
+/// The event query, oldest first after the id `after`. A `kind` without a dot is a
+/// family (`install` is every `install.*`); kinds are checked at the door to hold only
+/// lowercase letters, `_` and `.`.
+pub(super) fn event_list_sql(f: &EventFilter, after: i64, limit: i64, numbered: bool) -> ListSql {
+    let mut sql = ListSql::new(numbered, "SELECT * FROM events e");
+    sql.and(Some(after), Arg::Int, |p| format!("e.id > {p}"));
+    match f.kind.as_deref() {
+        Some(kind) if kind.contains('.') => sql.and(Some(kind), text, |p| format!("e.kind = {p}")),
+        Some(family) => sql.and(Some(format!("{family}.%")), Arg::Text, |p| {
+            format!("e.kind LIKE {p}")
+        }),
+        None => {}
+    }
+    sql.and(f.app_id.as_deref(), text, |p| format!("e.app_id = {p}"));
+    sql.and(f.udid.as_deref(), text, |p| format!("e.udid = {p}"));
+    sql.and(f.token_id.as_deref(), text, |p| format!("e.token_id = {p}"));
+    sql.tail("e.id", limit);
     sql
 }

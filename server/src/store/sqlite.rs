@@ -398,6 +398,24 @@ impl AdminStore for SqliteStore {
         Ok(())
     }
 
+    async fn events(
+        &self,
+        filter: &EventFilter,
+        after: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<EventRecord>> {
+        self.list(rows::event_list_sql(filter, after, limit, false), event_row)
+            .await
+    }
+
+    async fn prune_events(&self, before: Timestamp) -> StoreResult<u64> {
+        let done = sqlx::query("DELETE FROM events WHERE at < ?")
+            .bind(before)
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
     async fn audit_log(&self, filter: &AuditFilter, page: &Page) -> StoreResult<Vec<AuditEntry>> {
         let before: i64 = page
             .cursor
