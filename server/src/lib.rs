@@ -20,6 +20,7 @@ pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
+pub mod webhook;
 
 pub use server::{
     DEVICE_CONCURRENCY, RunningServer, ServerConfig, StartError, recover_admin_token, start,

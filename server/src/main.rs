@@ -117,6 +117,17 @@ struct ServeArgs {
     /// The longest wait between such attempts.
     #[arg(long, env = "ORCHARD_APPLE_RETRY_MAX_SECONDS", default_value_t = 600.0)]
     apple_retry_max_seconds: f64,
+    /// Seconds before a failed webhook delivery is tried again; doubled after each
+    /// failure up to --webhook-retry-max-seconds.
+    #[arg(long, env = "ORCHARD_WEBHOOK_RETRY_SECONDS", default_value_t = 5.0)]
+    webhook_retry_seconds: f64,
+    /// The longest wait between webhook delivery attempts.
+    #[arg(
+        long,
+        env = "ORCHARD_WEBHOOK_RETRY_MAX_SECONDS",
+        default_value_t = 600.0
+    )]
+    webhook_retry_max_seconds: f64,
     /// Seconds before asking a device again about an install in progress.
     #[arg(long, env = "ORCHARD_INSTALL_POLL_SECONDS", default_value_t = 5.0)]
     install_poll_seconds: f64,
@@ -245,6 +256,10 @@ async fn main() -> anyhow::Result<()> {
         seconds("apple-retry-max-seconds", args.apple_retry_max_seconds)?,
     );
     config.install_poll_interval = seconds("install-poll-seconds", args.install_poll_seconds)?;
+    config.webhook_retry = (
+        seconds("webhook-retry-seconds", args.webhook_retry_seconds)?,
+        seconds("webhook-retry-max-seconds", args.webhook_retry_max_seconds)?,
+    );
     config.install_timeout = seconds("install-timeout-seconds", args.install_timeout_seconds)?;
     config.event_retention = seconds("event-retention-hours", args.event_retention_hours * 3600.0)?;
     config.max_tokens = args.max_tokens;

@@ -49,6 +49,9 @@ pub struct ServerConfig {
     /// Back-off of license requests Apple refused or could not take: the first wait,
     /// doubled after each failure up to the second.
     pub apple_retry: (Duration, Duration),
+    /// The first wait before a failed webhook delivery is tried again (doubled after
+    /// each failure), and the longest.
+    pub webhook_retry: (Duration, Duration),
     /// Most VPP tokens.
     pub max_tokens: i64,
     /// How often every token is synced with Apple (twice a day by default).
@@ -97,6 +100,7 @@ impl ServerConfig {
             event_poll_interval: Duration::from_secs(30),
             event_resubmit_after: crate::apple::polling::RESUBMIT_AFTER,
             apple_retry: (Duration::from_secs(5), Duration::from_secs(600)),
+            webhook_retry: (Duration::from_secs(5), Duration::from_secs(600)),
             max_tokens: 256,
             sync_interval: Duration::from_secs(12 * 3600),
             scheduler_tick: Duration::from_secs(60),
@@ -419,6 +423,11 @@ pub async fn start_with_listener(
         )),
         tokio::spawn(crate::apple::sync::run_scheduler(
             state.clone(),
+            shutdown.clone(),
+        )),
+        tokio::spawn(crate::webhook::run(
+            state.clone(),
+            config.webhook_retry,
             shutdown.clone(),
         )),
         tokio::spawn(crate::push::serve(

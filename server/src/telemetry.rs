@@ -82,6 +82,12 @@ pub fn reconcile_pass(lag: Duration, took: Duration) {
     metrics::histogram!("orchard_reconcile_lag_seconds").record(lag.as_secs_f64());
 }
 
+/// A webhook delivery was tried: `delivered` when the receiver took it.
+pub fn webhook_delivery(delivered: bool) {
+    let result = if delivered { "delivered" } else { "failed" };
+    metrics::counter!("orchard_webhook_deliveries_total", "result" => result).increment(1);
+}
+
 /// Values read at scrape time.
 #[derive(Debug, Default)]
 pub struct Snapshot {

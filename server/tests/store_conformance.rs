@@ -1713,3 +1713,69 @@ fn os_version_keys_sort_in_version_order() {
         assert_eq!(os_version_key(not_a_version), None, "{not_a_version:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_start_after_the_newest_event_and_keep_their_place_and_log() {
+    for b in backends().await {
+        let s = b.store.as_ref();
+        // An event before the webhook exists (a device enrolls).
+        s.upsert_enrollment(&device("U1", "f1")).await.unwrap();
+        let before = s.events(&EventFilter::default(), 0, 10).await.unwrap();
+        assert_eq!(before.len(), 1, "{}: {before:?}", b.name);
+        assert_eq!(before[0].kind, "device.enrolled");
+        let hook = s
+            .insert_webhook(&WebhookRecord {
+                id: "w1".into(),
+                url: "https://example.com/hook".into(),
+                secret: "s3cret".into(),
+                kind: Some("device".into()),
+                created_by: Some("bootstrap".into()),
+                created_at: NOW,
+                delivered_through: 0,
+            })
+            .await
+            .unwrap();
+        assert_eq!(hook.delivered_through, before[0].id, "{}", b.name);
+        let stored = s.webhook("w1").await.unwrap().unwrap();
+        assert_eq!(stored.secret, "s3cret", "{}: opened when read", b.name);
+        let delivery = |attempt, delivered| DeliveryRecord {
+            id: 0,
+            webhook_id: "w1".into(),
+            event_id: 42,
+            attempt,
+            at: NOW,
+            status_code: Some(if delivered { 200 } else { 503 }),
+            error: (!delivered).then(|| "the receiver answered 503".to_owned()),
+            delivered,
+        };
+        s.record_delivery(Some(&delivery(1, false)), "w1", None)
+            .await
+            .unwrap();
+        assert_eq!(
+            s.webhook("w1").await.unwrap().unwrap().delivered_through,
+            before[0].id
+        );
+        s.record_delivery(Some(&delivery(2, true)), "w1", Some(42))
+            .await
+            .unwrap();
+        // A place never moves back.
+        s.record_delivery(None, "w1", Some(7)).await.unwrap();
+        assert_eq!(
+            s.webhooks(&Page::all()).await.unwrap()[0].delivered_through,
+            42
+        );
+        let log = s.deliveries("w1", &Page::all()).await.unwrap();
+        assert_eq!(
+            log.iter()
+                .map(|d| (d.attempt, d.delivered))
+                .collect::<Vec<_>>(),
+            [(2, true), (1, false)],
+            "{}: newest first",
+            b.name
+        );
+        assert!(s.delete_webhook("w1").await.unwrap());
+        assert!(!s.delete_webhook("w1").await.unwrap());
+        assert!(s.deliveries("w1", &Page::all()).await.unwrap().is_empty());
+        b.finish().await;
+    }
+}

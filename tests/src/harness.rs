@@ -157,6 +157,7 @@ impl TestbedBuilder {
         }
         // Apple's faults in tests are retried soon: the back-off is tested on its own.
         config.apple_retry = (Duration::from_millis(100), Duration::from_secs(1));
+        config.webhook_retry = (Duration::from_millis(100), Duration::from_secs(1));
         config.database = self.postgres.as_ref().map(|db| db.url.clone());
         config.public_url = self.public_url;
         if let Some((interval, tick)) = self.sync {

@@ -58,11 +58,7 @@ async fn events(
     ApiQuery(q): ApiQuery<EventQuery>,
 ) -> Result<Response, ApiError> {
     if let Some(kind) = &q.kind
-        && (kind.is_empty()
-            || kind.len() > 64
-            || !kind
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b == b'_' || b == b'.'))
+        && !crate::webhook::valid_kind(kind)
     {
         return Err(bad(
             "invalid_query",

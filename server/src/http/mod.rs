@@ -16,6 +16,7 @@ mod events;
 mod health;
 mod list;
 mod reports;
+mod webhooks;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -54,6 +55,7 @@ pub fn router(state: ServerState) -> Router {
         .merge(apple::router())
         .merge(health::router())
         .merge(events::router())
+        .merge(webhooks::router())
         .fallback(|| async {
             error::ApiError::new(
                 axum::http::StatusCode::NOT_FOUND,

@@ -82,6 +82,24 @@ pub trait AdminStore: Send + Sync {
         after: i64,
         limit: i64,
     ) -> StoreResult<Vec<EventRecord>>;
+    /// Registers a webhook (its secret sealed), starting after the newest event.
+    async fn insert_webhook(&self, webhook: &WebhookRecord) -> StoreResult<WebhookRecord>;
+    /// Lists webhooks by id (secrets opened).
+    async fn webhooks(&self, page: &Page) -> StoreResult<Vec<WebhookRecord>>;
+    /// Finds a webhook (secret opened).
+    async fn webhook(&self, id: &str) -> StoreResult<Option<WebhookRecord>>;
+    /// Removes a webhook and its delivery log; false when there is none.
+    async fn delete_webhook(&self, id: &str) -> StoreResult<bool>;
+    /// Logs a delivery attempt and, in the same transaction, moves the webhook's place
+    /// to `through` when given (the event was delivered, or filtered out).
+    async fn record_delivery(
+        &self,
+        delivery: Option<&DeliveryRecord>,
+        webhook_id: &str,
+        through: Option<i64>,
+    ) -> StoreResult<()>;
+    /// A webhook's delivery log, newest first (the cursor is the last entry's id).
+    async fn deliveries(&self, webhook_id: &str, page: &Page) -> StoreResult<Vec<DeliveryRecord>>;
     /// Forgets events from before `before`; returns how many.
     async fn prune_events(&self, before: Timestamp) -> StoreResult<u64>;
     /// Lists audit entries, newest first (the cursor is the last entry's id).

@@ -297,6 +297,48 @@ pub struct EventRecord {
     pub data: serde_json::Value,
 }
 
+/// Where events are delivered.
+#[derive(Debug, Clone, Serialize)]
+pub struct WebhookRecord {
+    /// Opaque id.
+    pub id: String,
+    /// Where events are POSTed.
+    pub url: String,
+    /// The HMAC-SHA256 key deliveries are signed with (sealed at rest, never shown but
+    /// at creation).
+    #[serde(skip)]
+    pub secret: String,
+    /// Only events of this kind or family (none: all).
+    pub kind: Option<String>,
+    /// The admin token that registered it.
+    pub created_by: Option<String>,
+    /// Registration time.
+    pub created_at: Timestamp,
+    /// The id of the last event delivered (or skipped by the filter).
+    pub delivered_through: i64,
+}
+
+/// One attempt to deliver one event to one webhook.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeliveryRecord {
+    /// Its place in the log.
+    pub id: i64,
+    /// The webhook.
+    pub webhook_id: String,
+    /// The event.
+    pub event_id: i64,
+    /// 1 for the first try of this event.
+    pub attempt: i64,
+    /// When it was tried.
+    pub at: Timestamp,
+    /// The receiver's HTTP status (none: no answer).
+    pub status_code: Option<i64>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// The receiver took it (a 2xx).
+    pub delivered: bool,
+}
+
 /// Which events a list or stream shows.
 #[derive(Debug, Clone, Default)]
 pub struct EventFilter {

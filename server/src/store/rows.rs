@@ -71,6 +71,31 @@ macro_rules! row_mappers {
             })
         }
 
+        fn webhook_row(row: &$row) -> StoreResult<WebhookRecord> {
+            Ok(WebhookRecord {
+                id: row.try_get("id")?,
+                url: row.try_get("url")?,
+                secret: row.try_get("secret")?,
+                kind: row.try_get("kind")?,
+                created_by: row.try_get("created_by")?,
+                created_at: row.try_get("created_at")?,
+                delivered_through: row.try_get("delivered_through")?,
+            })
+        }
+
+        fn delivery_row(row: &$row) -> StoreResult<DeliveryRecord> {
+            Ok(DeliveryRecord {
+                id: row.try_get("id")?,
+                webhook_id: row.try_get("webhook_id")?,
+                event_id: row.try_get("event_id")?,
+                attempt: row.try_get("attempt")?,
+                at: row.try_get("at")?,
+                status_code: row.try_get("status_code")?,
+                error: row.try_get("error")?,
+                delivered: row.try_get::<i64, _>("delivered")? != 0,
+            })
+        }
+
         fn audit_row(row: &$row) -> StoreResult<AuditEntry> {
             Ok(AuditEntry {
                 id: row.try_get("id")?,

@@ -101,6 +101,12 @@ impl SqliteStore {
         self.reader.close().await;
     }
 
+    /// Opens a webhook's sealed secret.
+    fn open_webhook(&self, mut w: WebhookRecord) -> StoreResult<WebhookRecord> {
+        w.secret = self.seal.open(&w.secret)?;
+        Ok(w)
+    }
+
     /// Opens a token's sealed secrets.
     fn unseal(&self, mut t: VppTokenRecord) -> StoreResult<VppTokenRecord> {
         t.secret = self.seal.open(&t.secret)?;
@@ -406,6 +412,111 @@ impl AdminStore for SqliteStore {
     ) -> StoreResult<Vec<EventRecord>> {
         self.list(rows::event_list_sql(filter, after, limit, false), event_row)
             .await
+    }
+
+    async fn insert_webhook(&self, w: &WebhookRecord) -> StoreResult<WebhookRecord> {
+        let mut tx = self.writer.begin().await?;
+        let newest: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM events")
+            .fetch_one(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO webhooks (id, url, secret, kind, created_by, created_at, delivered_through) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&w.id)
+        .bind(&w.url)
+        .bind(self.seal.seal(&w.secret))
+        .bind(&w.kind)
+        .bind(&w.created_by)
+        .bind(w.created_at)
+        .bind(newest)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(WebhookRecord {
+            delivered_through: newest,
+            ..w.clone()
+        })
+    }
+
+    async fn webhooks(&self, page: &Page) -> StoreResult<Vec<WebhookRecord>> {
+        self.page("webhooks", "id", page, webhook_row)
+            .await?
+            .into_iter()
+            .map(|w| self.open_webhook(w))
+            .collect()
+    }
+
+    async fn webhook(&self, id: &str) -> StoreResult<Option<WebhookRecord>> {
+        self.one("webhooks", "id", id, webhook_row)
+            .await?
+            .map(|w| self.open_webhook(w))
+            .transpose()
+    }
+
+    async fn delete_webhook(&self, id: &str) -> StoreResult<bool> {
+        let mut tx = self.writer.begin().await?;
+        sqlx::query("DELETE FROM webhook_deliveries WHERE webhook_id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let done = sqlx::query("DELETE FROM webhooks WHERE id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn record_delivery(
+        &self,
+        delivery: Option<&DeliveryRecord>,
+        webhook_id: &str,
+        through: Option<i64>,
+    ) -> StoreResult<()> {
+        let mut tx = self.writer.begin().await?;
+        if let Some(d) = delivery {
+            sqlx::query(
+                "INSERT INTO webhook_deliveries (webhook_id, event_id, attempt, at, status_code, error, delivered) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&d.webhook_id)
+            .bind(d.event_id)
+            .bind(d.attempt)
+            .bind(d.at)
+            .bind(d.status_code)
+            .bind(&d.error)
+            .bind(i64::from(d.delivered))
+            .execute(&mut *tx)
+            .await?;
+        }
+        if let Some(through) = through {
+            sqlx::query(
+                "UPDATE webhooks SET delivered_through = ? WHERE id = ? AND delivered_through < ?",
+            )
+            .bind(through)
+            .bind(webhook_id)
+            .bind(through)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn deliveries(&self, webhook_id: &str, page: &Page) -> StoreResult<Vec<DeliveryRecord>> {
+        let before: i64 = page
+            .cursor
+            .as_deref()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(i64::MAX);
+        let rows = sqlx::query(
+            "SELECT * FROM webhook_deliveries WHERE webhook_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
+        )
+        .bind(webhook_id)
+        .bind(before)
+        .bind(page.limit)
+        .fetch_all(&self.reader)
+        .await?;
+        collect(rows, delivery_row)
     }
 
     async fn prune_events(&self, before: Timestamp) -> StoreResult<u64> {
