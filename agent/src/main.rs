@@ -186,6 +186,49 @@ fn template(c: &Connection, facts: DeviceFacts) -> anyhow::Result<AgentConfig> {
     })
 }
 
+/// How often a running agent or fleet says how it is doing.
+const PROGRESS_EVERY: Duration = Duration::from_secs(30);
+
+/// One line of what the devices did so far: apps on them, and the traffic.
+fn progress(
+    devices: &[Arc<std::sync::Mutex<orchard_agent::device::Device>>],
+    m: &AgentMetrics,
+) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    let apps: usize = devices
+        .iter()
+        .map(|d| d.lock().map_or(0, |d| d.apps().len()))
+        .sum();
+    format!(
+        "{} device(s), {} on the push channel, {apps} managed app(s) installed; {} requests, {} command sessions, {} wakes, {} enrollments, {} renewals",
+        devices.len(),
+        m.push_connected.load(Relaxed),
+        m.requests.load(Relaxed),
+        m.sessions.load(Relaxed),
+        m.wakes.load(Relaxed),
+        m.enrollments.load(Relaxed),
+        m.renewals.load(Relaxed),
+    )
+}
+
+/// Prints [`progress`] every [`PROGRESS_EVERY`] until `stop`.
+fn report_progress(
+    devices: Vec<Arc<std::sync::Mutex<orchard_agent::device::Device>>>,
+    metrics: Arc<AgentMetrics>,
+    stop: CancellationToken,
+) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(PROGRESS_EVERY);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => eprintln!("{}", progress(&devices, &metrics)),
+            }
+        }
+    });
+}
+
 fn ctrl_c() -> CancellationToken {
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
@@ -244,6 +287,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let mut config = template(&args.connection, facts)?;
     config.state_path = args.state;
+    let template_metrics = config.metrics.clone();
     let agent = Agent::start(config).await.context("enrollment failed")?;
     let f = agent
         .device()
@@ -266,7 +310,17 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             .with_context(|| format!("the server refused the request for app {adam_id}"))?;
         println!("asked for app {adam_id}");
     }
-    agent.run(ctrl_c()).await;
+    let stop = ctrl_c();
+    let device = agent.device();
+    let metrics = template_metrics;
+    report_progress(vec![device.clone()], metrics.clone(), stop.clone());
+    let started = std::time::Instant::now();
+    agent.run(stop).await;
+    println!(
+        "stopped after {:.0}s: {}",
+        started.elapsed().as_secs_f64(),
+        progress(&[device], &metrics)
+    );
     Ok(())
 }
 
@@ -309,7 +363,43 @@ async fn run_fleet(args: FleetArgs) -> anyhow::Result<()> {
             .load(std::sync::atomic::Ordering::Relaxed),
         after.saturating_sub(before) / 1024 / fleet.agents.len().max(1) as u64
     );
-    ctrl_c().cancelled().await;
+    let stop = ctrl_c();
+    let devices: Vec<_> = fleet.agents.iter().map(Agent::device).collect();
+    report_progress(devices.clone(), fleet.metrics.clone(), stop.clone());
+    stop.cancelled().await;
+    let metrics = fleet.metrics.clone();
     fleet.stop().await;
+    println!(
+        "stopped after {:.0}s: {}",
+        started.elapsed().as_secs_f64(),
+        progress(&devices, &metrics)
+    );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering::Relaxed;
+
+    #[test]
+    fn the_progress_line_counts_devices_and_traffic() {
+        let device = |udid: &str| {
+            Arc::new(std::sync::Mutex::new(orchard_agent::device::Device::new(
+                DeviceFacts::supervised_iphone(udid, "SERIAL"),
+                Timings::default(),
+            )))
+        };
+        let metrics = AgentMetrics::default();
+        metrics.push_connected.store(2, Relaxed);
+        metrics.requests.store(41, Relaxed);
+        metrics.sessions.store(7, Relaxed);
+        metrics.wakes.store(3, Relaxed);
+        metrics.enrollments.store(2, Relaxed);
+        let line = progress(&[device("A"), device("B")], &metrics);
+        assert_eq!(
+            line,
+            "2 device(s), 2 on the push channel, 0 managed app(s) installed; 41 requests, 7 command sessions, 3 wakes, 2 enrollments, 0 renewals"
+        );
+    }
 }

@@ -65,6 +65,11 @@ struct RecoverArgs {
 
 #[derive(clap::Args)]
 struct ServeArgs {
+    /// A TOML file of settings: the long flag names as keys (`listen = "0.0.0.0:8443"`,
+    /// `event-retention-hours = 72`, `server-name = ["mdm.example.com"]`). Flags win
+    /// over `ORCHARD_*` variables, which win over the file.
+    #[arg(long, env = "ORCHARD_CONFIG")]
+    config: Option<PathBuf>,
     /// Data directory: SQLite database, CA and server certificate (created on first start).
     #[arg(long, env = "ORCHARD_DATA_DIR", default_value = "orchard-data")]
     data_dir: PathBuf,
@@ -218,7 +223,7 @@ fn seconds(name: &str, s: f64) -> anyhow::Result<Duration> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(with_config_file(std::env::args_os().collect())?);
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     // Colour codes only for a person at a terminal, never into files or collectors.
@@ -239,6 +244,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve(args) => *args,
         Command::RecoverAdminToken(args) => return recover(args).await,
     };
+    if let Some(path) = &args.config {
+        tracing::info!(path = %path.display(), "settings read from the config file");
+    }
     let mut config = ServerConfig::new(args.data_dir);
     config.listen = args.listen;
     config.database = args.database;
@@ -322,6 +330,78 @@ async fn main() -> anyhow::Result<()> {
     server.shutdown().await;
     out.say("stopped", "stopped", &[]);
     Ok(())
+}
+
+/// The command line with the settings of `serve`'s config file (`--config`, or
+/// `ORCHARD_CONFIG`) put before the given flags, each only when neither a flag nor its
+/// `ORCHARD_*` variable sets it. A key that is no flag of `serve` is an error.
+fn with_config_file(args: Vec<std::ffi::OsString>) -> anyhow::Result<Vec<std::ffi::OsString>> {
+    use clap::CommandFactory;
+    let texts: Vec<String> = args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let Some(serve_at) = texts.iter().position(|a| a == "serve") else {
+        return Ok(args);
+    };
+    let after = &texts[serve_at + 1..];
+    let from_flag = after.iter().enumerate().find_map(|(i, a)| {
+        a.strip_prefix("--config=").map(str::to_owned).or_else(|| {
+            (a == "--config")
+                .then(|| after.get(i + 1).cloned())
+                .flatten()
+        })
+    });
+    let Some(path) = from_flag.or_else(|| std::env::var("ORCHARD_CONFIG").ok()) else {
+        return Ok(args);
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read the config file {path}"))?;
+    let table: toml::Table =
+        toml::from_str(&text).with_context(|| format!("{path} is not valid TOML"))?;
+    let command = Cli::command();
+    let serve = command
+        .find_subcommand("serve")
+        .context("no serve command")?;
+    let mut injected = Vec::new();
+    for (key, value) in table {
+        let flag = key.replace('_', "-");
+        let arg = serve
+            .get_arguments()
+            .find(|a| a.get_long() == Some(flag.as_str()) && flag != "config")
+            .with_context(|| {
+                format!("{path}: unknown setting `{key}`; the settings are serve's flags (see orchard-server serve --help)")
+            })?;
+        let on_command_line = after
+            .iter()
+            .any(|a| a == &format!("--{flag}") || a.starts_with(&format!("--{flag}=")));
+        let in_environment = arg
+            .get_env()
+            .is_some_and(|name| std::env::var_os(name).is_some());
+        if on_command_line || in_environment {
+            continue;
+        }
+        let text = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(n) => n.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            toml::Value::Array(items) => items
+                .iter()
+                .map(|i| match i {
+                    toml::Value::String(s) => Ok(s.clone()),
+                    other => anyhow::bail!("{path}: `{key}` must list strings, not {other}"),
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?
+                .join(","),
+            other => anyhow::bail!("{path}: `{key}` must be a string, number or list, not {other}"),
+        };
+        injected.push(std::ffi::OsString::from(format!("--{flag}={text}")));
+    }
+    let mut out = args;
+    let at = serve_at + 1;
+    out.splice(at..at, injected);
+    Ok(out)
 }
 
 /// Mints an admin token on the server's host and prints it.

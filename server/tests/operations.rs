@@ -145,3 +145,69 @@ async fn probes_answer_requests_are_logged_with_their_id_and_json_logs_are_json(
         "the first admin token is printed as JSON too"
     );
 }
+
+#[test]
+fn a_config_file_sets_what_flags_and_variables_do_not_and_names_unknown_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let free = || {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let (from_file, from_flag) = (free(), free());
+    let config = dir.path().join("orchard.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{from_file}\"\ndata-dir = {:?}\nevent-retention-hours = 72\nserver-name = [\"mdm.example.com\"]\n",
+            dir.path().join("data").display().to_string()
+        ),
+    )
+    .unwrap();
+    let start = |extra: &[&str]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_orchard-server"))
+            .args(["--log-format", "json", "serve", "--config"])
+            .arg(&config)
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .env_remove("ORCHARD_LISTEN")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut url = None;
+        for line in stdout.lines().map_while(Result::ok) {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            if v["message"] == "listening" {
+                url = v["url"].as_str().map(str::to_owned);
+                break;
+            }
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let _ = child.wait();
+        url.expect("the server says where it listens")
+    };
+    assert_eq!(start(&[]), format!("https://127.0.0.1:{from_file}"));
+    assert!(
+        dir.path().join("data").join("ca.pem").exists(),
+        "data-dir from the file"
+    );
+    let listen = format!("--listen=127.0.0.1:{from_flag}");
+    assert_eq!(
+        start(&[&listen]),
+        format!("https://127.0.0.1:{from_flag}"),
+        "the flag wins"
+    );
+
+    std::fs::write(&config, "listen = \"127.0.0.1:1\"\ncolour = \"blue\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_orchard-server"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unknown setting `colour`"), "{stderr}");
+}
