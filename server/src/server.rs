@@ -350,6 +350,7 @@ pub async fn start_with_listener(
         Some(rest) => format!("quic://{rest}"),
         None => format!("quic://{addr}"),
     };
+    let shutdown = CancellationToken::new();
     let state = ServerState {
         store,
         clock: config.clock.clone(),
@@ -392,8 +393,8 @@ pub async fn start_with_listener(
             enrollment: RateLimiter::new(config.enrollment_rate),
             failed_auth: RateLimiter::new(config.failed_auth_rate),
         }),
+        stopping: shutdown.clone(),
     };
-    let shutdown = CancellationToken::new();
     let router = crate::http::router(state.clone());
     let mut tasks = Vec::new();
     if let Backend::Postgres(pg) = &backend {

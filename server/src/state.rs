@@ -99,6 +99,9 @@ pub struct ServerState {
     pub event_polls: Arc<crate::apple::polling::EventPolls>,
     /// Turns of device requests at the storage (see `ServerConfig::device_concurrency`).
     pub device_turns: Arc<tokio::sync::Semaphore>,
+    /// Fires when the server begins to stop: open event streams end, so shutdown does
+    /// not wait out its grace period for them.
+    pub stopping: tokio_util::sync::CancellationToken,
     /// When the reconciler was first asked for a pass since its last one began (for the
     /// lag it reports).
     pub poked_at: Arc<Mutex<Option<std::time::Instant>>>,

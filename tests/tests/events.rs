@@ -197,7 +197,19 @@ async fn a_dropped_stream_resumes_with_last_event_id_losing_nothing(builder: Tes
         assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
     }
     fleet.stop().await;
-    bed.shutdown().await;
+    // A stopping server ends open streams instead of waiting out its grace period.
+    let mut open = bed
+        .admin
+        .event_stream("/v1/events", Some(&newest.to_string()))
+        .await
+        .unwrap();
+    let stopping = tokio::spawn(bed.shutdown());
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Ok(Some(_)) = open.chunk().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream ended when the server stopped");
+    stopping.await.unwrap();
 }
 
 on_both_backends!(a_dropped_stream_resumes_with_last_event_id_losing_nothing);

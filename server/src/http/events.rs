@@ -120,9 +120,17 @@ async fn events(
         after: last_seen,
         ready: VecDeque::new(),
     };
-    let stream = futures_util::stream::unfold(follow, |mut f| async move {
-        let event = f.next().await;
-        Some((Ok::<Event, Infallible>(event), f))
+    let stopping = state.stopping.clone();
+    let stream = futures_util::stream::unfold(follow, move |mut f| {
+        let stopping = stopping.clone();
+        async move {
+            // The stream ends when the server stops; the client resumes elsewhere or
+            // later with Last-Event-ID.
+            tokio::select! {
+                _ = stopping.cancelled() => None,
+                event = f.next() => Some((Ok::<Event, Infallible>(event), f)),
+            }
+        }
     });
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())
