@@ -72,8 +72,12 @@ enum Command {
         #[arg(long, default_value = "device")]
         license_type: String,
     },
-    /// Assignments.
-    Assignments,
+    /// Assignments; `--delete ID` removes one.
+    Assignments {
+        /// Delete this assignment (its licenses go back unless another needs them).
+        #[arg(long, value_name = "ID")]
+        delete: Option<String>,
+    },
     /// Devices, filtered as the API filters them.
     Devices {
         /// Print only the UDIDs, one per line (for `groups add-devices`).
@@ -86,8 +90,15 @@ enum Command {
         #[arg(long)]
         group: Option<String>,
     },
-    /// Users.
-    Users,
+    /// Users; `--create EMAIL` adds one.
+    Users {
+        /// Add a user with this email.
+        #[arg(long, value_name = "EMAIL")]
+        create: Option<String>,
+        /// The new user's name.
+        #[arg(long, requires = "create")]
+        name: Option<String>,
+    },
     /// Install states.
     Installs {
         /// App name or id.
@@ -427,7 +438,10 @@ async fn command(api: &Api, command: Command) -> anyhow::Result<Output> {
             let body = json!({ "app_id": app_id, "group_id": group_id, "intent": intent, "license_type": license_type });
             Output::Json(api.send(Method::POST, "/v1/assignments", &body).await?)
         }
-        Command::Assignments => items_table(
+        Command::Assignments { delete: Some(id) } => {
+            Output::Json(api.delete(&format!("/v1/assignments/{id}")).await?)
+        }
+        Command::Assignments { delete: None } => items_table(
             &api.list_all("/v1/assignments").await?,
             &[
                 ("ID", "id"),
@@ -468,7 +482,17 @@ async fn command(api: &Api, command: Command) -> anyhow::Result<Output> {
                 ],
             )
         }
-        Command::Users => items_table(
+        Command::Users {
+            create: Some(email),
+            name,
+        } => {
+            let mut body = json!({ "email": email });
+            if let Some(name) = name {
+                body["name"] = json!(name);
+            }
+            Output::Json(api.send(Method::POST, "/v1/users", &body).await?)
+        }
+        Command::Users { create: None, .. } => items_table(
             &api.list_all("/v1/users").await?,
             &[("ID", "id"), ("EMAIL", "email"), ("NAME", "name")],
         ),

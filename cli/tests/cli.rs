@@ -150,6 +150,24 @@ async fn the_cli_assigns_an_app_and_follows_events_until_it_is_installed() {
         "{audit}"
     );
 
+    let user = orchard.json(&["users", "--create", "ana@example.com", "--name", "Ana"]);
+    assert_eq!(user["email"], "ana@example.com", "{user}");
+    let users = orchard.run(&["users"]);
+    assert!(
+        users
+            .lines()
+            .any(|l| l.contains("ana@example.com") && l.contains("Ana")),
+        "{users}"
+    );
+    let assignments = orchard.json(&["assignments"]);
+    let id = assignments[0]["id"].as_str().unwrap();
+    orchard.json(&["assignments", "--delete", id]);
+    assert_eq!(
+        orchard.run(&["assignments"]).lines().count(),
+        1,
+        "only the titles are left"
+    );
+
     // Refusals name the problem and exit non-zero.
     let out = orchard
         .command(&["assign", "--app", "No Such App", "--group", "Field iPhones"])

@@ -36,6 +36,18 @@ async fn request(addr: &str, ca_pem: &str, head: &str) -> String {
     String::from_utf8_lossy(&answer).into_owned()
 }
 
+/// A server process that is killed if the test fails before stopping it.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 fn get(path: &str, extra: &str) -> String {
     format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{extra}Connection: close\r\n\r\n")
 }
@@ -48,21 +60,24 @@ async fn probes_answer_requests_are_logged_with_their_id_and_json_logs_are_json(
         l.local_addr().unwrap().port()
     };
     let addr = format!("127.0.0.1:{port}");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_orchard-server"))
-        .args([
-            "--log-format",
-            "json",
-            "serve",
-            "--listen",
-            &addr,
-            "--data-dir",
-        ])
-        .arg(dir.path())
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut running = Running(
+        Command::new(env!("CARGO_BIN_EXE_orchard-server"))
+            .args([
+                "--log-format",
+                "json",
+                "serve",
+                "--listen",
+                &addr,
+                "--data-dir",
+            ])
+            .arg(dir.path())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let child = &mut running.0;
     let stdout = BufReader::new(child.stdout.take().unwrap());
     let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
     let reader = std::thread::spawn(move || {
@@ -164,16 +179,19 @@ fn a_config_file_sets_what_flags_and_variables_do_not_and_names_unknown_keys() {
     )
     .unwrap();
     let start = |extra: &[&str]| {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_orchard-server"))
-            .args(["--log-format", "json", "serve", "--config"])
-            .arg(&config)
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .env_remove("ORCHARD_LISTEN")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut running = Running(
+            Command::new(env!("CARGO_BIN_EXE_orchard-server"))
+                .args(["--log-format", "json", "serve", "--config"])
+                .arg(&config)
+                .args(extra)
+                .env("RUST_LOG", "warn")
+                .env_remove("ORCHARD_LISTEN")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let child = &mut running.0;
         let stdout = BufReader::new(child.stdout.take().unwrap());
         let mut url = None;
         for line in stdout.lines().map_while(Result::ok) {
