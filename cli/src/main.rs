@@ -619,6 +619,9 @@ async fn command(api: &Api, command: Command) -> anyhow::Result<Output> {
     })
 }
 
+/// The longest event the stream may send before the client gives up on the connection.
+const MAX_EVENT_BYTES: usize = 1 << 20;
+
 /// Prints events as they come, one line each (one JSON object per line with `--json`),
 /// resuming after the last one printed when the connection drops.
 async fn follow_events(
@@ -643,6 +646,10 @@ async fn follow_events(
                 break;
             };
             buffer.push_str(&String::from_utf8_lossy(&chunk));
+            if buffer.len() > MAX_EVENT_BYTES && !buffer.contains("\n\n") {
+                eprintln!("orchard: an event longer than 1 MiB; reconnecting");
+                break;
+            }
             while let Some(end) = buffer.find("\n\n") {
                 let block: String = buffer.drain(..end + 2).collect();
                 let data: String = block

@@ -192,6 +192,18 @@ async fn a_dropped_stream_resumes_with_last_event_id_losing_nothing(builder: Tes
         .await
         .unwrap();
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    let (_, first) = bed.admin.get("/v1/events?limit=1").await.unwrap();
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let (status, body) = bed
+        .admin
+        .get(&format!("/v1/events?after=1&cursor={cursor}"))
+        .await
+        .unwrap();
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "after and cursor together: {body}"
+    );
     for query in ["kind=Install%25", "colour=blue", "cursor=x"] {
         let (status, body) = bed.admin.get(&format!("/v1/events?{query}")).await.unwrap();
         assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");

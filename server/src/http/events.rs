@@ -78,16 +78,15 @@ async fn events(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("text/event-stream"));
     if !wants_stream {
-        let paging = Paging::new("events", q.limit, q.cursor.as_deref())?;
-        let after = match paging.page().cursor.as_deref() {
-            Some(c) => c.parse().map_err(|_| {
-                bad(
-                    "invalid_cursor",
-                    "cursor is not one this list (events) gave out; start again without it".into(),
-                )
-            })?,
-            None => q.after.unwrap_or(0),
-        };
+        if q.after.is_some() && q.cursor.is_some() {
+            return Err(bad(
+                "invalid_query",
+                "give after or cursor, not both: a cursor already says where the page starts"
+                    .into(),
+            ));
+        }
+        let paging = Paging::numbered("events", q.limit, q.cursor.as_deref())?;
+        let after = paging.after_id().or(q.after).unwrap_or(0);
         let items = state
             .store
             .events(&filter, after, paging.page().limit)

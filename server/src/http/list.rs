@@ -51,6 +51,25 @@ impl Paging {
         })
     }
 
+    /// The same for a list keyed by a number (a log's or a stream's ids): its cursors
+    /// hold one.
+    pub(super) fn numbered(
+        list: &'static str,
+        limit: Option<i64>,
+        cursor: Option<&str>,
+    ) -> Result<Self, ApiError> {
+        let paging = Self::new(list, limit, cursor)?;
+        match (cursor, paging.after_id()) {
+            (Some(given), None) => Err(refused(list, given)),
+            _ => Ok(paging),
+        }
+    }
+
+    /// The id after which a numbered list's page starts (none: from the start).
+    pub(super) fn after_id(&self) -> Option<i64> {
+        self.page.cursor.as_deref().and_then(|c| c.parse().ok())
+    }
+
     /// The page for the store.
     pub(super) fn page(&self) -> &Page {
         &self.page
@@ -88,22 +107,30 @@ impl PageQuery {
     pub(super) fn paging(&self, list: &'static str) -> Result<Paging, ApiError> {
         Paging::new(list, self.limit, self.cursor.as_deref())
     }
+
+    /// The page asked of the numbered list `list`.
+    pub(super) fn numbered_paging(&self, list: &'static str) -> Result<Paging, ApiError> {
+        Paging::numbered(list, self.limit, self.cursor.as_deref())
+    }
 }
 
 fn encode(list: &str, key: &str) -> String {
     URL_SAFE_NO_PAD.encode(format!("{list}\n{key}"))
 }
 
+/// A cursor this list did not give out.
+fn refused(list: &str, cursor: &str) -> ApiError {
+    bad(
+        "invalid_cursor",
+        format!(
+            "cursor {:?} is not one this list ({list}) gave out; start again without it",
+            cursor.chars().take(64).collect::<String>()
+        ),
+    )
+}
+
 fn decode(list: &str, cursor: &str) -> Result<String, ApiError> {
-    let refused = || {
-        bad(
-            "invalid_cursor",
-            format!(
-                "cursor {:?} is not one this list ({list}) gave out; start again without it",
-                cursor.chars().take(64).collect::<String>()
-            ),
-        )
-    };
+    let refused = || refused(list, cursor);
     let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| refused())?;
     let text = String::from_utf8(bytes).map_err(|_| refused())?;
     match text.split_once('\n') {

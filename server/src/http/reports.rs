@@ -344,17 +344,7 @@ async fn audit(
     _actor: Actor,
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> ApiResult<Json<List<AuditEntry>>> {
-    let paging = Paging::new("audit", q.limit, q.cursor.as_deref())?;
-    if paging
-        .page()
-        .cursor
-        .as_deref()
-        .is_some_and(|c| c.parse::<i64>().is_err())
-    {
-        return Err(bad_query(
-            "cursor is not one this list (audit) gave out; start again without it".into(),
-        ));
-    }
+    let paging = Paging::numbered("audit", q.limit, q.cursor.as_deref())?;
     let filter = AuditFilter {
         actor: q.actor,
         action: q.action,

@@ -124,19 +124,7 @@ async fn deliveries(
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let paging = q.paging("webhook-deliveries")?;
-    if paging
-        .page()
-        .cursor
-        .as_deref()
-        .is_some_and(|c| c.parse::<i64>().is_err())
-    {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_cursor",
-            "cursor is not one this list (webhook-deliveries) gave out; start again without it",
-        ));
-    }
+    let paging = q.numbered_paging("webhook-deliveries")?;
     found(&state, &id).await?;
     let items = state.store.deliveries(&id, paging.page()).await?;
     Ok(Json(paging.list(items, |d| d.id.to_string(), |d| d)))
