@@ -101,6 +101,22 @@ macro_rules! string_id {
                 Self(s)
             }
         }
+
+        #[cfg(feature = "openapi")]
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .min_length(Some(1))
+                    .max_length(Some($max))
+                    .pattern(Some("^[A-Za-z0-9._:-]+$"))
+                    .description(Some(concat!("`", $kind, "`: letters, digits, `-`, `_`, `.` and `:`, at most ", $max, " characters")))
+                    .into()
+            }
+        }
+
+        #[cfg(feature = "openapi")]
+        impl utoipa::ToSchema for $name {}
     };
 }
 

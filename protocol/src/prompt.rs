@@ -12,6 +12,7 @@ pub const PROMPT_REPORT: &str = "OrchardPromptReport";
 
 /// What the device asked its user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum PromptKind {
     /// The invitation to join the organisation's VPP program (`InviteToProgram`).
     #[serde(rename = "VPPInvitation")]

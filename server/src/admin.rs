@@ -249,7 +249,7 @@ pub async fn assign(
 }
 
 /// A new assignment and what the admin should know about it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AssignmentCreated {
     /// The assignment.
     #[serde(flatten)]
@@ -410,7 +410,7 @@ pub async fn add_group_users(
 }
 
 /// A user with their standing in the VPP program of each token.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct UserView {
     /// The user.
     #[serde(flatten)]
@@ -423,7 +423,7 @@ pub struct UserView {
 
 /// A user's standing under one token. The personal Apple ID is never known here:
 /// only whether the user joined and Apple's opaque hash of the account.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct VppStanding {
     /// Token.
     pub token_id: String,
@@ -441,7 +441,7 @@ pub struct VppStanding {
 }
 
 /// A VPP invitation as sent and answered.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Invitation {
     /// The device it went to.
     pub udid: Option<String>,
@@ -728,7 +728,8 @@ pub enum RevokeTarget {
 }
 
 /// What a revocation took back.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = LicensesRevoked)]
 pub struct Revoked {
     /// Device licenses taken back.
     pub device_licenses: usize,
@@ -892,7 +893,7 @@ pub async fn app_or_not_found(state: &ServerState, app_id: &str) -> ServerResult
 }
 
 /// An app's install states and licenses in one answer: counts, not devices.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AppSummary {
     /// App id.
     pub app_id: String,

@@ -48,6 +48,9 @@ enum Command {
     /// host against its data directory (and database), never over the network; the
     /// server may keep running.
     RecoverAdminToken(RecoverArgs),
+    /// Print the admin API's OpenAPI 3.1 document (the one served at
+    /// `/v1/openapi.json`), for client generators and reviews.
+    Openapi,
 }
 
 #[derive(clap::Args)]
@@ -133,6 +136,14 @@ struct ServeArgs {
         default_value_t = 600.0
     )]
     webhook_retry_max_seconds: f64,
+    /// Hosts webhooks may be registered to (repeatable): a host name, an IP address,
+    /// or `*.example.com` for every name under it. None: any host.
+    #[arg(
+        long = "webhook-host",
+        env = "ORCHARD_WEBHOOK_HOSTS",
+        value_delimiter = ','
+    )]
+    webhook_hosts: Vec<String>,
     /// Seconds before asking a device again about an install in progress.
     #[arg(long, env = "ORCHARD_INSTALL_POLL_SECONDS", default_value_t = 5.0)]
     install_poll_seconds: f64,
@@ -243,6 +254,11 @@ async fn main() -> anyhow::Result<()> {
     let args = match cli.command {
         Command::Serve(args) => *args,
         Command::RecoverAdminToken(args) => return recover(args).await,
+        Command::Openapi => {
+            let doc = orchard_server::http::openapi_document();
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+            return Ok(());
+        }
     };
     if let Some(path) = &args.config {
         tracing::info!(path = %path.display(), "settings read from the config file");
@@ -252,6 +268,7 @@ async fn main() -> anyhow::Result<()> {
     config.database = args.database;
     config.public_url = args.public_url;
     config.server_names = args.server_names;
+    config.webhook_hosts = args.webhook_hosts;
     config.apple = AppleConfig {
         vpp_base_url: args.apple_vpp_url,
         lookup_url: args.apple_lookup_url,

@@ -52,6 +52,9 @@ pub struct ServerConfig {
     /// The first wait before a failed webhook delivery is tried again (doubled after
     /// each failure), and the longest.
     pub webhook_retry: (Duration, Duration),
+    /// Hosts webhooks may be registered to: names, addresses, or `*.example.com`
+    /// suffixes (empty: any host).
+    pub webhook_hosts: Vec<String>,
     /// Most VPP tokens.
     pub max_tokens: i64,
     /// How often every token is synced with Apple (twice a day by default).
@@ -101,6 +104,7 @@ impl ServerConfig {
             event_resubmit_after: crate::apple::polling::RESUBMIT_AFTER,
             apple_retry: (Duration::from_secs(5), Duration::from_secs(600)),
             webhook_retry: (Duration::from_secs(5), Duration::from_secs(600)),
+            webhook_hosts: Vec::new(),
             max_tokens: 256,
             sync_interval: Duration::from_secs(12 * 3600),
             scheduler_tick: Duration::from_secs(60),
@@ -373,6 +377,7 @@ pub async fn start_with_listener(
             scheduler_tick: config.scheduler_tick,
             enrollment_body_limit: config.connection.enrollment_body,
             notifications: config.apple_notifications,
+            webhook_hosts: config.webhook_hosts.clone(),
         }),
         syncing: Arc::new(Mutex::new(Default::default())),
         push: Arc::new(crate::push::PushHub::default()),

@@ -60,6 +60,8 @@ pub struct ServiceOptions {
     pub enrollment_body_limit: usize,
     /// Whether Apple is asked for notifications.
     pub notifications: NotificationMode,
+    /// Hosts webhooks may be registered to (empty: any host).
+    pub webhook_hosts: Vec<String>,
 }
 
 /// Shared state of one server process.

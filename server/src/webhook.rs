@@ -90,6 +90,11 @@ pub async fn register(
             )));
         }
     }
+    if !host_allowed(&state.options.webhook_hosts, host) {
+        return Err(invalid(format!(
+            "{host} is not among the hosts this server delivers webhooks to (--webhook-host)"
+        )));
+    }
     if !url.username().is_empty() || url.password().is_some() {
         return Err(invalid("must not carry a user name or password".into()));
     }
@@ -113,6 +118,26 @@ pub async fn register(
         delivered_through: 0,
     };
     Ok(state.store.insert_webhook(&record).await?)
+}
+
+/// Whether `host` is one of `allowed` (names, addresses, `*.suffix` patterns, compared
+/// without case); any host when `allowed` is empty.
+fn host_allowed(allowed: &[String], host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    allowed.is_empty()
+        || allowed.iter().any(|pattern| {
+            let pattern = pattern.trim_start_matches('[').trim_end_matches(']');
+            match pattern.strip_prefix("*.") {
+                Some(suffix) => host
+                    .len()
+                    .checked_sub(suffix.len() + 1)
+                    .and_then(|dot| host.get(dot..))
+                    .is_some_and(|tail| {
+                        tail.starts_with('.') && tail[1..].eq_ignore_ascii_case(suffix)
+                    }),
+                None => host.eq_ignore_ascii_case(pattern),
+            }
+        })
 }
 
 /// The doubling wait before try `attempt + 1` of an event.
@@ -265,6 +290,39 @@ async fn deliver(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn webhook_hosts_match_names_addresses_and_suffixes_only() {
+        let allowed = [
+            "hooks.example.com".to_owned(),
+            "*.corp.example".to_owned(),
+            "127.0.0.1".to_owned(),
+            "[::1]".to_owned(),
+        ];
+        for host in [
+            "hooks.example.com",
+            "HOOKS.example.com",
+            "a.corp.example",
+            "b.a.corp.example",
+            "127.0.0.1",
+            "[::1]",
+        ] {
+            assert!(host_allowed(&allowed, host), "{host}");
+        }
+        for host in [
+            "example.com",
+            "evilhooks.example.com",
+            "corp.example",
+            "xcorp.example",
+            "a.corp.example.evil",
+            "127.0.0.2",
+            "localhost",
+            "é.corp.example.x",
+        ] {
+            assert!(!host_allowed(&allowed, host), "{host}");
+        }
+        assert!(host_allowed(&[], "anything.example"));
+    }
 
     #[test]
     fn the_signature_is_hmac_sha256_of_timestamp_dot_body() {

@@ -43,9 +43,16 @@ pub struct TestbedBuilder {
     rates: (Rate, Rate),
     clock: Option<std::sync::Arc<dyn orchard_server::clock::Clock>>,
     notifications: NotificationMode,
+    webhook_hosts: Vec<String>,
 }
 
 impl TestbedBuilder {
+    /// Hosts webhooks may be registered to (any by default).
+    pub fn webhook_hosts(mut self, hosts: &[&str]) -> Self {
+        self.webhook_hosts = hosts.iter().map(|h| (*h).to_owned()).collect();
+        self
+    }
+
     /// Whether the server asks Apple for notifications.
     pub fn apple_notifications(mut self, mode: NotificationMode) -> Self {
         self.notifications = mode;
@@ -171,6 +178,7 @@ impl TestbedBuilder {
             config.clock = clock;
         }
         config.apple_notifications = self.notifications;
+        config.webhook_hosts = self.webhook_hosts;
         let server = start_on_free_port(&config).await?;
         let token = server
             .first_admin_token
@@ -268,6 +276,7 @@ impl Testbed {
             rates: (Rate::UNLIMITED, Rate::UNLIMITED),
             clock: None,
             notifications: NotificationMode::default(),
+            webhook_hosts: Vec::new(),
         }
     }
 

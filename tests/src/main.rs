@@ -37,6 +37,26 @@ enum Bench {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run schemathesis against a live server with data in it: every operation of
+    /// `/v1/openapi.json` with generated requests; fails on a 5xx or an answer outside
+    /// the document. `bash tests/api-fuzz` installs schemathesis and runs this.
+    ApiFuzz {
+        /// The schemathesis command.
+        #[arg(long, default_value = "st")]
+        schemathesis: PathBuf,
+        /// Generated cases per operation and phase.
+        #[arg(long, default_value_t = 20)]
+        max_examples: u32,
+        /// Hypothesis seed (the same seed sends the same requests).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Longest the schemathesis run may take, in seconds.
+        #[arg(long, default_value_t = 900)]
+        timeout_seconds: u64,
+        /// Also write schemathesis's JUnit report here.
+        #[arg(long)]
+        junit: Option<PathBuf>,
+    },
     /// Run the Apple stand-in, a server on SQLite and a small fleet; assign an app and
     /// wait until every device has it installed.
     Demo {
@@ -136,6 +156,22 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match Cli::parse().command {
+        Command::ApiFuzz {
+            schemathesis,
+            max_examples,
+            seed,
+            timeout_seconds,
+            junit,
+        } => {
+            orchard_testbed::api_fuzz::run(orchard_testbed::api_fuzz::FuzzOptions {
+                schemathesis,
+                max_examples,
+                seed,
+                timeout: Duration::from_secs(timeout_seconds),
+                junit,
+            })
+            .await
+        }
         Command::Demo {
             devices,
             timeout_seconds,

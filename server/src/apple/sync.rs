@@ -13,7 +13,7 @@ use crate::state::ServerState;
 use crate::store::{AppRecord, LicenseCounts, SyncRecord};
 
 /// What a sync found.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SyncSummary {
     /// Token synced.
     pub token_id: String,

@@ -160,7 +160,8 @@ pub async fn renew(
 }
 
 /// What deleting a token did.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = TokenDeleted)]
 pub struct Deleted {
     /// Token.
     pub deleted: String,

@@ -18,7 +18,7 @@ use crate::clock::Timestamp;
 use crate::store::{Candidate, GroupKind, Intent};
 
 /// The assignment that applies to one (app, device), and those it beat.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Effective {
     /// The assignment that applies.
     pub winner: Candidate,
@@ -27,7 +27,7 @@ pub struct Effective {
 }
 
 /// An assignment that lost.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Overridden {
     /// The assignment.
     pub candidate: Candidate,

@@ -1,16 +1,17 @@
 //! Admin tokens through the API: create, list, show, rotate and revoke. Secrets appear
 //! only in the answers that make them.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::admin::{ApiJson, ApiPath, ApiQuery};
-use super::error::ApiError;
-use super::list::PageQuery;
+use super::error::{ApiError, ErrorBody};
+use super::list::{List, PageQuery};
 use crate::access::{self, IssuedToken, NewAdminToken};
 use crate::admin::{self, Actor};
 use crate::error::ServerError;
@@ -18,27 +19,45 @@ use crate::state::ServerState;
 use crate::store::{AdminTokenRecord, Role};
 
 /// Routes of admin tokens.
-pub(super) fn router() -> Router<ServerState> {
-    Router::new()
-        .route("/v1/admin-tokens", post(create).get(list_tokens))
-        .route("/v1/admin-tokens/{id}", get(show).delete(revoke))
-        .route("/v1/admin-tokens/{id}/rotate", post(rotate))
+pub(super) fn router() -> OpenApiRouter<ServerState> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list_tokens))
+        .routes(routes!(show, revoke))
+        .routes(routes!(rotate))
 }
 
-#[derive(Deserialize)]
+/// An admin token to create.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AdminTokenBody {
+    /// Unique display name, e.g. `ci-pipeline`.
     name: String,
+    /// What it may do.
     role: Role,
+    /// It expires this many seconds from now; none: never.
     #[serde(default)]
+    #[schema(minimum = 1)]
     expires_in_seconds: Option<u64>,
 }
 
+/// What revoking an admin token did.
+#[derive(Serialize, utoipa::ToSchema)]
+struct AdminTokenRevoked {
+    /// The token's id.
+    revoked: String,
+    /// What it means.
+    note: &'static str,
+}
+
+/// `id` of an admin token.
+const TOKEN_ID: &str = "The admin token's id";
+
 /// An admin token as the API shows it; `token` only in the answers that make a secret.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct AdminTokenView {
     #[serde(flatten)]
     record: AdminTokenRecord,
+    /// The secret to send as `Authorization: Bearer …`, shown once.
     #[serde(skip_serializing_if = "Option::is_none")]
     token: Option<String>,
 }
@@ -52,6 +71,18 @@ impl From<IssuedToken> for AdminTokenView {
     }
 }
 
+/// Creates an admin token; its secret is in this answer only.
+#[utoipa::path(
+    post,
+    operation_id = "create_admin_token",
+    path = "/v1/admin-tokens",
+    tag = "admin-tokens",
+    request_body = AdminTokenBody,
+    responses(
+        (status = 201, description = "Created, with its secret", body = AdminTokenView),
+        (status = 409, description = "A token has that name", body = ErrorBody),
+    ),
+)]
 async fn create(
     State(state): State<ServerState>,
     actor: Actor,
@@ -77,6 +108,15 @@ async fn create(
     Ok((StatusCode::CREATED, Json(AdminTokenView::from(result?))))
 }
 
+/// The admin tokens (never their secrets), by name.
+#[utoipa::path(
+    get,
+    operation_id = "list_admin_tokens",
+    path = "/v1/admin-tokens",
+    tag = "admin-tokens",
+    params(PageQuery),
+    responses((status = 200, description = "A page of admin tokens", body = List<AdminTokenView>)),
+)]
 async fn list_tokens(
     State(state): State<ServerState>,
     _actor: Actor,
@@ -94,6 +134,18 @@ async fn list_tokens(
     )))
 }
 
+/// One admin token.
+#[utoipa::path(
+    get,
+    operation_id = "get_admin_token",
+    path = "/v1/admin-tokens/{id}",
+    tag = "admin-tokens",
+    params(("id" = String, Path, description = TOKEN_ID)),
+    responses(
+        (status = 200, description = "The token", body = AdminTokenView),
+        (status = 404, description = "No such admin token", body = ErrorBody),
+    ),
+)]
 async fn show(
     State(state): State<ServerState>,
     _actor: Actor,
@@ -110,6 +162,18 @@ async fn show(
     }))
 }
 
+/// Replaces an admin token's secret; the old one stops working at once.
+#[utoipa::path(
+    post,
+    operation_id = "rotate_admin_token",
+    path = "/v1/admin-tokens/{id}/rotate",
+    tag = "admin-tokens",
+    params(("id" = String, Path, description = TOKEN_ID)),
+    responses(
+        (status = 200, description = "The new secret", body = AdminTokenView),
+        (status = 404, description = "No such admin token", body = ErrorBody),
+    ),
+)]
 async fn rotate(
     State(state): State<ServerState>,
     actor: Actor,
@@ -120,6 +184,19 @@ async fn rotate(
     Ok(Json(AdminTokenView::from(result?)))
 }
 
+/// Revokes an admin token; the last unexpired `admin` token cannot go.
+#[utoipa::path(
+    delete,
+    operation_id = "revoke_admin_token",
+    path = "/v1/admin-tokens/{id}",
+    tag = "admin-tokens",
+    params(("id" = String, Path, description = TOKEN_ID)),
+    responses(
+        (status = 200, description = "Revoked", body = AdminTokenRevoked),
+        (status = 404, description = "No such admin token", body = ErrorBody),
+        (status = 409, description = "It is the last unexpired admin token", body = ErrorBody),
+    ),
+)]
 async fn revoke(
     State(state): State<ServerState>,
     actor: Actor,
@@ -128,8 +205,8 @@ async fn revoke(
     let result = access::revoke(state.store.as_ref(), &id, state.clock.now()).await;
     admin::audit(&state, &actor, "admin_token.revoke", &id, &result).await;
     result?;
-    Ok(Json(serde_json::json!({
-        "revoked": id,
-        "note": "requests with this token are refused from now on"
-    })))
+    Ok(Json(AdminTokenRevoked {
+        revoked: id,
+        note: "requests with this token are refused from now on",
+    }))
 }

@@ -1,15 +1,16 @@
 //! The admin API under `/v1/`: JSON in and out, bearer admin token. Handlers only
 //! translate between HTTP and the admin services.
 
+use axum::Json;
 use axum::extract::{FromRequest, FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
 use orchard_protocol::{SerialNumber, Udid};
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::list::{List, PageQuery};
 use crate::admin::{self, Actor, TokenUpload};
 use crate::apple::sync;
@@ -17,7 +18,10 @@ use crate::apple::token_lifecycle;
 use crate::clock::Timestamp;
 use crate::error::ServerError;
 use crate::state::ServerState;
-use crate::store::{AppRecord, GroupKind, Intent, LicenseCounts, LicenseType, VppTokenRecord};
+use crate::store::{
+    AppRecord, AssignmentRecord, EnrollmentTokenRecord, GroupKind, GroupRecord, Intent,
+    LicenseCounts, LicenseType, UserRecord, VppTokenRecord,
+};
 
 /// JSON body extractor whose rejections use the API's error format.
 #[derive(FromRequest)]
@@ -37,76 +41,95 @@ pub(super) struct ApiQuery<T>(pub T);
 type ApiResult<T> = Result<T, ApiError>;
 
 /// Routes of the admin API.
-pub(super) fn router() -> Router<ServerState> {
-    Router::new()
-        .route("/v1/enrollment", get(enrollment))
-        .route("/v1/enrollment/rotate", post(rotate_enrollment_secret))
-        .route(
-            "/v1/enrollment-tokens",
-            post(create_enrollment_token).get(list_enrollment_tokens),
-        )
-        .route(
-            "/v1/enrollment-tokens/{id}",
-            axum::routing::delete(revoke_enrollment_token),
-        )
-        .route("/v1/devices/{udid}/release", post(release_device))
-        .route("/v1/tokens", post(upload_token).get(list_tokens))
-        .route(
-            "/v1/tokens/{id}",
-            get(get_token).patch(update_token).delete(delete_token),
-        )
-        .route("/v1/tokens/{id}/renew", post(renew_token))
-        .route("/v1/tokens/{id}/take-over", post(take_over_token))
-        .route("/v1/tokens/{id}/sync", post(sync_token))
-        .route("/v1/apps", get(list_apps))
-        .route("/v1/apps/{id}", get(get_app).patch(update_app))
-        .route("/v1/apps/{id}/summary", get(app_summary))
-        .route("/v1/groups", post(create_group).get(list_groups))
-        .route("/v1/groups/{id}", axum::routing::delete(delete_group))
-        .route(
-            "/v1/groups/{id}/devices",
-            post(add_group_devices).get(group_devices),
-        )
-        .route(
-            "/v1/assignments",
-            post(create_assignment).get(list_assignments),
-        )
-        .route(
-            "/v1/assignments/{id}",
-            get(get_assignment)
-                .patch(update_assignment)
-                .delete(delete_assignment),
-        )
-        .route("/v1/licenses/revoke", post(revoke_licenses))
-        .route("/v1/devices/{udid}/assignments", get(explain_device))
-        .route(
-            "/v1/groups/{id}/devices/{udid}",
-            axum::routing::delete(remove_group_device),
-        )
-        .route(
-            "/v1/groups/{id}/users/{user_id}",
-            axum::routing::delete(remove_group_user),
-        )
-        .route("/v1/devices/{udid}", get(get_device).delete(delete_device))
-        .route("/v1/devices/{udid}/user", put(set_device_user))
-        .route("/v1/devices/{udid}/inventory", post(refresh_inventory))
-        .route("/v1/users", post(create_user).get(list_users))
-        .route("/v1/users/{id}", get(get_user).delete(delete_user))
-        .route("/v1/users/{id}/invitation", post(reinvite_user))
-        .route(
-            "/v1/groups/{id}/users",
-            post(add_group_users).get(group_users),
-        )
+pub(super) fn router() -> OpenApiRouter<ServerState> {
+    OpenApiRouter::new()
+        .routes(routes!(enrollment))
+        .routes(routes!(rotate_enrollment_secret))
+        .routes(routes!(create_enrollment_token, list_enrollment_tokens))
+        .routes(routes!(revoke_enrollment_token))
+        .routes(routes!(release_device))
+        .routes(routes!(upload_token, list_tokens))
+        .routes(routes!(get_token, update_token, delete_token))
+        .routes(routes!(renew_token))
+        .routes(routes!(take_over_token))
+        .routes(routes!(sync_token))
+        .routes(routes!(list_apps))
+        .routes(routes!(get_app, update_app))
+        .routes(routes!(app_summary))
+        .routes(routes!(create_group, list_groups))
+        .routes(routes!(delete_group))
+        .routes(routes!(add_group_devices, group_devices))
+        .routes(routes!(create_assignment, list_assignments))
+        .routes(routes!(
+            get_assignment,
+            update_assignment,
+            delete_assignment
+        ))
+        .routes(routes!(revoke_licenses))
+        .routes(routes!(explain_device))
+        .routes(routes!(remove_group_device))
+        .routes(routes!(remove_group_user))
+        .routes(routes!(get_device, delete_device))
+        .routes(routes!(set_device_user))
+        .routes(routes!(refresh_inventory))
+        .routes(routes!(create_user, list_users))
+        .routes(routes!(get_user, delete_user))
+        .routes(routes!(reinvite_user))
+        .routes(routes!(add_group_users, group_users))
 }
 
-#[derive(Serialize)]
+/// The path parameter `id` of each kind of resource.
+const TOKEN_ID: &str = "The VPP token's id";
+const APP_ID: &str = "The app's id";
+const GROUP_ID: &str = "The group's id";
+const ASSIGNMENT_ID: &str = "The assignment's id";
+const USER_ID: &str = "The user's id";
+const UDID: &str = "The device's UDID";
+
+/// What removing something did.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Deletion {
+    /// Its id.
+    deleted: String,
+    /// What it means for licenses and devices.
+    note: &'static str,
+}
+
+/// Members a request added.
+#[derive(Serialize, utoipa::ToSchema)]
+struct MembersAdded {
+    /// Members added (ones already in the group are not counted).
+    added: u64,
+}
+
+/// Members a request removed.
+#[derive(Serialize, utoipa::ToSchema)]
+struct MembersRemoved {
+    /// Members removed.
+    removed: u64,
+}
+
+/// What devices need to enroll.
+#[derive(Serialize, utoipa::ToSchema)]
 struct EnrollmentInfo {
+    /// The shared enrollment secret.
     enrollment_secret: String,
+    /// The server's public URL.
     server_url: String,
+    /// The server's CA certificate, PEM.
     ca_certificate: String,
+    /// The push topic.
     topic: String,
 }
 
+/// What devices need to enroll: the shared secret, the server's URL, its CA and the
+/// push topic.
+#[utoipa::path(
+    get,
+    path = "/v1/enrollment",
+    tag = "enrollment",
+    responses((status = 200, description = "Enrollment settings", body = EnrollmentInfo)),
+)]
 async fn enrollment(
     State(state): State<ServerState>,
     _actor: Actor,
@@ -124,6 +147,22 @@ async fn enrollment(
     }))
 }
 
+/// A new enrollment secret.
+#[derive(Serialize, utoipa::ToSchema)]
+struct SecretRotated {
+    /// The new secret.
+    enrollment_secret: String,
+    /// What it means.
+    note: &'static str,
+}
+
+/// Replaces the shared enrollment secret; the old one enrolls no more devices.
+#[utoipa::path(
+    post,
+    path = "/v1/enrollment/rotate",
+    tag = "enrollment",
+    responses((status = 200, description = "The new secret", body = SecretRotated)),
+)]
 async fn rotate_enrollment_secret(
     State(state): State<ServerState>,
     actor: Actor,
@@ -137,21 +176,28 @@ async fn rotate_enrollment_secret(
         &result,
     )
     .await;
-    Ok(Json(serde_json::json!({
-        "enrollment_secret": result?,
-        "note": "the previous shared secret no longer enrolls devices"
-    })))
+    Ok(Json(SecretRotated {
+        enrollment_secret: result?,
+        note: "the previous shared secret no longer enrolls devices",
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct EnrollmentTokenBody {
+    /// What it is for, e.g. "Lab iPads".
     name: String,
+    /// Enrollments it admits; 1 when not given.
     #[serde(default = "one")]
+    #[schema(minimum = 1)]
     uses: i64,
+    /// It expires this many seconds from now; a week when not given.
     #[serde(default = "a_week")]
+    #[schema(minimum = 1)]
     expires_in_seconds: u64,
+    /// Only a device with this serial number may use it.
     serial_number: Option<String>,
+    /// Only a device with this UDID may use it.
     udid: Option<String>,
 }
 
@@ -164,14 +210,23 @@ fn a_week() -> u64 {
 }
 
 /// An enrollment token as the API shows it; `token` only in the answer that creates it.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct EnrollmentTokenView {
     #[serde(flatten)]
-    record: crate::store::EnrollmentTokenRecord,
+    record: EnrollmentTokenRecord,
+    /// The token a device enrolls with, shown once.
     #[serde(skip_serializing_if = "Option::is_none")]
     token: Option<String>,
 }
 
+/// Creates an enrollment token; the token itself is in this answer only.
+#[utoipa::path(
+    post,
+    path = "/v1/enrollment-tokens",
+    tag = "enrollment",
+    request_body = EnrollmentTokenBody,
+    responses((status = 201, description = "Created, with the token", body = EnrollmentTokenView)),
+)]
 async fn create_enrollment_token(
     State(state): State<ServerState>,
     actor: Actor,
@@ -220,6 +275,14 @@ fn invalid(field: &'static str, e: orchard_protocol::IdError) -> ApiError {
     .into()
 }
 
+/// The enrollment tokens (never the tokens themselves).
+#[utoipa::path(
+    get,
+    path = "/v1/enrollment-tokens",
+    tag = "enrollment",
+    params(PageQuery),
+    responses((status = 200, description = "A page of enrollment tokens", body = List<EnrollmentTokenView>)),
+)]
 async fn list_enrollment_tokens(
     State(state): State<ServerState>,
     _actor: Actor,
@@ -237,6 +300,17 @@ async fn list_enrollment_tokens(
     )))
 }
 
+/// Revokes an enrollment token: it admits no more enrollments.
+#[utoipa::path(
+    delete,
+    path = "/v1/enrollment-tokens/{id}",
+    tag = "enrollment",
+    params(("id" = String, Path, description = "The enrollment token's id")),
+    responses(
+        (status = 200, description = "Revoked", body = EnrollmentTokenRevoked),
+        (status = 404, description = "No such enrollment token", body = ErrorBody),
+    ),
+)]
 async fn revoke_enrollment_token(
     State(state): State<ServerState>,
     actor: Actor,
@@ -245,9 +319,28 @@ async fn revoke_enrollment_token(
     let result = admin::revoke_enrollment_token(&state, &id).await;
     admin::audit(&state, &actor, "enrollment_token.revoke", &id, &result).await;
     result?;
-    Ok(Json(serde_json::json!({ "revoked": id })))
+    Ok(Json(EnrollmentTokenRevoked { revoked: id }))
 }
 
+/// A revoked enrollment token.
+#[derive(Serialize, utoipa::ToSchema)]
+struct EnrollmentTokenRevoked {
+    /// Its id.
+    revoked: String,
+}
+
+/// Releases a device's enrollment: the next enrollment of its UDID is admitted (its
+/// current certificate works until then).
+#[utoipa::path(
+    post,
+    path = "/v1/devices/{udid}/release",
+    tag = "devices",
+    params(("udid" = String, Path, description = UDID)),
+    responses(
+        (status = 200, description = "Released", body = DeviceReleased),
+        (status = 404, description = "No such device", body = ErrorBody),
+    ),
+)]
 async fn release_device(
     State(state): State<ServerState>,
     actor: Actor,
@@ -257,49 +350,89 @@ async fn release_device(
     let result = admin::release_device(&state, &udid).await;
     admin::audit(&state, &actor, "device.release", udid.as_str(), &result).await;
     result?;
-    Ok(Json(serde_json::json!({
-        "released": udid,
-        "note": "the next enrollment of this UDID is admitted; the current certificate works until then"
-    })))
+    Ok(Json(DeviceReleased {
+        released: udid,
+        note: "the next enrollment of this UDID is admitted; the current certificate works until then",
+    }))
 }
 
-#[derive(Deserialize)]
+/// A released enrollment.
+#[derive(Serialize, utoipa::ToSchema)]
+struct DeviceReleased {
+    /// The device.
+    released: Udid,
+    /// What it means.
+    note: &'static str,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TokenUploadBody {
+    /// Display name.
     name: String,
+    /// The `.vpptoken` file as downloaded from Apple Business or School Manager
+    /// (base64 text).
     token_file: String,
+    /// The admin agrees to this server managing the token's licenses.
     consent: bool,
+    /// Take the token over from another MDM that holds it at Apple.
     #[serde(default)]
     take_over: bool,
+    /// The location's Apple ID, for people.
     apple_id: Option<String>,
+    /// The store country (ISO 3166-1 alpha-2), when Apple's differs.
     country: Option<String>,
+    /// `business` or `education`.
     account_type: Option<String>,
+    /// Keep the token's apps updated on devices.
     automatic_updates: Option<bool>,
+    /// Lower first when several tokens hold an app.
     priority: Option<i64>,
 }
 
 /// A token as the API shows it (never the secret).
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct TokenView {
+    /// Opaque id.
     id: String,
+    /// Display name.
     name: String,
+    /// The organisation, from the token file.
     org_name: String,
+    /// When Apple stops taking the token.
     expires_at: Timestamp,
+    /// `valid`, `expiring_soon` (within 30 days) or `expired`.
     expiry_status: &'static str,
+    /// Apple's location name.
     location_name: Option<String>,
+    /// Apple's store country for the location.
     country: Option<String>,
+    /// Last successful sync.
     last_sync_at: Option<Timestamp>,
+    /// Why the last sync failed.
     last_sync_error: Option<String>,
+    /// Upload time.
     created_at: Timestamp,
+    /// Lower first when several tokens hold an app.
     priority: i64,
+    /// `active`, `expired`, `disabled` (with `disabled_reason`) or
+    /// `assigned_to_external_mdm`.
     status: &'static str,
+    /// Another MDM that holds the token at Apple.
     external_mdm: Option<String>,
+    /// Why the token is not used.
     disabled_reason: Option<String>,
+    /// The location's Apple ID.
     apple_id: Option<String>,
+    /// `business` or `education`.
     account_type: String,
+    /// The token's apps are kept updated.
     automatic_updates: bool,
+    /// The store country an admin set.
     store_country: Option<String>,
+    /// Apple's last notification for the token.
     last_notification_at: Option<Timestamp>,
+    /// Whether Apple notifies this server, and if not why (it polls instead).
     notifications: Option<String>,
 }
 
@@ -332,6 +465,19 @@ impl TokenView {
     }
 }
 
+/// Uploads a VPP token (a `.vpptoken` file) and claims it at Apple for this server.
+#[utoipa::path(
+    post,
+    path = "/v1/tokens",
+    tag = "tokens",
+    request_body = TokenUploadBody,
+    responses(
+        (status = 201, description = "Uploaded", body = TokenView),
+        (status = 409, description = "The token is held by another MDM (ask for `take_over`), is uploaded already, or the token limit is reached", body = ErrorBody),
+        (status = 422, description = "Not a token file, no consent, or a setting the server refuses", body = ErrorBody),
+        (status = 502, description = "Apple's service failed or refused the token", body = ErrorBody),
+    ),
+)]
 async fn upload_token(
     State(state): State<ServerState>,
     actor: Actor,
@@ -364,6 +510,14 @@ async fn upload_token(
     ))
 }
 
+/// The VPP tokens.
+#[utoipa::path(
+    get,
+    path = "/v1/tokens",
+    tag = "tokens",
+    params(PageQuery),
+    responses((status = 200, description = "A page of tokens", body = List<TokenView>)),
+)]
 async fn list_tokens(
     State(state): State<ServerState>,
     _actor: Actor,
@@ -378,6 +532,19 @@ async fn list_tokens(
     )))
 }
 
+/// Syncs a token's apps, licenses and users from Apple now.
+#[utoipa::path(
+    post,
+    path = "/v1/tokens/{id}/sync",
+    tag = "tokens",
+    params(("id" = String, Path, description = TOKEN_ID)),
+    responses(
+        (status = 200, description = "What the sync found", body = sync::SyncSummary),
+        (status = 404, description = "No such token", body = ErrorBody),
+        (status = 409, description = "A sync of the token is under way", body = ErrorBody),
+        (status = 502, description = "Apple's service failed", body = ErrorBody),
+    ),
+)]
 async fn sync_token(
     State(state): State<ServerState>,
     actor: Actor,
@@ -388,11 +555,16 @@ async fn sync_token(
     Ok(Json(result?))
 }
 
-#[derive(Serialize)]
+/// An app's licenses at Apple.
+#[derive(Serialize, utoipa::ToSchema)]
 struct Licenses {
+    /// Purchased.
     total: i64,
+    /// Associated with a device or user.
     used: i64,
+    /// Free to associate.
     available: i64,
+    /// Taken back by Apple (refunded or retired).
     retired: i64,
 }
 
@@ -407,22 +579,39 @@ impl From<LicenseCounts> for Licenses {
     }
 }
 
-#[derive(Serialize)]
+/// An app (or book) of a token.
+#[derive(Serialize, utoipa::ToSchema)]
 struct AppView {
+    /// Opaque id.
     id: String,
+    /// The token that holds its licenses.
     token_id: String,
+    /// App Store id.
     adam_id: String,
+    /// `STDQ` (standard) or `PLUS` (high quality).
     pricing_param: String,
+    /// `App`, `Book` and so on, as Apple says.
     product_type: String,
+    /// Store name.
     name: Option<String>,
+    /// Bundle identifier.
     bundle_id: Option<String>,
+    /// Store version.
     version: Option<String>,
+    /// Platforms the store lists.
     platforms: Vec<String>,
+    /// Can be licensed to a device (not only to a user).
     device_assignable: bool,
+    /// License counts.
     licenses: Licenses,
+    /// Last change.
     updated_at: Timestamp,
+    /// How long an install may take before it counts as failed (none: the server's
+    /// default).
     install_timeout_seconds: Option<i64>,
+    /// Store page.
     store_url: Option<String>,
+    /// Lowest OS version the store lists.
     minimum_os_version: Option<String>,
 }
 
@@ -448,6 +637,14 @@ impl From<AppRecord> for AppView {
     }
 }
 
+/// The apps and books of every token.
+#[utoipa::path(
+    get,
+    path = "/v1/apps",
+    tag = "apps",
+    params(PageQuery),
+    responses((status = 200, description = "A page of apps", body = List<AppView>)),
+)]
 async fn list_apps(
     State(state): State<ServerState>,
     _actor: Actor,
@@ -458,6 +655,17 @@ async fn list_apps(
     Ok(Json(paging.list(apps, |a| a.id.clone(), AppView::from)))
 }
 
+/// One app.
+#[utoipa::path(
+    get,
+    path = "/v1/apps/{id}",
+    tag = "apps",
+    params(("id" = String, Path, description = APP_ID)),
+    responses(
+        (status = 200, description = "The app", body = AppView),
+        (status = 404, description = "No such app", body = ErrorBody),
+    ),
+)]
 async fn get_app(
     State(state): State<ServerState>,
     _actor: Actor,
@@ -469,17 +677,32 @@ async fn get_app(
     ))
 }
 
+/// An app's installs counted by status and platform, with its licenses.
+#[derive(Serialize, utoipa::ToSchema)]
+struct SummaryView {
+    #[serde(flatten)]
+    summary: admin::AppSummary,
+    /// License counts.
+    licenses: Licenses,
+}
+
+/// An app's devices counted by install status and by platform, and its licenses, in
+/// one answer.
+#[utoipa::path(
+    get,
+    path = "/v1/apps/{id}/summary",
+    tag = "apps",
+    params(("id" = String, Path, description = APP_ID)),
+    responses(
+        (status = 200, description = "The counts", body = SummaryView),
+        (status = 404, description = "No such app", body = ErrorBody),
+    ),
+)]
 async fn app_summary(
     State(state): State<ServerState>,
     _actor: Actor,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<impl IntoResponse> {
-    #[derive(Serialize)]
-    struct SummaryView {
-        #[serde(flatten)]
-        summary: admin::AppSummary,
-        licenses: Licenses,
-    }
     let summary = admin::app_summary(&state, &id).await?;
     Ok(Json(SummaryView {
         licenses: summary.licenses.into(),
@@ -487,10 +710,12 @@ async fn app_summary(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct GroupBody {
+    /// Unique name.
     name: String,
+    /// `device` (the default) or `user`.
     #[serde(default = "device_kind")]
     kind: GroupKind,
 }
@@ -499,6 +724,17 @@ fn device_kind() -> GroupKind {
     GroupKind::Device
 }
 
+/// Creates a group of devices or of users.
+#[utoipa::path(
+    post,
+    path = "/v1/groups",
+    tag = "groups",
+    request_body = GroupBody,
+    responses(
+        (status = 201, description = "Created", body = GroupRecord),
+        (status = 409, description = "A group has that name", body = ErrorBody),
+    ),
+)]
 async fn create_group(
     State(state): State<ServerState>,
     actor: Actor,
@@ -510,6 +746,14 @@ async fn create_group(
     Ok((StatusCode::CREATED, Json(result?)))
 }
 
+/// The groups.
+#[utoipa::path(
+    get,
+    path = "/v1/groups",
+    tag = "groups",
+    params(PageQuery),
+    responses((status = 200, description = "A page of groups", body = List<GroupRecord>)),
+)]
 async fn list_groups(
     State(state): State<ServerState>,
     _actor: Actor,
@@ -520,12 +764,26 @@ async fn list_groups(
     Ok(Json(paging.list(groups, |g| g.id.clone(), |g| g)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct MembersBody {
+    /// Devices to add (enrolled or not yet).
     udids: Vec<Udid>,
 }
 
+/// Adds devices to a device group.
+#[utoipa::path(
+    post,
+    path = "/v1/groups/{id}/devices",
+    tag = "groups",
+    params(("id" = String, Path, description = GROUP_ID)),
+    request_body = MembersBody,
+    responses(
+        (status = 200, description = "Added", body = MembersAdded),
+        (status = 404, description = "No such group", body = ErrorBody),
+        (status = 409, description = "A user group takes users, not devices", body = ErrorBody),
+    ),
+)]
 async fn add_group_devices(
     State(state): State<ServerState>,
     actor: Actor,
@@ -534,9 +792,20 @@ async fn add_group_devices(
 ) -> ApiResult<impl IntoResponse> {
     let result = admin::add_group_devices(&state, &id, &body.udids).await;
     admin::audit(&state, &actor, "group.add_devices", &id, &result).await;
-    Ok(Json(serde_json::json!({ "added": result? })))
+    Ok(Json(MembersAdded { added: result? }))
 }
 
+/// A device group's devices, by UDID.
+#[utoipa::path(
+    get,
+    path = "/v1/groups/{id}/devices",
+    tag = "groups",
+    params(("id" = String, Path, description = GROUP_ID), PageQuery),
+    responses(
+        (status = 200, description = "A page of UDIDs", body = List<Udid>),
+        (status = 404, description = "No such group", body = ErrorBody),
+    ),
+)]
 async fn group_devices(
     State(state): State<ServerState>,
     _actor: Actor,
@@ -553,15 +822,21 @@ async fn group_devices(
     Ok(Json(paging.list(udids, |u| u.0.clone(), |u| u)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AssignmentBody {
+    /// The app.
     app_id: String,
+    /// The group whose devices (or users) get it.
     group_id: String,
+    /// What the assignment asks for.
     intent: Intent,
+    /// Whom licenses are associated with.
     license_type: LicenseType,
+    /// Install it on the devices (true by default); false only licenses it.
     #[serde(default = "yes")]
     install: bool,
+    /// Take licenses from any token that holds the app, not only the app's own.
     #[serde(default)]
     any_token: bool,
 }
@@ -570,6 +845,19 @@ fn yes() -> bool {
     true
 }
 
+/// Assigns an app to a group; licenses are associated and installs queued as the
+/// group's devices come.
+#[utoipa::path(
+    post,
+    path = "/v1/assignments",
+    tag = "assignments",
+    request_body = AssignmentBody,
+    responses(
+        (status = 201, description = "Created, with warnings about what will not work as expected", body = admin::AssignmentCreated),
+        (status = 404, description = "No such app or group", body = ErrorBody),
+        (status = 409, description = "The app is assigned to the group already", body = ErrorBody),
+    ),
+)]
 async fn create_assignment(
     State(state): State<ServerState>,
     actor: Actor,
@@ -590,6 +878,14 @@ async fn create_assignment(
     Ok((StatusCode::CREATED, Json(result?)))
 }
 
+/// The assignments.
+#[utoipa::path(
+    get,
+    path = "/v1/assignments",
+    tag = "assignments",
+    params(PageQuery),
+    responses((status = 200, description = "A page of assignments", body = List<AssignmentRecord>)),
+)]
 async fn list_assignments(
     State(state): State<ServerState>,
     _actor: Actor,
@@ -600,6 +896,17 @@ async fn list_assignments(
     Ok(Json(paging.list(items, |a| a.id.clone(), |a| a)))
 }
 
+/// One device.
+#[utoipa::path(
+    get,
+    path = "/v1/devices/{udid}",
+    tag = "devices",
+    params(("udid" = String, Path, description = UDID)),
+    responses(
+        (status = 200, description = "The device", body = crate::store::DeviceRecord),
+        (status = 404, description = "No such device", body = ErrorBody),
+    ),
+)]
 async fn get_device(
     State(state): State<ServerState>,
     _actor: Actor,
@@ -612,16 +919,30 @@ async fn get_device(
     })?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UserBody {
+    /// Unique email; invitations go to it.
     email: String,
+    /// The user's Managed Apple ID, if any.
     #[serde(default)]
     managed_apple_id: Option<String>,
+    /// Display name.
     #[serde(default)]
     name: Option<String>,
 }
 
+/// Creates a user (for user-licensed apps).
+#[utoipa::path(
+    post,
+    path = "/v1/users",
+    tag = "users",
+    request_body = UserBody,
+    responses(
+        (status = 201, description = "Created", body = UserRecord),
+        (status = 409, description = "A user has that email", body = ErrorBody),
+    ),
+)]
 async fn create_user(
     State(state): State<ServerState>,
     actor: Actor,
@@ -642,6 +963,14 @@ async fn create_user(
     Ok((StatusCode::CREATED, Json(result?)))
 }
 
+/// The users.
+#[utoipa::path(
+    get,
+    path = "/v1/users",
+    tag = "users",
+    params(PageQuery),
+    responses((status = 200, description = "A page of users", body = List<UserRecord>)),
+)]
 async fn list_users(
     State(state): State<ServerState>,
     _actor: Actor,
@@ -652,6 +981,17 @@ async fn list_users(
     Ok(Json(paging.list(users, |u| u.id.clone(), |u| u)))
 }
 
+/// One user, with their standing at Apple under each token and their devices.
+#[utoipa::path(
+    get,
+    path = "/v1/users/{id}",
+    tag = "users",
+    params(("id" = String, Path, description = USER_ID)),
+    responses(
+        (status = 200, description = "The user", body = admin::UserView),
+        (status = 404, description = "No such user", body = ErrorBody),
+    ),
+)]
 async fn get_user(
     State(state): State<ServerState>,
     _actor: Actor,
@@ -660,12 +1000,25 @@ async fn get_user(
     Ok(Json(admin::user_view(&state, &id).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct DeviceUserBody {
+    /// The device's user; null: none.
     user_id: Option<String>,
 }
 
+/// Sets (or clears) a device's user.
+#[utoipa::path(
+    put,
+    path = "/v1/devices/{udid}/user",
+    tag = "devices",
+    params(("udid" = String, Path, description = UDID)),
+    request_body = DeviceUserBody,
+    responses(
+        (status = 200, description = "Set", body = DeviceUser),
+        (status = 404, description = "No such device or user", body = ErrorBody),
+    ),
+)]
 async fn set_device_user(
     State(state): State<ServerState>,
     actor: Actor,
@@ -676,17 +1029,41 @@ async fn set_device_user(
     let result = admin::set_device_user(&state, &udid, body.user_id.as_deref()).await;
     admin::audit(&state, &actor, "device.set_user", udid.as_str(), &result).await;
     result?;
-    Ok(Json(
-        serde_json::json!({ "udid": udid, "user_id": body.user_id }),
-    ))
+    Ok(Json(DeviceUser {
+        udid,
+        user_id: body.user_id,
+    }))
 }
 
-#[derive(Deserialize)]
+/// A device's user.
+#[derive(Serialize, utoipa::ToSchema)]
+struct DeviceUser {
+    /// The device.
+    udid: Udid,
+    /// Its user (none: no user).
+    user_id: Option<String>,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UserMembersBody {
+    /// Users to add.
     user_ids: Vec<String>,
 }
 
+/// Adds users to a user group.
+#[utoipa::path(
+    post,
+    path = "/v1/groups/{id}/users",
+    tag = "groups",
+    params(("id" = String, Path, description = GROUP_ID)),
+    request_body = UserMembersBody,
+    responses(
+        (status = 200, description = "Added", body = MembersAdded),
+        (status = 404, description = "No such group or user", body = ErrorBody),
+        (status = 409, description = "A device group takes devices, not users", body = ErrorBody),
+    ),
+)]
 async fn add_group_users(
     State(state): State<ServerState>,
     actor: Actor,
@@ -695,9 +1072,20 @@ async fn add_group_users(
 ) -> ApiResult<impl IntoResponse> {
     let result = admin::add_group_users(&state, &id, &body.user_ids).await;
     admin::audit(&state, &actor, "group.add_users", &id, &result).await;
-    Ok(Json(serde_json::json!({ "added": result? })))
+    Ok(Json(MembersAdded { added: result? }))
 }
 
+/// A user group's users, by id.
+#[utoipa::path(
+    get,
+    path = "/v1/groups/{id}/users",
+    tag = "groups",
+    params(("id" = String, Path, description = GROUP_ID), PageQuery),
+    responses(
+        (status = 200, description = "A page of user ids", body = List<String>),
+        (status = 404, description = "No such group", body = ErrorBody),
+    ),
+)]
 async fn group_users(
     State(state): State<ServerState>,
     _actor: Actor,
@@ -714,12 +1102,27 @@ async fn group_users(
     Ok(Json(paging.list(users, Clone::clone, |u| u)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AppUpdateBody {
+    /// How long an install may take before it counts as failed; null: the server's
+    /// default.
+    #[schema(minimum = 1)]
     install_timeout_seconds: Option<i64>,
 }
 
+/// Changes an app's settings.
+#[utoipa::path(
+    patch,
+    path = "/v1/apps/{id}",
+    tag = "apps",
+    params(("id" = String, Path, description = APP_ID)),
+    request_body = AppUpdateBody,
+    responses(
+        (status = 200, description = "The app as changed", body = AppView),
+        (status = 404, description = "No such app", body = ErrorBody),
+    ),
+)]
 async fn update_app(
     State(state): State<ServerState>,
     actor: Actor,
@@ -731,6 +1134,19 @@ async fn update_app(
     Ok(Json(AppView::from(result?)))
 }
 
+/// Asks a device for its inventory (device information, installed and managed apps)
+/// at its next check-in.
+#[utoipa::path(
+    post,
+    path = "/v1/devices/{udid}/inventory",
+    tag = "devices",
+    params(("udid" = String, Path, description = UDID)),
+    responses(
+        (status = 202, description = "Queries queued", body = InventoryQueued),
+        (status = 404, description = "No such device", body = ErrorBody),
+        (status = 409, description = "The device is not managed (checked out or released)", body = ErrorBody),
+    ),
+)]
 async fn refresh_inventory(
     State(state): State<ServerState>,
     actor: Actor,
@@ -741,10 +1157,33 @@ async fn refresh_inventory(
     admin::audit(&state, &actor, "device.inventory", udid.as_str(), &result).await;
     Ok((
         StatusCode::ACCEPTED,
-        Json(serde_json::json!({ "udid": udid, "queries_queued": result? })),
+        Json(InventoryQueued {
+            udid,
+            queries_queued: result?,
+        }),
     ))
 }
 
+/// Inventory queries queued for a device.
+#[derive(Serialize, utoipa::ToSchema)]
+struct InventoryQueued {
+    /// The device.
+    udid: Udid,
+    /// Queries queued.
+    queries_queued: usize,
+}
+
+/// One assignment.
+#[utoipa::path(
+    get,
+    path = "/v1/assignments/{id}",
+    tag = "assignments",
+    params(("id" = String, Path, description = ASSIGNMENT_ID)),
+    responses(
+        (status = 200, description = "The assignment", body = AssignmentRecord),
+        (status = 404, description = "No such assignment", body = ErrorBody),
+    ),
+)]
 async fn get_assignment(
     State(state): State<ServerState>,
     _actor: Actor,
@@ -756,14 +1195,29 @@ async fn get_assignment(
     })?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AssignmentChangeBody {
+    /// A new intent.
     intent: Option<Intent>,
+    /// A new license type.
     license_type: Option<LicenseType>,
+    /// Install or only license.
     install: Option<bool>,
 }
 
+/// Changes an assignment.
+#[utoipa::path(
+    patch,
+    path = "/v1/assignments/{id}",
+    tag = "assignments",
+    params(("id" = String, Path, description = ASSIGNMENT_ID)),
+    request_body = AssignmentChangeBody,
+    responses(
+        (status = 200, description = "The assignment as changed", body = AssignmentRecord),
+        (status = 404, description = "No such assignment", body = ErrorBody),
+    ),
+)]
 async fn update_assignment(
     State(state): State<ServerState>,
     actor: Actor,
@@ -780,6 +1234,18 @@ async fn update_assignment(
     Ok(Json(result?))
 }
 
+/// Deletes an assignment: licenses no other assignment needs go back to the pool;
+/// apps stay installed.
+#[utoipa::path(
+    delete,
+    path = "/v1/assignments/{id}",
+    tag = "assignments",
+    params(("id" = String, Path, description = ASSIGNMENT_ID)),
+    responses(
+        (status = 200, description = "Deleted", body = Deletion),
+        (status = 404, description = "No such assignment", body = ErrorBody),
+    ),
+)]
 async fn delete_assignment(
     State(state): State<ServerState>,
     actor: Actor,
@@ -788,12 +1254,23 @@ async fn delete_assignment(
     let result = admin::delete_assignment(&state, &id).await;
     admin::audit(&state, &actor, "assignment.delete", &id, &result).await;
     result?;
-    Ok(Json(serde_json::json!({
-        "deleted": id,
-        "note": "licenses that no other assignment needs go back to the pool; apps stay installed (use the Uninstall intent to remove them)"
-    })))
+    Ok(Json(Deletion {
+        deleted: id,
+        note: "licenses that no other assignment needs go back to the pool; apps stay installed (use the Uninstall intent to remove them)",
+    }))
 }
 
+/// Deletes a group with its assignments; apps stay installed.
+#[utoipa::path(
+    delete,
+    path = "/v1/groups/{id}",
+    tag = "groups",
+    params(("id" = String, Path, description = GROUP_ID)),
+    responses(
+        (status = 200, description = "Deleted", body = Deletion),
+        (status = 404, description = "No such group", body = ErrorBody),
+    ),
+)]
 async fn delete_group(
     State(state): State<ServerState>,
     actor: Actor,
@@ -802,12 +1279,24 @@ async fn delete_group(
     let result = admin::delete_group(&state, &id).await;
     admin::audit(&state, &actor, "group.delete", &id, &result).await;
     result?;
-    Ok(Json(serde_json::json!({
-        "deleted": id,
-        "note": "its assignments went with it; licenses that no other assignment needs go back to the pool; apps stay installed"
-    })))
+    Ok(Json(Deletion {
+        deleted: id,
+        note: "its assignments went with it; licenses that no other assignment needs go back to the pool; apps stay installed",
+    }))
 }
 
+/// Deletes a user: they leave every group and device, their licenses go back to the
+/// pool and their registrations are retired at Apple, then they are removed.
+#[utoipa::path(
+    delete,
+    path = "/v1/users/{id}",
+    tag = "users",
+    params(("id" = String, Path, description = USER_ID)),
+    responses(
+        (status = 202, description = "Being deleted", body = UserDeletion),
+        (status = 404, description = "No such user", body = ErrorBody),
+    ),
+)]
 async fn delete_user(
     State(state): State<ServerState>,
     actor: Actor,
@@ -818,14 +1307,37 @@ async fn delete_user(
     result?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(serde_json::json!({
-            "id": id,
-            "status": "deleting",
-            "note": "the user left every group and device; its licenses go back to the pool and its registrations are retired at Apple, then the user is removed"
-        })),
+        Json(UserDeletion {
+            id,
+            status: "deleting",
+            note: "the user left every group and device; its licenses go back to the pool and its registrations are retired at Apple, then the user is removed",
+        }),
     ))
 }
 
+/// A user being deleted.
+#[derive(Serialize, utoipa::ToSchema)]
+struct UserDeletion {
+    /// The user.
+    id: String,
+    /// `deleting`.
+    status: &'static str,
+    /// What happens.
+    note: &'static str,
+}
+
+/// Invites a user to the VPP program again (under every token that registered them).
+#[utoipa::path(
+    post,
+    path = "/v1/users/{id}/invitation",
+    tag = "users",
+    params(("id" = String, Path, description = USER_ID)),
+    responses(
+        (status = 200, description = "The user, invitations renewed", body = admin::UserView),
+        (status = 404, description = "No such user", body = ErrorBody),
+        (status = 409, description = "The user joined already or has no registration to invite to", body = ErrorBody),
+    ),
+)]
 async fn reinvite_user(
     State(state): State<ServerState>,
     actor: Actor,
@@ -836,6 +1348,17 @@ async fn reinvite_user(
     Ok(Json(result?))
 }
 
+/// Removes a device from a device group.
+#[utoipa::path(
+    delete,
+    path = "/v1/groups/{id}/devices/{udid}",
+    tag = "groups",
+    params(("id" = String, Path, description = GROUP_ID), ("udid" = String, Path, description = UDID)),
+    responses(
+        (status = 200, description = "Removed (0 when it was not a member)", body = MembersRemoved),
+        (status = 404, description = "No such group", body = ErrorBody),
+    ),
+)]
 async fn remove_group_device(
     State(state): State<ServerState>,
     actor: Actor,
@@ -850,9 +1373,20 @@ async fn remove_group_device(
         &result,
     )
     .await;
-    Ok(Json(serde_json::json!({ "removed": result? })))
+    Ok(Json(MembersRemoved { removed: result? }))
 }
 
+/// Removes a user from a user group.
+#[utoipa::path(
+    delete,
+    path = "/v1/groups/{id}/users/{user_id}",
+    tag = "groups",
+    params(("id" = String, Path, description = GROUP_ID), ("user_id" = String, Path, description = USER_ID)),
+    responses(
+        (status = 200, description = "Removed (0 when they were not a member)", body = MembersRemoved),
+        (status = 404, description = "No such group", body = ErrorBody),
+    ),
+)]
 async fn remove_group_user(
     State(state): State<ServerState>,
     actor: Actor,
@@ -867,20 +1401,35 @@ async fn remove_group_user(
         &result,
     )
     .await;
-    Ok(Json(serde_json::json!({ "removed": result? })))
+    Ok(Json(MembersRemoved { removed: result? }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RevokeBody {
+    /// Every license of this device.
     udid: Option<String>,
+    /// Every license of this user.
     user_id: Option<String>,
+    /// Every license of this app.
     app_id: Option<String>,
     /// Tell the users on their devices (an Orchard notice; Apple's API v2 does not).
     #[serde(default)]
     notify_users: bool,
 }
 
+/// Takes licenses back from a device, a user or an app (name exactly one): they are
+/// disassociated at Apple and not asked for again until an assignment reaches anew.
+#[utoipa::path(
+    post,
+    path = "/v1/licenses/revoke",
+    tag = "licenses",
+    request_body = RevokeBody,
+    responses(
+        (status = 202, description = "Being revoked", body = admin::Revoked),
+        (status = 404, description = "No such device, user or app", body = ErrorBody),
+    ),
+)]
 async fn revoke_licenses(
     State(state): State<ServerState>,
     actor: Actor,
@@ -904,6 +1453,18 @@ async fn revoke_licenses(
     Ok((StatusCode::ACCEPTED, Json(result?)))
 }
 
+/// Which assignments reach a device and which one applies to each app, with the
+/// rule each other one lost by.
+#[utoipa::path(
+    get,
+    path = "/v1/devices/{udid}/assignments",
+    tag = "assignments",
+    params(("udid" = String, Path, description = UDID)),
+    responses(
+        (status = 200, description = "The assignments that apply", body = Explanation),
+        (status = 404, description = "No such device", body = ErrorBody),
+    ),
+)]
 async fn explain_device(
     State(state): State<ServerState>,
     _actor: Actor,
@@ -923,28 +1484,58 @@ async fn explain_device(
         .filter(|c| c.udid == udid)
         .collect();
     let resolved = crate::engine::precedence::resolve(&candidates);
-    Ok(Json(serde_json::json!({
-        "udid": udid,
-        "precedence": [
+    Ok(Json(Explanation {
+        udid,
+        precedence: [
             crate::engine::precedence::BY_INTENT,
             crate::engine::precedence::BY_GROUP,
-            crate::engine::precedence::BY_AGE
+            crate::engine::precedence::BY_AGE,
         ],
-        "items": resolved,
-    })))
+        items: resolved,
+    }))
 }
 
-#[derive(Deserialize)]
+/// The assignments that apply to a device.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Explanation {
+    /// The device.
+    udid: Udid,
+    /// The rules, in the order they decide.
+    precedence: [&'static str; 3],
+    /// Per app: the assignment that applies and the ones it beat.
+    items: Vec<crate::engine::precedence::Effective>,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TokenChangeBody {
+    /// Display name.
     name: Option<String>,
+    /// Lower first when several tokens hold an app.
     priority: Option<i64>,
+    /// The location's Apple ID.
     apple_id: Option<String>,
+    /// The store country (ISO 3166-1 alpha-2).
     country: Option<String>,
+    /// `business` or `education`.
     account_type: Option<String>,
+    /// Keep the token's apps updated on devices.
     automatic_updates: Option<bool>,
 }
 
+/// Changes a token's settings.
+#[utoipa::path(
+    patch,
+    path = "/v1/tokens/{id}",
+    tag = "tokens",
+    params(("id" = String, Path, description = TOKEN_ID)),
+    request_body = TokenChangeBody,
+    responses(
+        (status = 200, description = "The token as changed", body = TokenView),
+        (status = 404, description = "No such token", body = ErrorBody),
+        (status = 409, description = "A token has that name", body = ErrorBody),
+    ),
+)]
 async fn update_token(
     State(state): State<ServerState>,
     actor: Actor,
@@ -964,6 +1555,17 @@ async fn update_token(
     Ok(Json(TokenView::new(result?, state.clock.now())))
 }
 
+/// One token.
+#[utoipa::path(
+    get,
+    path = "/v1/tokens/{id}",
+    tag = "tokens",
+    params(("id" = String, Path, description = TOKEN_ID)),
+    responses(
+        (status = 200, description = "The token", body = TokenView),
+        (status = 404, description = "No such token", body = ErrorBody),
+    ),
+)]
 async fn get_token(
     State(state): State<ServerState>,
     _actor: Actor,
@@ -976,12 +1578,28 @@ async fn get_token(
     )))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RenewBody {
+    /// The location's new `.vpptoken` file (base64 text).
     token_file: String,
 }
 
+/// Replaces a token's secret with a renewed token file of the same location.
+#[utoipa::path(
+    post,
+    path = "/v1/tokens/{id}/renew",
+    tag = "tokens",
+    params(("id" = String, Path, description = TOKEN_ID)),
+    request_body = RenewBody,
+    responses(
+        (status = 200, description = "Renewed", body = TokenView),
+        (status = 404, description = "No such token", body = ErrorBody),
+        (status = 409, description = "The file is of another location", body = ErrorBody),
+        (status = 422, description = "Not a token file", body = ErrorBody),
+        (status = 502, description = "Apple's service failed or refused the token", body = ErrorBody),
+    ),
+)]
 async fn renew_token(
     State(state): State<ServerState>,
     actor: Actor,
@@ -993,6 +1611,18 @@ async fn renew_token(
     Ok(Json(TokenView::new(result?, state.clock.now())))
 }
 
+/// Claims a token at Apple from the other MDM that holds it.
+#[utoipa::path(
+    post,
+    path = "/v1/tokens/{id}/take-over",
+    tag = "tokens",
+    params(("id" = String, Path, description = TOKEN_ID)),
+    responses(
+        (status = 200, description = "Taken over", body = TokenView),
+        (status = 404, description = "No such token", body = ErrorBody),
+        (status = 502, description = "Apple's service failed", body = ErrorBody),
+    ),
+)]
 async fn take_over_token(
     State(state): State<ServerState>,
     actor: Actor,
@@ -1003,6 +1633,18 @@ async fn take_over_token(
     Ok(Json(TokenView::new(result?, state.clock.now())))
 }
 
+/// Deletes a token with its apps and assignments; no license is revoked and nothing is
+/// uninstalled.
+#[utoipa::path(
+    delete,
+    path = "/v1/tokens/{id}",
+    tag = "tokens",
+    params(("id" = String, Path, description = TOKEN_ID)),
+    responses(
+        (status = 200, description = "Deleted", body = crate::apple::token_lifecycle::Deleted),
+        (status = 404, description = "No such token", body = ErrorBody),
+    ),
+)]
 async fn delete_token(
     State(state): State<ServerState>,
     actor: Actor,
@@ -1013,6 +1655,17 @@ async fn delete_token(
     Ok(Json(result?))
 }
 
+/// Deletes a device: its device licenses go back to the pool; apps on it stay.
+#[utoipa::path(
+    delete,
+    path = "/v1/devices/{udid}",
+    tag = "devices",
+    params(("udid" = String, Path, description = UDID)),
+    responses(
+        (status = 200, description = "Deleted", body = DeviceDeleted),
+        (status = 404, description = "No such device", body = ErrorBody),
+    ),
+)]
 async fn delete_device(
     State(state): State<ServerState>,
     actor: Actor,
@@ -1022,8 +1675,17 @@ async fn delete_device(
     let result = admin::delete_device(&state, &udid).await;
     admin::audit(&state, &actor, "device.delete", udid.as_str(), &result).await;
     result?;
-    Ok(Json(serde_json::json!({
-        "deleted": udid,
-        "note": "its device licenses go back to the pool; apps on it are not removed"
-    })))
+    Ok(Json(DeviceDeleted {
+        deleted: udid,
+        note: "its device licenses go back to the pool; apps on it are not removed",
+    }))
+}
+
+/// A deleted device.
+#[derive(Serialize, utoipa::ToSchema)]
+struct DeviceDeleted {
+    /// The device.
+    deleted: Udid,
+    /// What it means.
+    note: &'static str,
 }

@@ -2,7 +2,6 @@
 //! client certificate from the TLS handshake becomes a `DeviceIdentity`; the cores
 //! never see HTTP.
 
-use axum::Router;
 use axum::body::Bytes;
 use std::time::Instant;
 
@@ -11,8 +10,9 @@ use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{post, put};
 use rustls_pki_types::CertificateDer;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::connection::PeerAddr;
 use super::error::ApiError;
@@ -82,16 +82,29 @@ fn refused(state: &ServerState, addr: std::net::IpAddr, e: ServerError) -> ApiEr
 }
 
 /// Routes of the device endpoints.
-pub(super) fn router(enrollment_body: usize) -> Router<ServerState> {
-    Router::new()
-        .route(
-            ENROLL_PATH,
-            post(enroll_device).layer(axum::extract::DefaultBodyLimit::max(enrollment_body)),
-        )
-        .route(CHECKIN_PATH, put(checkin_device))
-        .route(SERVER_PATH, put(command_channel))
+pub(super) fn router(enrollment_body: usize) -> OpenApiRouter<ServerState> {
+    let (schemas, paths, enroll) = routes!(enroll_device);
+    let enroll = enroll.layer(axum::extract::DefaultBodyLimit::max(enrollment_body));
+    OpenApiRouter::new()
+        .routes((schemas, paths, enroll))
+        .routes(routes!(checkin_device))
+        .routes(routes!(command_channel))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_DEVICE_BODY))
 }
+
+/// An XML property list of Apple's MDM protocol.
+struct Plist;
+
+impl utoipa::PartialSchema for Plist {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some("An XML property list"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Plist {}
 
 /// A device request's body, read up to [`MAX_DEVICE_BODY`]; a body over it or cut off
 /// is answered in the API's error format.
@@ -132,6 +145,22 @@ fn plist(body: Vec<u8>) -> Response {
         .into_response()
 }
 
+/// Enrolls a device: an enrollment token or the shared secret plus a CSR whose subject
+/// is the UDID give an identity certificate and the MDM payload. No client
+/// certificate is needed, except to renew an identity.
+#[utoipa::path(
+    post,
+    path = ENROLL_PATH,
+    tag = "device-protocol",
+    request_body(content = Plist, content_type = "application/xml", description = "`EnrollmentSecret`, `CSR` (PEM), `UDID`, `SerialNumber`, and optionally `ProductName`, `OSVersion`, `Ownership`"),
+    responses(
+        (status = 200, description = "The identity certificate and the MDM payload", content_type = "application/xml", body = Plist),
+        (status = 400, description = "Not a property list of an enrollment, a bad identifier or CSR", body = super::error::ErrorBody),
+        (status = 401, description = "The enrollment token or secret is wrong, spent or expired", body = super::error::ErrorBody),
+        (status = 403, description = "The UDID is enrolled already and the request does not present its identity", body = super::error::ErrorBody),
+        (status = 429, description = "Too many enrollments or failed authentications from this address", body = super::error::ErrorBody),
+    ),
+)]
 async fn enroll_device(
     State(state): State<ServerState>,
     Extension(PeerAddr(peer)): Extension<PeerAddr>,
@@ -161,6 +190,21 @@ async fn enroll_device(
     Ok(response)
 }
 
+/// The check-in endpoint (`CheckInURL`): Authenticate, TokenUpdate, CheckOut and
+/// Orchard's prompt reports, with the device's identity certificate.
+#[utoipa::path(
+    put,
+    path = CHECKIN_PATH,
+    tag = "device-protocol",
+    request_body(content = Plist, content_type = "application/xml", description = "A check-in message with its `MessageType`"),
+    responses(
+        (status = 200, description = "Taken"),
+        (status = 400, description = "Not a check-in message Orchard reads, or over a decoding limit", body = super::error::ErrorBody),
+        (status = 401, description = "No client certificate", body = super::error::ErrorBody),
+        (status = 403, description = "The certificate's identity is not an enrolled device, or the message names another", body = super::error::ErrorBody),
+        (status = 429, description = "Too many failed authentications from this address", body = super::error::ErrorBody),
+    ),
+)]
 async fn checkin_device(
     State(state): State<ServerState>,
     Extension(PeerAddr(peer)): Extension<PeerAddr>,
@@ -174,6 +218,21 @@ async fn checkin_device(
     Ok(StatusCode::OK.into_response())
 }
 
+/// The command channel (`ServerURL`): a status report (Idle or a command's result)
+/// in, the next command out.
+#[utoipa::path(
+    put,
+    path = SERVER_PATH,
+    tag = "device-protocol",
+    request_body(content = Plist, content_type = "application/xml", description = "A status report: `Status` with `CommandUUID` and the command's answer"),
+    responses(
+        (status = 200, description = "The next command, or an empty body when none is queued", content_type = "application/xml", body = Plist),
+        (status = 400, description = "Not a status report Orchard reads, or over a decoding limit", body = super::error::ErrorBody),
+        (status = 401, description = "No client certificate", body = super::error::ErrorBody),
+        (status = 403, description = "The certificate's identity is not an enrolled device, or the report names another", body = super::error::ErrorBody),
+        (status = 429, description = "Too many failed authentications from this address", body = super::error::ErrorBody),
+    ),
+)]
 async fn command_channel(
     State(state): State<ServerState>,
     Extension(PeerAddr(peer)): Extension<PeerAddr>,

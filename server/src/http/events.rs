@@ -9,24 +9,25 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::time::Duration;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::admin::ApiQuery;
 use super::error::ApiError;
-use super::list::Paging;
+use super::list::{List, Paging};
 use crate::admin::Actor;
 use crate::state::ServerState;
 use crate::store::{EventFilter, EventRecord, Store};
 
 /// Routes of the event stream.
-pub(super) fn router() -> Router<ServerState> {
-    Router::new().route("/v1/events", get(events))
+pub(super) fn router() -> OpenApiRouter<ServerState> {
+    OpenApiRouter::new().routes(routes!(events))
 }
 
 /// How often an open stream looks for new events.
@@ -34,16 +35,25 @@ const POLL: Duration = Duration::from_millis(250);
 /// Events read at once.
 const BATCH: i64 = 500;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct EventQuery {
+    /// Events in a page (a list only), 1 to 1000; 100 when not given.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
+    /// The previous page's `next_cursor` (a list only).
     cursor: Option<String>,
     /// Start after this event id (a stream's `Last-Event-ID` wins over it).
+    #[param(minimum = 0)]
     after: Option<i64>,
+    /// An event kind (`install.status`) or a family (`install`).
     kind: Option<String>,
+    /// Events of this app.
     app_id: Option<String>,
+    /// Events of this device.
     udid: Option<String>,
+    /// Events of this VPP token.
     token_id: Option<String>,
 }
 
@@ -51,12 +61,38 @@ fn bad(code: &'static str, message: String) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, code, message)
 }
 
+/// What changed, oldest first: with `Accept: text/event-stream` a stream that stays
+/// open (each event's SSE `id` is its id, its `event` its kind, its `data` the event as
+/// JSON), otherwise a page of the same events.
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    tag = "events",
+    params(
+        EventQuery,
+        ("Last-Event-ID" = Option<String>, Header, description = "A stream resumes after this event id (browsers send it when they reconnect)"),
+    ),
+    responses(
+        (status = 200, description = "A page of events, or the stream", content(
+            (List<EventRecord> = "application/json"),
+            (String = "text/event-stream"),
+        )),
+    ),
+)]
 async fn events(
     State(state): State<ServerState>,
     _actor: Actor,
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<EventQuery>,
 ) -> Result<Response, ApiError> {
+    if let Some(after) = q.after
+        && after < 0
+    {
+        return Err(bad(
+            "invalid_query",
+            format!("after must be an event id (0 or more), not {after}"),
+        ));
+    }
     if let Some(kind) = &q.kind
         && !crate::webhook::valid_kind(kind)
     {

@@ -17,9 +17,11 @@ const MAX_LIMIT: i64 = 1000;
 const DEFAULT_LIMIT: i64 = 100;
 
 /// A page of a list.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(super) struct List<T> {
+    /// The page's items.
     pub(super) items: Vec<T>,
+    /// Give it as `cursor` for the next page; none when this page is the last.
     pub(super) next_cursor: Option<String>,
 }
 
@@ -95,10 +97,14 @@ impl Paging {
 }
 
 /// `limit` and `cursor` alone, for lists without filters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct PageQuery {
+    /// Items in a page, 1 to 1000; 100 when not given.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
+    /// The previous page's `next_cursor`.
     cursor: Option<String>,
 }
 

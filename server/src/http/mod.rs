@@ -15,6 +15,7 @@ pub mod error;
 mod events;
 mod health;
 mod list;
+mod openapi;
 mod reports;
 mod webhooks;
 
@@ -47,15 +48,10 @@ use crate::state::ServerState;
 /// plain token, else a new one; sent back in the answer), method, path, peer, status
 /// and latency.
 pub fn router(state: ServerState) -> Router {
-    Router::new()
-        .merge(device::router(state.options.enrollment_body_limit))
-        .merge(admin::router())
-        .merge(access::router())
-        .merge(reports::router())
-        .merge(apple::router())
-        .merge(health::router())
-        .merge(events::router())
-        .merge(webhooks::router())
+    let (routes, doc) = described(state.options.enrollment_body_limit);
+    let doc = openapi::Document(serde_json::to_vec(&doc).unwrap_or_default().into());
+    routes
+        .layer(axum::Extension(doc))
         .fallback(|| async {
             error::ApiError::new(
                 axum::http::StatusCode::NOT_FOUND,
@@ -78,6 +74,30 @@ pub fn router(state: ServerState) -> Router {
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(axum::middleware::from_fn(plain_request_id))
+}
+
+/// Every route with its description, and the API document they make.
+fn described(enrollment_body: usize) -> (Router<ServerState>, utoipa::openapi::OpenApi) {
+    use utoipa::OpenApi as _;
+    let (routes, mut doc) =
+        utoipa_axum::router::OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+            .merge(device::router(enrollment_body))
+            .merge(admin::router())
+            .merge(access::router())
+            .merge(reports::router())
+            .merge(apple::router())
+            .merge(health::router())
+            .merge(events::router())
+            .merge(webhooks::router())
+            .routes(utoipa_axum::routes!(openapi::document))
+            .split_for_parts();
+    openapi::complete(&mut doc);
+    (routes, doc)
+}
+
+/// The API document (OpenAPI 3.1) the server serves at `/v1/openapi.json`.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    described(0).1
 }
 
 /// Longest request id taken from a client.

@@ -2,16 +2,17 @@
 //! log, each paginated, each filter applied in the database, and every parameter a
 //! list does not know refused (400) rather than ignored.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
 use orchard_protocol::Udid;
 use orchard_protocol::prompt::PromptKind;
 use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::admin::{ApiPath, ApiQuery};
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::list::{List, Paging};
 use crate::admin::Actor;
 use crate::clock::Timestamp;
@@ -26,38 +27,48 @@ use crate::store::{
 type ApiResult<T> = Result<T, ApiError>;
 
 /// Routes of the filtered lists.
-pub(super) fn router() -> Router<ServerState> {
-    Router::new()
-        .route("/v1/devices", get(devices))
-        .route("/v1/installs", get(installs))
-        .route("/v1/apps/{id}/installs", get(app_installs))
-        .route("/v1/devices/{udid}/installs", get(device_installs))
-        .route("/v1/users/{id}/installs", get(user_installs))
-        .route("/v1/prompts", get(prompts))
-        .route("/v1/apps/{id}/prompts", get(app_prompts))
-        .route("/v1/devices/{udid}/prompts", get(device_prompts))
-        .route("/v1/audit", get(audit))
+pub(super) fn router() -> OpenApiRouter<ServerState> {
+    OpenApiRouter::new()
+        .routes(routes!(devices))
+        .routes(routes!(installs))
+        .routes(routes!(app_installs))
+        .routes(routes!(device_installs))
+        .routes(routes!(user_installs))
+        .routes(routes!(prompts))
+        .routes(routes!(app_prompts))
+        .routes(routes!(device_prompts))
+        .routes(routes!(audit))
 }
 
 /// Filters of `GET /v1/devices`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct DeviceQuery {
+    /// Items in a page, 1 to 1000; 100 when not given.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
+    /// The previous page's `next_cursor`.
     cursor: Option<String>,
+    /// Devices of this platform.
     platform: Option<Platform>,
     /// e.g. `17.2`: devices on that version or later.
     os_at_least: Option<String>,
     /// e.g. `18`: devices on an earlier version.
     os_below: Option<String>,
+    /// Devices in this group (a user group: its users' devices).
     group_id: Option<String>,
+    /// Supervised (or not), as last reported.
     supervised: Option<bool>,
+    /// `Corporate` or `Personal`.
     ownership: Option<String>,
+    /// Devices in this enrollment state.
     status: Option<EnrollmentStatus>,
     /// RFC 3339: devices seen at or after.
     seen_since: Option<Timestamp>,
     /// RFC 3339: devices last seen before.
     seen_before: Option<Timestamp>,
+    /// Devices of this user.
     user_id: Option<String>,
 }
 
@@ -79,6 +90,14 @@ fn bad_query(message: String) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", message)
 }
 
+/// Enrolled devices, by UDID, filtered.
+#[utoipa::path(
+    get,
+    path = "/v1/devices",
+    tag = "devices",
+    params(DeviceQuery),
+    responses((status = 200, description = "A page of devices", body = List<DeviceRecord>)),
+)]
 async fn devices(
     State(state): State<ServerState>,
     _actor: Actor,
@@ -101,38 +120,70 @@ async fn devices(
     Ok(Json(paging.list(items, |d| d.udid.0.clone(), |d| d)))
 }
 
-/// Filters of the install lists (`app_id`, `udid` and `user_id` only on
-/// `GET /v1/installs`; the nested lists take theirs from the path).
-#[derive(Debug, Deserialize)]
+/// Filters of `GET /v1/installs`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct InstallQuery {
+    /// Items in a page, 1 to 1000; 100 when not given.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
+    /// The previous page's `next_cursor`.
     cursor: Option<String>,
+    /// Installs in this status.
     status: Option<InstallStatus>,
+    /// On devices of this platform.
     platform: Option<Platform>,
+    /// On devices of this group.
     group_id: Option<String>,
+    /// Of apps of this VPP token.
     token_id: Option<String>,
+    /// Of this app.
     app_id: Option<String>,
+    /// On this device.
     udid: Option<String>,
+    /// On this user's devices.
     user_id: Option<String>,
 }
 
-impl InstallQuery {
-    /// Refuses a filter the path already sets.
-    fn nested(&self, path_sets: &str) -> ApiResult<()> {
-        let given = [
-            ("app_id", self.app_id.is_some()),
-            ("udid", self.udid.is_some()),
-            ("user_id", self.user_id.is_some()),
-        ];
-        match given.iter().find(|(_, set)| *set) {
-            Some((name, _)) => Err(bad_query(format!(
-                "unknown query parameter `{name}` here: the path names the {path_sets}; use GET /v1/installs to filter by {name}"
-            ))),
-            None => Ok(()),
+/// Filters of the install lists under an app, a device or a user (which the path
+/// names).
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct NestedInstallQuery {
+    /// Items in a page, 1 to 1000; 100 when not given.
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<i64>,
+    /// The previous page's `next_cursor`.
+    cursor: Option<String>,
+    /// Installs in this status.
+    status: Option<InstallStatus>,
+    /// On devices of this platform.
+    platform: Option<Platform>,
+    /// On devices of this group.
+    group_id: Option<String>,
+    /// Of apps of this VPP token.
+    token_id: Option<String>,
+}
+
+impl From<NestedInstallQuery> for InstallQuery {
+    fn from(q: NestedInstallQuery) -> Self {
+        Self {
+            limit: q.limit,
+            cursor: q.cursor,
+            status: q.status,
+            platform: q.platform,
+            group_id: q.group_id,
+            token_id: q.token_id,
+            app_id: None,
+            udid: None,
+            user_id: None,
         }
     }
+}
 
+impl InstallQuery {
     fn filter(self) -> InstallFilter {
         InstallFilter {
             app_id: self.app_id,
@@ -162,6 +213,14 @@ async fn install_list(
     )))
 }
 
+/// Install states of apps on devices, filtered, by app and device.
+#[utoipa::path(
+    get,
+    path = "/v1/installs",
+    tag = "installs",
+    params(InstallQuery),
+    responses((status = 200, description = "A page of installs", body = List<InstallRecord>)),
+)]
 async fn installs(
     State(state): State<ServerState>,
     _actor: Actor,
@@ -170,35 +229,66 @@ async fn installs(
     install_list(&state, q, |_| {}).await
 }
 
+/// One app's install states on devices.
+#[utoipa::path(
+    get,
+    path = "/v1/apps/{id}/installs",
+    tag = "installs",
+    params(("id" = String, Path, description = "The app's id"), NestedInstallQuery),
+    responses(
+        (status = 200, description = "A page of the app's installs", body = List<InstallRecord>),
+        (status = 404, description = "No such app", body = ErrorBody),
+    ),
+)]
 async fn app_installs(
     State(state): State<ServerState>,
     _actor: Actor,
     ApiPath(id): ApiPath<String>,
-    ApiQuery(q): ApiQuery<InstallQuery>,
+    ApiQuery(q): ApiQuery<NestedInstallQuery>,
 ) -> ApiResult<Json<List<InstallRecord>>> {
-    q.nested("app")?;
     crate::admin::app_or_not_found(&state, &id).await?;
-    install_list(&state, q, |f| f.app_id = Some(id)).await
+    install_list(&state, q.into(), |f| f.app_id = Some(id)).await
 }
 
+/// One device's install states.
+#[utoipa::path(
+    get,
+    path = "/v1/devices/{udid}/installs",
+    tag = "installs",
+    params(("udid" = String, Path, description = "The device's UDID"), NestedInstallQuery),
+    responses(
+        (status = 200, description = "A page of the device's installs", body = List<InstallRecord>),
+        (status = 404, description = "No such device", body = ErrorBody),
+    ),
+)]
 async fn device_installs(
     State(state): State<ServerState>,
     _actor: Actor,
     ApiPath(udid): ApiPath<String>,
-    ApiQuery(q): ApiQuery<InstallQuery>,
+    ApiQuery(q): ApiQuery<NestedInstallQuery>,
 ) -> ApiResult<Json<List<InstallRecord>>> {
-    q.nested("device")?;
     let udid = device_or_not_found(&state, udid).await?;
-    install_list(&state, q, |f| f.udid = Some(udid)).await
+    install_list(&state, q.into(), |f| f.udid = Some(udid)).await
 }
 
+/// Install states on one user's devices.
+#[utoipa::path(
+    get,
+    path = "/v1/users/{id}/installs",
+    tag = "installs",
+    params(("id" = String, Path, description = "The user's id"), NestedInstallQuery),
+    responses(
+        (status = 200, description = "A page of the user's installs", body = List<InstallRecord>),
+        (status = 404, description = "No such user", body = ErrorBody),
+    ),
+)]
 async fn user_installs(
     State(state): State<ServerState>,
     _actor: Actor,
     ApiPath(id): ApiPath<String>,
-    ApiQuery(q): ApiQuery<InstallQuery>,
+    ApiQuery(q): ApiQuery<NestedInstallQuery>,
 ) -> ApiResult<Json<List<InstallRecord>>> {
-    q.nested("user")?;
+    let q = InstallQuery::from(q);
     state
         .store
         .user(&id)
@@ -217,8 +307,8 @@ async fn device_or_not_found(state: &ServerState, udid: String) -> ApiResult<Udi
     Ok(udid)
 }
 
-/// An answer to filter prompts by.
-#[derive(Debug, Clone, Copy, Deserialize)]
+/// An answer to filter prompts by (`none`: not answered yet).
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
 enum AnswerParam {
     Accepted,
     Declined,
@@ -228,26 +318,56 @@ enum AnswerParam {
     Unanswered,
 }
 
-/// Filters of the prompt lists (`udid` and `app_id` only on `GET /v1/prompts`).
-#[derive(Debug, Deserialize)]
+/// Filters of `GET /v1/prompts`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct PromptQuery {
+    /// Items in a page, 1 to 1000; 100 when not given.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
+    /// The previous page's `next_cursor`.
     cursor: Option<String>,
+    /// Prompts of this kind.
+    #[param(inline)]
     kind: Option<PromptKind>,
+    /// Prompts answered so (`none`: not answered yet).
+    #[param(inline)]
     answer: Option<AnswerParam>,
+    /// Prompts on this device.
     udid: Option<String>,
+    /// Prompts about this app.
     app_id: Option<String>,
 }
 
-impl PromptQuery {
-    fn nested(&self, path_sets: &str) -> ApiResult<()> {
-        if self.udid.is_some() || self.app_id.is_some() {
-            return Err(bad_query(format!(
-                "unknown query parameter here: the path names the {path_sets}; use GET /v1/prompts to filter by udid or app_id"
-            )));
+/// Filters of the prompt lists under an app or a device (which the path names).
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct NestedPromptQuery {
+    /// Items in a page, 1 to 1000; 100 when not given.
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<i64>,
+    /// The previous page's `next_cursor`.
+    cursor: Option<String>,
+    /// Prompts of this kind.
+    #[param(inline)]
+    kind: Option<PromptKind>,
+    /// Prompts answered so (`none`: not answered yet).
+    #[param(inline)]
+    answer: Option<AnswerParam>,
+}
+
+impl From<NestedPromptQuery> for PromptQuery {
+    fn from(q: NestedPromptQuery) -> Self {
+        Self {
+            limit: q.limit,
+            cursor: q.cursor,
+            kind: q.kind,
+            answer: q.answer,
+            udid: None,
+            app_id: None,
         }
-        Ok(())
     }
 }
 
@@ -292,6 +412,17 @@ async fn prompt_list(
     )))
 }
 
+/// What devices asked their users and the answers, by device, filtered.
+#[utoipa::path(
+    get,
+    path = "/v1/prompts",
+    tag = "prompts",
+    params(PromptQuery),
+    responses(
+        (status = 200, description = "A page of prompts", body = List<PromptRecord>),
+        (status = 404, description = "No such app (`app_id`)", body = ErrorBody),
+    ),
+)]
 async fn prompts(
     State(state): State<ServerState>,
     _actor: Actor,
@@ -302,36 +433,62 @@ async fn prompts(
     prompt_list(&state, q, udid, app_id).await
 }
 
+/// The prompts about one app.
+#[utoipa::path(
+    get,
+    path = "/v1/apps/{id}/prompts",
+    tag = "prompts",
+    params(("id" = String, Path, description = "The app's id"), NestedPromptQuery),
+    responses(
+        (status = 200, description = "A page of the app's prompts", body = List<PromptRecord>),
+        (status = 404, description = "No such app", body = ErrorBody),
+    ),
+)]
 async fn app_prompts(
     State(state): State<ServerState>,
     _actor: Actor,
     ApiPath(id): ApiPath<String>,
-    ApiQuery(q): ApiQuery<PromptQuery>,
+    ApiQuery(q): ApiQuery<NestedPromptQuery>,
 ) -> ApiResult<Json<List<PromptRecord>>> {
-    q.nested("app")?;
-    prompt_list(&state, q, None, Some(id)).await
+    prompt_list(&state, q.into(), None, Some(id)).await
 }
 
+/// The prompts one device showed.
+#[utoipa::path(
+    get,
+    path = "/v1/devices/{udid}/prompts",
+    tag = "prompts",
+    params(("udid" = String, Path, description = "The device's UDID"), NestedPromptQuery),
+    responses(
+        (status = 200, description = "A page of the device's prompts", body = List<PromptRecord>),
+        (status = 404, description = "No such device", body = ErrorBody),
+    ),
+)]
 async fn device_prompts(
     State(state): State<ServerState>,
     _actor: Actor,
     ApiPath(udid): ApiPath<String>,
-    ApiQuery(q): ApiQuery<PromptQuery>,
+    ApiQuery(q): ApiQuery<NestedPromptQuery>,
 ) -> ApiResult<Json<List<PromptRecord>>> {
-    q.nested("device")?;
     let udid = device_or_not_found(&state, udid).await?;
-    prompt_list(&state, q, Some(udid), None).await
+    prompt_list(&state, q.into(), Some(udid), None).await
 }
 
 /// Filters of `GET /v1/audit`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct AuditQuery {
+    /// Items in a page, 1 to 1000; 100 when not given.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
+    /// The previous page's `next_cursor`.
     cursor: Option<String>,
     /// An admin token's name or id.
     actor: Option<String>,
+    /// The action, e.g. `group.create`.
     action: Option<String>,
+    /// The target's id.
     target: Option<String>,
     /// RFC 3339: entries at or after.
     since: Option<Timestamp>,
@@ -339,6 +496,14 @@ struct AuditQuery {
     before: Option<Timestamp>,
 }
 
+/// Who did what through the API, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/audit",
+    tag = "audit",
+    params(AuditQuery),
+    responses((status = 200, description = "A page of the audit log", body = List<AuditEntry>)),
+)]
 async fn audit(
     State(state): State<ServerState>,
     _actor: Actor,

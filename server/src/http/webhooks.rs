@@ -1,47 +1,73 @@
 //! Webhooks through the API: register (the signing secret is shown once), list, show,
 //! remove, and each webhook's delivery log.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::admin::{ApiJson, ApiPath, ApiQuery};
-use super::error::ApiError;
-use super::list::PageQuery;
+use super::error::{ApiError, ErrorBody};
+use super::list::{List, PageQuery};
 use crate::admin::{self, Actor};
 use crate::error::ServerError;
 use crate::state::ServerState;
-use crate::store::WebhookRecord;
+use crate::store::{DeliveryRecord, WebhookRecord};
 use crate::webhook::{self, NewWebhook};
 
 /// Routes of webhooks.
-pub(super) fn router() -> Router<ServerState> {
-    Router::new()
-        .route("/v1/webhooks", post(create).get(list_webhooks))
-        .route("/v1/webhooks/{id}", get(show).delete(remove))
-        .route("/v1/webhooks/{id}/deliveries", get(deliveries))
+pub(super) fn router() -> OpenApiRouter<ServerState> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list_webhooks))
+        .routes(routes!(show, remove))
+        .routes(routes!(deliveries))
 }
 
-#[derive(Deserialize)]
+/// A webhook to register.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct WebhookBody {
+    /// `https://…`, or `http://` to this host (loopback) only.
     url: String,
+    /// Only events of this kind (`install.status`) or family (`install`); none: all.
     #[serde(default)]
     kind: Option<String>,
 }
 
+/// What removing a webhook did.
+#[derive(Serialize, utoipa::ToSchema)]
+struct WebhookRemoved {
+    /// The webhook.
+    deleted: String,
+    /// What it means.
+    note: &'static str,
+}
+
 /// A webhook as the API shows it; `secret` only in the answer that registers it.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct WebhookView {
     #[serde(flatten)]
     record: WebhookRecord,
+    /// The HMAC-SHA256 key of the `X-Orchard-Signature` header, shown once.
     #[serde(skip_serializing_if = "Option::is_none")]
     secret: Option<String>,
 }
 
+/// `id` of a webhook.
+const WEBHOOK_ID: &str = "The webhook's id";
+
+/// Registers a webhook; its signing secret is in this answer only.
+#[utoipa::path(
+    post,
+    operation_id = "create_webhook",
+    path = "/v1/webhooks",
+    tag = "webhooks",
+    request_body = WebhookBody,
+    responses((status = 201, description = "Registered, with its secret", body = WebhookView)),
+)]
 async fn create(
     State(state): State<ServerState>,
     actor: Actor,
@@ -64,6 +90,15 @@ async fn create(
     ))
 }
 
+/// The webhooks.
+#[utoipa::path(
+    get,
+    operation_id = "list_webhooks",
+    path = "/v1/webhooks",
+    tag = "webhooks",
+    params(PageQuery),
+    responses((status = 200, description = "A page of webhooks", body = List<WebhookView>)),
+)]
 async fn list_webhooks(
     State(state): State<ServerState>,
     _actor: Actor,
@@ -89,6 +124,18 @@ async fn found(state: &ServerState, id: &str) -> Result<WebhookRecord, ApiError>
         .ok_or_else(|| ServerError::not_found("webhook", id))?)
 }
 
+/// One webhook.
+#[utoipa::path(
+    get,
+    operation_id = "get_webhook",
+    path = "/v1/webhooks/{id}",
+    tag = "webhooks",
+    params(("id" = String, Path, description = WEBHOOK_ID)),
+    responses(
+        (status = 200, description = "The webhook", body = WebhookView),
+        (status = 404, description = "No such webhook", body = ErrorBody),
+    ),
+)]
 async fn show(
     State(state): State<ServerState>,
     _actor: Actor,
@@ -100,6 +147,18 @@ async fn show(
     }))
 }
 
+/// Removes a webhook and its delivery log.
+#[utoipa::path(
+    delete,
+    operation_id = "delete_webhook",
+    path = "/v1/webhooks/{id}",
+    tag = "webhooks",
+    params(("id" = String, Path, description = WEBHOOK_ID)),
+    responses(
+        (status = 200, description = "Removed", body = WebhookRemoved),
+        (status = 404, description = "No such webhook", body = ErrorBody),
+    ),
+)]
 async fn remove(
     State(state): State<ServerState>,
     actor: Actor,
@@ -112,12 +171,24 @@ async fn remove(
     };
     admin::audit(&state, &actor, "webhook.delete", &id, &result).await;
     result?;
-    Ok(Json(serde_json::json!({
-        "deleted": id,
-        "note": "no more events are delivered to it; its delivery log went with it"
-    })))
+    Ok(Json(WebhookRemoved {
+        deleted: id,
+        note: "no more events are delivered to it; its delivery log went with it",
+    }))
 }
 
+/// A webhook's delivery log, newest first: each attempt with the receiver's status.
+#[utoipa::path(
+    get,
+    operation_id = "list_webhook_deliveries",
+    path = "/v1/webhooks/{id}/deliveries",
+    tag = "webhooks",
+    params(("id" = String, Path, description = WEBHOOK_ID), PageQuery),
+    responses(
+        (status = 200, description = "A page of the log", body = List<DeliveryRecord>),
+        (status = 404, description = "No such webhook", body = ErrorBody),
+    ),
+)]
 async fn deliveries(
     State(state): State<ServerState>,
     _actor: Actor,

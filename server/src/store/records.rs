@@ -13,6 +13,17 @@ macro_rules! text_enum {
             $($(#[$vdoc])* #[serde(rename = $text)] $variant),+
         }
 
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .enum_values(Some([$($text),+]))
+                    .into()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
+
         impl $name {
             /// The stored and wire spelling.
             pub fn as_str(self) -> &'static str {
@@ -279,7 +290,7 @@ pub struct PromptFilter {
 
 /// A change as the event stream tells it (written by the database in the change's own
 /// transaction).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct EventRecord {
     /// Its place in the stream: ids grow in commit order.
     pub id: i64,
@@ -298,7 +309,7 @@ pub struct EventRecord {
 }
 
 /// Where events are delivered.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct WebhookRecord {
     /// Opaque id.
     pub id: String,
@@ -319,7 +330,7 @@ pub struct WebhookRecord {
 }
 
 /// One attempt to deliver one event to one webhook.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DeliveryRecord {
     /// Its place in the log.
     pub id: i64,
@@ -394,7 +405,7 @@ pub struct InstallCount {
 }
 
 /// A named admin API token (only the hash of its secret is kept).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AdminTokenRecord {
     /// Opaque id.
     pub id: String,
@@ -448,7 +459,7 @@ impl AdminTokenRecord {
 }
 
 /// An enrollment token an admin handed out (only its hash is kept).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct EnrollmentTokenRecord {
     /// Opaque id.
     pub id: String,
@@ -472,7 +483,7 @@ pub struct EnrollmentTokenRecord {
 }
 
 /// One audit log entry: who did what to which target, when, with what result.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     /// Its place in the log (0 before it is written).
     pub id: i64,
@@ -491,7 +502,7 @@ pub struct AuditEntry {
 }
 
 /// An enrolled device.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DeviceRecord {
     /// UDID.
     pub udid: Udid,
@@ -712,7 +723,7 @@ impl VppTokenRecord {
 }
 
 /// License counts of an asset, as Apple reports them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct LicenseCounts {
     /// Purchased.
     pub total: i64,
@@ -808,7 +819,7 @@ pub struct SyncRecord {
 }
 
 /// A group.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct GroupRecord {
     /// Opaque id.
     pub id: String,
@@ -821,7 +832,7 @@ pub struct GroupRecord {
 }
 
 /// An app assigned to a group.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct AssignmentRecord {
     /// Opaque id.
     pub id: String,
@@ -845,7 +856,7 @@ pub struct AssignmentRecord {
 }
 
 /// One assignment reaching one device, with what the engine needs to know about both.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Candidate {
     /// Assignment.
     pub assignment_id: String,
@@ -948,7 +959,7 @@ pub struct AssociationOutcome {
 }
 
 /// An app's install state on a device.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct InstallRecord {
     /// App.
     pub app_id: String,
@@ -970,7 +981,7 @@ pub struct InstallRecord {
 }
 
 /// A person in the directory.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct UserRecord {
     /// Opaque id.
     pub id: String,
@@ -988,7 +999,7 @@ pub struct UserRecord {
 }
 
 /// A user as registered at Apple under one token.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct VppUserRecord {
     /// Token.
     pub token_id: String,
@@ -1090,7 +1101,7 @@ impl Candidate {
 }
 
 /// A prompt a device showed its user.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct PromptRecord {
     /// Device.
     pub udid: Udid,
