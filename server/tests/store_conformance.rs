@@ -1779,3 +1779,64 @@ async fn webhooks_start_after_the_newest_event_and_keep_their_place_and_log() {
         b.finish().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_sessions_are_found_by_hash_end_on_request_and_expire_away() {
+    for b in backends().await {
+        let s = b.store.as_ref();
+        let hour = std::time::Duration::from_secs(3600);
+        let old = ConsoleSession {
+            id_hash: "old".into(),
+            admin_token_id: "bootstrap".into(),
+            created_at: NOW,
+            expires_at: NOW + hour,
+        };
+        s.insert_console_session(&old, NOW).await.unwrap();
+        assert_eq!(
+            s.console_session("old").await.unwrap(),
+            Some(old.clone()),
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            s.console_session("other").await.unwrap(),
+            None,
+            "{}",
+            b.name
+        );
+        // A sign-in after the old session ended forgets it.
+        let later = NOW + hour * 2;
+        let new = ConsoleSession {
+            id_hash: "new".into(),
+            created_at: later,
+            expires_at: later + hour,
+            ..old.clone()
+        };
+        s.insert_console_session(&new, later).await.unwrap();
+        assert_eq!(
+            s.console_session("old").await.unwrap(),
+            None,
+            "{}: ended sessions go",
+            b.name
+        );
+        assert_eq!(
+            s.console_session("new").await.unwrap(),
+            Some(new),
+            "{}",
+            b.name
+        );
+        s.delete_console_session("new").await.unwrap();
+        assert_eq!(
+            s.console_session("new").await.unwrap(),
+            None,
+            "{}: signed out",
+            b.name
+        );
+        assert_eq!(
+            s.latest_event_id().await.unwrap(),
+            0,
+            "{}: no event yet",
+            b.name
+        );
+    }
+}

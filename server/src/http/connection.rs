@@ -102,7 +102,9 @@ impl PeerAddr {
 
 /// Whether a request may use a connection from the admin reserve.
 pub(super) fn admin_request(path: &str) -> bool {
-    path.starts_with("/v1/") || matches!(path, "/healthz" | "/readyz" | "/metrics")
+    path.starts_with("/v1/")
+        || path.starts_with("/console")
+        || matches!(path, "/healthz" | "/readyz" | "/metrics")
 }
 
 /// Raises this process's open-file limit as far as it is allowed, so the connection

@@ -10,6 +10,7 @@ mod admin;
 mod apple;
 mod auth;
 mod connection;
+mod console;
 mod device;
 pub mod error;
 mod events;
@@ -52,6 +53,7 @@ pub fn router(state: ServerState) -> Router {
     let doc = openapi::Document(serde_json::to_vec(&doc).unwrap_or_default().into());
     routes
         .layer(axum::Extension(doc))
+        .merge(console::router())
         .fallback(|| async {
             error::ApiError::new(
                 axum::http::StatusCode::NOT_FOUND,

@@ -73,6 +73,18 @@ pub trait AdminStore: Send + Sync {
     /// `admin` token remains when it is one (so admin access is never lost through
     /// the API).
     async fn delete_admin_token(&self, id: &str, now: Timestamp) -> StoreResult<AdminTokenRemoval>;
+    /// Stores a console session, forgetting sessions that ended before `now`.
+    async fn insert_console_session(
+        &self,
+        session: &ConsoleSession,
+        now: Timestamp,
+    ) -> StoreResult<()>;
+    /// Finds a console session by its cookie's hash (ended ones too: the caller checks).
+    async fn console_session(&self, id_hash: &str) -> StoreResult<Option<ConsoleSession>>;
+    /// The id of the newest event (0 when there is none).
+    async fn latest_event_id(&self) -> StoreResult<i64>;
+    /// Ends a console session.
+    async fn delete_console_session(&self, id_hash: &str) -> StoreResult<()>;
     /// Appends an audit entry.
     async fn audit(&self, entry: &AuditEntry) -> StoreResult<()>;
     /// Events after the id `after`, oldest first, at most `limit`.

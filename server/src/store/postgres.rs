@@ -345,6 +345,60 @@ impl AdminStore for PostgresStore {
         Ok(AdminTokenRemoval::Deleted)
     }
 
+    async fn insert_console_session(
+        &self,
+        session: &ConsoleSession,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM console_sessions WHERE expires_at < $1")
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO console_sessions (id_hash, admin_token_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&session.id_hash)
+        .bind(&session.admin_token_id)
+        .bind(session.created_at)
+        .bind(session.expires_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn console_session(&self, id_hash: &str) -> StoreResult<Option<ConsoleSession>> {
+        let row = sqlx::query("SELECT * FROM console_sessions WHERE id_hash = $1")
+            .bind(id_hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| {
+            Ok(ConsoleSession {
+                id_hash: row.try_get("id_hash")?,
+                admin_token_id: row.try_get("admin_token_id")?,
+                created_at: row.try_get("created_at")?,
+                expires_at: row.try_get("expires_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn latest_event_id(&self) -> StoreResult<i64> {
+        let id: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM events")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(id)
+    }
+
+    async fn delete_console_session(&self, id_hash: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM console_sessions WHERE id_hash = $1")
+            .bind(id_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn audit(&self, e: &AuditEntry) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO audit_log (at, actor, actor_token, action, target, result) VALUES ($1, $2, $3, $4, $5, $6)",

@@ -458,6 +458,19 @@ impl AdminTokenRecord {
     }
 }
 
+/// A console sign-in: the session cookie's hash and the admin token it acts as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleSession {
+    /// SHA-256 of the cookie's value, hex (the value itself is never stored).
+    pub id_hash: String,
+    /// The admin token the session acts as.
+    pub admin_token_id: String,
+    /// Sign-in time.
+    pub created_at: Timestamp,
+    /// It authenticates nothing from this time on.
+    pub expires_at: Timestamp,
+}
+
 /// An enrollment token an admin handed out (only its hash is kept).
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct EnrollmentTokenRecord {

@@ -1,0 +1,381 @@
+//! The web console in a real browser: Debian's chromium, driven through chromedriver
+//! (WebDriver) over loopback, against a server with enrolled agents. Sign in with an
+//! admin token, upload and sync a VPP token, create a group of the enrolled devices,
+//! assign an app and watch its page reach "installed" for every device without
+//! reloading; an auditor is not offered the assign form and the server refuses it when
+//! posted anyway; a form without its CSRF token is refused. Screenshots land in
+//! `target/console-screenshots/` (and in `docs/` with `ORCHARD_UPDATE_SCREENSHOTS=1`).
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use orchard_testbed::harness::{DEMO_LOCATION, Testbed, free_port};
+use reqwest::StatusCode;
+use serde_json::json;
+
+/// chromedriver and a headless chromium session; the driver stops with it.
+struct Browser {
+    client: Client,
+    _driver: tokio::process::Child,
+    _profile: tempfile::TempDir,
+}
+
+/// Starts chromedriver and a session, or says why it cannot (in CI, a failure).
+async fn browser() -> Option<Browser> {
+    let missing = ["/usr/bin/chromium", "/usr/bin/chromedriver"]
+        .into_iter()
+        .find(|p| !std::path::Path::new(p).exists());
+    if let Some(path) = missing {
+        let reason = format!("{path} is not installed (apt-get install chromium chromium-driver)");
+        if std::env::var("CI").is_ok() {
+            panic!("the browser tests need chromium in CI: {reason}");
+        }
+        eprintln!("skipping the browser test: {reason}");
+        return None;
+    }
+    let port = free_port().expect("a free port").port();
+    let driver = tokio::process::Command::new("/usr/bin/chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("chromedriver starts");
+    let profile = tempfile::tempdir().expect("a profile directory");
+    let caps = json!({
+        "browserName": "chrome",
+        // The server's certificate is from its own CA, which this throwaway profile
+        // does not know; TLS itself is real.
+        "acceptInsecureCerts": true,
+        "goog:chromeOptions": {
+            "binary": "/usr/bin/chromium",
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--window-size=1280,900", format!("--user-data-dir={}", profile.path().display()),
+            ],
+        },
+    });
+    let caps = caps.as_object().cloned().expect("capabilities");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut builder =
+            ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new());
+        builder.capabilities(caps.clone());
+        match builder.connect(&format!("http://127.0.0.1:{port}")).await {
+            Ok(client) => {
+                return Some(Browser {
+                    client,
+                    _driver: driver,
+                    _profile: profile,
+                });
+            }
+            Err(e) if Instant::now() > deadline => panic!("chromedriver did not start: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// The page's text; empty while the browser is between pages (the body found may be
+/// gone before its text is read).
+async fn text_of(client: &Client) -> String {
+    match client.find(Locator::Css("body")).await {
+        Ok(body) => body.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+/// Waits until the page's text contains `what`.
+async fn wait_text(client: &Client, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = text_of(client).await;
+        if text.contains(what) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the page never showed {what:?}:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn screenshot(client: &Client, name: &str) {
+    let png = client.screenshot().await.expect("screenshot");
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = root.join("target/console-screenshots");
+    std::fs::create_dir_all(&dir).expect("screenshot directory");
+    std::fs::write(dir.join(name), &png).expect("screenshot");
+    if std::env::var("ORCHARD_UPDATE_SCREENSHOTS").is_ok_and(|v| v == "1") {
+        std::fs::write(root.join("docs").join(name), &png).expect("docs screenshot");
+    }
+}
+
+async fn click(client: &Client, css: &str) {
+    client
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("clicking {css}: {e}"));
+}
+
+async fn type_into(client: &Client, css: &str, text: &str) {
+    client
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .send_keys(text)
+        .await
+        .unwrap_or_else(|e| panic!("typing into {css}: {e}"));
+}
+
+/// A console session outside the browser: signs in with `token` and returns the
+/// session cookie (for requests a browser would never make).
+async fn sign_in(http: &reqwest::Client, base: &str, token: &str) -> String {
+    let answer = http
+        .post(format!("{base}/console/login"))
+        .header(
+            reqwest::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        )
+        .body(form(&[("token", token)]))
+        .send()
+        .await
+        .expect("sign-in");
+    assert_eq!(answer.status(), StatusCode::SEE_OTHER);
+    let cookie = answer
+        .headers()
+        .get(reqwest::header::SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .expect("a session cookie")
+        .to_owned();
+    assert!(
+        cookie.contains("HttpOnly")
+            && cookie.contains("Secure")
+            && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    cookie.split(';').next().unwrap_or_default().to_owned()
+}
+
+/// A urlencoded form body.
+fn form(pairs: &[(&str, &str)]) -> String {
+    let mut url = reqwest::Url::parse("https://form.invalid/").expect("url");
+    url.query_pairs_mut().extend_pairs(pairs);
+    url.query().unwrap_or_default().to_owned()
+}
+
+fn csrf_in(html: &str) -> String {
+    let at = html
+        .find("name=\"csrf\" value=\"")
+        .expect("a form with a CSRF token")
+        + 19;
+    html[at..].split('"').next().unwrap_or_default().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_admin_assigns_an_app_in_the_console_and_watches_it_install_live() {
+    let bed = Testbed::builder().start().await.expect("testbed");
+    let Some(browser) = browser().await else {
+        return;
+    };
+    let c = &browser.client;
+    let fleet = bed
+        .enroll_fleet(3, Duration::from_millis(500))
+        .await
+        .expect("fleet");
+    let base = bed.server.url.clone();
+
+    // Signed out, the console sends you to its sign-in form.
+    c.goto(&format!("{base}/console")).await.expect("console");
+    assert!(
+        c.current_url()
+            .await
+            .expect("url")
+            .path()
+            .ends_with("/console/login")
+    );
+    type_into(c, "input[name=token]", "not-a-token").await;
+    click(c, "button[type=submit]").await;
+    wait_text(c, "That token is not valid").await;
+    type_into(c, "input[name=token]", &bed.admin_token()).await;
+    click(c, "button[type=submit]").await;
+    wait_text(c, "No VPP token yet.").await;
+
+    // Upload the location's token file and sync it.
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("headquarters.vpptoken");
+    std::fs::write(
+        &file,
+        bed.apple.token_file(DEMO_LOCATION).expect("token file"),
+    )
+    .expect("write");
+    type_into(
+        c,
+        "form[action='/console/tokens'] input[name=name]",
+        "Headquarters",
+    )
+    .await;
+    type_into(c, "input[name=token_file]", &file.display().to_string()).await;
+    click(c, "input[name=consent]").await;
+    click(c, "form[action='/console/tokens'] button").await;
+    wait_text(c, "Headquarters").await;
+    click(c, "form[action$='/sync'] button").await;
+    wait_text(c, "Pages").await;
+    assert!(
+        !text_of(c).await.contains("never\n"),
+        "the sync time is shown"
+    );
+
+    // A group of the enrolled devices.
+    c.goto(&format!("{base}/console/groups"))
+        .await
+        .expect("groups");
+    type_into(
+        c,
+        "form[action='/console/groups'] input[name=name]",
+        "Browser iPhones",
+    )
+    .await;
+    click(c, "form[action='/console/groups'] button").await;
+    wait_text(c, "Browser iPhones").await;
+    type_into(c, "textarea[name=udids]", &fleet.udids().join("\n")).await;
+    click(c, "form[action$='/devices'] button").await;
+    wait_text(c, "3 devices").await;
+
+    // Assign Pages to it from the app's page, then watch without reloading.
+    c.goto(&format!("{base}/console")).await.expect("dashboard");
+    screenshot(c, "console-dashboard.png").await;
+    c.find(Locator::LinkText("Pages"))
+        .await
+        .expect("Pages")
+        .click()
+        .await
+        .expect("open Pages");
+    wait_text(c, "Assignments").await;
+    click(c, "form[action$='/assignments'] button").await;
+    wait_text(c, "Browser iPhones: required").await;
+    c.execute("window.orchardNotReloaded = true;", vec![])
+        .await
+        .expect("mark the page");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let cells = c
+            .find_all(Locator::Css("#installs td.status"))
+            .await
+            .expect("rows");
+        let mut installed = 0;
+        for cell in &cells {
+            installed += usize::from(cell.text().await.unwrap_or_default() == "installed");
+        }
+        if installed == 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{installed}/3 installed on the page:\n{}",
+            text_of(c).await
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let same_page = c
+        .execute("return window.orchardNotReloaded === true;", vec![])
+        .await
+        .expect("marker");
+    assert_eq!(
+        same_page,
+        json!(true),
+        "the page was reloaded instead of updated in place"
+    );
+    screenshot(c, "console-app.png").await;
+    let app_path = c.current_url().await.expect("url").path().to_owned();
+
+    // An auditor sees the app but is not offered the assign form, and the server
+    // refuses it when posted anyway; a form without its CSRF token is refused too.
+    let (status, auditor) = bed
+        .admin
+        .post(
+            "/v1/admin-tokens",
+            json!({ "name": "console-auditor", "role": "auditor" }),
+        )
+        .await
+        .expect("auditor token");
+    assert_eq!(status, StatusCode::CREATED, "{auditor}");
+    let tls = orchard_agent::tls::client_config(
+        orchard_agent::tls::Trust::Only(&bed.server.ca_pem),
+        None,
+    )
+    .expect("TLS");
+    let http = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let cookie = sign_in(&http, &base, auditor["token"].as_str().expect("secret")).await;
+    let page = http
+        .get(format!("{base}{app_path}"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("app page")
+        .text()
+        .await
+        .expect("html");
+    assert!(
+        page.contains("Browser iPhones: required") && !page.contains(">Assign<"),
+        "{page}"
+    );
+    let csrf = csrf_in(&page);
+    let groups = bed.admin.list_all("/v1/groups").await.expect("groups");
+    let group_id = groups[0]["id"].as_str().expect("group id").to_owned();
+    let fields = [
+        ("csrf", csrf.as_str()),
+        ("group_id", group_id.as_str()),
+        ("intent", "available"),
+        ("license_type", "device"),
+    ];
+    let answer = http
+        .post(format!("{base}{app_path}/assignments"))
+        .header("cookie", &cookie)
+        .header(
+            reqwest::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        )
+        .body(form(&fields))
+        .send()
+        .await
+        .expect("assign as auditor");
+    assert_eq!(answer.status(), StatusCode::FORBIDDEN);
+    assert!(answer.text().await.unwrap_or_default().contains("operate"));
+
+    let admin_cookie = sign_in(&http, &base, &bed.admin_token()).await;
+    let answer = http
+        .post(format!("{base}/console/groups"))
+        .header("cookie", &admin_cookie)
+        .header(
+            reqwest::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        )
+        .body(form(&[("name", "No CSRF"), ("kind", "device")]))
+        .send()
+        .await
+        .expect("form without CSRF");
+    assert_eq!(answer.status(), StatusCode::FORBIDDEN);
+    assert!(answer.text().await.unwrap_or_default().contains("CSRF"));
+    let names: Vec<_> = bed
+        .admin
+        .list_all("/v1/groups")
+        .await
+        .expect("groups")
+        .iter()
+        .filter_map(|g| g["name"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(names, ["Browser iPhones"], "a refused form changed nothing");
+
+    browser.client.close().await.expect("close the browser");
+    bed.shutdown().await;
+}
