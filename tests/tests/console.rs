@@ -185,7 +185,7 @@ async fn an_admin_assigns_an_app_in_the_console_and_watches_it_install_live() {
     };
     let c = &browser.client;
     let fleet = bed
-        .enroll_fleet(3, Duration::from_millis(500))
+        .enroll_fleet(4, Duration::from_millis(500))
         .await
         .expect("fleet");
     let base = bed.server.url.clone();
@@ -245,7 +245,7 @@ async fn an_admin_assigns_an_app_in_the_console_and_watches_it_install_live() {
     wait_text(c, "Browser iPhones").await;
     type_into(c, "textarea[name=udids]", &fleet.udids().join("\n")).await;
     click(c, "form[action$='/devices'] button").await;
-    wait_text(c, "3 devices").await;
+    wait_text(c, "4 devices").await;
 
     // Assign Pages to it from the app's page, then watch without reloading.
     c.goto(&format!("{base}/console")).await.expect("dashboard");
@@ -272,12 +272,12 @@ async fn an_admin_assigns_an_app_in_the_console_and_watches_it_install_live() {
         for cell in &cells {
             installed += usize::from(cell.text().await.unwrap_or_default() == "installed");
         }
-        if installed == 3 {
+        if installed == 4 {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "{installed}/3 installed on the page:\n{}",
+            "{installed}/4 installed on the page:\n{}",
             text_of(c).await
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -293,6 +293,74 @@ async fn an_admin_assigns_an_app_in_the_console_and_watches_it_install_live() {
     );
     screenshot(c, "console-app.png").await;
     let app_path = c.current_url().await.expect("url").path().to_owned();
+
+    // A device's page: its facts, its apps, why its assignment applies; refreshing its
+    // inventory is audited under the signed-in token.
+    let udid = fleet.udids()[0].clone();
+    c.find(Locator::LinkText(&udid))
+        .await
+        .expect("device link")
+        .click()
+        .await
+        .expect("open the device");
+    wait_text(c, "Which assignment applies").await;
+    let text = text_of(c).await;
+    for fact in [
+        "Supervised\nyes",
+        "Platform\nios",
+        "Pages: required, device licensing, from group Browser iPhones",
+        "InstallApplication",
+    ] {
+        assert!(
+            text.contains(fact),
+            "the device page lacks {fact:?}:\n{text}"
+        );
+    }
+    screenshot(c, "console-device.png").await;
+    click(c, "form[action$='/inventory'] button").await;
+    c.goto(&format!("{base}/console/audit?action=device.inventory"))
+        .await
+        .expect("audit");
+    wait_text(c, &format!("bootstrap-admin device.inventory {udid} ok")).await;
+
+    // Numbers has 3 licenses for the group's 4 devices: the one left out shows why.
+    c.goto(&format!("{base}/console")).await.expect("dashboard");
+    c.find(Locator::LinkText("Numbers"))
+        .await
+        .expect("Numbers")
+        .click()
+        .await
+        .expect("open Numbers");
+    wait_text(c, "Assignments").await;
+    click(c, "form[action$='/assignments'] button").await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let reason = loop {
+        let mut found = None;
+        for row in c
+            .find_all(Locator::Css("#installs tbody tr"))
+            .await
+            .unwrap_or_default()
+        {
+            let cells = row.find_all(Locator::Css("td")).await.unwrap_or_default();
+            let mut texts = Vec::new();
+            for cell in &cells {
+                texts.push(cell.text().await.unwrap_or_default());
+            }
+            if texts.get(1).is_some_and(|s| s == "license_failed") {
+                found = texts.get(3).cloned();
+            }
+        }
+        if let Some(reason) = found {
+            break reason;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no device of Numbers failed:\n{}",
+            text_of(c).await
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert!(!reason.is_empty(), "a failing device shows its reason");
 
     // An auditor sees the app but is not offered the assign form, and the server
     // refuses it when posted anyway; a form without its CSRF token is refused too.

@@ -51,7 +51,10 @@ pub(super) fn page(viewer: Viewer<'_>, title: &str, body: Markup) -> Markup {
                     nav aria-label="Console" {
                         a href="/console" class="brand" { "Orchard" }
                         a href="/console" { "Dashboard" }
+                        a href="/console/devices" { "Devices" }
                         a href="/console/groups" { "Groups" }
+                        a href="/console/users" { "Users" }
+                        a href="/console/audit" { "Audit log" }
                     }
                     div class="who" {
                         span { (viewer.name) " · " (viewer.role) }
@@ -75,4 +78,17 @@ pub(super) fn license_bar(used: i64, total: i64, available: i64) -> Markup {
             span { (used) " used of " (total) ", " (available) " available" }
         }
     }
+}
+
+/// A value as it goes into a URL (path segment or query).
+pub(super) fn urlencode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

@@ -8,6 +8,8 @@
 //! attributes on server-rendered HTML, so the server stays the one place that decides
 //! what a role may see and do.
 
+mod devices;
+mod directory;
 mod layout;
 mod pages;
 mod session;
@@ -73,6 +75,15 @@ pub(super) fn router() -> Router<ServerState> {
             get(pages::groups).post(pages::create_group),
         )
         .route("/console/groups/{id}/devices", post(pages::add_devices))
+        .route("/console/devices", get(devices::list))
+        .route("/console/devices/{udid}", get(devices::device))
+        .route(
+            "/console/devices/{udid}/inventory",
+            post(devices::refresh_inventory),
+        )
+        .route("/console/users", get(directory::users))
+        .route("/console/users/{id}", get(directory::user))
+        .route("/console/audit", get(directory::audit))
         .layer(axum::middleware::from_fn(headers))
 }
 

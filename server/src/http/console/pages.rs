@@ -30,7 +30,7 @@ use crate::store::{
 /// Rows of a table page.
 const PAGE_ROWS: i64 = 50;
 
-fn broken(e: impl std::fmt::Display) -> Response {
+pub(super) fn broken(e: impl std::fmt::Display) -> Response {
     tracing::error!(error = %e, "console: a page could not be read");
     refusal(
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -39,12 +39,12 @@ fn broken(e: impl std::fmt::Display) -> Response {
 }
 
 /// A service's refusal as a page naming it (what the API would answer).
-fn refused(e: ServerError) -> Response {
+pub(super) fn refused(e: ServerError) -> Response {
     let api = super::super::error::ApiError::from(e);
     refusal(api.status, &api.message)
 }
 
-fn when(t: Option<crate::clock::Timestamp>) -> String {
+pub(super) fn when(t: Option<crate::clock::Timestamp>) -> String {
     t.map_or_else(
         || "never".to_owned(),
         |t| t.rfc3339()[..19].replace('T', " "),
@@ -181,7 +181,7 @@ pub(super) async fn dashboard(
                     @for f in &failures {
                         li {
                             a href=(format!("/console/apps/{}", f.app_id)) { (apps.iter().find(|a| a.id == f.app_id).and_then(|a| a.name.as_deref()).unwrap_or(&f.app_id)) }
-                            " on " (f.udid.as_str()) ": " (f.reason.as_deref().unwrap_or("no reason given"))
+                            " on " a href=(format!("/console/devices/{}", super::layout::urlencode(f.udid.as_str()))) { (f.udid.as_str()) } ": " (f.reason.as_deref().unwrap_or("no reason given"))
                         }
                     }
                 }
@@ -416,7 +416,7 @@ async fn installs_table(
             tbody {
                 @for r in &rows {
                     tr data-udid=(r.udid.as_str()) {
-                        td { (r.udid.as_str()) }
+                        td { a href=(format!("/console/devices/{}", super::layout::urlencode(r.udid.as_str()))) { (r.udid.as_str()) } }
                         td class=(format!("status {}", r.status.as_str())) { (r.status.as_str()) }
                         td { (r.version.as_deref().unwrap_or("-")) }
                         td { (r.reason.as_deref().unwrap_or("")) }
