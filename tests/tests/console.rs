@@ -447,3 +447,86 @@ async fn an_admin_assigns_an_app_in_the_console_and_watches_it_install_live() {
     browser.client.close().await.expect("close the browser");
     bed.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn console_tables_come_in_pages_and_refuse_what_they_do_not_know() {
+    let bed = Testbed::builder().start().await.expect("testbed");
+    for n in 0..60 {
+        bed.enroll_identity(&format!("PAGED-{n:04}"))
+            .await
+            .expect("enroll");
+    }
+    let base = bed.server.url.clone();
+    let tls = orchard_agent::tls::client_config(
+        orchard_agent::tls::Trust::Only(&bed.server.ca_pem),
+        None,
+    )
+    .expect("TLS");
+    let http = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let signed_out = http
+        .get(format!("{base}/console/devices"))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(signed_out.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        signed_out.headers()[reqwest::header::LOCATION],
+        "/console/login"
+    );
+    let cookie = sign_in(&http, &base, &bed.admin_token()).await;
+    let get = |path: String| {
+        let request = http
+            .get(format!("{base}{path}"))
+            .header("cookie", cookie.clone());
+        async move {
+            let answer = request.send().await.expect("answer");
+            (answer.status(), answer.text().await.unwrap_or_default())
+        }
+    };
+    let (status, first) = get("/console/devices?platform=ios".into()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(first.matches("href=\"/console/devices/PAGED-").count(), 50);
+    let at = first
+        .find("/console/devices?after=")
+        .expect("a next page link");
+    let next = first[at..]
+        .split('"')
+        .next()
+        .unwrap_or_default()
+        .replace("&amp;", "&");
+    let (_, second) = get(next).await;
+    assert_eq!(second.matches("href=\"/console/devices/PAGED-").count(), 10);
+    assert!(
+        !second.contains("Next page"),
+        "the last page has no next one"
+    );
+    let (status, page) = get("/console/devices?platform=windows".into()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(page.contains("not a platform"), "{page}");
+    let (status, _) = get("/console/devices/not%20a%20udid".into()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = get("/console/devices/NO-SUCH-DEVICE".into()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, page) = get("/console/audit?since=yesterday".into()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(page.contains("not a time"), "{page}");
+    let answer = http
+        .get(format!("{base}/console"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("dashboard");
+    let csp = answer.headers()[reqwest::header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe"),
+        "{csp}"
+    );
+    bed.shutdown().await;
+}

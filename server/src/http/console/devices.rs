@@ -19,9 +19,6 @@ use crate::error::ServerError;
 use crate::state::ServerState;
 use crate::store::{DeviceFilter, EnrollmentStatus, InstallFilter, Page, Platform, PromptFilter};
 
-/// Devices in a page of the list.
-const PAGE_ROWS: i64 = 50;
-
 /// The list's filters.
 #[derive(Deserialize)]
 pub(super) struct DevicesQuery {
@@ -63,18 +60,10 @@ pub(super) async fn list(
     };
     let rows = state
         .store
-        .devices(
-            &filter,
-            &Page {
-                limit: PAGE_ROWS,
-                cursor: q.after.clone(),
-            },
-        )
+        .devices(&filter, &super::layout::table_page(q.after.clone()))
         .await
         .map_err(broken)?;
-    let next = (rows.len() as i64 >= PAGE_ROWS)
-        .then(|| rows.last().map(|d| d.udid.0.clone()))
-        .flatten();
+    let next = super::layout::next_key(&rows, |d| d.udid.0.clone());
     let next_link = next.map(|udid| {
         let mut url = format!("/console/devices?after={}", urlencode(&udid));
         if !q.platform.is_empty() {

@@ -13,10 +13,7 @@ use super::session::{Signed, refusal};
 use crate::admin;
 use crate::clock::Timestamp;
 use crate::state::ServerState;
-use crate::store::{AuditFilter, Page};
-
-/// Rows of a page.
-const PAGE_ROWS: i64 = 50;
+use crate::store::AuditFilter;
 
 /// A page's cursor.
 #[derive(Deserialize)]
@@ -32,15 +29,10 @@ pub(super) async fn users(
 ) -> Result<Markup, Response> {
     let rows = state
         .store
-        .users(&Page {
-            limit: PAGE_ROWS,
-            cursor: q.after,
-        })
+        .users(&super::layout::table_page(q.after))
         .await
         .map_err(broken)?;
-    let next = (rows.len() as i64 >= PAGE_ROWS)
-        .then(|| rows.last().map(|u| u.id.clone()))
-        .flatten();
+    let next = super::layout::next_key(&rows, |u| u.id.clone());
     Ok(page(
         signed.viewer(),
         "Users",
@@ -154,18 +146,10 @@ pub(super) async fn audit(
     };
     let rows = state
         .store
-        .audit_log(
-            &filter,
-            &Page {
-                limit: PAGE_ROWS,
-                cursor: q.after.clone(),
-            },
-        )
+        .audit_log(&filter, &super::layout::table_page(q.after.clone()))
         .await
         .map_err(broken)?;
-    let next = (rows.len() as i64 >= PAGE_ROWS)
-        .then(|| rows.last().map(|e| e.id))
-        .flatten();
+    let next = super::layout::next_key(&rows, |e| e.id.to_string());
     Ok(page(
         signed.viewer(),
         "Audit log",

@@ -92,3 +92,21 @@ pub(super) fn urlencode(value: &str) -> String {
         })
         .collect()
 }
+
+/// Rows in a page of a console table.
+pub(super) const PAGE_ROWS: i64 = 50;
+
+/// The store's page of a table: [`PAGE_ROWS`] after the key `after`.
+pub(super) fn table_page(after: Option<String>) -> crate::store::Page {
+    crate::store::Page {
+        limit: PAGE_ROWS,
+        cursor: after,
+    }
+}
+
+/// The key after which the next page starts, when this page is full.
+pub(super) fn next_key<T>(rows: &[T], key: impl Fn(&T) -> String) -> Option<String> {
+    (rows.len() as i64 >= PAGE_ROWS)
+        .then(|| rows.last().map(key))
+        .flatten()
+}

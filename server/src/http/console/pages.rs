@@ -27,9 +27,6 @@ use crate::store::{
     LicenseType, Page,
 };
 
-/// Rows of a table page.
-const PAGE_ROWS: i64 = 50;
-
 pub(super) fn broken(e: impl std::fmt::Display) -> Response {
     tracing::error!(error = %e, "console: a page could not be read");
     refusal(
@@ -378,17 +375,9 @@ async fn installs_table(
     };
     let rows = state
         .store
-        .installs(
-            &filter,
-            &Page {
-                limit: PAGE_ROWS,
-                cursor: after,
-            },
-        )
+        .installs(&filter, &super::layout::table_page(after))
         .await?;
-    let next = (rows.len() as i64 >= PAGE_ROWS)
-        .then(|| rows.last().map(|r| two_key(&r.app_id, r.udid.as_str())))
-        .flatten();
+    let next = super::layout::next_key(&rows, |r| two_key(&r.app_id, r.udid.as_str()));
     let statuses = [
         InstallStatus::Installed,
         InstallStatus::Installing,
