@@ -281,7 +281,7 @@ async fn group_member_devices(
 
 /// User licensing on kiosk devices (scenario 8 of the prompt table) is not
 /// recommended: the device can show neither the invitation nor the Apple ID prompt.
-async fn assignment_warnings(
+pub(crate) async fn assignment_warnings(
     state: &ServerState,
     group: &GroupRecord,
     license_type: LicenseType,

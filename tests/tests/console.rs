@@ -53,7 +53,7 @@ async fn browser() -> Option<Browser> {
             "binary": "/usr/bin/chromium",
             "args": [
                 "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1280,900", format!("--user-data-dir={}", profile.path().display()),
+                "--window-size=1280,1400", format!("--user-data-dir={}", profile.path().display()),
             ],
         },
     });
@@ -361,6 +361,21 @@ async fn an_admin_assigns_an_app_in_the_console_and_watches_it_install_live() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     assert!(!reason.is_empty(), "a failing device shows its reason");
+
+    // Changing the assignment to user licensing warns that the devices have no user;
+    // deleting it leaves the app unassigned.
+    c.find(Locator::Css(
+        "form[action^='/console/assignments/'] select[name=license_type]",
+    ))
+    .await
+    .expect("the change form")
+    .select_by_value("user")
+    .await
+    .expect("user licensing");
+    click(c, "form[action^='/console/assignments/'] button").await;
+    wait_text(c, "Warning: 4 device(s) of the group have no user").await;
+    click(c, "form[action$='/delete'] button").await;
+    wait_text(c, "Not assigned.").await;
 
     // An auditor sees the app but is not offered the assign form, and the server
     // refuses it when posted anyway; a form without its CSRF token is refused too.

@@ -70,6 +70,12 @@ pub(super) fn router() -> Router<ServerState> {
         .route("/console/apps/{id}/installs", get(pages::installs))
         .route("/console/apps/{id}/live", get(pages::live))
         .route("/console/apps/{id}/assignments", post(pages::assign))
+        .route("/console/apps/{id}/revoke", post(pages::revoke))
+        .route("/console/assignments/{id}", post(pages::change_assignment))
+        .route(
+            "/console/assignments/{id}/delete",
+            post(pages::delete_assignment),
+        )
         .route(
             "/console/groups",
             get(pages::groups).post(pages::create_group),

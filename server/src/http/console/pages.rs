@@ -24,7 +24,7 @@ use crate::state::ServerState;
 use crate::store::rows::two_key;
 use crate::store::{
     AppRecord, DeviceFilter, EventFilter, GroupKind, InstallFilter, InstallStatus, Intent,
-    LicenseType, Page,
+    LicenseType, Page, Platform,
 };
 
 pub(super) fn broken(e: impl std::fmt::Display) -> Response {
@@ -304,31 +304,88 @@ pub(super) async fn app(
 ) -> Result<Markup, Response> {
     let app = app_or_page(&state, &id).await?;
     let groups = state.store.groups(&Page::all()).await.map_err(broken)?;
-    let assignments: Vec<_> = state
+    let tokens = state.store.tokens(&Page::all()).await.map_err(broken)?;
+    let mut assignments = Vec::new();
+    for a in state
         .store
         .assignments(&Page::all())
         .await
         .map_err(broken)?
-        .into_iter()
-        .filter(|a| a.app_id == id)
-        .collect();
+    {
+        if a.app_id != id {
+            continue;
+        }
+        let group = groups.iter().find(|g| g.id == a.group_id);
+        let warnings = match group {
+            Some(g) => admin::assignment_warnings(&state, g, a.license_type)
+                .await
+                .map_err(refused)?,
+            None => Vec::new(),
+        };
+        let group_name = group.map_or_else(|| a.group_id.clone(), |g| g.name.clone());
+        assignments.push((a, group_name, warnings));
+    }
+    let prompts = match &app.bundle_id {
+        Some(bundle) => state
+            .store
+            .prompts(
+                &crate::store::PromptFilter {
+                    bundle_id: Some(bundle.clone()),
+                    ..Default::default()
+                },
+                &Page {
+                    limit: 20,
+                    cursor: None,
+                },
+            )
+            .await
+            .map_err(broken)?,
+        None => Vec::new(),
+    };
     let name = app.name.clone().unwrap_or_else(|| app.adam_id.to_string());
-    let assign = signed.may(Permission::Operate);
+    let operate = signed.may(Permission::Operate);
+    let view = InstallsQuery::default();
     Ok(page(
         signed.viewer(),
         &name,
         html! {
             h1 { (name) }
-            p { (app.product_type) " · version " (app.version.as_deref().unwrap_or("-")) " · " (app.bundle_id.as_deref().unwrap_or("no bundle ID yet")) }
+            p { (app.product_type) " · version " (app.version.as_deref().unwrap_or("-")) " · " (app.bundle_id.as_deref().unwrap_or("no bundle ID yet")) " · token " (tokens.iter().find(|t| t.id == app.token_id).map_or(app.token_id.as_str(), |t| t.name.as_str())) }
             section aria-labelledby="assignments" {
                 h2 id="assignments" { "Assignments" }
                 @if assignments.is_empty() { p { "Not assigned." } }
-                ul {
-                    @for a in &assignments {
-                        li { (groups.iter().find(|g| g.id == a.group_id).map_or(a.group_id.as_str(), |g| g.name.as_str())) ": " (a.intent.as_str()) ", " (a.license_type.as_str()) " licensing" }
+                ul class="assignments" {
+                    @for (a, group, warnings) in &assignments {
+                        li {
+                            (group) ": " (a.intent.as_str()) ", " (a.license_type.as_str()) " licensing"
+                            @if !a.install { " (license only)" }
+                            @for w in warnings { p class="warning" role="note" { "Warning: " (w) } }
+                            @if operate {
+                                form method="post" action=(format!("/console/assignments/{}", a.id)) class="inline" {
+                                    input type="hidden" name="csrf" value=(signed.csrf);
+                                    label { "Intent "
+                                        select name="intent" {
+                                            @for (v, l) in [("required", "Required"), ("available", "Available"), ("uninstall", "Uninstall")] { option value=(v) selected[a.intent.as_str() == v] { (l) } }
+                                        }
+                                    }
+                                    label { "Licensing "
+                                        select name="license_type" {
+                                            @for (v, l) in [("device", "Device"), ("user", "User")] { option value=(v) selected[a.license_type.as_str() == v] { (l) } }
+                                        }
+                                    }
+                                    button type="submit" { "Change" }
+                                }
+                                form method="post" action=(format!("/console/assignments/{}/delete", a.id)) class="inline" {
+                                    input type="hidden" name="csrf" value=(signed.csrf);
+                                    button type="submit" class="secondary" { "Delete assignment" }
+                                    span class="hint" { "Licenses no other assignment needs go back to the pool; the app stays installed." }
+                                }
+                            }
+                        }
                     }
                 }
-                @if assign {
+                @if operate {
+                    h3 { "Assign" }
                     form method="post" action=(format!("/console/apps/{id}/assignments")) class="inline" {
                         input type="hidden" name="csrf" value=(signed.csrf);
                         label { "Group "
@@ -344,6 +401,13 @@ pub(super) async fn app(
                         }
                         button type="submit" { "Assign" }
                     }
+                    h3 { "Revoke" }
+                    form method="post" action=(format!("/console/apps/{id}/revoke")) class="inline" {
+                        input type="hidden" name="csrf" value=(signed.csrf);
+                        label { input type="checkbox" name="notify_users" value="yes"; " Tell the users on their devices" }
+                        button type="submit" class="danger" { "Revoke every license of this app" }
+                        span class="hint" { "Licenses are taken back at Apple and not asked for again until an assignment reaches anew; iOS apps stay installed." }
+                    }
                 }
             }
             section aria-labelledby="devices" hx-ext="sse" sse-connect=(format!("/console/apps/{id}/live")) {
@@ -352,51 +416,106 @@ pub(super) async fn app(
                     hx-get=(format!("/console/apps/{id}/installs"))
                     hx-trigger="sse:install"
                     hx-include="#install-filter" {
-                    (installs_table(&state, &app, None, None).await.map_err(refused)?)
+                    (installs_table(&state, &app, &groups, &view).await.map_err(refused)?)
+                }
+            }
+            section aria-labelledby="prompts" {
+                h2 id="prompts" { "Prompts" }
+                @if prompts.is_empty() { p { "No device asked its user about this app." } }
+                ul {
+                    @for p in &prompts {
+                        li { (p.kind) " on " a href=(format!("/console/devices/{}", super::layout::urlencode(p.udid.as_str()))) { (p.udid.as_str()) } " at " (when(Some(p.shown_at))) ": " (p.answer.as_deref().unwrap_or("not answered yet")) }
+                    }
                 }
             }
         },
     ))
 }
 
-/// The install filter and one page of the installs table.
+/// Every install status, in the order the filter offers them.
+const INSTALL_STATUSES: [&str; 13] = [
+    "installed",
+    "installing",
+    "queued",
+    "pending",
+    "prompting",
+    "update_available",
+    "failed",
+    "license_failed",
+    "not_applicable",
+    "not_installed",
+    "licensed",
+    "removing",
+    "removed",
+];
+
+/// The installs table's filters and place.
+#[derive(Default, Deserialize)]
+pub(super) struct InstallsQuery {
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    platform: String,
+    #[serde(default)]
+    group_id: String,
+    after: Option<String>,
+}
+
+/// The install filters, the app's counts and one page of its installs table.
 async fn installs_table(
     state: &ServerState,
     app: &AppRecord,
-    status: Option<InstallStatus>,
-    after: Option<String>,
+    groups: &[crate::store::GroupRecord],
+    q: &InstallsQuery,
 ) -> Result<Markup, ServerError> {
+    let invalid = |field: &'static str, value: &str| ServerError::Invalid {
+        field,
+        reason: format!("{value:?} is not one"),
+    };
+    let status = match q.status.as_str() {
+        "" => None,
+        s => Some(InstallStatus::parse(s).ok_or_else(|| invalid("status", s))?),
+    };
+    let platform = match q.platform.as_str() {
+        "" => None,
+        p => Some(Platform::parse(p).ok_or_else(|| invalid("platform", p))?),
+    };
     let app_id = app.id.as_str();
     let summary = admin::app_summary(state, app_id).await?;
     let filter = InstallFilter {
         app_id: Some(app_id.to_owned()),
         status,
+        platform,
+        group_id: Some(q.group_id.clone()).filter(|g| !g.is_empty()),
         ..InstallFilter::default()
     };
     let rows = state
         .store
-        .installs(&filter, &super::layout::table_page(after))
+        .installs(&filter, &super::layout::table_page(q.after.clone()))
         .await?;
     let next = super::layout::next_key(&rows, |r| two_key(&r.app_id, r.udid.as_str()));
-    let statuses = [
-        InstallStatus::Installed,
-        InstallStatus::Installing,
-        InstallStatus::Failed,
-        InstallStatus::Queued,
-        InstallStatus::Pending,
-    ];
     Ok(html! {
         (license_bar(summary.licenses.assigned, summary.licenses.total, summary.licenses.available))
         dl class="counts" {
             @for (status, n) in &summary.installs { dt { (status) } dd data-status=(status) { (n) } }
         }
-        form id="install-filter" hx-get=(format!("/console/apps/{app_id}/installs")) hx-target="#installs" hx-trigger="change" {
+        form id="install-filter" class="inline" hx-get=(format!("/console/apps/{app_id}/installs")) hx-target="#installs" hx-trigger="change" {
             label { "Status "
                 select name="status" {
                     option value="" { "any" }
-                    @for s in statuses {
-                        option value=(s.as_str()) selected[status == Some(s)] { (s.as_str()) }
-                    }
+                    @for s in INSTALL_STATUSES { option value=(s) selected[q.status == s] { (s) } }
+                }
+            }
+            label { "Platform "
+                select name="platform" {
+                    option value="" { "any" }
+                    @for p in ["ios", "ipados", "macos", "unknown"] { option value=(p) selected[q.platform == p] { (p) } }
+                }
+            }
+            label { "Group "
+                select name="group_id" {
+                    option value="" { "any" }
+                    @for g in groups { option value=(g.id) selected[q.group_id == g.id] { (g.name) } }
                 }
             }
         }
@@ -407,26 +526,23 @@ async fn installs_table(
                     tr data-udid=(r.udid.as_str()) {
                         td { a href=(format!("/console/devices/{}", super::layout::urlencode(r.udid.as_str()))) { (r.udid.as_str()) } }
                         td class=(format!("status {}", r.status.as_str())) { (r.status.as_str()) }
-                        td { (r.version.as_deref().unwrap_or("-")) }
+                        td {
+                            (r.version.as_deref().unwrap_or("-"))
+                            @if r.status == InstallStatus::Installed && r.version.is_some() && app.version.is_some() && r.version != app.version {
+                                " (store has " (app.version.as_deref().unwrap_or_default()) ")"
+                            }
+                        }
                         td { (r.reason.as_deref().unwrap_or("")) }
                         td { (when(Some(r.updated_at))) }
                     }
                 }
             }
         }
-        @if rows.is_empty() { p { "No device has this app yet." } }
+        @if rows.is_empty() { p { "No device matches." } }
         @if let Some(next) = next {
             button type="button" hx-get=(format!("/console/apps/{app_id}/installs")) hx-vals=(serde_json::json!({ "after": next }).to_string()) hx-include="#install-filter" hx-target="#installs" { "Next page" }
         }
     })
-}
-
-/// The installs table's query.
-#[derive(Deserialize)]
-pub(super) struct InstallsQuery {
-    #[serde(default)]
-    status: String,
-    after: Option<String>,
 }
 
 /// `GET /console/apps/{id}/installs`: the installs table (an htmx fragment).
@@ -437,16 +553,8 @@ pub(super) async fn installs(
     Query(q): Query<InstallsQuery>,
 ) -> Result<Markup, Response> {
     let app = app_or_page(&state, &id).await?;
-    let status = match q.status.as_str() {
-        "" => None,
-        s => Some(InstallStatus::parse(s).ok_or_else(|| {
-            refusal(
-                StatusCode::BAD_REQUEST,
-                &format!("{s:?} is not an install status"),
-            )
-        })?),
-    };
-    installs_table(&state, &app, status, q.after)
+    let groups = state.store.groups(&Page::all()).await.map_err(broken)?;
+    installs_table(&state, &app, &groups, &q)
         .await
         .map_err(refused)
 }
@@ -661,6 +769,90 @@ pub(super) async fn add_devices(
     admin::audit(&state, &signed.actor, "group.add_devices", &id, &result).await;
     match result {
         Ok(_) => Redirect::to("/console/groups").into_response(),
+        Err(e) => refused(e),
+    }
+}
+
+/// The change-assignment form.
+#[derive(Deserialize)]
+pub(super) struct AssignmentChangeForm {
+    #[serde(default)]
+    csrf: String,
+    intent: Intent,
+    license_type: LicenseType,
+}
+
+/// `POST /console/assignments/{id}`: change an assignment's intent or licensing.
+pub(super) async fn change_assignment(
+    State(state): State<ServerState>,
+    signed: Signed,
+    Path(id): Path<String>,
+    Form(form): Form<AssignmentChangeForm>,
+) -> Response {
+    if let Some(refusal) = signed.refuses(Permission::Operate, &form.csrf) {
+        return refusal;
+    }
+    let change = admin::AssignmentChange {
+        intent: Some(form.intent),
+        license_type: Some(form.license_type),
+        install: None,
+    };
+    let result = admin::update_assignment(&state, &id, change).await;
+    admin::audit(&state, &signed.actor, "assignment.update", &id, &result).await;
+    match result {
+        Ok(a) => Redirect::to(&format!("/console/apps/{}", a.app_id)).into_response(),
+        Err(e) => refused(e),
+    }
+}
+
+/// `POST /console/assignments/{id}/delete`.
+pub(super) async fn delete_assignment(
+    State(state): State<ServerState>,
+    signed: Signed,
+    Path(id): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    if let Some(refusal) = signed.refuses(Permission::Operate, &form.csrf) {
+        return refusal;
+    }
+    let app_id = match state.store.assignment(&id).await {
+        Ok(Some(a)) => a.app_id,
+        Ok(None) => return refused(ServerError::not_found("assignment", &id)),
+        Err(e) => return broken(e),
+    };
+    let result = admin::delete_assignment(&state, &id).await;
+    admin::audit(&state, &signed.actor, "assignment.delete", &id, &result).await;
+    match result {
+        Ok(()) => Redirect::to(&format!("/console/apps/{app_id}")).into_response(),
+        Err(e) => refused(e),
+    }
+}
+
+/// The revoke form.
+#[derive(Deserialize)]
+pub(super) struct RevokeForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    notify_users: String,
+}
+
+/// `POST /console/apps/{id}/revoke`: take every license of the app back.
+pub(super) async fn revoke(
+    State(state): State<ServerState>,
+    signed: Signed,
+    Path(id): Path<String>,
+    Form(form): Form<RevokeForm>,
+) -> Response {
+    if let Some(refusal) = signed.refuses(Permission::Operate, &form.csrf) {
+        return refusal;
+    }
+    let target = admin::RevokeTarget::App(id.clone());
+    let what = format!("{target:?}");
+    let result = admin::revoke(&state, target, form.notify_users == "yes").await;
+    admin::audit(&state, &signed.actor, "licenses.revoke", &what, &result).await;
+    match result {
+        Ok(_) => Redirect::to(&format!("/console/apps/{id}")).into_response(),
         Err(e) => refused(e),
     }
 }
