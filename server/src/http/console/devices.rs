@@ -5,13 +5,13 @@
 use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::Response;
 use maud::{Markup, html};
 use orchard_protocol::Udid;
 use serde::Deserialize;
 
 use super::layout::{page, urlencode};
-use super::pages::{CsrfForm, broken, refused, when};
+use super::pages::{CsrfForm, broken, finish, refused, when};
 use super::session::{Signed, refusal};
 use crate::access::Permission;
 use crate::admin;
@@ -303,10 +303,8 @@ pub(super) async fn refresh_inventory(
         &result,
     )
     .await;
-    match result {
-        Ok(_) => {
-            Redirect::to(&format!("/console/devices/{}", urlencode(udid.as_str()))).into_response()
-        }
-        Err(e) => refused(e),
-    }
+    finish(
+        result,
+        &format!("/console/devices/{}", urlencode(udid.as_str())),
+    )
 }

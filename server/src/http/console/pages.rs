@@ -35,6 +35,15 @@ pub(super) fn broken(e: impl std::fmt::Display) -> Response {
     )
 }
 
+/// Where a form goes once its service answered: on to `to`, or to a page naming the
+/// refusal.
+pub(super) fn finish<T>(result: crate::error::ServerResult<T>, to: &str) -> Response {
+    match result {
+        Ok(_) => Redirect::to(to).into_response(),
+        Err(e) => refused(e),
+    }
+}
+
 /// A service's refusal as a page naming it (what the API would answer).
 pub(super) fn refused(e: ServerError) -> Response {
     let api = super::super::error::ApiError::from(e);
@@ -213,10 +222,7 @@ pub(super) async fn sync_token(
     }
     let result = sync::sync_token(&state, &id).await;
     admin::audit(&state, &signed.actor, "token.sync", &id, &result).await;
-    match result {
-        Ok(_) => Redirect::to("/console").into_response(),
-        Err(e) => refused(e),
-    }
+    finish(result, "/console")
 }
 
 /// Longest token file taken by the upload form.
@@ -285,10 +291,7 @@ pub(super) async fn upload_token(
     let result = admin::upload_token(&state, upload).await;
     let target = result.as_ref().map(|t| t.id.clone()).unwrap_or(name);
     admin::audit(&state, &signed.actor, "token.upload", &target, &result).await;
-    match result {
-        Ok(_) => Redirect::to("/console").into_response(),
-        Err(e) => refused(e),
-    }
+    finish(result, "/console")
 }
 
 async fn app_or_page(state: &ServerState, id: &str) -> Result<AppRecord, Response> {
@@ -638,10 +641,7 @@ pub(super) async fn assign(
     .await;
     let target = format!("{id} -> {}", form.group_id);
     admin::audit(&state, &signed.actor, "assignment.create", &target, &result).await;
-    match result {
-        Ok(_) => Redirect::to(&format!("/console/apps/{id}")).into_response(),
-        Err(e) => refused(e),
-    }
+    finish(result, &format!("/console/apps/{id}"))
 }
 
 /// `GET /console/groups`: groups, their members' count, and the forms that make them.
@@ -724,10 +724,7 @@ pub(super) async fn create_group(
     let result = admin::create_group(&state, &form.name, form.kind).await;
     let target = result.as_ref().map(|g| g.id.clone()).unwrap_or(form.name);
     admin::audit(&state, &signed.actor, "group.create", &target, &result).await;
-    match result {
-        Ok(_) => Redirect::to("/console/groups").into_response(),
-        Err(e) => refused(e),
-    }
+    finish(result, "/console/groups")
 }
 
 /// The add-devices form.
@@ -767,10 +764,7 @@ pub(super) async fn add_devices(
     }
     let result = admin::add_group_devices(&state, &id, &udids).await;
     admin::audit(&state, &signed.actor, "group.add_devices", &id, &result).await;
-    match result {
-        Ok(_) => Redirect::to("/console/groups").into_response(),
-        Err(e) => refused(e),
-    }
+    finish(result, "/console/groups")
 }
 
 /// The change-assignment form.
@@ -822,10 +816,7 @@ pub(super) async fn delete_assignment(
     };
     let result = admin::delete_assignment(&state, &id).await;
     admin::audit(&state, &signed.actor, "assignment.delete", &id, &result).await;
-    match result {
-        Ok(()) => Redirect::to(&format!("/console/apps/{app_id}")).into_response(),
-        Err(e) => refused(e),
-    }
+    finish(result, &format!("/console/apps/{app_id}"))
 }
 
 /// The revoke form.
@@ -851,8 +842,5 @@ pub(super) async fn revoke(
     let what = format!("{target:?}");
     let result = admin::revoke(&state, target, form.notify_users == "yes").await;
     admin::audit(&state, &signed.actor, "licenses.revoke", &what, &result).await;
-    match result {
-        Ok(_) => Redirect::to(&format!("/console/apps/{id}")).into_response(),
-        Err(e) => refused(e),
-    }
+    finish(result, &format!("/console/apps/{id}"))
 }
