@@ -691,6 +691,12 @@ async fn groups_assignments_and_targets() {
             s.group_devices("g1").await.unwrap(),
             vec![Udid::from("U2"), "U1".into(), "U3".into()]
         );
+        assert_eq!(
+            s.group_sizes().await.unwrap(),
+            std::collections::HashMap::from([("g1".to_owned(), 3)]),
+            "{}: members counted",
+            b.name
+        );
         let a = AssignmentRecord {
             id: "as1".into(),
             app_id: "a1".into(),

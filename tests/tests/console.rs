@@ -136,6 +136,7 @@ async fn type_into(client: &Client, css: &str, text: &str) {
 /// A console session outside the browser: signs in with `token` and returns the
 /// session cookie (for requests a browser would never make).
 async fn sign_in(http: &reqwest::Client, base: &str, token: &str) -> String {
+    // Posted without the form's login cookie, a sign-in is refused.
     let answer = http
         .post(format!("{base}/console/login"))
         .header(
@@ -143,6 +144,33 @@ async fn sign_in(http: &reqwest::Client, base: &str, token: &str) -> String {
             "application/x-www-form-urlencoded",
         )
         .body(form(&[("token", token)]))
+        .send()
+        .await
+        .expect("sign-in");
+    assert_eq!(answer.status(), StatusCode::FORBIDDEN);
+    let form_page = http
+        .get(format!("{base}/console/login"))
+        .send()
+        .await
+        .expect("the sign-in form");
+    let login = form_page
+        .headers()
+        .get(reqwest::header::SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .expect("a login cookie")
+        .to_owned();
+    let html = form_page.text().await.expect("html");
+    let at = html.find("name=\"login\" value=\"").expect("a login nonce") + 20;
+    let nonce = html[at..].split('"').next().unwrap_or_default().to_owned();
+    let answer = http
+        .post(format!("{base}/console/login"))
+        .header("cookie", login)
+        .header(
+            reqwest::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        )
+        .body(form(&[("token", token), ("login", &nonce)]))
         .send()
         .await
         .expect("sign-in");
@@ -246,6 +274,19 @@ async fn an_admin_assigns_an_app_in_the_console_and_watches_it_install_live() {
     type_into(c, "textarea[name=udids]", &fleet.udids().join("\n")).await;
     click(c, "form[action$='/devices'] button").await;
     wait_text(c, "4 devices").await;
+    c.find(Locator::LinkText("Browser iPhones"))
+        .await
+        .expect("the group")
+        .click()
+        .await
+        .expect("open the group");
+    wait_text(c, "A group of devices.").await;
+    for udid in fleet.udids() {
+        assert!(
+            text_of(c).await.contains(&udid),
+            "{udid} is not listed in its group"
+        );
+    }
 
     // Assign Pages to it from the app's page, then watch without reloading.
     c.goto(&format!("{base}/console")).await.expect("dashboard");

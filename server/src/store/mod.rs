@@ -294,6 +294,8 @@ pub trait DirectoryStore: Send + Sync {
     ) -> StoreResult<u64>;
     /// Members of a group.
     async fn group_devices(&self, group_id: &str) -> StoreResult<Vec<Udid>>;
+    /// How many members (devices or users) each group with members has.
+    async fn group_sizes(&self) -> StoreResult<std::collections::HashMap<String, i64>>;
     /// A page of a group's device UDIDs.
     async fn group_device_page(&self, group_id: &str, page: &Page) -> StoreResult<Vec<Udid>>;
     /// Removes devices from a group.

@@ -1218,6 +1218,16 @@ impl DirectoryStore for PostgresStore {
         Ok(added)
     }
 
+    async fn group_sizes(&self) -> StoreResult<std::collections::HashMap<String, i64>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT group_id, COUNT(*) FROM group_devices GROUP BY group_id
+             UNION ALL SELECT group_id, COUNT(*) FROM group_users GROUP BY group_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().collect())
+    }
+
     async fn group_devices(&self, group_id: &str) -> StoreResult<Vec<Udid>> {
         let rows: Vec<String> = sqlx::query_scalar(
             "SELECT udid FROM group_devices WHERE group_id = $1 ORDER BY joined_at, udid",

@@ -15,17 +15,11 @@ use crate::clock::Timestamp;
 use crate::state::ServerState;
 use crate::store::AuditFilter;
 
-/// A page's cursor.
-#[derive(Deserialize)]
-pub(super) struct After {
-    after: Option<String>,
-}
-
 /// `GET /console/users`.
 pub(super) async fn users(
     State(state): State<ServerState>,
     signed: Signed,
-    Query(q): Query<After>,
+    Query(q): Query<super::pages::AfterQuery>,
 ) -> Result<Markup, Response> {
     let rows = state
         .store

@@ -80,6 +80,7 @@ pub(super) fn router() -> Router<ServerState> {
             "/console/groups",
             get(pages::groups).post(pages::create_group),
         )
+        .route("/console/groups/{id}", get(pages::group))
         .route("/console/groups/{id}/devices", post(pages::add_devices))
         .route("/console/devices", get(devices::list))
         .route("/console/devices/{udid}", get(devices::device))
@@ -134,7 +135,23 @@ async fn asset(Path((version, name)): Path<(String, String)>) -> Response {
     }
 }
 
-fn sign_in_page(message: Option<&str>) -> maud::Markup {
+/// The cookie that ties a sign-in form to the browser that loaded it (login CSRF: a
+/// form posted from elsewhere does not carry it).
+const LOGIN_COOKIE: &str = "__Host-orchard_login";
+
+/// The sign-in form with a fresh login nonce, and the cookie that carries it.
+fn sign_in_page(status: StatusCode, message: Option<&str>) -> Response {
+    let nonce = crate::secret::random();
+    let mut response = (status, sign_in_markup(&nonce, message)).into_response();
+    if let Ok(cookie) = HeaderValue::from_str(&format!(
+        "{LOGIN_COOKIE}={nonce}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=900"
+    )) {
+        response.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+fn sign_in_markup(nonce: &str, message: Option<&str>) -> maud::Markup {
     layout::bare(
         "Sign in",
         html! {
@@ -142,6 +159,7 @@ fn sign_in_page(message: Option<&str>) -> maud::Markup {
                 h1 { "Orchard" }
                 @if let Some(m) = message { p role="alert" class="error" { (m) } }
                 form method="post" action="/console/login" {
+                    input type="hidden" name="login" value=(nonce);
                     label { "Admin token " input type="password" name="token" autocomplete="current-password" required autofocus; }
                     button type="submit" { "Sign in" }
                 }
@@ -151,27 +169,35 @@ fn sign_in_page(message: Option<&str>) -> maud::Markup {
     )
 }
 
-async fn sign_in_form() -> maud::Markup {
-    sign_in_page(None)
+async fn sign_in_form() -> Response {
+    sign_in_page(StatusCode::OK, None)
 }
 
 #[derive(serde::Deserialize)]
 struct SignInForm {
     #[serde(default)]
     token: String,
+    #[serde(default)]
+    login: String,
 }
 
 async fn sign_in(
     State(state): State<ServerState>,
     axum::Extension(PeerAddr(peer)): axum::Extension<PeerAddr>,
+    headers: axum::http::HeaderMap,
     axum::Form(form): axum::Form<SignInForm>,
 ) -> Response {
+    let nonce = session::cookie(&headers, LOGIN_COOKIE);
+    if form.login.is_empty() || nonce.as_deref() != Some(form.login.as_str()) {
+        let message = "The sign-in form expired or was posted from elsewhere; sign in again here.";
+        return sign_in_page(StatusCode::FORBIDDEN, Some(message));
+    }
     if let Some(wait) = session::limited(&state, peer.ip()) {
         let message = format!(
             "Too many failed sign-ins from this address; try again in {} s.",
             wait.as_secs().max(1)
         );
-        return (StatusCode::TOO_MANY_REQUESTS, sign_in_page(Some(&message))).into_response();
+        return sign_in_page(StatusCode::TOO_MANY_REQUESTS, Some(&message));
     }
     let token = match session::token_for(&state, &form.token).await {
         Ok(token) => token,
@@ -186,12 +212,18 @@ async fn sign_in(
     let Some(token) = token else {
         session::failed(&state, peer.ip());
         let message = "That token is not valid (unknown, revoked, rotated or expired).";
-        return (StatusCode::UNAUTHORIZED, sign_in_page(Some(message))).into_response();
+        return sign_in_page(StatusCode::UNAUTHORIZED, Some(message));
     };
     match session::start(&state, &token).await {
         Ok(cookie) => {
             let mut response = Redirect::to("/console").into_response();
-            response.headers_mut().insert(header::SET_COOKIE, cookie);
+            response.headers_mut().append(header::SET_COOKIE, cookie);
+            response.headers_mut().append(
+                header::SET_COOKIE,
+                HeaderValue::from_static(
+                    "__Host-orchard_login=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0",
+                ),
+            );
             response
         }
         Err(e) => {

@@ -650,19 +650,7 @@ pub(super) async fn groups(
     signed: Signed,
 ) -> Result<Markup, Response> {
     let groups = state.store.groups(&Page::all()).await.map_err(broken)?;
-    let mut members = std::collections::HashMap::new();
-    for g in &groups {
-        let count = match g.kind {
-            GroupKind::Device => state
-                .store
-                .group_devices(&g.id)
-                .await
-                .map_err(broken)?
-                .len(),
-            GroupKind::User => state.store.group_users(&g.id).await.map_err(broken)?.len(),
-        };
-        members.insert(g.id.clone(), count);
-    }
+    let members = state.store.group_sizes().await.map_err(broken)?;
     let operate = signed.may(Permission::Operate);
     Ok(page(
         signed.viewer(),
@@ -674,7 +662,7 @@ pub(super) async fn groups(
                 tbody {
                     @for g in &groups {
                         tr {
-                            td { (g.name) }
+                            td { a href=(format!("/console/groups/{}", g.id)) { (g.name) } }
                             td { (members.get(&g.id).copied().unwrap_or(0)) " " (if g.kind == GroupKind::Device { "devices" } else { "users" }) }
                             @if operate && g.kind == GroupKind::Device {
                                 td {
@@ -843,4 +831,66 @@ pub(super) async fn revoke(
     let result = admin::revoke(&state, target, form.notify_users == "yes").await;
     admin::audit(&state, &signed.actor, "licenses.revoke", &what, &result).await;
     finish(result, &format!("/console/apps/{id}"))
+}
+
+/// `GET /console/groups/{id}`: a group's members, 50 a page.
+pub(super) async fn group(
+    State(state): State<ServerState>,
+    signed: Signed,
+    Path(id): Path<String>,
+    Query(q): Query<AfterQuery>,
+) -> Result<Markup, Response> {
+    let group = state
+        .store
+        .group(&id)
+        .await
+        .map_err(broken)?
+        .ok_or_else(|| refused(ServerError::not_found("group", &id)))?;
+    let page_of = super::layout::table_page(q.after);
+    let devices = group.kind == GroupKind::Device;
+    let members: Vec<String> = if devices {
+        state
+            .store
+            .group_device_page(&id, &page_of)
+            .await
+            .map_err(broken)?
+            .into_iter()
+            .map(|u| u.0)
+            .collect()
+    } else {
+        state
+            .store
+            .group_user_page(&id, &page_of)
+            .await
+            .map_err(broken)?
+    };
+    let next = super::layout::next_key(&members, Clone::clone);
+    let (kind, base) = if devices {
+        ("devices", "/console/devices")
+    } else {
+        ("users", "/console/users")
+    };
+    Ok(page(
+        signed.viewer(),
+        &group.name,
+        html! {
+            h1 { (group.name) }
+            p { "A group of " (kind) "." }
+            ul {
+                @for m in &members {
+                    li { a href=(format!("{base}/{}", super::layout::urlencode(m))) { (m) } }
+                }
+            }
+            @if members.is_empty() { p { "No member yet." } }
+            @if let Some(next) = next {
+                p { a href=(format!("/console/groups/{id}?after={}", super::layout::urlencode(&next))) { "Next page" } }
+            }
+        },
+    ))
+}
+
+/// A page's place in a list.
+#[derive(Deserialize)]
+pub(super) struct AfterQuery {
+    pub(super) after: Option<String>,
 }

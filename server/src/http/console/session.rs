@@ -98,16 +98,21 @@ fn csrf_of(value: &str) -> String {
     hash(&format!("orchard console csrf\n{value}"))
 }
 
-fn cookie_value(headers: &HeaderMap) -> Option<String> {
+/// The value of the cookie `name` (at most 128 characters).
+pub(super) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
+        .find(|(n, _)| *n == name)
         .map(|(_, value)| value.to_owned())
         .filter(|v| !v.is_empty() && v.len() <= 128)
+}
+
+fn cookie_value(headers: &HeaderMap) -> Option<String> {
+    cookie(headers, COOKIE)
 }
 
 /// The admin token a presented secret names, if it authenticates now.
