@@ -290,7 +290,6 @@ async fn an_admin_assigns_an_app_in_the_console_and_watches_it_install_live() {
 
     // Assign Pages to it from the app's page, then watch without reloading.
     c.goto(&format!("{base}/console")).await.expect("dashboard");
-    screenshot(c, "console-dashboard.png").await;
     c.find(Locator::LinkText("Pages"))
         .await
         .expect("Pages")
@@ -418,6 +417,43 @@ async fn an_admin_assigns_an_app_in_the_console_and_watches_it_install_live() {
     click(c, "form[action$='/delete'] button").await;
     wait_text(c, "Not assigned.").await;
 
+    // A user group gets its member by email.
+    let user = bed.create_user("ada@example.com").await.expect("user");
+    c.goto(&format!("{base}/console/groups"))
+        .await
+        .expect("groups");
+    type_into(
+        c,
+        "form[action='/console/groups'] input[name=name]",
+        "Browser users",
+    )
+    .await;
+    c.find(Locator::Css(
+        "form[action='/console/groups'] select[name=kind]",
+    ))
+    .await
+    .expect("kind")
+    .select_by_value("user")
+    .await
+    .expect("a user group");
+    click(c, "form[action='/console/groups'] button").await;
+    wait_text(c, "Browser users").await;
+    type_into(c, "textarea[name=users]", "ada@example.com").await;
+    click(c, "form[action$='/users'] button").await;
+    wait_text(c, "1 user").await;
+    assert!(!text_of(c).await.contains("1 users"), "one user, not users");
+    c.find(Locator::LinkText("Browser users"))
+        .await
+        .expect("the group")
+        .click()
+        .await
+        .expect("open it");
+    wait_text(c, &user).await;
+
+    c.goto(&format!("{base}/console")).await.expect("dashboard");
+    wait_text(c, "devices seen in the last hour").await;
+    screenshot(c, "console-dashboard.png").await;
+
     // An auditor sees the app but is not offered the assign form, and the server
     // refuses it when posted anyway; a form without its CSRF token is refused too.
     let (status, auditor) = bed
@@ -490,7 +526,7 @@ async fn an_admin_assigns_an_app_in_the_console_and_watches_it_install_live() {
         .expect("form without CSRF");
     assert_eq!(answer.status(), StatusCode::FORBIDDEN);
     assert!(answer.text().await.unwrap_or_default().contains("CSRF"));
-    let names: Vec<_> = bed
+    let names: std::collections::BTreeSet<_> = bed
         .admin
         .list_all("/v1/groups")
         .await
@@ -498,7 +534,14 @@ async fn an_admin_assigns_an_app_in_the_console_and_watches_it_install_live() {
         .iter()
         .filter_map(|g| g["name"].as_str().map(str::to_owned))
         .collect();
-    assert_eq!(names, ["Browser iPhones"], "a refused form changed nothing");
+    assert_eq!(
+        names,
+        std::collections::BTreeSet::from([
+            "Browser iPhones".to_owned(),
+            "Browser users".to_owned()
+        ]),
+        "a refused form changed nothing"
+    );
 
     browser.client.close().await.expect("close the browser");
     bed.shutdown().await;

@@ -82,6 +82,7 @@ pub(super) fn router() -> Router<ServerState> {
         )
         .route("/console/groups/{id}", get(pages::group))
         .route("/console/groups/{id}/devices", post(pages::add_devices))
+        .route("/console/groups/{id}/users", post(pages::add_users))
         .route("/console/devices", get(devices::list))
         .route("/console/devices/{udid}", get(devices::device))
         .route(

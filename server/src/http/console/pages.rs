@@ -658,17 +658,27 @@ pub(super) async fn groups(
         html! {
             h1 { "Groups" }
             table {
-                thead { tr { th { "Group" } th { "Members" } @if operate { th { "Add devices" } } } }
+                thead { tr { th { "Group" } th { "Members" } @if operate { th { "Add members" } } } }
                 tbody {
                     @for g in &groups {
                         tr {
                             td { a href=(format!("/console/groups/{}", g.id)) { (g.name) } }
-                            td { (members.get(&g.id).copied().unwrap_or(0)) " " (if g.kind == GroupKind::Device { "devices" } else { "users" }) }
+                            @let n = members.get(&g.id).copied().unwrap_or(0);
+                            td { (n) " " (match (g.kind, n) { (GroupKind::Device, 1) => "device", (GroupKind::Device, _) => "devices", (GroupKind::User, 1) => "user", (GroupKind::User, _) => "users" }) }
                             @if operate && g.kind == GroupKind::Device {
                                 td {
                                     form method="post" action=(format!("/console/groups/{}/devices", g.id)) class="inline" {
                                         input type="hidden" name="csrf" value=(signed.csrf);
                                         label { "UDIDs, one per line " textarea name="udids" rows="2" cols="40" required {} }
+                                        button type="submit" { "Add" }
+                                    }
+                                }
+                            }
+                            @if operate && g.kind == GroupKind::User {
+                                td {
+                                    form method="post" action=(format!("/console/groups/{}/users", g.id)) class="inline" {
+                                        input type="hidden" name="csrf" value=(signed.csrf);
+                                        label { "Users (ids or emails), one per line " textarea name="users" rows="2" cols="40" required {} }
                                         button type="submit" { "Add" }
                                     }
                                 }
@@ -893,4 +903,60 @@ pub(super) async fn group(
 #[derive(Deserialize)]
 pub(super) struct AfterQuery {
     pub(super) after: Option<String>,
+}
+
+/// The add-users form.
+#[derive(Deserialize)]
+pub(super) struct UsersForm {
+    #[serde(default)]
+    csrf: String,
+    users: String,
+}
+
+/// `POST /console/groups/{id}/users`: users by id or email.
+pub(super) async fn add_users(
+    State(state): State<ServerState>,
+    signed: Signed,
+    Path(id): Path<String>,
+    Form(form): Form<UsersForm>,
+) -> Response {
+    if let Some(refusal) = signed.refuses(Permission::Operate, &form.csrf) {
+        return refusal;
+    }
+    let wanted: Vec<&str> = form
+        .users
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|w| !w.is_empty())
+        .collect();
+    if wanted.len() > MAX_MEMBERS {
+        return refusal(StatusCode::BAD_REQUEST, "At most 10,000 users at once.");
+    }
+    // Emails are looked up among the users once, when any is given.
+    let by_email: std::collections::HashMap<String, String> =
+        if wanted.iter().any(|w| w.contains('@')) {
+            match state.store.users(&Page::all()).await {
+                Ok(users) => users
+                    .into_iter()
+                    .map(|u| (u.email.to_lowercase(), u.id))
+                    .collect(),
+                Err(e) => return broken(e),
+            }
+        } else {
+            Default::default()
+        };
+    let mut ids = Vec::new();
+    for w in wanted {
+        let found = if w.contains('@') {
+            by_email.get(&w.to_lowercase()).cloned()
+        } else {
+            Some(w.to_owned())
+        };
+        match found {
+            Some(id) => ids.push(id),
+            None => return refused(ServerError::not_found("user", w)),
+        }
+    }
+    let result = admin::add_group_users(&state, &id, &ids).await;
+    admin::audit(&state, &signed.actor, "group.add_users", &id, &result).await;
+    finish(result, "/console/groups")
 }
