@@ -254,9 +254,16 @@ async fn an_admin_assigns_an_app_in_the_console_and_watches_it_install_live() {
     wait_text(c, "Headquarters").await;
     click(c, "form[action$='/sync'] button").await;
     wait_text(c, "Pages").await;
+    let token_row = c
+        .find(Locator::Css("tr[data-token]"))
+        .await
+        .expect("the token's row")
+        .text()
+        .await
+        .expect("its text");
     assert!(
-        !text_of(c).await.contains("never\n"),
-        "the sync time is shown"
+        token_row.contains("active") && !token_row.contains("never"),
+        "the synced token shows its sync time: {token_row}"
     );
 
     // A group of the enrolled devices.

@@ -200,7 +200,7 @@ fn complete_operation(path: &str, op: &mut Operation) {
             error("Storage failed; the server's log has the details and nothing was half-written")
         });
     }
-    if !connection::admin_request(path) && path != "/v1/openapi.json" {
+    if !connection::admin_request(path) {
         answer(op, 503, || {
             error("Every connection slot for devices is taken; try again shortly")
         });

@@ -369,19 +369,8 @@ impl AdminStore for PostgresStore {
     }
 
     async fn console_session(&self, id_hash: &str) -> StoreResult<Option<ConsoleSession>> {
-        let row = sqlx::query("SELECT * FROM console_sessions WHERE id_hash = $1")
-            .bind(id_hash)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|row| {
-            Ok(ConsoleSession {
-                id_hash: row.try_get("id_hash")?,
-                admin_token_id: row.try_get("admin_token_id")?,
-                created_at: row.try_get("created_at")?,
-                expires_at: row.try_get("expires_at")?,
-            })
-        })
-        .transpose()
+        self.one("console_sessions", "id_hash", id_hash, console_session_row)
+            .await
     }
 
     async fn latest_event_id(&self) -> StoreResult<i64> {

@@ -44,6 +44,15 @@ macro_rules! row_mappers {
             })
         }
 
+        fn console_session_row(row: &$row) -> StoreResult<ConsoleSession> {
+            Ok(ConsoleSession {
+                id_hash: row.try_get("id_hash")?,
+                admin_token_id: row.try_get("admin_token_id")?,
+                created_at: row.try_get("created_at")?,
+                expires_at: row.try_get("expires_at")?,
+            })
+        }
+
         fn admin_token_row(row: &$row) -> StoreResult<AdminTokenRecord> {
             let role: String = row.try_get("role")?;
             Ok(AdminTokenRecord {
