@@ -427,6 +427,12 @@ impl Device {
         prompts.chain(steps).chain(books).chain(unlock).min()
     }
 
+    /// Whether the device unlocks by `now` owing the server a check-in for what it put
+    /// off while locked.
+    pub fn unlock_due(&self, now: Instant) -> bool {
+        self.locked_out && self.unlocked_at.is_some_and(|u| u <= now)
+    }
+
     /// Advances installs and prompts to `now`: the persona answers the prompts that are due.
     pub fn tick(&mut self, now: Instant) {
         if self.unlocked_at.is_some_and(|u| u <= now) {

@@ -623,7 +623,7 @@ impl Agent {
         // tried again soon, not at the next periodic check-in: what the server queued
         // for the device must not wait that long.
         let mut retry = Backoff::new(SESSION_RETRY_START, SESSION_RETRY_MAX);
-        loop {
+        'run: loop {
             // Macs find out about revoked licenses themselves (iOS keeps the apps anyway).
             if self.facts().platform == crate::facts::Platform::MacOs
                 && let Err(e) = self.recheck_licenses().await
@@ -653,23 +653,35 @@ impl Agent {
             if let Err(e) = self.deliver().await {
                 tracing::warn!(error = %e, "cannot deliver prompt answers; will retry");
             }
-            let next_step = self
-                .device
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .next_deadline()
-                .map(tokio::time::Instant::from_std);
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(wait) => {}
-                // The user answers a prompt or an install finishes: no check-in, but the
-                // answers are reported.
-                _ = sleep_until_some(next_step) => {
-                    if let Err(e) = self.deliver().await {
-                        tracing::warn!(error = %e, "cannot deliver prompt answers; will retry");
+            // Until the next check-in: a wake-up, the long periodic timer, or unlocking
+            // with commands put off. An install finishing or the user answering a
+            // prompt is no check-in: only the prompt answers are reported.
+            let check_in_at = tokio::time::Instant::now() + wait;
+            loop {
+                let next_step = self
+                    .device
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .next_deadline()
+                    .map(tokio::time::Instant::from_std);
+                tokio::select! {
+                    _ = shutdown.cancelled() => break 'run,
+                    _ = self.wake.notified() => break,
+                    _ = tokio::time::sleep_until(check_in_at) => break,
+                    _ = sleep_until_some(next_step) => {
+                        let unlocked = self
+                            .device
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .unlock_due(Instant::now());
+                        if let Err(e) = self.deliver().await {
+                            tracing::warn!(error = %e, "cannot deliver prompt answers; will retry");
+                        }
+                        // Unlocked: check in for what was put off.
+                        if unlocked {
+                            break;
+                        }
                     }
-                    continue;
                 }
             }
         }

@@ -874,6 +874,14 @@ impl AdminClient {
         }
     }
 
+    /// The same client and token against another replica at `base`.
+    pub fn at(&self, base: &str) -> Self {
+        Self {
+            base: base.trim_end_matches('/').to_owned(),
+            ..self.clone()
+        }
+    }
+
     async fn read(response: reqwest::Response) -> anyhow::Result<(StatusCode, Value)> {
         let status = response.status();
         let bytes = response.bytes().await?;

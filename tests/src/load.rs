@@ -2,6 +2,7 @@
 //! memory is measured apart) and a fleet in this one. It enrolls the fleet, assigns a
 //! Required app to every device and measures how fast the fleet converges.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -77,6 +78,10 @@ pub struct LoadReport {
     pub checkins_per_second: f64,
     /// Push wake-ups the devices received.
     pub wakes: u64,
+    /// Command-channel sessions the devices opened while converging.
+    pub sessions: u64,
+    /// Device requests while converging.
+    pub requests: u64,
     /// Devices holding a push connection when the app was assigned.
     pub push_connected: u64,
     /// Licenses the stand-in held for the app.
@@ -89,6 +94,8 @@ pub struct LoadReport {
     pub agent_peak_rss_mib: f64,
     /// Agent memory per device, KiB (resident growth while starting the fleet).
     pub agent_kib_per_device: f64,
+    /// Command results the servers received while converging, by `type status`.
+    pub commands: BTreeMap<String, u64>,
     /// Per 100 ms since the assignment: devices installed and requests per second.
     pub series: Vec<crate::convergence::Sample>,
 }
@@ -279,9 +286,24 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
     {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // And until the sessions that follow enrollment (device information, inventory)
+    // are over: the fleet sends nothing for a second. The figures then measure the
+    // assignment alone, as for a fleet enrolled long before.
+    let settle_deadline = Instant::now() + Duration::from_secs(120);
+    let mut last = metrics.requests.load(Ordering::Relaxed);
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = metrics.requests.load(Ordering::Relaxed);
+        if now == last || Instant::now() >= settle_deadline {
+            break;
+        }
+        last = now;
+    }
     let push_connected = metrics.push_connected.load(Ordering::Relaxed);
+    let commands_before = command_results(&admin, &servers).await?;
     let requests_before = metrics.requests.load(Ordering::Relaxed);
     let wakes_before = metrics.wakes.load(Ordering::Relaxed);
+    let sessions_before = metrics.sessions.load(Ordering::Relaxed);
     let converge_started = Instant::now();
     let (status, assignment) = admin
         .post("/v1/assignments", json!({ "app_id": app_id, "group_id": group_id, "intent": "required", "license_type": "device" }))
@@ -403,6 +425,11 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
     let converge_seconds = converge_started.elapsed().as_secs_f64();
     progress.finish();
     let requests = metrics.requests.load(Ordering::Relaxed) - requests_before;
+    let mut commands = command_results(&admin, &servers).await?;
+    for (key, count) in &mut commands {
+        *count -= commands_before.get(key).copied().unwrap_or(0);
+    }
+    commands.retain(|_, count| *count > 0);
     stop_sampling.cancel();
     let request_samples = sampler.await.unwrap_or_default();
     let mut latencies: Vec<f64> = installs
@@ -429,6 +456,8 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
         install_max_seconds: latencies.last().copied().unwrap_or(0.0),
         checkins_per_second: requests as f64 / converge_seconds,
         wakes: metrics.wakes.load(Ordering::Relaxed) - wakes_before,
+        sessions: metrics.sessions.load(Ordering::Relaxed) - sessions_before,
+        requests,
         push_connected,
         server_peak_rss_mib: mib(servers.iter().filter_map(ServerProcess::peak_rss).sum()),
         agent_peak_rss_mib: fleet::memory().map_or(0.0, |(_, peak)| mib(peak)),
@@ -437,6 +466,7 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
             / options.devices.max(1) as f64,
         licenses,
         license_failed,
+        commands,
         series,
     };
     print_report(&report);
@@ -464,6 +494,45 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
     Ok(report)
 }
 
+/// The command results each server counted (its `/metrics`), summed, by
+/// `RequestType Status`.
+async fn command_results(
+    admin: &AdminClient,
+    servers: &[ServerProcess],
+) -> anyhow::Result<BTreeMap<String, u64>> {
+    let mut counts = BTreeMap::new();
+    for server in servers {
+        let (status, text) = admin.at(&server.url).get("/metrics").await?;
+        if !status.is_success() {
+            bail!("GET /metrics: {status} {text}");
+        }
+        let text = text.as_str().unwrap_or_default();
+        for line in text.lines() {
+            let Some(labels) = line.strip_prefix("orchard_command_results_total{") else {
+                continue;
+            };
+            let Some((labels, value)) = labels.rsplit_once("} ") else {
+                continue;
+            };
+            let label = |name: &str| {
+                labels
+                    .split(',')
+                    .find_map(|l| l.strip_prefix(name)?.strip_prefix("=\""))
+                    .map(|v| v.trim_end_matches('"').to_owned())
+            };
+            let (Some(kind), Some(result), Ok(value)) = (
+                label("request_type"),
+                label("status"),
+                value.trim().parse::<f64>(),
+            ) else {
+                continue;
+            };
+            *counts.entry(format!("{kind} {result}")).or_insert(0) += value as u64;
+        }
+    }
+    Ok(counts)
+}
+
 fn print_report(r: &LoadReport) {
     println!();
     println!(
@@ -482,13 +551,26 @@ fn print_report(r: &LoadReport) {
         "  assignment -> installed          min {:.2} s, p50 {:.2} s, p99 {:.2} s, max {:.2} s",
         r.install_min_seconds, r.install_p50_seconds, r.install_p99_seconds, r.install_max_seconds
     );
+    let per_device = |n: u64| n as f64 / r.devices.max(1) as f64;
     println!(
-        "  device requests while converging {:.0}/s",
-        r.checkins_per_second
+        "  device requests while converging {:.0}/s ({:.1} per device in {:.1} sessions)",
+        r.checkins_per_second,
+        per_device(r.requests),
+        per_device(r.sessions)
     );
     println!(
         "  push wake-ups                    {} ({} of {} devices on the push channel at assignment)",
         r.wakes, r.push_connected, r.devices
+    );
+    let commands: Vec<String> = r
+        .commands
+        .iter()
+        .map(|(kind, count)| format!("{kind} {count}"))
+        .collect();
+    println!(
+        "  command results                  {:.1} per device: {}",
+        r.commands.values().sum::<u64>() as f64 / r.devices.max(1) as f64,
+        commands.join(", ")
     );
     println!(
         "  server peak RSS                  {:.1} MiB",

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use orchard_agent::fleet::Fleet;
 use orchard_protocol::Udid;
+use orchard_server::store::CommandState;
 use orchard_testbed::harness::{Testbed, TestbedBuilder, wait_for};
 
 const PAGES: u64 = 361309726;
@@ -216,7 +217,76 @@ async fn graceful_restart_mid_install_leaves_no_device_waiting(builder: TestbedB
     bed.shutdown().await;
 }
 
+/// Every command queued for the fleet has its answer.
+async fn fleet_done(bed: &Testbed, fleet: &Fleet) {
+    let store = bed.server.state.store.clone();
+    let udids: Vec<Udid> = fleet.udids().into_iter().map(Udid).collect();
+    wait_for(Duration::from_secs(30), "no command open", || {
+        let store = store.clone();
+        let udids = udids.clone();
+        async move {
+            let mut open = 0;
+            for udid in &udids {
+                open += store
+                    .commands_of(udid)
+                    .await?
+                    .iter()
+                    .filter(|c| matches!(c.status, CommandState::Queued | CommandState::Sent))
+                    .count();
+            }
+            Ok(if open == 0 {
+                Ok(())
+            } else {
+                Err(format!("{open} commands open"))
+            })
+        }
+    })
+    .await
+    .unwrap();
+}
+
+/// An install costs a device two sessions: one for InstallApplication, one (woken when
+/// the follow-up falls due) for ManagedApplicationList and InstalledApplicationList
+/// together. The install finishing on the device is no check-in, and a follow-up due at
+/// once goes out in the session that queued it, without another wake.
+async fn an_install_costs_a_device_two_sessions(builder: TestbedBuilder) {
+    let bed = builder
+        .install_poll(Duration::from_secs(2))
+        .start()
+        .await
+        .unwrap();
+    let fleet = bed.enroll_fleet(4, TEN_MINUTES).await.unwrap();
+    wait_push_connected(&bed, &fleet).await;
+    fleet_done(&bed, &fleet).await;
+    bed.upload_and_sync_demo_token().await.unwrap();
+    let sessions = fleet.metrics.sessions.load(Ordering::Relaxed);
+    let app_id = assign_to_all(&bed, &fleet, PAGES).await;
+    wait_installed(&bed, &app_id, 4, Duration::from_secs(30)).await;
+    fleet_done(&bed, &fleet).await;
+    assert_eq!(
+        fleet.metrics.sessions.load(Ordering::Relaxed) - sessions,
+        2 * 4,
+        "sessions of 4 devices for one install each"
+    );
+    for i in 0..4 {
+        assert_eq!(handled(&fleet, i, "InstallApplication"), 1, "device {i}");
+        assert_eq!(
+            handled(&fleet, i, "ManagedApplicationList"),
+            1,
+            "device {i}"
+        );
+        assert_eq!(
+            handled(&fleet, i, "InstalledApplicationList"),
+            1,
+            "device {i}"
+        );
+    }
+    fleet.stop().await;
+    bed.shutdown().await;
+}
+
 orchard_testbed::on_both_backends!(
+    an_install_costs_a_device_two_sessions,
     graceful_restart_mid_install_leaves_no_device_waiting,
     fifty_devices_polling_every_ten_minutes_get_a_required_app_within_seconds,
     dropped_push_connection_reconnects_and_the_command_arrives_once,

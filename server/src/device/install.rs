@@ -466,8 +466,10 @@ pub async fn apply_result(
     }
     if let (Some(app), Some((cmd, delay))) = (&app, reading.follow_up) {
         follow_ups.push(
-            NewCommand::new(&report.udid, cmd, Some(app.id.clone()), now)?
-                .not_before(state.clock.now() + delay),
+            // Due from the time of this report: a follow-up due at once goes out in this
+            // session (a second reading of the clock would put it after the exchange,
+            // costing the device another wake and session).
+            NewCommand::new(&report.udid, cmd, Some(app.id.clone()), now)?.not_before(now + delay),
         );
     }
     Ok(CommandOutcome {

@@ -10,7 +10,10 @@
 //! their session at once; the others wait their turn in order and are woken as sessions
 //! end. Ten thousand devices woken at once would each wait out the whole queue of the
 //! others' requests (and open ten thousand connections); paced, the first are served
-//! at once and the rest follow at the rate the server serves them.
+//! at once and the rest follow at the rate the server serves them. A device woken for
+//! a follow-up that fell due (an install to verify) goes ahead of devices not yet
+//! started: it is one session from done, so the first devices finish at once instead
+//! of after the whole fleet's first sessions.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -47,6 +50,9 @@ struct Turns {
     woken: HashMap<Udid, Instant>,
     /// Waiting to be woken, in order.
     waiting: VecDeque<Udid>,
+    /// Waiting with a follow-up due: woken before `waiting`.
+    ahead: VecDeque<Udid>,
+    /// Everyone waiting (a device in both queues is woken once).
     queued: HashSet<Udid>,
     /// Whether a task gives back expired turns while devices wait.
     sweeping: bool,
@@ -63,10 +69,13 @@ impl Turns {
     fn next(&mut self, now: Instant) -> Vec<Udid> {
         let mut out = Vec::new();
         while self.woken.len() < MAX_WOKEN {
-            let Some(udid) = self.waiting.pop_front() else {
+            let Some(udid) = self.ahead.pop_front().or_else(|| self.waiting.pop_front()) else {
                 break;
             };
-            self.queued.remove(&udid);
+            if !self.queued.remove(&udid) {
+                // Woken already from the other queue.
+                continue;
+            }
             self.woken.insert(udid.clone(), now);
             out.push(udid);
         }
@@ -93,6 +102,12 @@ impl PushHub {
     /// Wakes a device connected to this replica, now or when its turn comes; false when
     /// it is not connected here (it gets a wake-up when it reconnects).
     pub fn wake_local(self: &Arc<Self>, udid: &Udid) -> bool {
+        self.wake_paced(udid, false)
+    }
+
+    /// [`Self::wake_local`]; `ahead`: the device goes before those waiting for a first
+    /// session.
+    fn wake_paced(self: &Arc<Self>, udid: &Udid, ahead: bool) -> bool {
         if !self.is_connected(udid) {
             return false;
         }
@@ -108,7 +123,10 @@ impl PushHub {
             drop(turns);
             return self.send_wake(udid);
         }
-        if turns.queued.insert(udid.clone()) {
+        let new = turns.queued.insert(udid.clone());
+        if ahead {
+            turns.ahead.push_back(udid.clone());
+        } else if new {
             turns.waiting.push_back(udid.clone());
         }
         if !turns.sweeping {
@@ -154,7 +172,7 @@ impl PushHub {
                 let now = Instant::now();
                 turns.expire(now);
                 let next = turns.next(now);
-                let done = turns.waiting.is_empty();
+                let done = turns.queued.is_empty();
                 if done {
                     turns.sweeping = false;
                 }
@@ -171,7 +189,7 @@ impl PushHub {
 
     /// Devices waiting for their turn to be woken.
     pub fn waiting(&self) -> usize {
-        self.turns.lock().map(|t| t.waiting.len()).unwrap_or(0)
+        self.turns.lock().map(|t| t.queued.len()).unwrap_or(0)
     }
 
     /// Wakes the devices of newly queued commands: at once, or when a deferred command
@@ -186,13 +204,18 @@ impl PushHub {
         }
     }
 
-    /// Wakes a device after `delay`.
+    /// Wakes a device after `delay`, for a follow-up then due: ahead of devices
+    /// waiting for a first session.
     pub fn wake_later(self: &Arc<Self>, udid: &Udid, delay: std::time::Duration) {
         let hub = self.clone();
         let udid = udid.clone();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            hub.wake(&udid);
+            if !hub.wake_paced(&udid, true)
+                && let Some(remote) = hub.remote.get()
+            {
+                let _ = remote.send(udid);
+            }
         });
     }
 
@@ -299,5 +322,29 @@ mod tests {
         assert_eq!(hub.waiting(), 0);
         // Not connected here: not this hub's to wake.
         assert!(!hub.wake_local(&Udid("ELSEWHERE".into())));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_device_with_a_follow_up_due_goes_ahead_of_first_sessions() {
+        let hub = Arc::new(PushHub::default());
+        let mut devices = fleet(&hub, MAX_WOKEN + 3);
+        for (udid, _) in &devices {
+            hub.wake_local(udid);
+        }
+        assert_eq!(woken(&mut devices).len(), MAX_WOKEN);
+        // The last device waiting has a follow-up falling due: it goes first, and is
+        // woken once though it waits in both queues.
+        let due = devices[MAX_WOKEN + 2].0.clone();
+        hub.wake_later(&due, Duration::from_secs(1));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(hub.waiting(), 3);
+        hub.session_ended(&devices[0].0.clone());
+        assert_eq!(woken(&mut devices), [MAX_WOKEN + 2]);
+        hub.session_ended(&devices[1].0.clone());
+        hub.session_ended(&devices[2].0.clone());
+        assert_eq!(woken(&mut devices), [MAX_WOKEN, MAX_WOKEN + 1]);
+        assert_eq!(hub.waiting(), 0);
+        hub.session_ended(&devices[3].0.clone());
+        assert_eq!(woken(&mut devices), Vec::<usize>::new());
     }
 }

@@ -16,6 +16,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
+use super::group_commit::{BatchFuture, GroupCommit};
 use super::rows;
 use super::*;
 
@@ -25,7 +26,12 @@ pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
     seal: Arc<Seal>,
+    /// Device exchanges, written in batches by a thread of their own.
+    exchanges: GroupCommit<Exchange, Option<QueuedCommand>>,
 }
+
+/// Most device exchanges written in one transaction.
+const EXCHANGE_BATCH: usize = 256;
 
 /// The database holds VPP tokens and device data: the file is created 0600 before
 /// SQLite opens it (SQLite gives its `-wal` and `-shm` files the database's mode), and
@@ -88,10 +94,18 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(options.read_only(true))
             .await?;
+        let exchanges = GroupCommit::start(
+            "orchard-sqlite-writer",
+            writer.clone(),
+            EXCHANGE_BATCH,
+            exchange_batch,
+        )
+        .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
         Ok(Self {
             writer,
             reader,
             seal,
+            exchanges,
         })
     }
 
@@ -230,6 +244,67 @@ async fn upsert_installs(
         q.build().execute(&mut **tx).await?;
     }
     Ok(())
+}
+
+/// Writes device exchanges in one transaction (see [`GroupCommit`]): each applies the
+/// device's result and takes the next command due, marking it sent.
+fn exchange_batch<'a>(
+    pool: &'a SqlitePool,
+    exchanges: &'a [Exchange],
+) -> BatchFuture<'a, Option<QueuedCommand>> {
+    Box::pin(async move {
+        let mut tx = pool.begin().await?;
+        let mut handed_out = Vec::with_capacity(exchanges.len());
+        for x in exchanges {
+            handed_out.push(exchange_in(&mut tx, x).await?);
+        }
+        tx.commit().await?;
+        Ok(handed_out)
+    })
+}
+
+/// One device exchange inside a transaction.
+async fn exchange_in(
+    tx: &mut Transaction<'_, Sqlite>,
+    x: &Exchange,
+) -> StoreResult<Option<QueuedCommand>> {
+    if x.new_session {
+        // Once per session, not per request: the device is seen, put-off commands return.
+        sqlx::query("UPDATE devices SET last_seen_at = ? WHERE udid = ?")
+            .bind(x.now)
+            .bind(x.udid.as_str())
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query("UPDATE commands SET status = 'queued' WHERE udid = ? AND status = 'not_now'")
+            .bind(x.udid.as_str())
+            .execute(&mut **tx)
+            .await?;
+    }
+    if let Some(o) = &x.outcome {
+        sqlx::query("UPDATE commands SET status = ?, result = ?, updated_at = ? WHERE uuid = ? AND udid = ?")
+            .bind(o.status.as_str())
+            .bind(&o.result)
+            .bind(o.now)
+            .bind(o.uuid.as_str())
+            .bind(o.udid.as_str())
+            .execute(&mut **tx)
+            .await?;
+        upsert_installs(tx, &o.installs).await?;
+        insert_commands(tx, &o.follow_ups).await?;
+    }
+    // Take the oldest open command that is due, marking it sent, in one statement.
+    let row = sqlx::query(
+        "UPDATE commands SET status = 'sent', updated_at = ?1
+         WHERE uuid = (SELECT uuid FROM commands WHERE udid = ?2 AND status IN ('queued', 'sent')
+                       AND not_before <= ?1 ORDER BY created_at, uuid LIMIT 1)
+         RETURNING *",
+    )
+    .bind(x.now)
+    .bind(x.udid.as_str())
+    .fetch_optional(&mut **tx)
+    .await?;
+    let next = row.as_ref().map(command_row).transpose()?;
+    Ok(next)
 }
 
 /// Sets a license state (and error, event) for many devices of one app.
@@ -856,47 +931,7 @@ impl CommandStore for SqliteStore {
     }
 
     async fn exchange(&self, x: &Exchange) -> StoreResult<Option<QueuedCommand>> {
-        let mut tx = self.writer.begin().await?;
-        if x.new_session {
-            // Once per session, not per request: the device is seen, put-off commands return.
-            sqlx::query("UPDATE devices SET last_seen_at = ? WHERE udid = ?")
-                .bind(x.now)
-                .bind(x.udid.as_str())
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(
-                "UPDATE commands SET status = 'queued' WHERE udid = ? AND status = 'not_now'",
-            )
-            .bind(x.udid.as_str())
-            .execute(&mut *tx)
-            .await?;
-        }
-        if let Some(o) = &x.outcome {
-            sqlx::query("UPDATE commands SET status = ?, result = ?, updated_at = ? WHERE uuid = ? AND udid = ?")
-                .bind(o.status.as_str())
-                .bind(&o.result)
-                .bind(o.now)
-                .bind(o.uuid.as_str())
-                .bind(o.udid.as_str())
-                .execute(&mut *tx)
-                .await?;
-            upsert_installs(&mut tx, &o.installs).await?;
-            insert_commands(&mut tx, &o.follow_ups).await?;
-        }
-        // Take the oldest open command that is due, marking it sent, in one statement.
-        let row = sqlx::query(
-            "UPDATE commands SET status = 'sent', updated_at = ?1
-             WHERE uuid = (SELECT uuid FROM commands WHERE udid = ?2 AND status IN ('queued', 'sent')
-                           AND not_before <= ?1 ORDER BY created_at, uuid LIMIT 1)
-             RETURNING *",
-        )
-        .bind(x.now)
-        .bind(x.udid.as_str())
-        .fetch_optional(&mut *tx)
-        .await?;
-        let next = row.as_ref().map(command_row).transpose()?;
-        tx.commit().await?;
-        Ok(next)
+        self.exchanges.submit(x.clone()).await
     }
 
     async fn has_due_commands(&self, udid: &Udid, now: Timestamp) -> StoreResult<bool> {
