@@ -42,9 +42,11 @@ pub async fn handle(
         }
     }
     // An Idle check-in with nothing to hand out: a read, no write transaction; the
-    // time the device was seen is written with others' shortly.
+    // time the device was seen is written with others' shortly. A device woken here
+    // was woken for something queued: its exchange is written without asking first.
     if outcome.is_none()
         && report.status == CommandStatus::Idle
+        && !state.push.is_woken(&report.udid)
         && !state.store.has_due_commands(&report.udid, now).await?
     {
         state.last_seen.note(&report.udid, now);

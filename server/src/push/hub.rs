@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use crate::store::{NewCommand, Timestamp};
 
 /// Most devices woken and not yet done with their session at once.
-const MAX_WOKEN: usize = 512;
+const MAX_WOKEN: usize = 256;
 /// A woken device that has not ended its session within this long gives up its turn
 /// (its wake was lost, or it went offline).
 const WOKEN_TURN: Duration = Duration::from_secs(30);
@@ -185,6 +185,15 @@ impl PushHub {
                 return;
             }
         }
+    }
+
+    /// Whether the device was woken and has not ended its session yet (it was woken
+    /// because something was queued for it).
+    pub fn is_woken(&self, udid: &Udid) -> bool {
+        self.turns
+            .lock()
+            .map(|t| t.woken.contains_key(udid))
+            .unwrap_or(false)
     }
 
     /// Devices waiting for their turn to be woken.
