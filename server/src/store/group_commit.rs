@@ -1,9 +1,10 @@
-//! Group commit for SQLite's one writer. Device exchanges are many and small; written
-//! one transaction each, the writer spends its time handing statements to SQLite's
-//! thread and waiting to be polled again on a runtime busy with TLS. Here they queue to
-//! a writer of their own, on a thread of its own (a single-threaded runtime, so every
-//! answer from SQLite is picked up at once), which takes every exchange waiting, up to
-//! a bound, and writes them in one transaction.
+//! Group commit of device exchanges. They are many and small; written one transaction
+//! each, SQLite's one writer spends its time handing statements to SQLite's thread and
+//! waiting to be polled again on a runtime busy with TLS, and PostgreSQL spends a
+//! `BEGIN`, a `COMMIT` and a flush of its log on each. Here they queue to a writer of
+//! their own, on a thread of its own (a single-threaded runtime, so every answer from
+//! the database is picked up at once), which takes every exchange waiting, up to a
+//! bound, and writes them in one transaction.
 //!
 //! A batch that fails is written again one exchange at a time, so one bad exchange
 //! fails alone and the others are not lost.
@@ -11,7 +12,6 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use sqlx::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{StoreError, StoreResult};
@@ -43,14 +43,15 @@ fn stopped() -> StoreError {
 impl<J: Send + 'static, R: Send + 'static> GroupCommit<J, R> {
     /// Starts the writer thread `name`; `run` writes a batch of at most `max_batch`
     /// jobs on `pool` in one transaction. The thread ends when every handle is dropped.
-    pub(super) fn start<F>(
+    pub(super) fn start<P, F>(
         name: &str,
-        pool: SqlitePool,
+        pool: P,
         max_batch: usize,
         run: F,
     ) -> std::io::Result<Self>
     where
-        F: for<'a> Fn(&'a SqlitePool, &'a [J]) -> BatchFuture<'a, R> + Send + 'static,
+        P: Send + 'static,
+        F: for<'a> Fn(&'a P, &'a [J]) -> BatchFuture<'a, R> + Send + 'static,
     {
         let (jobs, mut queue) = mpsc::unbounded_channel::<(J, Reply<R>)>();
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -80,9 +81,9 @@ impl<J: Send + 'static, R: Send + 'static> GroupCommit<J, R> {
 
 /// Writes one batch and answers each job; a failed batch is written again one job at
 /// a time.
-async fn write<J, R, F>(pool: &SqlitePool, run: &F, jobs: &[J], replies: Vec<Reply<R>>)
+async fn write<P, J, R, F>(pool: &P, run: &F, jobs: &[J], replies: Vec<Reply<R>>)
 where
-    F: for<'a> Fn(&'a SqlitePool, &'a [J]) -> BatchFuture<'a, R>,
+    F: for<'a> Fn(&'a P, &'a [J]) -> BatchFuture<'a, R>,
 {
     match run(pool, jobs).await {
         Ok(results) if results.len() == jobs.len() => {
@@ -117,6 +118,7 @@ where
 #[cfg(test)]
 mod tests {
     use futures_util::future::join_all;
+    use sqlx::SqlitePool;
 
     use super::*;
 

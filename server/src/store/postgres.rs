@@ -12,6 +12,7 @@ use orchard_protocol::{AdamId, CommandUuid, SerialNumber, Udid};
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, QueryBuilder, Row, Transaction};
 
+use super::group_commit::{BatchFuture, GroupCommit};
 use super::rows;
 use super::*;
 
@@ -20,7 +21,12 @@ use super::*;
 pub struct PostgresStore {
     pool: PgPool,
     seal: Arc<Seal>,
+    /// Device exchanges, written in batches by a thread of their own.
+    exchanges: GroupCommit<Exchange, Option<QueuedCommand>>,
 }
+
+/// Most device exchanges written in one transaction.
+const EXCHANGE_BATCH: usize = 256;
 
 impl PostgresStore {
     /// Every assignment reaching every active device, or only `udid`, in service order.
@@ -42,7 +48,18 @@ impl PostgresStore {
             .connect(url)
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(Self { pool, seal })
+        let exchanges = GroupCommit::start(
+            "orchard-pg-writer",
+            pool.clone(),
+            EXCHANGE_BATCH,
+            exchange_batch,
+        )
+        .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
+        Ok(Self {
+            pool,
+            seal,
+            exchanges,
+        })
     }
 
     /// The connection pool (the wake-up bus listens on it).
@@ -153,6 +170,70 @@ async fn insert_commands(
         q.build().execute(&mut **tx).await?;
     }
     Ok(())
+}
+
+/// Writes device exchanges in one transaction (see [`GroupCommit`]): each applies the
+/// device's result and takes the next command due, marking it sent. Another replica's
+/// batch may hold a device's rows: a deadlock fails the batch, whose exchanges are then
+/// written one at a time.
+fn exchange_batch<'a>(
+    pool: &'a PgPool,
+    exchanges: &'a [Exchange],
+) -> BatchFuture<'a, Option<QueuedCommand>> {
+    Box::pin(async move {
+        let mut tx = pool.begin().await?;
+        let mut handed_out = Vec::with_capacity(exchanges.len());
+        for x in exchanges {
+            handed_out.push(exchange_in(&mut tx, x).await?);
+        }
+        tx.commit().await?;
+        Ok(handed_out)
+    })
+}
+
+/// One device exchange inside a transaction.
+async fn exchange_in(
+    tx: &mut Transaction<'_, Postgres>,
+    x: &Exchange,
+) -> StoreResult<Option<QueuedCommand>> {
+    if x.new_session {
+        // Once per session, not per request: the device is seen, put-off commands return.
+        sqlx::query("UPDATE devices SET last_seen_at = $1 WHERE udid = $2")
+            .bind(x.now)
+            .bind(x.udid.as_str())
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query("UPDATE commands SET status = 'queued' WHERE udid = $1 AND status = 'not_now'")
+            .bind(x.udid.as_str())
+            .execute(&mut **tx)
+            .await?;
+    }
+    if let Some(o) = &x.outcome {
+        sqlx::query("UPDATE commands SET status = $1, result = $2, updated_at = $3 WHERE uuid = $4 AND udid = $5")
+            .bind(o.status.as_str())
+            .bind(&o.result)
+            .bind(o.now)
+            .bind(o.uuid.as_str())
+            .bind(o.udid.as_str())
+            .execute(&mut **tx)
+            .await?;
+        upsert_installs(tx, &o.installs).await?;
+        insert_commands(tx, &o.follow_ups).await?;
+    }
+    // Take the oldest open command that is due, marking it sent, in one statement.
+    let row = sqlx::query(
+        "UPDATE commands SET status = 'sent', updated_at = $1
+         WHERE uuid = (SELECT uuid FROM commands WHERE udid = $2 AND status IN ('queued', 'sent')
+                       AND not_before <= $1 ORDER BY created_at, uuid LIMIT 1
+                       FOR UPDATE SKIP LOCKED)
+         RETURNING *",
+    )
+    .bind(x.now)
+    .bind(x.udid.as_str())
+    .fetch_optional(&mut **tx)
+    .await?;
+    let next = row.as_ref().map(command_row).transpose()?;
+    Ok(next)
 }
 
 async fn upsert_installs(
@@ -807,48 +888,7 @@ impl CommandStore for PostgresStore {
     }
 
     async fn exchange(&self, x: &Exchange) -> StoreResult<Option<QueuedCommand>> {
-        let mut tx = self.pool.begin().await?;
-        if x.new_session {
-            // Once per session, not per request: the device is seen, put-off commands return.
-            sqlx::query("UPDATE devices SET last_seen_at = $1 WHERE udid = $2")
-                .bind(x.now)
-                .bind(x.udid.as_str())
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(
-                "UPDATE commands SET status = 'queued' WHERE udid = $1 AND status = 'not_now'",
-            )
-            .bind(x.udid.as_str())
-            .execute(&mut *tx)
-            .await?;
-        }
-        if let Some(o) = &x.outcome {
-            sqlx::query("UPDATE commands SET status = $1, result = $2, updated_at = $3 WHERE uuid = $4 AND udid = $5")
-                .bind(o.status.as_str())
-                .bind(&o.result)
-                .bind(o.now)
-                .bind(o.uuid.as_str())
-                .bind(o.udid.as_str())
-                .execute(&mut *tx)
-                .await?;
-            upsert_installs(&mut tx, &o.installs).await?;
-            insert_commands(&mut tx, &o.follow_ups).await?;
-        }
-        // Take the oldest open command that is due, marking it sent, in one statement.
-        let row = sqlx::query(
-            "UPDATE commands SET status = 'sent', updated_at = $1
-             WHERE uuid = (SELECT uuid FROM commands WHERE udid = $2 AND status IN ('queued', 'sent')
-                           AND not_before <= $1 ORDER BY created_at, uuid LIMIT 1
-                           FOR UPDATE SKIP LOCKED)
-             RETURNING *",
-        )
-        .bind(x.now)
-        .bind(x.udid.as_str())
-        .fetch_optional(&mut *tx)
-        .await?;
-        let next = row.as_ref().map(command_row).transpose()?;
-        tx.commit().await?;
-        Ok(next)
+        self.exchanges.submit(x.clone()).await
     }
 
     async fn has_due_commands(&self, udid: &Udid, now: Timestamp) -> StoreResult<bool> {
