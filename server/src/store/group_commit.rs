@@ -14,46 +14,50 @@ use std::pin::Pin;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{StoreError, StoreResult};
-
 /// The writing of one batch: one result per job, in order.
-pub(super) type BatchFuture<'a, R> = Pin<Box<dyn Future<Output = StoreResult<Vec<R>>> + Send + 'a>>;
+pub(super) type BatchFuture<'a, R, E> =
+    Pin<Box<dyn Future<Output = Result<Vec<R>, E>> + Send + 'a>>;
 
-type Reply<R> = oneshot::Sender<StoreResult<R>>;
+type Reply<R, E> = oneshot::Sender<Result<R, E>>;
 
 /// A queue of jobs to a writer thread that writes them in batches.
 #[derive(Debug)]
-pub(super) struct GroupCommit<J, R> {
-    jobs: mpsc::UnboundedSender<(J, Reply<R>)>,
+pub(super) struct GroupCommit<J, R, E> {
+    jobs: mpsc::UnboundedSender<(J, Reply<R, E>)>,
+    /// The error of a job the writer lost (it stopped, or answered for fewer jobs).
+    lost: fn() -> E,
 }
 
-impl<J, R> Clone for GroupCommit<J, R> {
+impl<J, R, E> Clone for GroupCommit<J, R, E> {
     fn clone(&self) -> Self {
         Self {
             jobs: self.jobs.clone(),
+            lost: self.lost,
         }
     }
 }
 
-/// The writer is gone (the store is shutting down).
-fn stopped() -> StoreError {
-    StoreError::Database(sqlx::Error::PoolClosed)
-}
-
-impl<J: Send + 'static, R: Send + 'static> GroupCommit<J, R> {
+impl<J, R, E> GroupCommit<J, R, E>
+where
+    J: Send + 'static,
+    R: Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
     /// Starts the writer thread `name`; `run` writes a batch of at most `max_batch`
-    /// jobs on `pool` in one transaction. The thread ends when every handle is dropped.
+    /// jobs on `pool` in one transaction; `lost` is the error of a job the writer lost.
+    /// The thread ends when every handle is dropped.
     pub(super) fn start<P, F>(
         name: &str,
         pool: P,
         max_batch: usize,
         run: F,
+        lost: fn() -> E,
     ) -> std::io::Result<Self>
     where
         P: Send + 'static,
-        F: for<'a> Fn(&'a P, &'a [J]) -> BatchFuture<'a, R> + Send + 'static,
+        F: for<'a> Fn(&'a P, &'a [J]) -> BatchFuture<'a, R, E> + Send + 'static,
     {
-        let (jobs, mut queue) = mpsc::unbounded_channel::<(J, Reply<R>)>();
+        let (jobs, mut queue) = mpsc::unbounded_channel::<(J, Reply<R, E>)>();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -63,27 +67,33 @@ impl<J: Send + 'static, R: Send + 'static> GroupCommit<J, R> {
                 runtime.block_on(async move {
                     let mut batch = Vec::with_capacity(max_batch);
                     while queue.recv_many(&mut batch, max_batch.max(1)).await > 0 {
-                        let (jobs, replies): (Vec<J>, Vec<Reply<R>>) = batch.drain(..).unzip();
-                        write(&pool, &run, &jobs, replies).await;
+                        let (jobs, replies): (Vec<J>, Vec<Reply<R, E>>) = batch.drain(..).unzip();
+                        write(&pool, &run, lost, &jobs, replies).await;
                     }
                 });
             })?;
-        Ok(Self { jobs })
+        Ok(Self { jobs, lost })
     }
 
     /// Queues `job` and waits until its batch is written.
-    pub(super) async fn submit(&self, job: J) -> StoreResult<R> {
+    pub(super) async fn submit(&self, job: J) -> Result<R, E> {
         let (reply, answer) = oneshot::channel();
-        self.jobs.send((job, reply)).map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+        self.jobs.send((job, reply)).map_err(|_| (self.lost)())?;
+        answer.await.map_err(|_| (self.lost)())?
     }
 }
 
 /// Writes one batch and answers each job; a failed batch is written again one job at
 /// a time.
-async fn write<P, J, R, F>(pool: &P, run: &F, jobs: &[J], replies: Vec<Reply<R>>)
-where
-    F: for<'a> Fn(&'a P, &'a [J]) -> BatchFuture<'a, R>,
+async fn write<P, J, R, E, F>(
+    pool: &P,
+    run: &F,
+    lost: fn() -> E,
+    jobs: &[J],
+    replies: Vec<Reply<R, E>>,
+) where
+    E: std::fmt::Display,
+    F: for<'a> Fn(&'a P, &'a [J]) -> BatchFuture<'a, R, E>,
 {
     match run(pool, jobs).await {
         Ok(results) if results.len() == jobs.len() => {
@@ -93,9 +103,7 @@ where
         }
         Ok(_) => {
             for reply in replies {
-                let _ = reply.send(Err(StoreError::Corrupt {
-                    column: "group commit results",
-                }));
+                let _ = reply.send(Err(lost()));
             }
         }
         Err(e) if jobs.len() == 1 => {
@@ -108,7 +116,7 @@ where
             for (job, reply) in jobs.chunks(1).zip(replies) {
                 let result = run(pool, job)
                     .await
-                    .and_then(|mut r| r.pop().ok_or_else(stopped));
+                    .and_then(|mut r| r.pop().ok_or_else(lost));
                 let _ = reply.send(result);
             }
         }
@@ -123,7 +131,10 @@ mod tests {
     use super::*;
 
     /// Inserts each value; answers each with the size of its batch.
-    fn insert_all<'a>(pool: &'a SqlitePool, values: &'a [i64]) -> BatchFuture<'a, usize> {
+    fn insert_all<'a>(
+        pool: &'a SqlitePool,
+        values: &'a [i64],
+    ) -> BatchFuture<'a, usize, sqlx::Error> {
         Box::pin(async move {
             let mut tx = pool.begin().await?;
             for v in values {
@@ -148,8 +159,10 @@ mod tests {
             .execute(&pool)
             .await
             .expect("table");
-        let writer =
-            GroupCommit::start("test-writer", pool.clone(), 64, insert_all).expect("writer thread");
+        let writer = GroupCommit::start("test-writer", pool.clone(), 64, insert_all, || {
+            sqlx::Error::PoolClosed
+        })
+        .expect("writer thread");
         // 1 is written twice: that job fails, the others are written.
         let values = [1, 2, 3, 1, 4, 5, 6, 7];
         let results = join_all(values.iter().map(|v| writer.submit(*v))).await;

@@ -22,7 +22,7 @@ pub struct PostgresStore {
     pool: PgPool,
     seal: Arc<Seal>,
     /// Device exchanges, written in batches by a thread of their own.
-    exchanges: GroupCommit<Exchange, Option<QueuedCommand>>,
+    exchanges: GroupCommit<Exchange, Option<QueuedCommand>, StoreError>,
 }
 
 /// Most device exchanges written in one transaction.
@@ -53,6 +53,7 @@ impl PostgresStore {
             pool.clone(),
             EXCHANGE_BATCH,
             exchange_batch,
+            || StoreError::Database(sqlx::Error::PoolClosed),
         )
         .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
         Ok(Self {
@@ -179,7 +180,7 @@ async fn insert_commands(
 fn exchange_batch<'a>(
     pool: &'a PgPool,
     exchanges: &'a [Exchange],
-) -> BatchFuture<'a, Option<QueuedCommand>> {
+) -> BatchFuture<'a, Option<QueuedCommand>, StoreError> {
     Box::pin(async move {
         let mut tx = pool.begin().await?;
         let mut handed_out = Vec::with_capacity(exchanges.len());

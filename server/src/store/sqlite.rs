@@ -27,7 +27,7 @@ pub struct SqliteStore {
     reader: SqlitePool,
     seal: Arc<Seal>,
     /// Device exchanges, written in batches by a thread of their own.
-    exchanges: GroupCommit<Exchange, Option<QueuedCommand>>,
+    exchanges: GroupCommit<Exchange, Option<QueuedCommand>, StoreError>,
 }
 
 /// Most device exchanges written in one transaction.
@@ -99,6 +99,7 @@ impl SqliteStore {
             writer.clone(),
             EXCHANGE_BATCH,
             exchange_batch,
+            || StoreError::Database(sqlx::Error::PoolClosed),
         )
         .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
         Ok(Self {
@@ -251,7 +252,7 @@ async fn upsert_installs(
 fn exchange_batch<'a>(
     pool: &'a SqlitePool,
     exchanges: &'a [Exchange],
-) -> BatchFuture<'a, Option<QueuedCommand>> {
+) -> BatchFuture<'a, Option<QueuedCommand>, StoreError> {
     Box::pin(async move {
         let mut tx = pool.begin().await?;
         let mut handed_out = Vec::with_capacity(exchanges.len());
