@@ -364,7 +364,24 @@ async fn an_admin_assigns_an_app_in_the_console_and_watches_it_install_live() {
         );
     }
     screenshot(c, "console-device.png").await;
+    // The form answers with the same page: a marker on this one tells when the answer
+    // has replaced it (else the audit page could be left before the form was posted).
+    c.execute("window.orchardBeforeInventory = true;", vec![])
+        .await
+        .expect("marker");
     click(c, "form[action$='/inventory'] button").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c
+        .execute("return window.orchardBeforeInventory === true;", vec![])
+        .await
+        .map_or(true, |v| v == json!(true))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the inventory form was never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     c.goto(&format!("{base}/console/audit?action=device.inventory"))
         .await
         .expect("audit");
