@@ -427,7 +427,7 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
     let requests = metrics.requests.load(Ordering::Relaxed) - requests_before;
     let mut commands = command_results(&admin, &servers).await?;
     for (key, count) in &mut commands {
-        *count -= commands_before.get(key).copied().unwrap_or(0);
+        *count = count.saturating_sub(commands_before.get(key).copied().unwrap_or(0));
     }
     commands.retain(|_, count| *count > 0);
     stop_sampling.cancel();
