@@ -123,6 +123,16 @@ async fn click(client: &Client, css: &str) {
         .unwrap_or_else(|e| panic!("clicking {css}: {e}"));
 }
 
+async fn choose(client: &Client, css: &str, value: &str) {
+    client
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .select_by_value(value)
+        .await
+        .unwrap_or_else(|e| panic!("choosing {value} in {css}: {e}"));
+}
+
 async fn type_into(client: &Client, css: &str, text: &str) {
     client
         .find(Locator::Css(css))
@@ -428,14 +438,12 @@ async fn an_admin_assigns_an_app_in_the_console_and_watches_it_install_live() {
 
     // Changing the assignment to user licensing warns that the devices have no user;
     // deleting it leaves the app unassigned.
-    c.find(Locator::Css(
+    choose(
+        c,
         "form[action^='/console/assignments/'] select[name=license_type]",
-    ))
-    .await
-    .expect("the change form")
-    .select_by_value("user")
-    .await
-    .expect("user licensing");
+        "user",
+    )
+    .await;
     click(c, "form[action^='/console/assignments/'] button").await;
     wait_text(c, "Warning: 4 device(s) of the group have no user").await;
     click(c, "form[action$='/delete'] button").await;
@@ -452,14 +460,12 @@ async fn an_admin_assigns_an_app_in_the_console_and_watches_it_install_live() {
         "Browser users",
     )
     .await;
-    c.find(Locator::Css(
+    choose(
+        c,
         "form[action='/console/groups'] select[name=kind]",
-    ))
-    .await
-    .expect("kind")
-    .select_by_value("user")
-    .await
-    .expect("a user group");
+        "user",
+    )
+    .await;
     click(c, "form[action='/console/groups'] button").await;
     wait_text(c, "Browser users").await;
     type_into(c, "textarea[name=users]", "ada@example.com").await;

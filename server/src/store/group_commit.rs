@@ -174,12 +174,14 @@ mod tests {
             .expect("count");
         assert_eq!(count, 7);
         // Jobs that queue while the writer waits for the database go in one batch: the
-        // one connection is held until all 20 are queued.
+        // one connection is held until all 20 are queued, so the writer's first batch
+        // (whatever had arrived when it woke) and the rest make two, one of 10 or more.
+        // Written one at a time, every batch would hold one job.
         let held = pool.acquire().await.expect("connection");
         let (many, ()) = tokio::join!(join_all((10..30).map(|v| writer.submit(v))), async {
             drop(held);
         });
         let largest = many.into_iter().filter_map(Result::ok).max();
-        assert!(largest >= Some(19), "batches too small: {largest:?}");
+        assert!(largest >= Some(10), "batches too small: {largest:?}");
     }
 }
