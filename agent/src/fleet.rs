@@ -295,6 +295,22 @@ pub fn memory() -> Option<(u64, u64)> {
     memory_of_status(&status)
 }
 
+/// CPU time (user and system) this process has used, in seconds (Linux).
+pub fn cpu_seconds() -> Option<f64> {
+    cpu_seconds_of_stat(&std::fs::read_to_string("/proc/self/stat").ok()?)
+}
+
+/// Reads `utime` + `stime` from a `/proc/<pid>/stat` line, in seconds (the kernel
+/// counts them in USER_HZ ticks, 100 a second on Linux).
+pub fn cpu_seconds_of_stat(stat: &str) -> Option<f64> {
+    // The command name in parentheses may hold spaces: fields are counted after it.
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut fields = rest.split_whitespace().skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some((user + system) as f64 / 100.0)
+}
+
 /// Reads `VmRSS` and `VmHWM` from a `/proc/<pid>/status` text.
 pub fn memory_of_status(status: &str) -> Option<(u64, u64)> {
     let field = |name: &str| {
@@ -418,6 +434,15 @@ mod tests {
         let facts = profile.facts(8, "RUN");
         assert_eq!(facts.ownership, Ownership::Personal);
         assert_eq!(facts.persona.apple_id_to_enter, "user8@example.com");
+    }
+
+    #[test]
+    fn cpu_time_is_read_after_the_command_name() {
+        // pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime
+        let stat = "4242 (tokio rt) worker) S 1 4242 4242 0 -1 4194560 10 0 0 0 250 125 0 0 20 0";
+        assert_eq!(cpu_seconds_of_stat(stat), Some(3.75));
+        assert_eq!(cpu_seconds_of_stat("4242 (x) S 1"), None);
+        assert!(cpu_seconds().is_some_and(|s| s >= 0.0));
     }
 
     #[test]

@@ -94,6 +94,10 @@ pub struct LoadReport {
     pub agent_peak_rss_mib: f64,
     /// Agent memory per device, KiB (resident growth while starting the fleet).
     pub agent_kib_per_device: f64,
+    /// CPU time the servers used while converging, seconds.
+    pub server_cpu_seconds: f64,
+    /// CPU time this process (fleet and Apple stand-in) used while converging, seconds.
+    pub agent_cpu_seconds: f64,
     /// Command results the servers received while converging, by `type status`.
     pub commands: BTreeMap<String, u64>,
     /// Per 100 ms since the assignment: devices installed and requests per second.
@@ -304,6 +308,14 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
     let requests_before = metrics.requests.load(Ordering::Relaxed);
     let wakes_before = metrics.wakes.load(Ordering::Relaxed);
     let sessions_before = metrics.sessions.load(Ordering::Relaxed);
+    let server_cpu = || {
+        servers
+            .iter()
+            .filter_map(ServerProcess::cpu_seconds)
+            .sum::<f64>()
+    };
+    let server_cpu_before = server_cpu();
+    let agent_cpu_before = fleet::cpu_seconds().unwrap_or(0.0);
     let converge_started = Instant::now();
     let (status, assignment) = admin
         .post("/v1/assignments", json!({ "app_id": app_id, "group_id": group_id, "intent": "required", "license_type": "device" }))
@@ -423,6 +435,8 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
         bail!("Apple holds {at_apple} licenses of the app; {served} devices were served");
     }
     let converge_seconds = converge_started.elapsed().as_secs_f64();
+    let server_cpu_seconds = server_cpu() - server_cpu_before;
+    let agent_cpu_seconds = fleet::cpu_seconds().unwrap_or(0.0) - agent_cpu_before;
     progress.finish();
     let requests = metrics.requests.load(Ordering::Relaxed) - requests_before;
     let mut commands = command_results(&admin, &servers).await?;
@@ -466,6 +480,8 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
             / options.devices.max(1) as f64,
         licenses,
         license_failed,
+        server_cpu_seconds,
+        agent_cpu_seconds,
         commands,
         series,
     };
@@ -571,6 +587,14 @@ fn print_report(r: &LoadReport) {
         "  command results                  {:.1} per device: {}",
         r.commands.values().sum::<u64>() as f64 / r.devices.max(1) as f64,
         commands.join(", ")
+    );
+    let ms_per_device = |seconds: f64| seconds * 1000.0 / r.devices.max(1) as f64;
+    println!(
+        "  CPU while converging             server {:.1} s ({:.2} ms per device), fleet and Apple stand-in {:.1} s ({:.2} ms per device)",
+        r.server_cpu_seconds,
+        ms_per_device(r.server_cpu_seconds),
+        r.agent_cpu_seconds,
+        ms_per_device(r.agent_cpu_seconds)
     );
     println!(
         "  server peak RSS                  {:.1} MiB",

@@ -89,6 +89,12 @@ impl ServerProcess {
         let _ = self.child.wait();
     }
 
+    /// CPU time the process has used, seconds.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
+        fleet::cpu_seconds_of_stat(&stat)
+    }
+
     /// Peak resident memory, KiB.
     pub fn peak_rss(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;

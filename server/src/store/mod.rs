@@ -6,6 +6,7 @@
 mod group_commit;
 mod last_seen;
 mod postgres;
+mod read_pool;
 mod records;
 pub mod rows;
 mod seal;

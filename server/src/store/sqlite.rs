@@ -11,12 +11,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use orchard_protocol::{AdamId, CommandUuid, SerialNumber, Udid};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
+use sqlx::{Connection, QueryBuilder, Row, Sqlite, Transaction};
 
 use super::group_commit::{BatchFuture, GroupCommit};
+use super::read_pool::{Lease, ReadPool};
 use super::rows;
 use super::*;
 
@@ -24,11 +25,14 @@ use super::*;
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     writer: SqlitePool,
-    reader: SqlitePool,
+    reader: Arc<ReadPool<SqliteConnection>>,
     seal: Arc<Seal>,
     /// Device exchanges, written in batches by a thread of their own.
     exchanges: GroupCommit<Exchange, Option<QueuedCommand>, StoreError>,
 }
+
+/// Read connections (reads run beside the one writer in WAL mode).
+const READERS: usize = 4;
 
 /// Most device exchanges written in one transaction.
 const EXCHANGE_BATCH: usize = 256;
@@ -64,6 +68,14 @@ fn private_files(path: &Path) -> StoreResult<()> {
 }
 
 impl SqliteStore {
+    /// Borrows a read connection.
+    async fn read(&self) -> StoreResult<Lease<'_, SqliteConnection>> {
+        self.reader
+            .get()
+            .await
+            .ok_or(StoreError::Database(sqlx::Error::PoolClosed))
+    }
+
     /// Every assignment reaching every active device, or only `udid`, in service order.
     async fn candidates(&self, udid: Option<&Udid>) -> StoreResult<Vec<Candidate>> {
         let sql = rows::candidates_sql("MAX", "?1", udid.is_some());
@@ -71,7 +83,7 @@ impl SqliteStore {
         if let Some(udid) = udid {
             query = query.bind(udid.as_str());
         }
-        let rows = query.fetch_all(&self.reader).await?;
+        let rows = query.fetch_all(&mut *self.read().await?).await?;
         collect(rows, candidate_row)
     }
 
@@ -85,15 +97,21 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
+        // A SQLite connection is a file handle in this process: nothing outside breaks it,
+        // so it is not pinged before each use (sqlx's default), which would cost a round
+        // trip to its thread per query.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .connect_with(options.clone())
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
-        let reader = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options.read_only(true))
-            .await?;
+        let read_only = options.read_only(true);
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            readers.push(SqliteConnection::connect_with(&read_only).await?);
+        }
+        let reader = Arc::new(ReadPool::new(readers));
         let exchanges = GroupCommit::start(
             "orchard-sqlite-writer",
             writer.clone(),
@@ -113,7 +131,11 @@ impl SqliteStore {
     /// Closes both pools.
     pub async fn close(&self) {
         self.writer.close().await;
-        self.reader.close().await;
+        for connection in self.reader.close().await {
+            if let Err(e) = connection.close().await {
+                tracing::debug!(error = %e, "closing a read connection failed");
+            }
+        }
     }
 
     /// Opens a webhook's sealed secret.
@@ -143,7 +165,7 @@ impl SqliteStore {
         let sql = format!("SELECT * FROM {table} WHERE {key} = ?");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(value)
-            .fetch_optional(&self.reader)
+            .fetch_optional(&mut *self.read().await?)
             .await?;
         row.as_ref().map(f).transpose()
     }
@@ -160,7 +182,7 @@ impl SqliteStore {
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(cursor(page))
             .bind(page.limit)
-            .fetch_all(&self.reader)
+            .fetch_all(&mut *self.read().await?)
             .await?;
         collect(rows, f)
     }
@@ -179,7 +201,7 @@ impl SqliteStore {
                 rows::Arg::Int(n) => query.bind(n),
             };
         }
-        collect(query.fetch_all(&self.reader).await?, f)
+        collect(query.fetch_all(&mut *self.read().await?).await?, f)
     }
 }
 
@@ -345,7 +367,7 @@ impl AdminStore for SqliteStore {
         Ok(
             sqlx::query_scalar("SELECT value FROM settings WHERE key = ?")
                 .bind(key)
-                .fetch_optional(&self.reader)
+                .fetch_optional(&mut *self.read().await?)
                 .await?,
         )
     }
@@ -495,7 +517,7 @@ impl AdminStore for SqliteStore {
 
     async fn latest_event_id(&self) -> StoreResult<i64> {
         let id: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM events")
-            .fetch_one(&self.reader)
+            .fetch_one(&mut *self.read().await?)
             .await?;
         Ok(id)
     }
@@ -633,7 +655,7 @@ impl AdminStore for SqliteStore {
         .bind(webhook_id)
         .bind(before)
         .bind(page.limit)
-        .fetch_all(&self.reader)
+        .fetch_all(&mut *self.read().await?)
         .await?;
         collect(rows, delivery_row)
     }
@@ -792,7 +814,7 @@ impl DeviceStore for SqliteStore {
         let rows = sqlx::query(
             "SELECT udid, product_name, os_version FROM devices WHERE platform IS NULL",
         )
-        .fetch_all(&self.reader)
+        .fetch_all(&mut *self.read().await?)
         .await?;
         let mut tx = self.writer.begin().await?;
         for row in &rows {
@@ -908,7 +930,7 @@ impl EnrollmentStore for SqliteStore {
         .bind(now)
         .bind(serial_number.as_str())
         .bind(udid.as_str())
-        .fetch_optional(&self.reader)
+        .fetch_optional(&mut *self.read().await?)
         .await?;
         Ok(found.is_some())
     }
@@ -943,7 +965,7 @@ impl CommandStore for SqliteStore {
         )
         .bind(udid.as_str())
         .bind(now)
-        .fetch_optional(&self.reader)
+        .fetch_optional(&mut *self.read().await?)
         .await?;
         Ok(found.is_some())
     }
@@ -968,7 +990,7 @@ impl CommandStore for SqliteStore {
         let row = sqlx::query("SELECT * FROM commands WHERE uuid = ? AND udid = ?")
             .bind(uuid.as_str())
             .bind(udid.as_str())
-            .fetch_optional(&self.reader)
+            .fetch_optional(&mut *self.read().await?)
             .await?;
         row.as_ref().map(command_row).transpose()
     }
@@ -976,7 +998,7 @@ impl CommandStore for SqliteStore {
     async fn commands_of(&self, udid: &Udid) -> StoreResult<Vec<QueuedCommand>> {
         let rows = sqlx::query("SELECT * FROM commands WHERE udid = ? ORDER BY created_at, uuid")
             .bind(udid.as_str())
-            .fetch_all(&self.reader)
+            .fetch_all(&mut *self.read().await?)
             .await?;
         collect(rows, command_row)
     }
@@ -988,7 +1010,7 @@ impl CommandStore for SqliteStore {
         )
         .bind(udid.as_str())
         .bind(now)
-        .fetch_one(&self.reader)
+        .fetch_one(&mut *self.read().await?)
         .await?)
     }
 }
@@ -1124,7 +1146,7 @@ impl VppStore for SqliteStore {
 
     async fn token_count(&self) -> StoreResult<i64> {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM vpp_tokens")
-            .fetch_one(&self.reader)
+            .fetch_one(&mut *self.read().await?)
             .await?)
     }
 
@@ -1296,7 +1318,7 @@ impl DirectoryStore for SqliteStore {
             "SELECT group_id, COUNT(*) FROM group_devices GROUP BY group_id
              UNION ALL SELECT group_id, COUNT(*) FROM group_users GROUP BY group_id",
         )
-        .fetch_all(&self.reader)
+        .fetch_all(&mut *self.read().await?)
         .await?;
         Ok(rows.into_iter().collect())
     }
@@ -1306,7 +1328,7 @@ impl DirectoryStore for SqliteStore {
             "SELECT udid FROM group_devices WHERE group_id = ? ORDER BY joined_at, udid",
         )
         .bind(group_id)
-        .fetch_all(&self.reader)
+        .fetch_all(&mut *self.read().await?)
         .await?;
         Ok(rows.into_iter().map(Udid).collect())
     }
@@ -1318,7 +1340,7 @@ impl DirectoryStore for SqliteStore {
         .bind(group_id)
         .bind(cursor(page))
         .bind(page.limit)
-        .fetch_all(&self.reader)
+        .fetch_all(&mut *self.read().await?)
         .await?;
         Ok(rows.into_iter().map(Udid).collect())
     }
@@ -1406,14 +1428,14 @@ impl AssignmentStore for SqliteStore {
     ) -> StoreResult<(Vec<LicenseRecord>, Vec<UserLicenseRecord>)> {
         let device = sqlx::query("SELECT * FROM licenses WHERE udid = ?1")
             .bind(udid.as_str())
-            .fetch_all(&self.reader)
+            .fetch_all(&mut *self.read().await?)
             .await?;
         let user = sqlx::query(
             "SELECT * FROM user_licenses
              WHERE user_id = (SELECT user_id FROM devices WHERE udid = ?1)",
         )
         .bind(udid.as_str())
-        .fetch_all(&self.reader)
+        .fetch_all(&mut *self.read().await?)
         .await?;
         Ok((
             collect(device, license_row)?,
@@ -1442,7 +1464,7 @@ impl AssignmentStore for SqliteStore {
     async fn app_requests(&self) -> StoreResult<Vec<(String, Udid)>> {
         let rows: Vec<(String, String)> =
             sqlx::query_as("SELECT app_id, udid FROM app_requests ORDER BY requested_at, udid")
-                .fetch_all(&self.reader)
+                .fetch_all(&mut *self.read().await?)
                 .await?;
         Ok(rows.into_iter().map(|(a, u)| (a, Udid(u))).collect())
     }
@@ -1462,7 +1484,7 @@ impl AssignmentStore for SqliteStore {
 
     async fn licenses(&self) -> StoreResult<Vec<LicenseRecord>> {
         let rows = sqlx::query("SELECT * FROM licenses ORDER BY app_id, udid")
-            .fetch_all(&self.reader)
+            .fetch_all(&mut *self.read().await?)
             .await?;
         collect(rows, license_row)
     }
@@ -1599,7 +1621,7 @@ impl AssignmentStore for SqliteStore {
     async fn installs_of_app(&self, app_id: &str) -> StoreResult<Vec<InstallRecord>> {
         let rows = sqlx::query("SELECT * FROM installs WHERE app_id = ? ORDER BY udid")
             .bind(app_id)
-            .fetch_all(&self.reader)
+            .fetch_all(&mut *self.read().await?)
             .await?;
         collect(rows, install_row)
     }
@@ -1607,7 +1629,7 @@ impl AssignmentStore for SqliteStore {
     async fn install_counts(&self, app_id: &str) -> StoreResult<Vec<InstallCount>> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(rows::install_counts_sql("?")))
             .bind(app_id)
-            .fetch_all(&self.reader)
+            .fetch_all(&mut *self.read().await?)
             .await?;
         collect(rows, install_count_row)
     }
@@ -1615,7 +1637,7 @@ impl AssignmentStore for SqliteStore {
     async fn installs_of_device(&self, udid: &Udid) -> StoreResult<Vec<InstallRecord>> {
         let rows = sqlx::query("SELECT * FROM installs WHERE udid = ? ORDER BY app_id")
             .bind(udid.as_str())
-            .fetch_all(&self.reader)
+            .fetch_all(&mut *self.read().await?)
             .await?;
         collect(rows, install_row)
     }
@@ -1662,7 +1684,7 @@ impl UserStore for SqliteStore {
         let rows = sqlx::query("SELECT * FROM users WHERE id > ? ORDER BY id LIMIT ?")
             .bind(page.cursor.as_deref().unwrap_or(""))
             .bind(page.limit)
-            .fetch_all(&self.reader)
+            .fetch_all(&mut *self.read().await?)
             .await?;
         collect(rows, user_row)
     }
@@ -1693,7 +1715,7 @@ impl UserStore for SqliteStore {
 
     async fn users_being_deleted(&self) -> StoreResult<Vec<UserRecord>> {
         let rows = sqlx::query("SELECT * FROM users WHERE deleted_at IS NOT NULL ORDER BY id")
-            .fetch_all(&self.reader)
+            .fetch_all(&mut *self.read().await?)
             .await?;
         collect(rows, user_row)
     }
@@ -1720,7 +1742,7 @@ impl UserStore for SqliteStore {
         let rows =
             sqlx::query("SELECT * FROM devices WHERE user_id = ? ORDER BY enrolled_at, udid")
                 .bind(user_id)
-                .fetch_all(&self.reader)
+                .fetch_all(&mut *self.read().await?)
                 .await?;
         collect(rows, device_row)
     }
@@ -1754,7 +1776,7 @@ impl UserStore for SqliteStore {
             "SELECT user_id FROM group_users WHERE group_id = ? ORDER BY joined_at, user_id",
         )
         .bind(group_id)
-        .fetch_all(&self.reader)
+        .fetch_all(&mut *self.read().await?)
         .await?)
     }
 
@@ -1765,13 +1787,13 @@ impl UserStore for SqliteStore {
         .bind(group_id)
         .bind(cursor(page))
         .bind(page.limit)
-        .fetch_all(&self.reader)
+        .fetch_all(&mut *self.read().await?)
         .await?)
     }
 
     async fn vpp_users(&self) -> StoreResult<Vec<VppUserRecord>> {
         let rows = sqlx::query("SELECT * FROM vpp_users ORDER BY token_id, user_id")
-            .fetch_all(&self.reader)
+            .fetch_all(&mut *self.read().await?)
             .await?;
         collect(rows, vpp_user_row)
     }
@@ -1809,7 +1831,7 @@ impl UserStore for SqliteStore {
 
     async fn user_licenses(&self) -> StoreResult<Vec<UserLicenseRecord>> {
         let rows = sqlx::query("SELECT * FROM user_licenses ORDER BY app_id, user_id")
-            .fetch_all(&self.reader)
+            .fetch_all(&mut *self.read().await?)
             .await?;
         collect(rows, user_license_row)
     }
