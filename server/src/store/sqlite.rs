@@ -219,23 +219,29 @@ async fn insert_commands(
     commands: &[NewCommand],
 ) -> StoreResult<()> {
     for chunk in commands.chunks(BATCH) {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO commands (uuid, udid, request_type, app_id, payload, status, not_before, created_at, updated_at) ",
-        );
-        q.push_values(chunk, |mut b, c| {
-            b.push_bind(c.uuid.as_str())
-                .push_bind(c.udid.as_str())
-                .push_bind(&c.request_type)
-                .push_bind(&c.app_id)
-                .push_bind(&c.payload)
-                .push_bind("queued")
-                .push_bind(c.not_before)
-                .push_bind(c.created_at)
-                .push_bind(c.created_at);
-        });
+        let mut q = QueryBuilder::<Sqlite>::new("");
+        push_insert_commands(&mut q, chunk);
         q.build().execute(&mut **tx).await?;
     }
     Ok(())
+}
+
+/// Appends the statement that inserts `commands` (at most [`BATCH`]) as queued.
+fn push_insert_commands(q: &mut QueryBuilder<Sqlite>, commands: &[NewCommand]) {
+    q.push(
+        "INSERT INTO commands (uuid, udid, request_type, app_id, payload, status, not_before, created_at, updated_at) ",
+    );
+    q.push_values(commands, |mut b, c| {
+        b.push_bind(c.uuid.as_str())
+            .push_bind(c.udid.as_str())
+            .push_bind(&c.request_type)
+            .push_bind(&c.app_id)
+            .push_bind(&c.payload)
+            .push_bind("queued")
+            .push_bind(c.not_before)
+            .push_bind(c.created_at)
+            .push_bind(c.created_at);
+    });
 }
 
 async fn upsert_installs(
@@ -243,30 +249,37 @@ async fn upsert_installs(
     installs: &[InstallRecord],
 ) -> StoreResult<()> {
     for chunk in installs.chunks(BATCH) {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO installs (app_id, udid, status, device_status, version, reason, updated_at, since) ",
-        );
-        q.push_values(chunk, |mut b, i| {
-            b.push_bind(&i.app_id)
-                .push_bind(i.udid.as_str())
-                .push_bind(i.status.as_str())
-                .push_bind(&i.device_status)
-                .push_bind(&i.version)
-                .push_bind(&i.reason)
-                .push_bind(i.updated_at)
-                .push_bind(i.since.as_ref().unwrap_or(&i.updated_at));
-        });
-        q.push(
-            " ON CONFLICT (app_id, udid) DO UPDATE SET status = excluded.status,
-                device_status = COALESCE(excluded.device_status, installs.device_status),
-                version = COALESCE(excluded.version, installs.version),
-                reason = excluded.reason, updated_at = excluded.updated_at,
-                since = CASE WHEN installs.status = excluded.status
-                             THEN COALESCE(installs.since, excluded.since) ELSE excluded.since END",
-        );
+        let mut q = QueryBuilder::<Sqlite>::new("");
+        push_upsert_installs(&mut q, chunk);
         q.build().execute(&mut **tx).await?;
     }
     Ok(())
+}
+
+/// Appends the statement that writes `installs` (at most [`BATCH`]), keeping `since`
+/// while the status stays.
+fn push_upsert_installs(q: &mut QueryBuilder<Sqlite>, installs: &[InstallRecord]) {
+    q.push(
+        "INSERT INTO installs (app_id, udid, status, device_status, version, reason, updated_at, since) ",
+    );
+    q.push_values(installs, |mut b, i| {
+        b.push_bind(&i.app_id)
+            .push_bind(i.udid.as_str())
+            .push_bind(i.status.as_str())
+            .push_bind(&i.device_status)
+            .push_bind(&i.version)
+            .push_bind(&i.reason)
+            .push_bind(i.updated_at)
+            .push_bind(i.since.as_ref().unwrap_or(&i.updated_at));
+    });
+    q.push(
+        " ON CONFLICT (app_id, udid) DO UPDATE SET status = excluded.status,
+            device_status = COALESCE(excluded.device_status, installs.device_status),
+            version = COALESCE(excluded.version, installs.version),
+            reason = excluded.reason, updated_at = excluded.updated_at,
+            since = CASE WHEN installs.status = excluded.status
+                         THEN COALESCE(installs.since, excluded.since) ELSE excluded.since END",
+    );
 }
 
 /// Writes device exchanges in one transaction (see [`GroupCommit`]): each applies the
@@ -286,48 +299,59 @@ fn exchange_batch<'a>(
     })
 }
 
-/// One device exchange inside a transaction.
+/// One device exchange inside a transaction, sent to SQLite's thread as one list of
+/// statements (each statement sent on its own is a round trip to that thread and back).
+/// sqlx's SQLite driver prepares and runs every statement of a query string, binding
+/// `?` parameters in order across them; the other drivers do not, and sqlx calls the
+/// behaviour deprecated, so the store conformance tests (every exchange path) are what
+/// an upgrade of sqlx must pass.
 async fn exchange_in(
     tx: &mut Transaction<'_, Sqlite>,
     x: &Exchange,
 ) -> StoreResult<Option<QueuedCommand>> {
+    let mut q = QueryBuilder::<Sqlite>::new("");
     if x.new_session {
         // Once per session, not per request: the device is seen, put-off commands return.
-        sqlx::query("UPDATE devices SET last_seen_at = ? WHERE udid = ?")
-            .bind(x.now)
-            .bind(x.udid.as_str())
-            .execute(&mut **tx)
-            .await?;
-        sqlx::query("UPDATE commands SET status = 'queued' WHERE udid = ? AND status = 'not_now'")
-            .bind(x.udid.as_str())
-            .execute(&mut **tx)
-            .await?;
+        q.push("UPDATE devices SET last_seen_at = ")
+            .push_bind(x.now)
+            .push(" WHERE udid = ")
+            .push_bind(x.udid.as_str())
+            .push(";\nUPDATE commands SET status = 'queued' WHERE udid = ")
+            .push_bind(x.udid.as_str())
+            .push(" AND status = 'not_now';\n");
     }
     if let Some(o) = &x.outcome {
-        sqlx::query("UPDATE commands SET status = ?, result = ?, updated_at = ? WHERE uuid = ? AND udid = ?")
-            .bind(o.status.as_str())
-            .bind(&o.result)
-            .bind(o.now)
-            .bind(o.uuid.as_str())
-            .bind(o.udid.as_str())
-            .execute(&mut **tx)
-            .await?;
-        upsert_installs(tx, &o.installs).await?;
-        insert_commands(tx, &o.follow_ups).await?;
+        q.push("UPDATE commands SET status = ")
+            .push_bind(o.status.as_str())
+            .push(", result = ")
+            .push_bind(&o.result)
+            .push(", updated_at = ")
+            .push_bind(o.now)
+            .push(" WHERE uuid = ")
+            .push_bind(o.uuid.as_str())
+            .push(" AND udid = ")
+            .push_bind(o.udid.as_str())
+            .push(";\n");
+        for chunk in o.installs.chunks(BATCH) {
+            push_upsert_installs(&mut q, chunk);
+            q.push(";\n");
+        }
+        for chunk in o.follow_ups.chunks(BATCH) {
+            push_insert_commands(&mut q, chunk);
+            q.push(";\n");
+        }
     }
-    // Take the oldest open command that is due, marking it sent, in one statement.
-    let row = sqlx::query(
-        "UPDATE commands SET status = 'sent', updated_at = ?1
-         WHERE uuid = (SELECT uuid FROM commands WHERE udid = ?2 AND status IN ('queued', 'sent')
-                       AND not_before <= ?1 ORDER BY created_at, uuid LIMIT 1)
-         RETURNING *",
-    )
-    .bind(x.now)
-    .bind(x.udid.as_str())
-    .fetch_optional(&mut **tx)
-    .await?;
-    let next = row.as_ref().map(command_row).transpose()?;
-    Ok(next)
+    // Take the oldest open command that is due, marking it sent, in one statement: the
+    // list's only statement that returns a row.
+    q.push("UPDATE commands SET status = 'sent', updated_at = ")
+        .push_bind(x.now)
+        .push(" WHERE uuid = (SELECT uuid FROM commands WHERE udid = ")
+        .push_bind(x.udid.as_str())
+        .push(" AND status IN ('queued', 'sent') AND not_before <= ")
+        .push_bind(x.now)
+        .push(" ORDER BY created_at, uuid LIMIT 1) RETURNING *");
+    let rows = q.build().fetch_all(&mut **tx).await?;
+    rows.first().map(command_row).transpose()
 }
 
 /// Sets a license state (and error, event) for many devices of one app.
