@@ -559,6 +559,118 @@ async fn command_queue_hands_out_in_order_and_applies_results_once() {
     }
 }
 
+/// Many devices' exchanges at once, which the store writes in batches: each device's
+/// result, install and follow-up land on its own rows, and each is handed its own next
+/// command, never another device's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exchanges_of_many_devices_at_once_keep_to_each_device() {
+    const DEVICES: usize = 40;
+    for b in backends().await {
+        let s = b.store.clone();
+        s.insert_token(&token("t1", "secret")).await.unwrap();
+        s.record_sync(&SyncRecord {
+            token_id: "t1".into(),
+            location_name: Some("HQ".into()),
+            country: Some("US".into()),
+            location_uid: Some("1".into()),
+            apps: vec![app("a1", "t1", 1, 100)],
+            now: NOW,
+        })
+        .await
+        .unwrap();
+        let udids: Vec<String> = (0..DEVICES).map(|i| format!("M{i:02}")).collect();
+        for u in &udids {
+            s.upsert_enrollment(&device(u, &format!("fp-{u}")))
+                .await
+                .unwrap();
+            s.enqueue(&[
+                command(&format!("{u}-a"), u, NOW, ts("2026-11-25T11:00:00.000000Z")),
+                command(&format!("{u}-b"), u, NOW, ts("2026-11-25T11:00:01.000000Z")),
+            ])
+            .await
+            .unwrap();
+        }
+        let all_at_once = |make: fn(&str) -> Exchange| {
+            let mut set = tokio::task::JoinSet::new();
+            for u in &udids {
+                let (s, x) = (s.clone(), make(u));
+                set.spawn(async move { (x.udid.clone(), s.exchange(&x).await.unwrap()) });
+            }
+            set.join_all()
+        };
+        // New sessions: each device is handed its own oldest command.
+        for (udid, next) in all_at_once(|u| exchange(u, true, None, NOW)).await {
+            let next = next.unwrap();
+            assert_eq!(
+                (next.udid.as_str(), next.uuid.as_str()),
+                (udid.as_str(), format!("{udid}-a").as_str()),
+                "{}",
+                b.name
+            );
+        }
+        // Results: each acknowledges its first command with an install and a follow-up
+        // due now, and is handed its second command (older than the follow-up).
+        let results = all_at_once(|u| {
+            let mut o = outcome(
+                u,
+                &format!("{u}-a"),
+                CommandState::Acknowledged,
+                vec![command(&format!("{u}-c"), u, NOW, NOW)],
+            );
+            o.installs = vec![InstallRecord {
+                app_id: "a1".into(),
+                udid: u.into(),
+                status: InstallStatus::Installing,
+                device_status: None,
+                version: None,
+                reason: Some(format!("reported by {u}")),
+                updated_at: NOW,
+                since: None,
+            }];
+            exchange(u, false, Some(o), NOW)
+        })
+        .await;
+        for (udid, next) in results {
+            assert_eq!(
+                next.map(|c| c.uuid.to_string()),
+                Some(format!("{udid}-b")),
+                "{}",
+                b.name
+            );
+        }
+        for u in &udids {
+            let udid: Udid = u.as_str().into();
+            let mut commands: Vec<(String, CommandState)> = s
+                .commands_of(&udid)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|c| (c.uuid.to_string(), c.status))
+                .collect();
+            commands.sort();
+            assert_eq!(
+                commands,
+                [
+                    (format!("{u}-a"), CommandState::Acknowledged),
+                    (format!("{u}-b"), CommandState::Sent),
+                    (format!("{u}-c"), CommandState::Queued),
+                ],
+                "{}: {u}",
+                b.name
+            );
+            let installs = s.installs_of_device(&udid).await.unwrap();
+            assert_eq!(installs.len(), 1, "{}: {u}", b.name);
+            assert_eq!(
+                (installs[0].status, installs[0].reason.clone()),
+                (InstallStatus::Installing, Some(format!("reported by {u}"))),
+                "{}",
+                b.name
+            );
+        }
+        b.finish().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_and_sync_keep_app_ids_stable() {
     for b in backends().await {

@@ -2,7 +2,7 @@
 //! pool, its own SQL and migrations. Commands are taken with `FOR UPDATE SKIP LOCKED`
 //! so replicas never hand one command out twice.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -183,13 +183,114 @@ fn exchange_batch<'a>(
 ) -> BatchFuture<'a, Option<QueuedCommand>, StoreError> {
     Box::pin(async move {
         let mut tx = pool.begin().await?;
-        let mut handed_out = Vec::with_capacity(exchanges.len());
-        for x in exchanges {
-            handed_out.push(exchange_in(&mut tx, x).await?);
-        }
+        let mut devices = HashSet::with_capacity(exchanges.len());
+        let handed_out = if exchanges.iter().all(|x| devices.insert(x.udid.as_str())) {
+            exchange_all(&mut tx, exchanges).await?
+        } else {
+            // A device twice in one batch: its exchanges are written in order, one by one.
+            let mut handed_out = Vec::with_capacity(exchanges.len());
+            for x in exchanges {
+                handed_out.push(exchange_in(&mut tx, x).await?);
+            }
+            handed_out
+        };
         tx.commit().await?;
         Ok(handed_out)
     })
+}
+
+/// A batch of exchanges of different devices in six statements, whatever its size:
+/// each exchange on its own is up to six round trips to PostgreSQL. Every statement
+/// touches each device's own rows, so taking them statement by statement across the
+/// batch keeps each device's order (seen, result, installs, follow-ups, next).
+async fn exchange_all(
+    tx: &mut Transaction<'_, Postgres>,
+    exchanges: &[Exchange],
+) -> StoreResult<Vec<Option<QueuedCommand>>> {
+    let sessions: Vec<&Exchange> = exchanges.iter().filter(|x| x.new_session).collect();
+    if !sessions.is_empty() {
+        let udids: Vec<&str> = sessions.iter().map(|x| x.udid.as_str()).collect();
+        let nows: Vec<Timestamp> = sessions.iter().map(|x| x.now).collect();
+        sqlx::query(
+            "UPDATE devices d SET last_seen_at = s.now
+             FROM unnest($1::text[], $2::timestamptz[]) AS s(udid, now) WHERE d.udid = s.udid",
+        )
+        .bind(&udids)
+        .bind(&nows)
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query(
+            "UPDATE commands SET status = 'queued' WHERE udid = ANY($1) AND status = 'not_now'",
+        )
+        .bind(&udids)
+        .execute(&mut **tx)
+        .await?;
+    }
+    let outcomes: Vec<&CommandOutcome> = exchanges
+        .iter()
+        .filter_map(|x| x.outcome.as_ref())
+        .collect();
+    if !outcomes.is_empty() {
+        sqlx::query(
+            "UPDATE commands c SET status = o.status, result = o.result, updated_at = o.now
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::timestamptz[])
+                  AS o(uuid, udid, status, result, now)
+             WHERE c.uuid = o.uuid AND c.udid = o.udid",
+        )
+        .bind(outcomes.iter().map(|o| o.uuid.as_str()).collect::<Vec<_>>())
+        .bind(outcomes.iter().map(|o| o.udid.as_str()).collect::<Vec<_>>())
+        .bind(
+            outcomes
+                .iter()
+                .map(|o| o.status.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            outcomes
+                .iter()
+                .map(|o| o.result.as_slice())
+                .collect::<Vec<_>>(),
+        )
+        .bind(outcomes.iter().map(|o| o.now).collect::<Vec<_>>())
+        .execute(&mut **tx)
+        .await?;
+        let installs: Vec<InstallRecord> = outcomes
+            .iter()
+            .flat_map(|o| o.installs.iter().cloned())
+            .collect();
+        upsert_installs(tx, &installs).await?;
+        let follow_ups: Vec<NewCommand> = outcomes
+            .iter()
+            .flat_map(|o| o.follow_ups.iter().cloned())
+            .collect();
+        insert_commands(tx, &follow_ups).await?;
+    }
+    // Each device's oldest open command that is due, marked sent.
+    let rows = sqlx::query(
+        "UPDATE commands c SET status = 'sent', updated_at = s.now
+         FROM unnest($1::text[], $2::timestamptz[]) AS s(udid, now)
+         CROSS JOIN LATERAL (
+             SELECT uuid FROM commands WHERE udid = s.udid AND status IN ('queued', 'sent')
+             AND not_before <= s.now ORDER BY created_at, uuid LIMIT 1 FOR UPDATE SKIP LOCKED
+         ) AS n
+         WHERE c.uuid = n.uuid
+         RETURNING c.*",
+    )
+    .bind(
+        exchanges
+            .iter()
+            .map(|x| x.udid.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(exchanges.iter().map(|x| x.now).collect::<Vec<_>>())
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut next: HashMap<Udid, QueuedCommand> = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let command = command_row(row)?;
+        next.insert(command.udid.clone(), command);
+    }
+    Ok(exchanges.iter().map(|x| next.remove(&x.udid)).collect())
 }
 
 /// One device exchange inside a transaction.
