@@ -199,8 +199,9 @@ fn exchange_batch<'a>(
     })
 }
 
-/// A batch of exchanges of different devices in six statements, whatever its size:
-/// each exchange on its own is up to six round trips to PostgreSQL. Every statement
+/// A batch of exchanges of different devices in six statements whatever the number of
+/// devices (more only past [`BATCH`] installs or follow-ups): each exchange on its own
+/// is up to six round trips to PostgreSQL. Every statement
 /// touches each device's own rows, so taking them statement by statement across the
 /// batch keeps each device's order (seen, result, installs, follow-ups, next).
 async fn exchange_all(
