@@ -26,8 +26,11 @@ use tokio::time::Instant;
 
 use crate::store::{NewCommand, Timestamp};
 
-/// Most devices woken and not yet done with their session at once.
-const MAX_WOKEN: usize = 256;
+/// Most devices woken and not yet done with their session at once. Enough to keep the
+/// server busy; more only lengthens each request's wait, and with it the wait of the
+/// devices one session from done (at 10,000 devices, 256 put the first device at
+/// 1.1-1.2 s, 128 at 0.8-0.9 s, with the same rate over the fleet).
+const MAX_WOKEN: usize = 128;
 /// A woken device that has not ended its session within this long gives up its turn
 /// (its wake was lost, or it went offline).
 const WOKEN_TURN: Duration = Duration::from_secs(30);
