@@ -154,9 +154,7 @@ async fn insert_commands(
     commands: &[NewCommand],
 ) -> StoreResult<()> {
     for chunk in commands.chunks(BATCH) {
-        let mut q = QueryBuilder::<Postgres>::new(
-            "INSERT INTO commands (uuid, udid, request_type, app_id, payload, status, not_before, created_at, updated_at) ",
-        );
+        let mut q = QueryBuilder::<Postgres>::new(rows::INSERT_COMMANDS);
         q.push_values(chunk, |mut b, c| {
             b.push_bind(c.uuid.as_str())
                 .push_bind(c.udid.as_str())
@@ -344,9 +342,7 @@ async fn upsert_installs(
     installs: &[InstallRecord],
 ) -> StoreResult<()> {
     for chunk in installs.chunks(BATCH) {
-        let mut q = QueryBuilder::<Postgres>::new(
-            "INSERT INTO installs (app_id, udid, status, device_status, version, reason, updated_at, since) ",
-        );
+        let mut q = QueryBuilder::<Postgres>::new(rows::INSERT_INSTALLS);
         q.push_values(chunk, |mut b, i| {
             b.push_bind(&i.app_id)
                 .push_bind(i.udid.as_str())
@@ -357,14 +353,7 @@ async fn upsert_installs(
                 .push_bind(i.updated_at)
                 .push_bind(i.since.as_ref().unwrap_or(&i.updated_at));
         });
-        q.push(
-            " ON CONFLICT (app_id, udid) DO UPDATE SET status = excluded.status,
-                device_status = COALESCE(excluded.device_status, installs.device_status),
-                version = COALESCE(excluded.version, installs.version),
-                reason = excluded.reason, updated_at = excluded.updated_at,
-                since = CASE WHEN installs.status = excluded.status
-                             THEN COALESCE(installs.since, excluded.since) ELSE excluded.since END",
-        );
+        q.push(rows::INSTALLS_ON_CONFLICT);
         q.build().execute(&mut **tx).await?;
     }
     Ok(())

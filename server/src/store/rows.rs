@@ -364,6 +364,23 @@ macro_rules! row_mappers {
 
 pub(super) use row_mappers;
 
+/// The head of a multi-row insert of queued commands (the values follow).
+pub(super) const INSERT_COMMANDS: &str = "INSERT INTO commands (uuid, udid, request_type, app_id, payload, status, not_before, created_at, updated_at) ";
+
+/// The head of a multi-row write of installs (the values follow, then
+/// [`INSTALLS_ON_CONFLICT`]).
+pub(super) const INSERT_INSTALLS: &str = "INSERT INTO installs (app_id, udid, status, device_status, version, reason, updated_at, since) ";
+
+/// An install already recorded takes the new status; what the device did not report
+/// again is kept, and `since` is kept while the status stays.
+pub(super) const INSTALLS_ON_CONFLICT: &str =
+    " ON CONFLICT (app_id, udid) DO UPDATE SET status = excluded.status,
+    device_status = COALESCE(excluded.device_status, installs.device_status),
+    version = COALESCE(excluded.version, installs.version),
+    reason = excluded.reason, updated_at = excluded.updated_at,
+    since = CASE WHEN installs.status = excluded.status
+                 THEN COALESCE(installs.since, excluded.since) ELSE excluded.since END";
+
 /// The assignment candidates query of both backends: every device of every assigned
 /// group, or one device's rows found by its key (`param` is the backend's placeholder
 /// for its UDID), never by a scan of every membership. `greatest` is the backend's

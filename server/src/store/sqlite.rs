@@ -228,9 +228,7 @@ async fn insert_commands(
 
 /// Appends the statement that inserts `commands` (at most [`BATCH`]) as queued.
 fn push_insert_commands(q: &mut QueryBuilder<Sqlite>, commands: &[NewCommand]) {
-    q.push(
-        "INSERT INTO commands (uuid, udid, request_type, app_id, payload, status, not_before, created_at, updated_at) ",
-    );
+    q.push(rows::INSERT_COMMANDS);
     q.push_values(commands, |mut b, c| {
         b.push_bind(c.uuid.as_str())
             .push_bind(c.udid.as_str())
@@ -259,9 +257,7 @@ async fn upsert_installs(
 /// Appends the statement that writes `installs` (at most [`BATCH`]), keeping `since`
 /// while the status stays.
 fn push_upsert_installs(q: &mut QueryBuilder<Sqlite>, installs: &[InstallRecord]) {
-    q.push(
-        "INSERT INTO installs (app_id, udid, status, device_status, version, reason, updated_at, since) ",
-    );
+    q.push(rows::INSERT_INSTALLS);
     q.push_values(installs, |mut b, i| {
         b.push_bind(&i.app_id)
             .push_bind(i.udid.as_str())
@@ -272,14 +268,7 @@ fn push_upsert_installs(q: &mut QueryBuilder<Sqlite>, installs: &[InstallRecord]
             .push_bind(i.updated_at)
             .push_bind(i.since.as_ref().unwrap_or(&i.updated_at));
     });
-    q.push(
-        " ON CONFLICT (app_id, udid) DO UPDATE SET status = excluded.status,
-            device_status = COALESCE(excluded.device_status, installs.device_status),
-            version = COALESCE(excluded.version, installs.version),
-            reason = excluded.reason, updated_at = excluded.updated_at,
-            since = CASE WHEN installs.status = excluded.status
-                         THEN COALESCE(installs.since, excluded.since) ELSE excluded.since END",
-    );
+    q.push(rows::INSTALLS_ON_CONFLICT);
 }
 
 /// Writes device exchanges in one transaction (see [`GroupCommit`]): each applies the
