@@ -20,6 +20,7 @@ pub async fn handle(
     identity::authorize(state.store.as_ref(), identity, &report.udid).await?;
     let now = state.clock.now();
     let mut outcome = None;
+    let mut reconcile = false;
     if let (
         CommandStatus::Acknowledged
         | CommandStatus::Error
@@ -33,7 +34,9 @@ pub async fn handle(
                 if matches!(command.status, CommandState::Sent | CommandState::Queued) =>
             {
                 crate::telemetry::command_result(&command.request_type, report.status.as_str());
-                outcome = Some(install::apply_result(state, &command, &report, body, now).await?);
+                let applied = install::apply_result(state, &command, &report, body, now).await?;
+                reconcile = applied.reconcile;
+                outcome = Some(applied.outcome);
             }
             Some(_) => tracing::debug!(udid = %report.udid, %uuid, "duplicate result ignored"),
             None => {
@@ -87,11 +90,13 @@ pub async fn handle(
             .collect();
         state.wake_for(&later);
         // An install that ended without the app, or an app removed, may have a license
-        // to give back.
-        if outcome
-            .installs
-            .iter()
-            .any(|i| matches!(i.status, InstallStatus::Failed | InstallStatus::Removed))
+        // to give back; a changed sign-in or restriction may change a decision. The
+        // engine looks once the result is written, so it sees the command answered.
+        if reconcile
+            || outcome
+                .installs
+                .iter()
+                .any(|i| matches!(i.status, InstallStatus::Failed | InstallStatus::Removed))
         {
             state.poke_reconciler();
         }

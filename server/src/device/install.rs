@@ -381,6 +381,16 @@ pub fn interpret(
     }
 }
 
+/// A command result read: what to write, and whether the licensing engine should look
+/// again once it is written (it reads the command's state, so not before).
+#[derive(Debug)]
+pub struct Applied {
+    /// The writes of the result.
+    pub outcome: CommandOutcome,
+    /// The result changed a sign-in, program membership or App Store restriction.
+    pub reconcile: bool,
+}
+
 /// Applies a device's result for `command`: returns everything to store in one transaction.
 pub async fn apply_result(
     state: &ServerState,
@@ -388,18 +398,22 @@ pub async fn apply_result(
     report: &CommandReport,
     body: &[u8],
     now: Timestamp,
-) -> ServerResult<CommandOutcome> {
+) -> ServerResult<Applied> {
     let status = match report.status {
         CommandStatus::Acknowledged => CommandState::Acknowledged,
         CommandStatus::NotNow => CommandState::NotNow,
         CommandStatus::Idle => CommandState::Sent,
         CommandStatus::Error | CommandStatus::CommandFormatError => CommandState::Error,
     };
+    // A changed sign-in, program membership or App Store restriction may change what
+    // the licensing engine decides; it looks again once the result is written.
+    let mut reconcile = false;
     if command.request_type == "DeviceInformation" && report.status == CommandStatus::Acknowledged {
         record_device_information(state, &report.udid, report).await?;
+        reconcile = true;
     }
     if command.request_type == "InviteToProgram" {
-        read_invitation_result(state, report, now).await?;
+        reconcile |= read_invitation_result(state, report, now).await?;
     }
     if command.request_type == "Restrictions" && report.status == CommandStatus::Acknowledged {
         let answer: orchard_protocol::command::RestrictionsResponse = report.response()?;
@@ -407,7 +421,7 @@ pub async fn apply_result(
             .store
             .record_restrictions(&report.udid, answer.app_store_allowed())
             .await?;
-        state.poke_reconciler();
+        reconcile = true;
     }
     let app = match &command.app_id {
         Some(id) => state.store.app(id).await?,
@@ -472,31 +486,35 @@ pub async fn apply_result(
             NewCommand::new(&report.udid, cmd, Some(app.id.clone()), now)?.not_before(now + delay),
         );
     }
-    Ok(CommandOutcome {
-        udid: report.udid.clone(),
-        uuid: command.uuid.clone(),
-        status,
-        result: body.to_vec(),
-        installs,
-        follow_ups,
-        now,
+    Ok(Applied {
+        outcome: CommandOutcome {
+            udid: report.udid.clone(),
+            uuid: command.uuid.clone(),
+            status,
+            result: body.to_vec(),
+            installs,
+            follow_ups,
+            now,
+        },
+        reconcile,
     })
 }
 
 /// Reads a device's answer to InviteToProgram: `Acknowledged` (the invitation is
 /// shown), or a refusal (`InvalidInvitationURL`, `InvalidProgramID`, an error), after
 /// which the invitation is sent again later with a fresh URL. `NotNow` needs nothing:
-/// the command is offered again in the device's next session.
+/// the command is offered again in the device's next session. True after a refusal:
+/// the licensing engine then looks again.
 async fn read_invitation_result(
     state: &ServerState,
     report: &CommandReport,
     now: Timestamp,
-) -> ServerResult<()> {
+) -> ServerResult<bool> {
     let refusal = match report.status {
         CommandStatus::Acknowledged => {
             let answer: orchard_protocol::command::InviteToProgramResponse = report.response()?;
             match answer.invitation_result {
-                InvitationResult::Acknowledged => return Ok(()),
+                InvitationResult::Acknowledged => return Ok(false),
                 other => format!("the device refused the VPP invitation ({other:?})"),
             }
         }
@@ -504,7 +522,7 @@ async fn read_invitation_result(
             "the device could not show the VPP invitation: {}",
             error_reason(report)
         ),
-        CommandStatus::NotNow | CommandStatus::Idle => return Ok(()),
+        CommandStatus::NotNow | CommandStatus::Idle => return Ok(false),
     };
     for mut user in state.store.vpp_users().await? {
         let invited_here = user.invited_udid.as_deref() == Some(report.udid.as_str())
@@ -525,8 +543,7 @@ async fn read_invitation_result(
         user.updated_at = now;
         state.store.put_vpp_user(&user).await?;
     }
-    state.poke_reconciler();
-    Ok(())
+    Ok(true)
 }
 
 async fn record_device_information(
@@ -550,8 +567,6 @@ async fn record_device_information(
             q.itunes_store_account_hash.as_deref(),
         )
         .await?;
-    // A changed sign-in may unblock a user-licensed install.
-    state.poke_reconciler();
     Ok(())
 }
 
