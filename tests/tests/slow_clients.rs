@@ -1,7 +1,8 @@
 //! Slow and idle clients cannot hold the server: a thousand connections that stay idle
 //! after the handshake or stall in the middle of their headers or their body are closed
 //! within the configured timeouts,
-//! and while they are open an admin request and a device check-in both succeed.
+//! and while they are open an admin request and a device check-in both succeed. An
+//! answer sent before its request's body was read says the connection closes.
 #![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
@@ -325,5 +326,43 @@ async fn kept_alive_connections_close_once_idle_and_enrollment_ones_at_once() {
         closed < IDLE,
         "the enrollment connection was closed after {closed:?}, not with the answer"
     );
+    bed.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_sent_before_the_body_is_read_says_the_connection_closes() {
+    let bed = testbed(ConnectionLimits::default()).await;
+    let connector = connector(&bed.server.ca_pem);
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+
+    // Refused from its headers alone (no certificate): the body is left unread, so the
+    // answer says the connection ends, and it does.
+    let tcp = tokio::net::TcpStream::connect(bed.server.addr)
+        .await
+        .unwrap();
+    let mut tls = connector.connect(name.clone(), tcp).await.unwrap();
+    let mut put =
+        b"PUT /mdm/connect HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n\r\n".to_vec();
+    put.extend_from_slice(b"<plist ver");
+    let (status, head) = exchange(&mut tls, &put).await;
+    assert_eq!(status, 401, "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+    closed_after(&mut tls, Duration::from_secs(10)).await;
+
+    // The same refusal with nothing left unread keeps the connection for the next request.
+    let tcp = tokio::net::TcpStream::connect(bed.server.addr)
+        .await
+        .unwrap();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    let empty = b"PUT /mdm/connect HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n";
+    let (status, head) = exchange(&mut tls, empty).await;
+    assert_eq!(status, 401, "{head}");
+    assert!(!head.contains("connection: close"), "{head}");
+    let get = format!(
+        "GET /v1/devices HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\n\r\n",
+        bed.admin_token()
+    );
+    let (status, head) = exchange(&mut tls, get.as_bytes()).await;
+    assert_eq!(status, 200, "the connection was kept: {head}");
     bed.shutdown().await;
 }

@@ -181,6 +181,76 @@ impl Drop for RequestGuard {
     }
 }
 
+/// A request body that notes when it has been read to its end. An answer sent before
+/// that (a refusal from the headers alone, a body over its limit) leaves unread bytes on
+/// the connection: hyper then drops the connection after the answer, and the answer must
+/// say so (`Connection: close`), or a client may send its next request on a connection
+/// that is already closing and see it fail.
+pub(super) struct NotedBody<B> {
+    inner: B,
+    read: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Whether the body of one request has been read to its end.
+#[derive(Debug, Clone)]
+pub(super) struct BodyRead(Arc<std::sync::atomic::AtomicBool>);
+
+impl BodyRead {
+    /// True once the body ended (or when it was empty from the start).
+    pub(super) fn finished(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+impl<B: hyper::body::Body> NotedBody<B> {
+    /// Wraps `inner`; the returned flag turns true when it has been read to its end.
+    pub(super) fn new(inner: B) -> (Self, BodyRead) {
+        let read = Arc::new(std::sync::atomic::AtomicBool::new(inner.is_end_stream()));
+        (
+            Self {
+                inner,
+                read: read.clone(),
+            },
+            BodyRead(read),
+        )
+    }
+}
+
+impl<B: hyper::body::Body + Unpin> hyper::body::Body for NotedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, std::task::Poll::Ready(None)) || self.inner.is_end_stream() {
+            self.read.store(true, std::sync::atomic::Ordering::Release);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Marks `response` as the connection's last when the request's body was not read to
+/// its end.
+pub(super) fn close_unless_read(read: &BodyRead, response: &mut axum::response::Response) {
+    if !read.finished() {
+        response.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,6 +275,40 @@ mod tests {
             "a freed slot is reused"
         );
         assert!(admin_request("/v1/devices") && !admin_request("/mdm/connect"));
+    }
+
+    #[tokio::test]
+    async fn an_answer_before_the_body_is_read_closes_the_connection() {
+        use http_body_util::BodyExt as _;
+        let response = || axum::response::Response::new(axum::body::Body::empty());
+
+        let (empty, read) = NotedBody::new(http_body_util::Empty::<axum::body::Bytes>::new());
+        let mut answer = response();
+        close_unless_read(&read, &mut answer);
+        assert!(read.finished(), "an empty body needs no reading");
+        assert!(
+            !answer
+                .headers()
+                .contains_key(axum::http::header::CONNECTION)
+        );
+        drop(empty);
+
+        let (body, read) =
+            NotedBody::new(http_body_util::Full::new(axum::body::Bytes::from("unread")));
+        let mut answer = response();
+        close_unless_read(&read, &mut answer);
+        assert_eq!(answer.headers()[axum::http::header::CONNECTION], "close");
+
+        let collected = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&collected[..], b"unread");
+        let mut answer = response();
+        close_unless_read(&read, &mut answer);
+        assert!(read.finished(), "a body read to its end is noted");
+        assert!(
+            !answer
+                .headers()
+                .contains_key(axum::http::header::CONNECTION)
+        );
     }
 
     #[test]

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use connection::{Activity, Admission, Slots};
+use connection::{Activity, Admission, NotedBody, Slots};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
@@ -211,12 +211,14 @@ pub async fn serve(
                     if admin_only && !connection::admin_request(req.uri().path()) {
                         return Ok::<_, Infallible>(server_busy());
                     }
-                    Ok::<_, Infallible>(
-                        router
-                            .oneshot(req)
-                            .await
-                            .unwrap_or_else(|never| match never {}),
-                    )
+                    let (parts, body) = req.into_parts();
+                    let (body, read) = NotedBody::new(body);
+                    let mut response = router
+                        .oneshot(hyper::Request::from_parts(parts, body))
+                        .await
+                        .unwrap_or_else(|never| match never {});
+                    connection::close_unless_read(&read, &mut response);
+                    Ok::<_, Infallible>(response)
                 }
             });
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
