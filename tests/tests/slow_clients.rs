@@ -214,6 +214,18 @@ async fn with_every_slot_taken_the_admin_api_still_answers() {
     bed.shutdown().await;
 }
 
+/// A TLS connection to the testbed's server.
+async fn open(
+    bed: &Testbed,
+    connector: &TlsConnector,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let tcp = tokio::net::TcpStream::connect(bed.server.addr)
+        .await
+        .unwrap();
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    connector.connect(name, tcp).await.unwrap()
+}
+
 /// Sends one HTTP/1.1 request on `tls` and reads its answer (a body with a length):
 /// the status and the head.
 async fn exchange<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
@@ -267,11 +279,7 @@ async fn kept_alive_connections_close_once_idle_and_enrollment_ones_at_once() {
     };
     let bed = testbed(limits).await;
     let connector = connector(&bed.server.ca_pem);
-    let name = ServerName::try_from("127.0.0.1").unwrap();
-    let tcp = tokio::net::TcpStream::connect(bed.server.addr)
-        .await
-        .unwrap();
-    let mut tls = connector.connect(name.clone(), tcp).await.unwrap();
+    let mut tls = open(&bed, &connector).await;
     let get = format!(
         "GET /v1/devices HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\n\r\n",
         bed.admin_token()
@@ -308,10 +316,7 @@ async fn kept_alive_connections_close_once_idle_and_enrollment_ones_at_once() {
     }
     .to_xml()
     .unwrap();
-    let tcp = tokio::net::TcpStream::connect(bed.server.addr)
-        .await
-        .unwrap();
-    let mut tls = connector.connect(name, tcp).await.unwrap();
+    let mut tls = open(&bed, &connector).await;
     let mut post = format!(
         "POST /mdm/enroll HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\r\n",
         enroll.len()
@@ -333,14 +338,10 @@ async fn kept_alive_connections_close_once_idle_and_enrollment_ones_at_once() {
 async fn an_answer_sent_before_the_body_is_read_says_the_connection_closes() {
     let bed = testbed(ConnectionLimits::default()).await;
     let connector = connector(&bed.server.ca_pem);
-    let name = ServerName::try_from("127.0.0.1").unwrap();
 
     // Refused from its headers alone (no certificate): the body is left unread, so the
     // answer says the connection ends, and it does.
-    let tcp = tokio::net::TcpStream::connect(bed.server.addr)
-        .await
-        .unwrap();
-    let mut tls = connector.connect(name.clone(), tcp).await.unwrap();
+    let mut tls = open(&bed, &connector).await;
     let mut put =
         b"PUT /mdm/connect HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n\r\n".to_vec();
     put.extend_from_slice(b"<plist ver");
@@ -350,10 +351,7 @@ async fn an_answer_sent_before_the_body_is_read_says_the_connection_closes() {
     closed_after(&mut tls, Duration::from_secs(10)).await;
 
     // The same refusal with nothing left unread keeps the connection for the next request.
-    let tcp = tokio::net::TcpStream::connect(bed.server.addr)
-        .await
-        .unwrap();
-    let mut tls = connector.connect(name, tcp).await.unwrap();
+    let mut tls = open(&bed, &connector).await;
     let empty = b"PUT /mdm/connect HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n";
     let (status, head) = exchange(&mut tls, empty).await;
     assert_eq!(status, 401, "{head}");
