@@ -78,7 +78,12 @@ pub fn tls_client(
     trust: Trust<'_>,
     identity: Option<(&str, &str)>,
 ) -> Result<reqwest::Client, AgentError> {
-    let config = client_config(trust, identity)?;
+    client_with(client_config(trust, identity)?)
+}
+
+/// Builds an HTTPS client on a TLS configuration already made (a clone of one shares
+/// its remembered sessions). TCP_NODELAY is set on every connection.
+pub fn client_with(config: rustls::ClientConfig) -> Result<reqwest::Client, AgentError> {
     Ok(reqwest::Client::builder()
         .tls_backend_preconfigured(config)
         .tcp_nodelay(true)

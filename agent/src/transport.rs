@@ -27,7 +27,7 @@ use crate::facts::{DeviceFacts, Platform};
 use crate::metrics::AgentMetrics;
 use crate::push::{self, PushTarget, Registration};
 use crate::store_lookup::{StoreConfig, StoreLookup};
-use crate::tls::{Trust, tls_client};
+use crate::tls::{Trust, client_config, client_with, tls_client};
 
 /// First wait after a failed session.
 const SESSION_RETRY_START: Duration = Duration::from_secs(1);
@@ -98,10 +98,45 @@ struct Enrollment {
     push_magic: String,
 }
 
+/// A device's way to its server. The TLS configuration, with the sessions it remembers
+/// for resumption, lives as long as the device; the HTTP client and its connection only
+/// while the device talks to the server: a device between sessions holds no connection
+/// (as a real one lets its connection go), and the next session resumes its TLS session.
+struct ServerLink {
+    tls: rustls::ClientConfig,
+    client: Mutex<Option<reqwest::Client>>,
+}
+
+impl ServerLink {
+    fn new(tls: rustls::ClientConfig) -> Self {
+        Self {
+            tls,
+            client: Mutex::new(None),
+        }
+    }
+
+    /// The client of the current conversation, made when there is none.
+    fn client(&self) -> Result<reqwest::Client, AgentError> {
+        let mut client = self.client.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = client.as_ref() {
+            return Ok(c.clone());
+        }
+        let made = client_with(self.tls.clone())?;
+        *client = Some(made.clone());
+        Ok(made)
+    }
+
+    /// Ends the conversation: the connection closes once no request holds it.
+    fn hang_up(&self) {
+        let client = self.client.lock().unwrap_or_else(|p| p.into_inner()).take();
+        drop(client);
+    }
+}
+
 /// An enrolled device talking to its server.
 #[derive(Clone)]
 pub struct Agent {
-    http: reqwest::Client,
+    http: Arc<ServerLink>,
     enrollment: Arc<Enrollment>,
     store: StoreLookup,
     device: Arc<Mutex<Device>>,
@@ -293,6 +328,7 @@ impl Agent {
         let agent = Self::assemble(config, enrollment, device, false)?;
         agent.authenticate().await?;
         agent.token_update().await?;
+        agent.http.hang_up();
         agent.save()?;
         Ok(agent)
     }
@@ -303,12 +339,12 @@ impl Agent {
         device: Device,
         resumed: bool,
     ) -> Result<Self, AgentError> {
-        let http = tls_client(
+        let tls = client_config(
             Trust::Only(&enrollment.ca_pem),
             Some((&enrollment.cert_pem, &enrollment.key_pem)),
         )?;
         Ok(Self {
-            http,
+            http: Arc::new(ServerLink::new(tls)),
             enrollment: Arc::new(enrollment),
             store: match config.shared_store {
                 Some(store) => store,
@@ -387,6 +423,7 @@ impl Agent {
         self.metrics.requests.fetch_add(1, Ordering::Relaxed);
         let response = self
             .http
+            .client()?
             .put(self.enrollment.payload.check_in_url())
             .header("Content-Type", "application/x-apple-aspen-mdm-checkin")
             .body(message.to_xml()?)
@@ -525,6 +562,7 @@ impl Agent {
         self.metrics.requests.fetch_add(1, Ordering::Relaxed);
         let response = self
             .http
+            .client()?
             .put(&self.enrollment.payload.server_url)
             .header(
                 "Content-Type",
@@ -653,6 +691,7 @@ impl Agent {
             if let Err(e) = self.deliver().await {
                 tracing::warn!(error = %e, "cannot deliver prompt answers; will retry");
             }
+            self.http.hang_up();
             // Until the next check-in: a wake-up, the long periodic timer, or unlocking
             // with commands put off. An install finishing or the user answering a
             // prompt is no check-in: only the prompt answers are reported.
@@ -677,6 +716,7 @@ impl Agent {
                         if let Err(e) = self.deliver().await {
                             tracing::warn!(error = %e, "cannot deliver prompt answers; will retry");
                         }
+                        self.http.hang_up();
                         // Unlocked: check in for what was put off.
                         if unlocked {
                             break;

@@ -394,6 +394,7 @@ pub async fn start_with_listener(
             config.device_concurrency.max(1),
         )),
         poked_at: Arc::default(),
+        http_connections: crate::state::OpenConnections::default(),
         rate: Arc::new(RateLimits {
             enrollment: RateLimiter::new(config.enrollment_rate),
             failed_auth: RateLimiter::new(config.failed_auth_rate),
@@ -417,6 +418,7 @@ pub async fn start_with_listener(
             tls,
             router,
             config.connection,
+            state.http_connections.clone(),
             shutdown.clone(),
         )),
         tokio::spawn(crate::engine::reconcile::run(

@@ -64,6 +64,33 @@ pub struct ServiceOptions {
     pub webhook_hosts: Vec<String>,
 }
 
+/// How many client connections are open now (counted from acceptance to close), for
+/// `/metrics`.
+#[derive(Debug, Clone, Default)]
+pub struct OpenConnections(Arc<std::sync::atomic::AtomicUsize>);
+
+impl OpenConnections {
+    /// Connections open now.
+    pub fn count(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Counts one connection until the guard drops.
+    pub fn opened(&self) -> OpenGuard {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        OpenGuard(self.0.clone())
+    }
+}
+
+/// One open connection, counted until dropped.
+pub struct OpenGuard(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Shared state of one server process.
 #[derive(Clone)]
 pub struct ServerState {
@@ -85,6 +112,8 @@ pub struct ServerState {
     pub syncing: Arc<Mutex<HashSet<String>>>,
     /// Devices connected to the push channel.
     pub push: Arc<PushHub>,
+    /// HTTPS connections open now (devices and admins).
+    pub http_connections: OpenConnections,
     /// This process's id among replicas (holder of leases).
     pub replica: Arc<str>,
     /// Rate limits per source address.

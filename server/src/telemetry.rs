@@ -93,6 +93,8 @@ pub fn webhook_delivery(delivered: bool) {
 pub struct Snapshot {
     /// Devices connected to the push channel.
     pub push_connections: usize,
+    /// HTTPS connections open (devices between sessions hold none).
+    pub http_connections: usize,
     /// Devices waiting for their wake turn.
     pub push_waiting: usize,
     /// Apps with their license counts.
@@ -102,6 +104,7 @@ pub struct Snapshot {
 /// The exposition text: everything counted so far, and the values read now.
 pub fn render(now: Snapshot) -> String {
     metrics::gauge!("orchard_push_connections").set(now.push_connections as f64);
+    metrics::gauge!("orchard_http_connections").set(now.http_connections as f64);
     metrics::gauge!("orchard_push_waiting").set(now.push_waiting as f64);
     for app in now.apps {
         let c = app.counts;

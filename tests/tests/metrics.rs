@@ -1,13 +1,13 @@
 //! `/metrics` in Prometheus's text format: scraped with an admin token after devices
 //! installed an app, every sample line parses, and the counts say what happened
 //! (check-ins, command results, Apple calls, syncs, reconcile passes, push connections,
-//! license counts per app).
+//! license counts per app, HTTPS connections: none held by devices between sessions).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use orchard_testbed::harness::Testbed;
+use orchard_testbed::harness::{Testbed, wait_for};
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -65,7 +65,7 @@ fn value(samples: &[Sample], name: &str, want: &[(&str, &str)]) -> f64 {
 async fn metrics_count_what_happened_and_parse_as_prometheus_text() {
     let bed = Testbed::builder().start().await.unwrap();
     bed.upload_and_sync_demo_token().await.unwrap();
-    let fleet = bed.enroll_fleet(2, Duration::from_secs(600)).await.unwrap();
+    let fleet = bed.enroll_fleet(5, Duration::from_secs(600)).await.unwrap();
     let udids = fleet.udids();
     let app = bed.assign_required(PAGES, &udids, "Metrics").await.unwrap();
     bed.wait_installed(&app, udids.len(), Duration::from_secs(30))
@@ -124,7 +124,36 @@ async fn metrics_count_what_happened_and_parse_as_prometheus_text() {
     assert!(n("orchard_sync_duration_seconds_count", &[]) >= 1.0);
     assert!(n("orchard_reconcile_passes_total", &[]) >= 1.0);
     assert!(n("orchard_reconcile_lag_seconds_count", &[]) >= 1.0);
-    assert_eq!(n("orchard_push_connections", &[]), 2.0, "{text}");
+    assert_eq!(
+        n("orchard_push_connections", &[]),
+        udids.len() as f64,
+        "{text}"
+    );
+    // Devices between sessions hold no HTTPS connection: soon only the admin client's
+    // are open (one, and one more it may not have let go yet), while a device keeping
+    // its connection would hold it for the client's 5 s idle limit.
+    let devices = udids.len();
+    wait_for(
+        Duration::from_secs(3),
+        "the devices to let their connections go",
+        || async {
+            let (_, body) = scraper.get("/metrics").await?;
+            let open = value(
+                &parse(body.as_str().unwrap_or_default()),
+                "orchard_http_connections",
+                &[],
+            );
+            Ok(if (1.0..=2.0).contains(&open) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{open} HTTPS connections open for {devices} devices"
+                ))
+            })
+        },
+    )
+    .await
+    .unwrap();
     let (_, app_view) = bed.admin.get(&format!("/v1/apps/{app}")).await.unwrap();
     for kind in ["total", "used", "available"] {
         assert_eq!(

@@ -29,7 +29,7 @@ pub(super) fn router() -> OpenApiRouter<ServerState> {
     get,
     path = "/metrics",
     tag = "operations",
-    responses((status = 200, description = "Prometheus text format 0.0.4: check-ins and command results by type and status, push connections, Apple calls, sync durations, reconciler lag, license counts per app, event deliveries", content_type = "text/plain", body = String)),
+    responses((status = 200, description = "Prometheus text format 0.0.4: check-ins and command results by type and status, push and HTTPS connections, Apple calls, sync durations, reconciler lag, license counts per app, event deliveries", content_type = "text/plain", body = String)),
 )]
 async fn metrics(State(state): State<ServerState>, _actor: Actor) -> impl IntoResponse {
     let apps = match state.store.apps(&Page::all()).await {
@@ -41,6 +41,7 @@ async fn metrics(State(state): State<ServerState>, _actor: Actor) -> impl IntoRe
     };
     let now = crate::telemetry::Snapshot {
         push_connections: state.push.connected(),
+        http_connections: state.http_connections.count(),
         push_waiting: state.push.waiting(),
         apps,
     };

@@ -38,6 +38,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
+pub use crate::state::OpenConnections;
 pub use auth::token_hash;
 pub use connection::{ConnectionLimits, FILES_KEPT, PeerAddr, raise_open_file_limit};
 pub use device::PeerCertificate;
@@ -142,12 +143,14 @@ fn access_span<B>(req: &hyper::Request<B>) -> tracing::Span {
 
 /// Accepts connections until `shutdown` fires. Each connection gets its own task before
 /// the handshake; the handshake, each request's headers and each body run under the
-/// timeouts of `limits`, and connections over its cap are closed at once.
+/// timeouts of `limits`, and connections over its cap are closed at once. `open` counts
+/// the connections open.
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     router: Router,
     limits: ConnectionLimits,
+    open: OpenConnections,
     shutdown: CancellationToken,
 ) {
     let acceptor = TlsAcceptor::from(tls);
@@ -178,8 +181,10 @@ pub async fn serve(
         let acceptor = acceptor.clone();
         let router = router.clone();
         let shutdown = shutdown.clone();
+        let counted = open.opened();
         connections.spawn(async move {
             let _permit = permit;
+            let _counted = counted;
             let tls =
                 match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => tls,

@@ -52,6 +52,7 @@ impl AppleStandIn {
             tls,
             api::router(world.clone()),
             orchard_server::http::ConnectionLimits::default(),
+            orchard_server::http::OpenConnections::default(),
             shutdown.clone(),
         ));
         Ok(Self {
