@@ -173,7 +173,8 @@ async fn connection(
         .await
         .map_err(|e| e.to_string())?;
     let mut decoder = FrameDecoder::default();
-    let mut buf = [0u8; 1024];
+    // Frames are a few dozen bytes: a small buffer, kept by every idle device.
+    let mut buf = [0u8; 256];
     let mut registered = false;
     let result = loop {
         match decoder.next_frame() {

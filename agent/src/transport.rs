@@ -664,12 +664,14 @@ impl Agent {
         'run: loop {
             // Macs find out about revoked licenses themselves (iOS keeps the apps anyway).
             if self.facts().platform == crate::facts::Platform::MacOs
-                && let Err(e) = self.recheck_licenses().await
+                && let Err(e) = Box::pin(self.recheck_licenses()).await
             {
                 tracing::warn!(error = %e, "cannot check licenses with the App Store");
             }
             let mut wait = self.poll_interval;
-            match self.session().await {
+            // The futures of a session live on the heap while it runs: a device waiting
+            // for its next check-in keeps only the small state of its wait.
+            match Box::pin(self.session()).await {
                 Ok(session) => {
                     if session.handled > 0
                         && let Err(e) = self.save()
@@ -688,7 +690,7 @@ impl Agent {
                     tracing::warn!(error = %e, retry_in = ?wait, "session failed; will retry");
                 }
             }
-            if let Err(e) = self.deliver().await {
+            if let Err(e) = Box::pin(self.deliver()).await {
                 tracing::warn!(error = %e, "cannot deliver prompt answers; will retry");
             }
             self.http.hang_up();
@@ -713,7 +715,7 @@ impl Agent {
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
                             .unlock_due(Instant::now());
-                        if let Err(e) = self.deliver().await {
+                        if let Err(e) = Box::pin(self.deliver()).await {
                             tracing::warn!(error = %e, "cannot deliver prompt answers; will retry");
                         }
                         self.http.hang_up();
