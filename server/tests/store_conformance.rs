@@ -696,6 +696,10 @@ async fn tokens_and_sync_keep_app_ids_stable() {
         ))
         .await
         .unwrap();
+        // Read before each write below: what a store keeps of a read never outlives a
+        // write.
+        assert_eq!(s.app("a1").await.unwrap().unwrap().counts.available, 10);
+        assert_eq!(s.app("a2").await.unwrap().unwrap().counts.assigned, 0);
         // A later sync reports new counts; the app keeps its id.
         let mut again = app("new-id", "t1", 1, 7);
         again.name = None;
@@ -726,6 +730,7 @@ async fn tokens_and_sync_keep_app_ids_stable() {
                 .as_deref(),
             Some("Apple error 9622")
         );
+        assert_eq!(s.app("a2").await.unwrap().unwrap().counts.assigned, 0);
         s.update_app_counts(
             "a2",
             &LicenseCounts {
@@ -740,6 +745,16 @@ async fn tokens_and_sync_keep_app_ids_stable() {
         .unwrap();
         assert_eq!(s.app("a2").await.unwrap().unwrap().counts.assigned, 2);
         assert_eq!(s.apps(&Page::all()).await.unwrap().len(), 2);
+        assert!(s.set_app_install_timeout("a2", Some(90)).await.unwrap());
+        assert_eq!(
+            s.app("a2").await.unwrap().unwrap().install_timeout_seconds,
+            Some(90)
+        );
+        // Deleting the token takes its apps.
+        assert!(s.app("a1").await.unwrap().is_some());
+        assert!(s.delete_token("t1").await.unwrap());
+        assert!(s.app("a1").await.unwrap().is_none(), "{}", b.name);
+        assert!(s.app("a2").await.unwrap().is_none(), "{}", b.name);
         b.finish().await;
     }
 }

@@ -3,6 +3,7 @@
 //!
 //! The bottom of the house: imports nothing else of the server but its time type.
 
+mod app_cache;
 mod group_commit;
 mod last_seen;
 mod postgres;

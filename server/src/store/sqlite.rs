@@ -16,6 +16,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Connection, QueryBuilder, Row, Sqlite, Transaction};
 
+use super::app_cache::AppCache;
 use super::group_commit::{BatchFuture, GroupCommit};
 use super::read_pool::{Lease, ReadPool};
 use super::rows;
@@ -29,6 +30,8 @@ pub struct SqliteStore {
     seal: Arc<Seal>,
     /// Device exchanges, written in batches by a thread of their own.
     exchanges: GroupCommit<Exchange, Option<QueuedCommand>, StoreError>,
+    /// Apps by id (every write of apps goes through this store and empties it).
+    apps: Arc<AppCache>,
 }
 
 /// Read connections (reads run beside the one writer in WAL mode).
@@ -125,7 +128,64 @@ impl SqliteStore {
             reader,
             seal,
             exchanges,
+            apps: Arc::default(),
         })
+    }
+
+    /// The writes of [`VppStore::record_sync`], in one transaction.
+    async fn record_sync_in(&self, s: &SyncRecord) -> StoreResult<()> {
+        let mut tx = self.writer.begin().await?;
+        sqlx::query(
+            "UPDATE vpp_tokens SET location_name = ?, country = ?, location_uid = ?, last_sync_at = ?,
+                last_sync_error = NULL WHERE id = ?",
+        )
+        .bind(&s.location_name)
+        .bind(&s.country)
+        .bind(&s.location_uid)
+        .bind(s.now)
+        .bind(&s.token_id)
+        .execute(&mut *tx)
+        .await?;
+        for a in &s.apps {
+            sqlx::query(
+                "INSERT INTO apps (id, token_id, adam_id, pricing_param, product_type, name, bundle_id, version,
+                                   platforms, device_assignable, total_count, assigned_count, available_count,
+                                   retired_count, updated_at, store_url, minimum_os_version)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (token_id, adam_id, pricing_param) DO UPDATE SET
+                    product_type = excluded.product_type,
+                    name = COALESCE(excluded.name, apps.name),
+                    bundle_id = COALESCE(excluded.bundle_id, apps.bundle_id),
+                    version = COALESCE(excluded.version, apps.version),
+                    store_url = COALESCE(excluded.store_url, apps.store_url),
+                    minimum_os_version = COALESCE(excluded.minimum_os_version, apps.minimum_os_version),
+                    platforms = excluded.platforms, device_assignable = excluded.device_assignable,
+                    total_count = excluded.total_count, assigned_count = excluded.assigned_count,
+                    available_count = excluded.available_count, retired_count = excluded.retired_count,
+                    updated_at = excluded.updated_at",
+            )
+            .bind(&a.id)
+            .bind(&s.token_id)
+            .bind(a.adam_id.to_string())
+            .bind(&a.pricing_param)
+            .bind(&a.product_type)
+            .bind(&a.name)
+            .bind(&a.bundle_id)
+            .bind(&a.version)
+            .bind(a.platforms.join(","))
+            .bind(i64::from(a.device_assignable))
+            .bind(a.counts.total)
+            .bind(a.counts.assigned)
+            .bind(a.counts.available)
+            .bind(a.counts.retired)
+            .bind(s.now)
+            .bind(&a.store_url)
+            .bind(&a.minimum_os_version)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Closes both pools.
@@ -1135,11 +1195,13 @@ impl VppStore for SqliteStore {
     }
 
     async fn delete_token(&self, id: &str) -> StoreResult<bool> {
+        // The token's apps go with it.
         let done = sqlx::query("DELETE FROM vpp_tokens WHERE id = ?")
             .bind(id)
             .execute(&self.writer)
-            .await?;
-        Ok(done.rows_affected() == 1)
+            .await;
+        self.apps.written();
+        Ok(done?.rows_affected() == 1)
     }
 
     async fn token(&self, id: &str) -> StoreResult<Option<VppTokenRecord>> {
@@ -1164,58 +1226,9 @@ impl VppStore for SqliteStore {
     }
 
     async fn record_sync(&self, s: &SyncRecord) -> StoreResult<()> {
-        let mut tx = self.writer.begin().await?;
-        sqlx::query(
-            "UPDATE vpp_tokens SET location_name = ?, country = ?, location_uid = ?, last_sync_at = ?,
-                last_sync_error = NULL WHERE id = ?",
-        )
-        .bind(&s.location_name)
-        .bind(&s.country)
-        .bind(&s.location_uid)
-        .bind(s.now)
-        .bind(&s.token_id)
-        .execute(&mut *tx)
-        .await?;
-        for a in &s.apps {
-            sqlx::query(
-                "INSERT INTO apps (id, token_id, adam_id, pricing_param, product_type, name, bundle_id, version,
-                                   platforms, device_assignable, total_count, assigned_count, available_count,
-                                   retired_count, updated_at, store_url, minimum_os_version)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                 ON CONFLICT (token_id, adam_id, pricing_param) DO UPDATE SET
-                    product_type = excluded.product_type,
-                    name = COALESCE(excluded.name, apps.name),
-                    bundle_id = COALESCE(excluded.bundle_id, apps.bundle_id),
-                    version = COALESCE(excluded.version, apps.version),
-                    store_url = COALESCE(excluded.store_url, apps.store_url),
-                    minimum_os_version = COALESCE(excluded.minimum_os_version, apps.minimum_os_version),
-                    platforms = excluded.platforms, device_assignable = excluded.device_assignable,
-                    total_count = excluded.total_count, assigned_count = excluded.assigned_count,
-                    available_count = excluded.available_count, retired_count = excluded.retired_count,
-                    updated_at = excluded.updated_at",
-            )
-            .bind(&a.id)
-            .bind(&s.token_id)
-            .bind(a.adam_id.to_string())
-            .bind(&a.pricing_param)
-            .bind(&a.product_type)
-            .bind(&a.name)
-            .bind(&a.bundle_id)
-            .bind(&a.version)
-            .bind(a.platforms.join(","))
-            .bind(i64::from(a.device_assignable))
-            .bind(a.counts.total)
-            .bind(a.counts.assigned)
-            .bind(a.counts.available)
-            .bind(a.counts.retired)
-            .bind(s.now)
-            .bind(&a.store_url)
-            .bind(&a.minimum_os_version)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        let written = self.record_sync_in(s).await;
+        self.apps.written();
+        written
     }
 
     async fn record_sync_error(
@@ -1238,7 +1251,7 @@ impl VppStore for SqliteStore {
         c: &LicenseCounts,
         now: Timestamp,
     ) -> StoreResult<()> {
-        sqlx::query(
+        let done = sqlx::query(
             "UPDATE apps SET total_count = ?, assigned_count = ?, available_count = ?, retired_count = ?,
                 updated_at = ? WHERE id = ?",
         )
@@ -1249,7 +1262,9 @@ impl VppStore for SqliteStore {
         .bind(now)
         .bind(app_id)
         .execute(&self.writer)
-        .await?;
+        .await;
+        self.apps.written();
+        done?;
         Ok(())
     }
 
@@ -1262,12 +1277,21 @@ impl VppStore for SqliteStore {
             .bind(seconds)
             .bind(app_id)
             .execute(&self.writer)
-            .await?;
-        Ok(done.rows_affected() == 1)
+            .await;
+        self.apps.written();
+        Ok(done?.rows_affected() == 1)
     }
 
     async fn app(&self, id: &str) -> StoreResult<Option<AppRecord>> {
-        self.one("apps", "id", id, app_row).await
+        if let Some(app) = self.apps.get(id) {
+            return Ok(Some(app));
+        }
+        let seen = self.apps.generation();
+        let app = self.one("apps", "id", id, app_row).await?;
+        if let Some(app) = &app {
+            self.apps.fill(seen, app);
+        }
+        Ok(app)
     }
 
     async fn apps(&self, page: &Page) -> StoreResult<Vec<AppRecord>> {
