@@ -363,10 +363,13 @@ impl World {
         serial: &str,
         id_hash: Option<&str>,
     ) -> Option<&'static str> {
+        // Looked up at each location (there are few), not by a walk of every
+        // association: every simulated device asks once per install.
+        let key = |uid: &String| (uid.clone(), adam_id, serial.to_owned());
         if self
-            .serial_assignments
-            .iter()
-            .any(|(_, a, s)| *a == adam_id && s == serial)
+            .locations
+            .keys()
+            .any(|uid| self.serial_assignments.contains(&key(uid)))
         {
             return Some("device");
         }
