@@ -55,14 +55,12 @@ pub fn client_config(
         .collect::<Result<_, _>>()
         .map_err(|e| tls_err(&e))?;
     let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| tls_err(&e))?;
-    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])
-    .map_err(|e| tls_err(&e))?
-    .with_root_certificates(roots)
-    .with_client_auth_cert(chain, key)
-    .map_err(|e| tls_err(&e))?;
+    let mut tls = rustls::ClientConfig::builder_with_provider(crate::tls::device_provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| tls_err(&e))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| tls_err(&e))?;
     tls.alpn_protocols = vec![PUSH_ALPN.to_vec()];
     tls.resumption =
         rustls::client::Resumption::in_memory_sessions(crate::tls::SESSIONS_REMEMBERED);

@@ -24,6 +24,25 @@ pub const IDLE_CONNECTION: Duration = Duration::from_secs(5);
 /// TLS sessions a client remembers for resumption.
 pub const SESSIONS_REMEMBERED: usize = 4;
 
+/// ring, offering the TLS 1.3 cipher suites in the order Apple's devices do
+/// (AES-128-GCM with SHA-256 first), the TLS 1.2 ones after.
+pub fn device_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    use rustls::crypto::ring::cipher_suite as suite;
+    let mut provider = rustls::crypto::ring::default_provider();
+    let first = [
+        suite::TLS13_AES_128_GCM_SHA256,
+        suite::TLS13_AES_256_GCM_SHA384,
+        suite::TLS13_CHACHA20_POLY1305_SHA256,
+    ];
+    let rest = provider
+        .cipher_suites
+        .iter()
+        .filter(|s| !first.iter().any(|f| f.suite() == s.suite()))
+        .copied();
+    provider.cipher_suites = first.into_iter().chain(rest).collect();
+    Arc::new(provider)
+}
+
 /// A TLS client configuration (rustls on ring) with the given trust, optionally
 /// presenting a client identity (certificate PEM, key PEM).
 pub fn client_config(
@@ -47,12 +66,10 @@ pub fn client_config(
                 .map_err(|e| tls_err(&e))?;
         }
     }
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| tls_err(&e))?
-    .with_root_certificates(roots);
+    let builder = rustls::ClientConfig::builder_with_provider(device_provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls_err(&e))?
+        .with_root_certificates(roots);
     let mut config = match identity {
         Some((cert_pem, key_pem)) => {
             let chain: Vec<CertificateDer<'static>> =
@@ -93,4 +110,31 @@ pub fn client_with(config: rustls::ClientConfig) -> Result<reqwest::Client, Agen
         .timeout(Duration::from_secs(30))
         .user_agent("MDM/1.0")
         .build()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_offer_aes_128_first_and_every_suite_of_ring() {
+        let ours: Vec<_> = device_provider()
+            .cipher_suites
+            .iter()
+            .map(|s| s.suite())
+            .collect();
+        assert_eq!(
+            ours.first(),
+            Some(&rustls::CipherSuite::TLS13_AES_128_GCM_SHA256)
+        );
+        let mut ours_sorted: Vec<_> = ours.iter().map(|s| u16::from(*s)).collect();
+        let mut ring: Vec<_> = rustls::crypto::ring::default_provider()
+            .cipher_suites
+            .iter()
+            .map(|s| u16::from(s.suite()))
+            .collect();
+        ours_sorted.sort_unstable();
+        ring.sort_unstable();
+        assert_eq!(ours_sorted, ring, "the same suites, in another order");
+    }
 }
