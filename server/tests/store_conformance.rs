@@ -433,6 +433,79 @@ async fn enrollment_lifecycle() {
     }
 }
 
+/// What a certificate's enrollment is follows every write of it, though each step reads
+/// it first (a store may keep what it read).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificates_standing_follows_every_write_of_its_enrollment() {
+    for b in backends().await {
+        let s = b.store.as_ref();
+        let udid = Udid::from("STANDING-1");
+        let standing = |status| {
+            Some(Standing {
+                udid: udid.clone(),
+                status,
+            })
+        };
+        assert_eq!(s.standing("fp-1").await.unwrap(), None);
+        s.upsert_enrollment(&device("STANDING-1", "fp-1"))
+            .await
+            .unwrap();
+        assert_eq!(
+            s.standing("fp-1").await.unwrap(),
+            standing(EnrollmentStatus::Enrolled),
+            "{}",
+            b.name
+        );
+        let facts = AuthenticateFacts {
+            serial_number: None,
+            product_name: None,
+            os_version: None,
+        };
+        s.record_authenticate(&udid, &facts, LATER).await.unwrap();
+        assert_eq!(
+            s.standing("fp-1").await.unwrap(),
+            standing(EnrollmentStatus::Authenticated),
+            "{}",
+            b.name
+        );
+        s.record_token_update(&udid, "topic", "magic", b"token", LATER)
+            .await
+            .unwrap();
+        assert_eq!(
+            s.standing("fp-1").await.unwrap(),
+            standing(EnrollmentStatus::Active),
+            "{}",
+            b.name
+        );
+        s.release_device(&udid).await.unwrap();
+        assert_eq!(
+            s.standing("fp-1").await.unwrap(),
+            standing(EnrollmentStatus::Released),
+            "{}",
+            b.name
+        );
+        // Enrolling again binds the new certificate; the old one is bound to nothing.
+        s.upsert_enrollment(&device("STANDING-1", "fp-2"))
+            .await
+            .unwrap();
+        assert_eq!(s.standing("fp-1").await.unwrap(), None, "{}", b.name);
+        assert_eq!(
+            s.standing("fp-2").await.unwrap(),
+            standing(EnrollmentStatus::Enrolled)
+        );
+        s.record_check_out(&udid, LATER).await.unwrap();
+        assert_eq!(
+            s.standing("fp-2").await.unwrap(),
+            standing(EnrollmentStatus::CheckedOut),
+            "{}",
+            b.name
+        );
+        assert!(s.delete_device(&udid).await.unwrap());
+        assert_eq!(s.standing("fp-2").await.unwrap(), None, "{}", b.name);
+        b.finish().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn command_queue_hands_out_in_order_and_applies_results_once() {
     for b in backends().await {

@@ -4,7 +4,7 @@
 
 use orchard_protocol::Udid;
 
-use crate::store::{DeviceRecord, EnrollmentStatus, Store, StoreError};
+use crate::store::{EnrollmentStatus, Standing, Store, StoreError};
 
 /// The identity a device proved in the TLS handshake.
 #[derive(Debug, Clone)]
@@ -66,12 +66,13 @@ pub enum AuthorizeError {
     Store(#[from] StoreError),
 }
 
-/// Checks a request's identity against the UDID its message claims.
+/// Checks a request's identity against the UDID its message claims; returns the
+/// standing of the enrollment its certificate is bound to.
 pub async fn authorize(
     store: &dyn Store,
     identity: &DeviceIdentity,
     claimed: &Udid,
-) -> Result<DeviceRecord, AuthorizeError> {
+) -> Result<Standing, AuthorizeError> {
     if &identity.udid != claimed {
         return Err(DeviceAuthError::UdidMismatch {
             certificate: identity.udid.0.clone(),
@@ -80,7 +81,7 @@ pub async fn authorize(
         .into());
     }
     let device = store
-        .device_by_fingerprint(&identity.fingerprint)
+        .standing(&identity.fingerprint)
         .await?
         .ok_or(DeviceAuthError::NotBound)?;
     if &device.udid != claimed {

@@ -3,8 +3,8 @@
 //!
 //! The bottom of the house: imports nothing else of the server but its time type.
 
-mod app_cache;
 mod group_commit;
+mod kept;
 mod last_seen;
 mod postgres;
 mod read_pool;
@@ -130,6 +130,14 @@ pub trait DeviceStore: Send + Sync {
     async fn device(&self, udid: &Udid) -> StoreResult<Option<DeviceRecord>>;
     /// Finds the device a certificate is bound to.
     async fn device_by_fingerprint(&self, fingerprint: &str) -> StoreResult<Option<DeviceRecord>>;
+    /// The UDID and status of the enrollment a certificate is bound to: what
+    /// authorizing a device request needs.
+    async fn standing(&self, fingerprint: &str) -> StoreResult<Option<Standing>> {
+        Ok(self
+            .device_by_fingerprint(fingerprint)
+            .await?
+            .map(|d| Standing::of(&d)))
+    }
     /// Records an Authenticate check-in.
     async fn record_authenticate(
         &self,

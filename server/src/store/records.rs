@@ -784,6 +784,25 @@ pub struct AppRecord {
     pub minimum_os_version: Option<String>,
 }
 
+/// The UDID and status of the enrollment a certificate is bound to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Standing {
+    /// The device.
+    pub udid: Udid,
+    /// Its enrollment status.
+    pub status: EnrollmentStatus,
+}
+
+impl Standing {
+    /// The standing of a device record.
+    pub fn of(d: &DeviceRecord) -> Self {
+        Self {
+            udid: d.udid.clone(),
+            status: d.status,
+        }
+    }
+}
+
 #[cfg(test)]
 impl AppRecord {
     /// App `a` of token `t` (adamId 1), device-assignable with 10 licenses free, no store

@@ -16,8 +16,8 @@ use sqlx::sqlite::{
 };
 use sqlx::{Connection, QueryBuilder, Row, Sqlite, Transaction};
 
-use super::app_cache::AppCache;
 use super::group_commit::{BatchFuture, GroupCommit};
+use super::kept::Kept;
 use super::read_pool::{Lease, ReadPool};
 use super::rows;
 use super::*;
@@ -31,7 +31,10 @@ pub struct SqliteStore {
     /// Device exchanges, written in batches by a thread of their own.
     exchanges: GroupCommit<Exchange, Option<QueuedCommand>, StoreError>,
     /// Apps by id (every write of apps goes through this store and empties it).
-    apps: Arc<AppCache>,
+    apps: Arc<Kept<AppRecord>>,
+    /// What each bound certificate's enrollment is, by fingerprint (emptied by every
+    /// write of a device's certificate, UDID or status).
+    standings: Arc<Kept<Standing>>,
 }
 
 /// Read connections (reads run beside the one writer in WAL mode).
@@ -129,6 +132,7 @@ impl SqliteStore {
             seal,
             exchanges,
             apps: Arc::default(),
+            standings: Arc::default(),
         })
     }
 
@@ -758,32 +762,37 @@ impl AdminStore for SqliteStore {
 #[async_trait]
 impl DeviceStore for SqliteStore {
     async fn upsert_enrollment(&self, d: &DeviceRecord) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO devices (udid, serial_number, product_name, os_version, cert_fingerprint, status,
-                                  enrolled_at, last_seen_at, ownership, single_app_mode, platform, os_version_key)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-             ON CONFLICT (udid) DO UPDATE SET serial_number = excluded.serial_number,
-                platform = excluded.platform, os_version_key = excluded.os_version_key,
-                product_name = excluded.product_name, os_version = excluded.os_version,
-                cert_fingerprint = excluded.cert_fingerprint, status = excluded.status,
-                enrolled_at = excluded.enrolled_at, last_seen_at = excluded.last_seen_at,
-                ownership = excluded.ownership, single_app_mode = excluded.single_app_mode",
-        )
-        .bind(d.udid.as_str())
-        .bind(d.serial_number.as_str())
-        .bind(&d.product_name)
-        .bind(&d.os_version)
-        .bind(&d.cert_fingerprint)
-        .bind(d.status.as_str())
-        .bind(d.enrolled_at)
-        .bind(d.last_seen_at)
-        .bind(&d.ownership)
-        .bind(d.single_app_mode.map(i64::from))
-        .bind(d.platform.as_str())
-        .bind(d.os_version.as_deref().and_then(os_version_key))
-        .execute(&self.writer)
-        .await?;
-        Ok(())
+        let written: StoreResult<()> = async {
+            sqlx::query(
+                "INSERT INTO devices (udid, serial_number, product_name, os_version, cert_fingerprint, status,
+                                      enrolled_at, last_seen_at, ownership, single_app_mode, platform, os_version_key)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (udid) DO UPDATE SET serial_number = excluded.serial_number,
+                    platform = excluded.platform, os_version_key = excluded.os_version_key,
+                    product_name = excluded.product_name, os_version = excluded.os_version,
+                    cert_fingerprint = excluded.cert_fingerprint, status = excluded.status,
+                    enrolled_at = excluded.enrolled_at, last_seen_at = excluded.last_seen_at,
+                    ownership = excluded.ownership, single_app_mode = excluded.single_app_mode",
+            )
+            .bind(d.udid.as_str())
+            .bind(d.serial_number.as_str())
+            .bind(&d.product_name)
+            .bind(&d.os_version)
+            .bind(&d.cert_fingerprint)
+            .bind(d.status.as_str())
+            .bind(d.enrolled_at)
+            .bind(d.last_seen_at)
+            .bind(&d.ownership)
+            .bind(d.single_app_mode.map(i64::from))
+            .bind(d.platform.as_str())
+            .bind(d.os_version.as_deref().and_then(os_version_key))
+            .execute(&self.writer)
+            .await?;
+            Ok(())
+        }
+        .await;
+        self.standings.written();
+        written
     }
 
     async fn device(&self, udid: &Udid) -> StoreResult<Option<DeviceRecord>> {
@@ -795,29 +804,49 @@ impl DeviceStore for SqliteStore {
             .await
     }
 
+    async fn standing(&self, fingerprint: &str) -> StoreResult<Option<Standing>> {
+        if let Some(standing) = self.standings.get(fingerprint) {
+            return Ok(Some(standing));
+        }
+        let seen = self.standings.generation();
+        let standing = self
+            .device_by_fingerprint(fingerprint)
+            .await?
+            .map(|d| Standing::of(&d));
+        if let Some(standing) = &standing {
+            self.standings.fill(seen, fingerprint, standing);
+        }
+        Ok(standing)
+    }
+
     async fn record_authenticate(
         &self,
         udid: &Udid,
         f: &AuthenticateFacts,
         now: Timestamp,
     ) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE devices SET status = CASE WHEN status = 'active' THEN status ELSE 'authenticated' END,
-                serial_number = COALESCE(?, serial_number), product_name = COALESCE(?, product_name),
-                os_version = COALESCE(?, os_version), last_seen_at = ?, platform = COALESCE(?, platform),
-                os_version_key = CASE WHEN ? IS NULL THEN os_version_key ELSE ? END WHERE udid = ?",
-        )
-        .bind(f.serial_number.as_ref().map(SerialNumber::as_str))
-        .bind(&f.product_name)
-        .bind(&f.os_version)
-        .bind(now)
-        .bind(f.platform())
-        .bind(&f.os_version)
-        .bind(f.os_version_key())
-        .bind(udid.as_str())
-        .execute(&self.writer)
-        .await?;
-        Ok(())
+        let written: StoreResult<()> = async {
+            sqlx::query(
+                "UPDATE devices SET status = CASE WHEN status = 'active' THEN status ELSE 'authenticated' END,
+                    serial_number = COALESCE(?, serial_number), product_name = COALESCE(?, product_name),
+                    os_version = COALESCE(?, os_version), last_seen_at = ?, platform = COALESCE(?, platform),
+                    os_version_key = CASE WHEN ? IS NULL THEN os_version_key ELSE ? END WHERE udid = ?",
+            )
+            .bind(f.serial_number.as_ref().map(SerialNumber::as_str))
+            .bind(&f.product_name)
+            .bind(&f.os_version)
+            .bind(now)
+            .bind(f.platform())
+            .bind(&f.os_version)
+            .bind(f.os_version_key())
+            .bind(udid.as_str())
+            .execute(&self.writer)
+            .await?;
+            Ok(())
+        }
+        .await;
+        self.standings.written();
+        written
     }
 
     async fn record_token_update(
@@ -828,27 +857,37 @@ impl DeviceStore for SqliteStore {
         token: &[u8],
         now: Timestamp,
     ) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE devices SET status = 'active', topic = ?, push_magic = ?, push_token = ?, last_seen_at = ?
-             WHERE udid = ?",
-        )
-        .bind(topic)
-        .bind(push_magic)
-        .bind(token)
-        .bind(now)
-        .bind(udid.as_str())
-        .execute(&self.writer)
-        .await?;
-        Ok(())
-    }
-
-    async fn record_check_out(&self, udid: &Udid, now: Timestamp) -> StoreResult<()> {
-        sqlx::query("UPDATE devices SET status = 'checked_out', push_magic = NULL, last_seen_at = ? WHERE udid = ?")
+        let written: StoreResult<()> = async {
+            sqlx::query(
+                "UPDATE devices SET status = 'active', topic = ?, push_magic = ?, push_token = ?, last_seen_at = ?
+                 WHERE udid = ?",
+            )
+            .bind(topic)
+            .bind(push_magic)
+            .bind(token)
             .bind(now)
             .bind(udid.as_str())
             .execute(&self.writer)
             .await?;
-        Ok(())
+            Ok(())
+        }
+        .await;
+        self.standings.written();
+        written
+    }
+
+    async fn record_check_out(&self, udid: &Udid, now: Timestamp) -> StoreResult<()> {
+        let written: StoreResult<()> = async {
+            sqlx::query("UPDATE devices SET status = 'checked_out', push_magic = NULL, last_seen_at = ? WHERE udid = ?")
+                .bind(now)
+                .bind(udid.as_str())
+                .execute(&self.writer)
+                .await?;
+            Ok(())
+        }
+        .await;
+        self.standings.written();
+        written
     }
 
     async fn record_device_information(
@@ -906,27 +945,32 @@ impl DeviceStore for SqliteStore {
     }
 
     async fn delete_device(&self, udid: &Udid) -> StoreResult<bool> {
-        let mut tx = self.writer.begin().await?;
-        for table in [
-            "group_devices",
-            "commands",
-            "installs",
-            "prompts",
-            "app_requests",
-        ] {
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DELETE FROM {table} WHERE udid = ?"
-            )))
-            .bind(udid.as_str())
-            .execute(&mut *tx)
-            .await?;
+        let written: StoreResult<bool> = async {
+            let mut tx = self.writer.begin().await?;
+            for table in [
+                "group_devices",
+                "commands",
+                "installs",
+                "prompts",
+                "app_requests",
+            ] {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DELETE FROM {table} WHERE udid = ?"
+                )))
+                .bind(udid.as_str())
+                .execute(&mut *tx)
+                .await?;
+            }
+            let done = sqlx::query("DELETE FROM devices WHERE udid = ?")
+                .bind(udid.as_str())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(done.rows_affected() == 1)
         }
-        let done = sqlx::query("DELETE FROM devices WHERE udid = ?")
-            .bind(udid.as_str())
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(done.rows_affected() == 1)
+        .await;
+        self.standings.written();
+        written
     }
 }
 
@@ -1009,11 +1053,16 @@ impl EnrollmentStore for SqliteStore {
     }
 
     async fn release_device(&self, udid: &Udid) -> StoreResult<bool> {
-        let done = sqlx::query("UPDATE devices SET status = 'released' WHERE udid = ?")
-            .bind(udid.as_str())
-            .execute(&self.writer)
-            .await?;
-        Ok(done.rows_affected() == 1)
+        let written: StoreResult<bool> = async {
+            let done = sqlx::query("UPDATE devices SET status = 'released' WHERE udid = ?")
+                .bind(udid.as_str())
+                .execute(&self.writer)
+                .await?;
+            Ok(done.rows_affected() == 1)
+        }
+        .await;
+        self.standings.written();
+        written
     }
 }
 
@@ -1289,7 +1338,7 @@ impl VppStore for SqliteStore {
         let seen = self.apps.generation();
         let app = self.one("apps", "id", id, app_row).await?;
         if let Some(app) = &app {
-            self.apps.fill(seen, app);
+            self.apps.fill(seen, &app.id, app);
         }
         Ok(app)
     }

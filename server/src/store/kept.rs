@@ -1,0 +1,118 @@
+//! Reads the SQLite store keeps in memory: apps by id (every device result and every
+//! install handed out reads its app) and which enrollment a certificate is bound to
+//! (every device request asks). Both change only by writes through the same store (a
+//! SQLite database has one server): each such write empties its cache once it is done,
+//! and a read that began before a write never fills the cache with what it saw, so a
+//! reader never gets a value older than the last write it could have seen.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// Most values kept; past this the cache starts over (a key that names nothing is
+/// never kept, so only real apps and enrollments fill it).
+const MOST: usize = 100_000;
+
+/// One cache of reads by key.
+#[derive(Debug)]
+pub(super) struct Kept<V>(Mutex<Values<V>>);
+
+#[derive(Debug)]
+struct Values<V> {
+    /// Counts the writes that emptied the cache.
+    generation: u64,
+    values: HashMap<String, V>,
+}
+
+impl<V> Default for Kept<V> {
+    fn default() -> Self {
+        Self(Mutex::new(Values {
+            generation: 0,
+            values: HashMap::new(),
+        }))
+    }
+}
+
+impl<V: Clone> Kept<V> {
+    /// The value of `key`, if kept.
+    pub(super) fn get(&self, key: &str) -> Option<V> {
+        self.lock().values.get(key).cloned()
+    }
+
+    /// Where the cache stands before a read: pass it to [`Self::fill`].
+    pub(super) fn generation(&self) -> u64 {
+        self.lock().generation
+    }
+
+    /// Keeps `value` of `key`, read after [`Self::generation`] returned `seen`, unless
+    /// a write has emptied the cache since.
+    pub(super) fn fill(&self, seen: u64, key: &str, value: &V) {
+        let mut kept = self.lock();
+        if kept.generation != seen {
+            return;
+        }
+        if kept.values.len() >= MOST {
+            kept.values.clear();
+        }
+        kept.values.insert(key.to_owned(), value.clone());
+    }
+
+    /// Empties the cache: call after every write of what it keeps, whether it
+    /// succeeded or not.
+    pub(super) fn written(&self) {
+        let mut kept = self.lock();
+        kept.generation += 1;
+        kept.values.clear();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Values<V>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::AppRecord;
+
+    fn app(id: &str, name: &str) -> AppRecord {
+        AppRecord {
+            id: id.into(),
+            name: Some(name.into()),
+            ..AppRecord::example()
+        }
+    }
+
+    fn fill(cache: &Kept<AppRecord>, seen: u64, app: &AppRecord) {
+        cache.fill(seen, &app.id, app);
+    }
+
+    #[test]
+    fn a_read_from_before_a_write_is_not_kept() {
+        let cache = Kept::default();
+        let seen = cache.generation();
+        fill(&cache, seen, &app("a", "old"));
+        assert_eq!(cache.get("a").and_then(|a| a.name).as_deref(), Some("old"));
+
+        // A read begins, a write lands, the read ends with what it saw before.
+        let seen = cache.generation();
+        cache.written();
+        assert!(cache.get("a").is_none(), "a write empties the cache");
+        fill(&cache, seen, &app("a", "old"));
+        assert!(cache.get("a").is_none(), "the older read is not kept");
+
+        let seen = cache.generation();
+        fill(&cache, seen, &app("a", "new"));
+        assert_eq!(cache.get("a").and_then(|a| a.name).as_deref(), Some("new"));
+    }
+
+    #[test]
+    fn the_cache_is_bounded() {
+        let cache = Kept::default();
+        let seen = cache.generation();
+        for i in 0..=MOST {
+            cache.fill(seen, &format!("app-{i}"), &i);
+        }
+        assert!(cache.lock().values.len() <= MOST);
+        assert!(cache.get(&format!("app-{MOST}")).is_some());
+    }
+}
