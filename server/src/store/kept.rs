@@ -64,6 +64,13 @@ impl<V: Clone> Kept<V> {
         kept.values.clear();
     }
 
+    /// Runs `write`, a write of what this cache keeps, then empties the cache.
+    pub(super) async fn writing<T>(&self, write: impl std::future::Future<Output = T>) -> T {
+        let written = write.await;
+        self.written();
+        written
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Values<V>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }

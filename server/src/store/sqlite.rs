@@ -762,37 +762,36 @@ impl AdminStore for SqliteStore {
 #[async_trait]
 impl DeviceStore for SqliteStore {
     async fn upsert_enrollment(&self, d: &DeviceRecord) -> StoreResult<()> {
-        let written: StoreResult<()> = async {
-            sqlx::query(
-                "INSERT INTO devices (udid, serial_number, product_name, os_version, cert_fingerprint, status,
-                                      enrolled_at, last_seen_at, ownership, single_app_mode, platform, os_version_key)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                 ON CONFLICT (udid) DO UPDATE SET serial_number = excluded.serial_number,
-                    platform = excluded.platform, os_version_key = excluded.os_version_key,
-                    product_name = excluded.product_name, os_version = excluded.os_version,
-                    cert_fingerprint = excluded.cert_fingerprint, status = excluded.status,
-                    enrolled_at = excluded.enrolled_at, last_seen_at = excluded.last_seen_at,
-                    ownership = excluded.ownership, single_app_mode = excluded.single_app_mode",
-            )
-            .bind(d.udid.as_str())
-            .bind(d.serial_number.as_str())
-            .bind(&d.product_name)
-            .bind(&d.os_version)
-            .bind(&d.cert_fingerprint)
-            .bind(d.status.as_str())
-            .bind(d.enrolled_at)
-            .bind(d.last_seen_at)
-            .bind(&d.ownership)
-            .bind(d.single_app_mode.map(i64::from))
-            .bind(d.platform.as_str())
-            .bind(d.os_version.as_deref().and_then(os_version_key))
-            .execute(&self.writer)
-            .await?;
-            Ok(())
-        }
-        .await;
-        self.standings.written();
-        written
+        self.standings
+            .writing(async {
+                sqlx::query(
+                    "INSERT INTO devices (udid, serial_number, product_name, os_version, cert_fingerprint, status,
+                                          enrolled_at, last_seen_at, ownership, single_app_mode, platform, os_version_key)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                     ON CONFLICT (udid) DO UPDATE SET serial_number = excluded.serial_number,
+                        platform = excluded.platform, os_version_key = excluded.os_version_key,
+                        product_name = excluded.product_name, os_version = excluded.os_version,
+                        cert_fingerprint = excluded.cert_fingerprint, status = excluded.status,
+                        enrolled_at = excluded.enrolled_at, last_seen_at = excluded.last_seen_at,
+                        ownership = excluded.ownership, single_app_mode = excluded.single_app_mode",
+                )
+                .bind(d.udid.as_str())
+                .bind(d.serial_number.as_str())
+                .bind(&d.product_name)
+                .bind(&d.os_version)
+                .bind(&d.cert_fingerprint)
+                .bind(d.status.as_str())
+                .bind(d.enrolled_at)
+                .bind(d.last_seen_at)
+                .bind(&d.ownership)
+                .bind(d.single_app_mode.map(i64::from))
+                .bind(d.platform.as_str())
+                .bind(d.os_version.as_deref().and_then(os_version_key))
+                .execute(&self.writer)
+                .await?;
+                Ok(())
+            })
+            .await
     }
 
     async fn device(&self, udid: &Udid) -> StoreResult<Option<DeviceRecord>> {
@@ -825,28 +824,27 @@ impl DeviceStore for SqliteStore {
         f: &AuthenticateFacts,
         now: Timestamp,
     ) -> StoreResult<()> {
-        let written: StoreResult<()> = async {
-            sqlx::query(
-                "UPDATE devices SET status = CASE WHEN status = 'active' THEN status ELSE 'authenticated' END,
-                    serial_number = COALESCE(?, serial_number), product_name = COALESCE(?, product_name),
-                    os_version = COALESCE(?, os_version), last_seen_at = ?, platform = COALESCE(?, platform),
-                    os_version_key = CASE WHEN ? IS NULL THEN os_version_key ELSE ? END WHERE udid = ?",
-            )
-            .bind(f.serial_number.as_ref().map(SerialNumber::as_str))
-            .bind(&f.product_name)
-            .bind(&f.os_version)
-            .bind(now)
-            .bind(f.platform())
-            .bind(&f.os_version)
-            .bind(f.os_version_key())
-            .bind(udid.as_str())
-            .execute(&self.writer)
-            .await?;
-            Ok(())
-        }
-        .await;
-        self.standings.written();
-        written
+        self.standings
+            .writing(async {
+                sqlx::query(
+                    "UPDATE devices SET status = CASE WHEN status = 'active' THEN status ELSE 'authenticated' END,
+                        serial_number = COALESCE(?, serial_number), product_name = COALESCE(?, product_name),
+                        os_version = COALESCE(?, os_version), last_seen_at = ?, platform = COALESCE(?, platform),
+                        os_version_key = CASE WHEN ? IS NULL THEN os_version_key ELSE ? END WHERE udid = ?",
+                )
+                .bind(f.serial_number.as_ref().map(SerialNumber::as_str))
+                .bind(&f.product_name)
+                .bind(&f.os_version)
+                .bind(now)
+                .bind(f.platform())
+                .bind(&f.os_version)
+                .bind(f.os_version_key())
+                .bind(udid.as_str())
+                .execute(&self.writer)
+                .await?;
+                Ok(())
+            })
+            .await
     }
 
     async fn record_token_update(
@@ -857,37 +855,35 @@ impl DeviceStore for SqliteStore {
         token: &[u8],
         now: Timestamp,
     ) -> StoreResult<()> {
-        let written: StoreResult<()> = async {
-            sqlx::query(
-                "UPDATE devices SET status = 'active', topic = ?, push_magic = ?, push_token = ?, last_seen_at = ?
-                 WHERE udid = ?",
-            )
-            .bind(topic)
-            .bind(push_magic)
-            .bind(token)
-            .bind(now)
-            .bind(udid.as_str())
-            .execute(&self.writer)
-            .await?;
-            Ok(())
-        }
-        .await;
-        self.standings.written();
-        written
-    }
-
-    async fn record_check_out(&self, udid: &Udid, now: Timestamp) -> StoreResult<()> {
-        let written: StoreResult<()> = async {
-            sqlx::query("UPDATE devices SET status = 'checked_out', push_magic = NULL, last_seen_at = ? WHERE udid = ?")
+        self.standings
+            .writing(async {
+                sqlx::query(
+                    "UPDATE devices SET status = 'active', topic = ?, push_magic = ?, push_token = ?, last_seen_at = ?
+                     WHERE udid = ?",
+                )
+                .bind(topic)
+                .bind(push_magic)
+                .bind(token)
                 .bind(now)
                 .bind(udid.as_str())
                 .execute(&self.writer)
                 .await?;
-            Ok(())
-        }
-        .await;
-        self.standings.written();
-        written
+                Ok(())
+            })
+            .await
+    }
+
+    async fn record_check_out(&self, udid: &Udid, now: Timestamp) -> StoreResult<()> {
+        self.standings
+            .writing(async {
+                sqlx::query("UPDATE devices SET status = 'checked_out', push_magic = NULL, last_seen_at = ? WHERE udid = ?")
+                    .bind(now)
+                    .bind(udid.as_str())
+                    .execute(&self.writer)
+                    .await?;
+                Ok(())
+            })
+            .await
     }
 
     async fn record_device_information(
@@ -945,32 +941,31 @@ impl DeviceStore for SqliteStore {
     }
 
     async fn delete_device(&self, udid: &Udid) -> StoreResult<bool> {
-        let written: StoreResult<bool> = async {
-            let mut tx = self.writer.begin().await?;
-            for table in [
-                "group_devices",
-                "commands",
-                "installs",
-                "prompts",
-                "app_requests",
-            ] {
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "DELETE FROM {table} WHERE udid = ?"
-                )))
-                .bind(udid.as_str())
-                .execute(&mut *tx)
-                .await?;
-            }
-            let done = sqlx::query("DELETE FROM devices WHERE udid = ?")
-                .bind(udid.as_str())
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            Ok(done.rows_affected() == 1)
-        }
-        .await;
-        self.standings.written();
-        written
+        self.standings
+            .writing(async {
+                let mut tx = self.writer.begin().await?;
+                for table in [
+                    "group_devices",
+                    "commands",
+                    "installs",
+                    "prompts",
+                    "app_requests",
+                ] {
+                    sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DELETE FROM {table} WHERE udid = ?"
+                    )))
+                    .bind(udid.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                let done = sqlx::query("DELETE FROM devices WHERE udid = ?")
+                    .bind(udid.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(done.rows_affected() == 1)
+            })
+            .await
     }
 }
 
@@ -1053,16 +1048,15 @@ impl EnrollmentStore for SqliteStore {
     }
 
     async fn release_device(&self, udid: &Udid) -> StoreResult<bool> {
-        let written: StoreResult<bool> = async {
-            let done = sqlx::query("UPDATE devices SET status = 'released' WHERE udid = ?")
-                .bind(udid.as_str())
-                .execute(&self.writer)
-                .await?;
-            Ok(done.rows_affected() == 1)
-        }
-        .await;
-        self.standings.written();
-        written
+        self.standings
+            .writing(async {
+                let done = sqlx::query("UPDATE devices SET status = 'released' WHERE udid = ?")
+                    .bind(udid.as_str())
+                    .execute(&self.writer)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            })
+            .await
     }
 }
 
