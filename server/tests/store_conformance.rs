@@ -1314,6 +1314,42 @@ async fn users_registrations_user_licenses_and_prompts() {
         let (device, user) = s.device_licenses(&"U1".into()).await.unwrap();
         assert!(device.is_empty(), "{}", b.name);
         assert_eq!(user.len(), 1, "{}: the user's license", b.name);
+        // With a license of its own too, each comes back as what it is.
+        s.reserve_licenses(&[LicenseRecord {
+            app_id: "a1".into(),
+            udid: "U1".into(),
+            serial_number: "SN-U1".into(),
+            state: LicenseState::Pending,
+            event_id: None,
+            error: None,
+            updated_at: NOW,
+        }])
+        .await
+        .unwrap();
+        let (device, user) = s.device_licenses(&"U1".into()).await.unwrap();
+        assert_eq!(
+            device
+                .iter()
+                .map(|l| (
+                    l.app_id.as_str(),
+                    l.udid.as_str(),
+                    l.serial_number.as_str(),
+                    l.state
+                ))
+                .collect::<Vec<_>>(),
+            [("a1", "U1", "SN-U1", LicenseState::Pending)],
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            user.iter()
+                .map(|l| (l.app_id.as_str(), l.user_id.as_str(), l.state))
+                .collect::<Vec<_>>(),
+            [("a1", "ana", LicenseState::Associated)],
+            "{}",
+            b.name
+        );
+        s.delete_licenses("a1", &["U1".into()]).await.unwrap();
 
         // Deleting a user: out of its groups and off its devices at once, removed later.
         assert!(s.begin_user_deletion("ana", LATER).await.unwrap());

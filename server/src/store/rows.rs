@@ -503,6 +503,21 @@ fn two_keys(cursor: &str) -> (String, String) {
     }
 }
 
+/// A device's licenses and its user's, in one read: each row says whose it is in
+/// `owner_kind` (`device` rows decode as licenses, `user` rows as user licenses). `p` is
+/// the backend's placeholder of the device's UDID (`?1`, `$1`).
+pub fn device_and_user_licenses(p: &str) -> String {
+    format!(
+        "SELECT 'device' AS owner_kind, app_id, udid, serial_number, NULL AS user_id, state,
+                event_id, error, updated_at
+           FROM licenses WHERE udid = {p}
+         UNION ALL
+         SELECT 'user', app_id, NULL, NULL, user_id, state, event_id, error, updated_at
+           FROM user_licenses
+          WHERE user_id = (SELECT user_id FROM devices WHERE udid = {p})"
+    )
+}
+
 /// The two-part cursor key of a row.
 pub fn two_key(first: &str, second: &str) -> String {
     format!("{first}\u{0}{second}")

@@ -1506,21 +1506,20 @@ impl AssignmentStore for SqliteStore {
         &self,
         udid: &Udid,
     ) -> StoreResult<(Vec<LicenseRecord>, Vec<UserLicenseRecord>)> {
-        let device = sqlx::query("SELECT * FROM licenses WHERE udid = ?1")
+        let rows = sqlx::query(sqlx::AssertSqlSafe(rows::device_and_user_licenses("?1")))
             .bind(udid.as_str())
             .fetch_all(&mut *self.read().await?)
             .await?;
-        let user = sqlx::query(
-            "SELECT * FROM user_licenses
-             WHERE user_id = (SELECT user_id FROM devices WHERE udid = ?1)",
-        )
-        .bind(udid.as_str())
-        .fetch_all(&mut *self.read().await?)
-        .await?;
-        Ok((
-            collect(device, license_row)?,
-            collect(user, user_license_row)?,
-        ))
+        let (mut device, mut user) = (Vec::new(), Vec::new());
+        for row in &rows {
+            let owner: String = row.try_get("owner_kind")?;
+            if owner == "device" {
+                device.push(license_row(row)?);
+            } else {
+                user.push(user_license_row(row)?);
+            }
+        }
+        Ok((device, user))
     }
 
     async fn record_app_request(
