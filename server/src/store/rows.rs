@@ -334,6 +334,23 @@ macro_rules! row_mappers {
             })
         }
 
+        /// Splits the rows of `rows::device_and_user_licenses` into the device's
+        /// licenses and its user's.
+        fn split_licenses(
+            rows: &[$row],
+        ) -> StoreResult<(Vec<LicenseRecord>, Vec<UserLicenseRecord>)> {
+            let (mut device, mut user) = (Vec::new(), Vec::new());
+            for row in rows {
+                let owner: String = row.try_get("owner_kind")?;
+                if owner == "device" {
+                    device.push(license_row(row)?);
+                } else {
+                    user.push(user_license_row(row)?);
+                }
+            }
+            Ok((device, user))
+        }
+
         fn prompt_row(row: &$row) -> StoreResult<PromptRecord> {
             Ok(PromptRecord {
                 udid: Udid(row.try_get("udid")?),

@@ -1510,16 +1510,7 @@ impl AssignmentStore for SqliteStore {
             .bind(udid.as_str())
             .fetch_all(&mut *self.read().await?)
             .await?;
-        let (mut device, mut user) = (Vec::new(), Vec::new());
-        for row in &rows {
-            let owner: String = row.try_get("owner_kind")?;
-            if owner == "device" {
-                device.push(license_row(row)?);
-            } else {
-                user.push(user_license_row(row)?);
-            }
-        }
-        Ok((device, user))
+        split_licenses(&rows)
     }
 
     async fn record_app_request(
