@@ -1239,12 +1239,15 @@ impl VppStore for SqliteStore {
 
     async fn delete_token(&self, id: &str) -> StoreResult<bool> {
         // The token's apps go with it.
-        let done = sqlx::query("DELETE FROM vpp_tokens WHERE id = ?")
-            .bind(id)
-            .execute(&self.writer)
-            .await;
-        self.apps.written();
-        Ok(done?.rows_affected() == 1)
+        let done = self
+            .apps
+            .writing(
+                sqlx::query("DELETE FROM vpp_tokens WHERE id = ?")
+                    .bind(id)
+                    .execute(&self.writer),
+            )
+            .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn token(&self, id: &str) -> StoreResult<Option<VppTokenRecord>> {
@@ -1269,9 +1272,7 @@ impl VppStore for SqliteStore {
     }
 
     async fn record_sync(&self, s: &SyncRecord) -> StoreResult<()> {
-        let written = self.record_sync_in(s).await;
-        self.apps.written();
-        written
+        self.apps.writing(self.record_sync_in(s)).await
     }
 
     async fn record_sync_error(
@@ -1294,7 +1295,7 @@ impl VppStore for SqliteStore {
         c: &LicenseCounts,
         now: Timestamp,
     ) -> StoreResult<()> {
-        let done = sqlx::query(
+        let update = sqlx::query(
             "UPDATE apps SET total_count = ?, assigned_count = ?, available_count = ?, retired_count = ?,
                 updated_at = ? WHERE id = ?",
         )
@@ -1304,10 +1305,8 @@ impl VppStore for SqliteStore {
         .bind(c.retired)
         .bind(now)
         .bind(app_id)
-        .execute(&self.writer)
-        .await;
-        self.apps.written();
-        done?;
+        .execute(&self.writer);
+        self.apps.writing(update).await?;
         Ok(())
     }
 
@@ -1316,13 +1315,11 @@ impl VppStore for SqliteStore {
         app_id: &str,
         seconds: Option<i64>,
     ) -> StoreResult<bool> {
-        let done = sqlx::query("UPDATE apps SET install_timeout_seconds = ? WHERE id = ?")
+        let update = sqlx::query("UPDATE apps SET install_timeout_seconds = ? WHERE id = ?")
             .bind(seconds)
             .bind(app_id)
-            .execute(&self.writer)
-            .await;
-        self.apps.written();
-        Ok(done?.rows_affected() == 1)
+            .execute(&self.writer);
+        Ok(self.apps.writing(update).await?.rows_affected() == 1)
     }
 
     async fn app(&self, id: &str) -> StoreResult<Option<AppRecord>> {
