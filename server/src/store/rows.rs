@@ -381,6 +381,25 @@ macro_rules! row_mappers {
 
 pub(super) use row_mappers;
 
+/// An app as a sync reports it (17 parameters, `$1` to `$17`, which both backends take):
+/// a new one is inserted, a known one (same token, adamId and pricing) takes the new
+/// counts and keeps the store metadata the sync did not bring.
+pub(super) const UPSERT_APP: &str = "INSERT INTO apps (id, token_id, adam_id, pricing_param, product_type, name, bundle_id, version,
+    platforms, device_assignable, total_count, assigned_count, available_count,
+    retired_count, updated_at, store_url, minimum_os_version)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+    ON CONFLICT (token_id, adam_id, pricing_param) DO UPDATE SET
+    product_type = excluded.product_type,
+    name = COALESCE(excluded.name, apps.name),
+    bundle_id = COALESCE(excluded.bundle_id, apps.bundle_id),
+    version = COALESCE(excluded.version, apps.version),
+    store_url = COALESCE(excluded.store_url, apps.store_url),
+    minimum_os_version = COALESCE(excluded.minimum_os_version, apps.minimum_os_version),
+    platforms = excluded.platforms, device_assignable = excluded.device_assignable,
+    total_count = excluded.total_count, assigned_count = excluded.assigned_count,
+    available_count = excluded.available_count, retired_count = excluded.retired_count,
+    updated_at = excluded.updated_at";
+
 /// The head of a multi-row insert of queued commands (the values follow).
 pub(super) const INSERT_COMMANDS: &str = "INSERT INTO commands (uuid, udid, request_type, app_id, payload, status, not_before, created_at, updated_at) ";
 

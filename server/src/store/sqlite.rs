@@ -151,42 +151,26 @@ impl SqliteStore {
         .execute(&mut *tx)
         .await?;
         for a in &s.apps {
-            sqlx::query(
-                "INSERT INTO apps (id, token_id, adam_id, pricing_param, product_type, name, bundle_id, version,
-                                   platforms, device_assignable, total_count, assigned_count, available_count,
-                                   retired_count, updated_at, store_url, minimum_os_version)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                 ON CONFLICT (token_id, adam_id, pricing_param) DO UPDATE SET
-                    product_type = excluded.product_type,
-                    name = COALESCE(excluded.name, apps.name),
-                    bundle_id = COALESCE(excluded.bundle_id, apps.bundle_id),
-                    version = COALESCE(excluded.version, apps.version),
-                    store_url = COALESCE(excluded.store_url, apps.store_url),
-                    minimum_os_version = COALESCE(excluded.minimum_os_version, apps.minimum_os_version),
-                    platforms = excluded.platforms, device_assignable = excluded.device_assignable,
-                    total_count = excluded.total_count, assigned_count = excluded.assigned_count,
-                    available_count = excluded.available_count, retired_count = excluded.retired_count,
-                    updated_at = excluded.updated_at",
-            )
-            .bind(&a.id)
-            .bind(&s.token_id)
-            .bind(a.adam_id.to_string())
-            .bind(&a.pricing_param)
-            .bind(&a.product_type)
-            .bind(&a.name)
-            .bind(&a.bundle_id)
-            .bind(&a.version)
-            .bind(a.platforms.join(","))
-            .bind(i64::from(a.device_assignable))
-            .bind(a.counts.total)
-            .bind(a.counts.assigned)
-            .bind(a.counts.available)
-            .bind(a.counts.retired)
-            .bind(s.now)
-            .bind(&a.store_url)
-            .bind(&a.minimum_os_version)
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query(rows::UPSERT_APP)
+                .bind(&a.id)
+                .bind(&s.token_id)
+                .bind(a.adam_id.to_string())
+                .bind(&a.pricing_param)
+                .bind(&a.product_type)
+                .bind(&a.name)
+                .bind(&a.bundle_id)
+                .bind(&a.version)
+                .bind(a.platforms.join(","))
+                .bind(i64::from(a.device_assignable))
+                .bind(a.counts.total)
+                .bind(a.counts.assigned)
+                .bind(a.counts.available)
+                .bind(a.counts.retired)
+                .bind(s.now)
+                .bind(&a.store_url)
+                .bind(&a.minimum_os_version)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(())
