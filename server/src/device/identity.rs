@@ -80,15 +80,15 @@ pub async fn authorize(
         }
         .into());
     }
-    let device = store
+    let standing = store
         .standing(&identity.fingerprint)
         .await?
         .ok_or(DeviceAuthError::NotBound)?;
-    if &device.udid != claimed {
+    if &standing.udid != claimed {
         return Err(DeviceAuthError::NotBound.into());
     }
-    if device.status == EnrollmentStatus::CheckedOut {
+    if standing.status == EnrollmentStatus::CheckedOut {
         return Err(DeviceAuthError::CheckedOut.into());
     }
-    Ok(device)
+    Ok(standing)
 }
