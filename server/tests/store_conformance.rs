@@ -77,13 +77,36 @@ async fn fresh_postgres() -> Result<(PostgresStore, String), String> {
         .execute(&mut admin)
         .await
         .map_err(|e| format!("cannot create a test database: {e}"))?;
-    let base = admin_url
-        .rsplit_once('/')
-        .map_or(admin_url.as_str(), |(b, _)| b);
-    let store = PostgresStore::open(&format!("{base}/{name}"), seal())
+    let store = PostgresStore::open(&database_url(&name), seal())
         .await
         .map_err(|e| e.to_string())?;
     Ok((store, name))
+}
+
+/// The URL of database `name` on the test server.
+fn database_url(name: &str) -> String {
+    let admin_url = admin_url();
+    let base = admin_url
+        .rsplit_once('/')
+        .map_or(admin_url.as_str(), |(b, _)| b);
+    format!("{base}/{name}")
+}
+
+/// Waits up to `seconds` for `done` to hold; says whether it did.
+async fn eventually<F: std::future::Future<Output = bool>>(
+    seconds: u64,
+    mut done: impl FnMut() -> F,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    loop {
+        if done().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 const NOW: Timestamp = Timestamp::at_utc(datetime!(2026-11-25 12:00:00));
@@ -504,6 +527,120 @@ async fn a_certificates_standing_follows_every_write_of_its_enrollment() {
         assert_eq!(s.standing("fp-2").await.unwrap(), None, "{}", b.name);
         b.finish().await;
     }
+}
+
+/// PostgreSQL replicas keep apps and standings in memory; what one replica writes
+/// reaches what another keeps, also when that one's listening connection was cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_hears_of_another_replicas_writes_of_what_it_keeps() {
+    let (a, name) = match fresh_postgres().await {
+        Ok(found) => found,
+        Err(reason) if std::env::var("CI").is_ok() => {
+            panic!("PostgreSQL is required in CI: {reason}")
+        }
+        Err(reason) => {
+            eprintln!("skipping the replica cache test: {reason}");
+            return;
+        }
+    };
+    let b = PostgresStore::open(&database_url(&name), seal())
+        .await
+        .unwrap();
+    assert!(
+        eventually(10, || async {
+            a.hears_of_changes() && b.hears_of_changes()
+        })
+        .await,
+        "both replicas listen for changes"
+    );
+    let udid = Udid::from("REPLICA-1");
+    let standing = |status| {
+        Some(Standing {
+            udid: udid.clone(),
+            status,
+        })
+    };
+    a.upsert_enrollment(&device("REPLICA-1", "fp-r"))
+        .await
+        .unwrap();
+    // B reads (and keeps) the standing, then A checks the device out.
+    assert_eq!(
+        b.standing("fp-r").await.unwrap(),
+        standing(EnrollmentStatus::Enrolled)
+    );
+    a.record_check_out(&udid, LATER).await.unwrap();
+    assert!(
+        eventually(5, || async {
+            b.standing("fp-r").await.unwrap() == standing(EnrollmentStatus::CheckedOut)
+        })
+        .await,
+        "B hears of A's check-out"
+    );
+    // The same for apps.
+    assert!(a.insert_token(&token("t1", "secret")).await.unwrap());
+    a.record_sync(&SyncRecord {
+        token_id: "t1".into(),
+        location_name: None,
+        country: None,
+        location_uid: None,
+        apps: vec![app("a1", "t1", 1, 10)],
+        now: NOW,
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        b.app("a1").await.unwrap().unwrap().install_timeout_seconds,
+        None
+    );
+    assert!(a.set_app_install_timeout("a1", Some(60)).await.unwrap());
+    assert!(
+        eventually(5, || async {
+            b.app("a1").await.unwrap().unwrap().install_timeout_seconds == Some(60)
+        })
+        .await,
+        "B hears of A's change of the app"
+    );
+    // Both listening connections are cut, and A deletes the device before B has
+    // noticed: B's notification is lost with the connection, so B forgets what it kept
+    // and listens again.
+    assert_eq!(
+        b.standing("fp-r").await.unwrap(),
+        standing(EnrollmentStatus::CheckedOut)
+    );
+    {
+        use sqlx::Connection;
+        let mut admin = sqlx::PgConnection::connect(&admin_url()).await.unwrap();
+        let cut: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = $1 AND query = 'LISTEN \"orchard_kept\"'",
+        )
+        .bind(&name)
+        .fetch_all(&mut admin)
+        .await
+        .unwrap();
+        assert_eq!(cut, [true, true], "two listening connections, both cut");
+    }
+    assert!(a.delete_device(&udid).await.unwrap());
+    assert!(
+        eventually(10, || async { b.standing("fp-r").await.unwrap().is_none() }).await,
+        "B no longer answers with the deleted device's standing"
+    );
+    assert!(
+        eventually(10, || async {
+            a.hears_of_changes() && b.hears_of_changes()
+        })
+        .await,
+        "both replicas listen again"
+    );
+    b.close().await;
+    Backend {
+        name: "postgres",
+        store: Arc::new(a.clone()),
+        _dir: None,
+        postgres: Some((a, name)),
+    }
+    .finish()
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -98,6 +98,9 @@ pub struct LoadReport {
     pub server_cpu_seconds: f64,
     /// CPU time this process (fleet and Apple stand-in) used while converging, seconds.
     pub agent_cpu_seconds: f64,
+    /// CPU time the PostgreSQL server's processes on this machine used while
+    /// converging, seconds (none on SQLite, which runs inside the server).
+    pub database_cpu_seconds: Option<f64>,
     /// Command results the servers received while converging, by `type status`.
     pub commands: BTreeMap<String, u64>,
     /// Per 100 ms since the assignment: devices installed and requests per second.
@@ -316,6 +319,8 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
     };
     let server_cpu_before = server_cpu();
     let agent_cpu_before = fleet::cpu_seconds().unwrap_or(0.0);
+    let database_cpu = || options.postgres.then(postgres_cpu_seconds);
+    let database_cpu_before = database_cpu();
     let converge_started = Instant::now();
     let (status, assignment) = admin
         .post("/v1/assignments", json!({ "app_id": app_id, "group_id": group_id, "intent": "required", "license_type": "device" }))
@@ -437,6 +442,9 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
     let converge_seconds = converge_started.elapsed().as_secs_f64();
     let server_cpu_seconds = server_cpu() - server_cpu_before;
     let agent_cpu_seconds = fleet::cpu_seconds().unwrap_or(0.0) - agent_cpu_before;
+    let database_cpu_seconds = database_cpu()
+        .zip(database_cpu_before)
+        .map(|(after, before)| after - before);
     progress.finish();
     let requests = metrics.requests.load(Ordering::Relaxed) - requests_before;
     let mut commands = command_results(&admin, &servers).await?;
@@ -482,6 +490,7 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
         license_failed,
         server_cpu_seconds,
         agent_cpu_seconds,
+        database_cpu_seconds,
         commands,
         series,
     };
@@ -549,6 +558,26 @@ async fn command_results(
     Ok(counts)
 }
 
+/// CPU time of every `postgres` process on this machine, seconds: the database the
+/// load runs on is local (loopback), and its backends live as long as the servers'
+/// connection pools, so the difference over the convergence is the database's work.
+fn postgres_cpu_seconds() -> f64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter(|stat| stat.contains("(postgres)"))
+        .filter_map(|stat| fleet::cpu_seconds_of_stat(&stat))
+        .sum()
+}
+
 fn print_report(r: &LoadReport) {
     println!();
     println!(
@@ -596,6 +625,13 @@ fn print_report(r: &LoadReport) {
         r.agent_cpu_seconds,
         ms_per_device(r.agent_cpu_seconds)
     );
+    if let Some(seconds) = r.database_cpu_seconds {
+        println!(
+            "  PostgreSQL CPU while converging  {:.1} s ({:.2} ms per device)",
+            seconds,
+            ms_per_device(seconds)
+        );
+    }
     println!(
         "  server peak RSS                  {:.1} MiB",
         r.server_peak_rss_mib

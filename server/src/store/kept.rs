@@ -1,9 +1,13 @@
-//! Reads the SQLite store keeps in memory: apps by id (every device result and every
-//! install handed out reads its app) and which enrollment a certificate is bound to
-//! (every device request asks). Both change only by writes through the same store (a
-//! SQLite database has one server): each such write empties its cache once it is done,
-//! and a read that began before a write never fills the cache with what it saw, so a
-//! reader never gets a value older than the last write it could have seen.
+//! Reads the stores keep in memory: apps by id (every device result and every install
+//! handed out reads its app) and which enrollment a certificate is bound to (every
+//! device request asks). Each write of either through the store empties its cache once
+//! it is done, and a read that began before a write never fills the cache with what it
+//! saw, so a reader never gets a value older than the last write it could have seen.
+//!
+//! A SQLite database has one server, so its own writes are all there are. On
+//! PostgreSQL other replicas write too: the database tells every replica of each
+//! change (`kept_postgres`), and a cache is paused, keeping and answering nothing,
+//! whenever the replica is not hearing of them.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -18,8 +22,10 @@ pub(super) struct Kept<V>(Mutex<Values<V>>);
 
 #[derive(Debug)]
 struct Values<V> {
-    /// Counts the writes that emptied the cache.
+    /// Counts the writes that emptied the cache, and its pauses and resumptions.
     generation: u64,
+    /// Whether the cache keeps and answers anything.
+    running: bool,
     values: HashMap<String, V>,
 }
 
@@ -27,15 +33,63 @@ impl<V> Default for Kept<V> {
     fn default() -> Self {
         Self(Mutex::new(Values {
             generation: 0,
+            running: true,
             values: HashMap::new(),
         }))
+    }
+}
+
+impl<V> Kept<V> {
+    /// A cache that keeps nothing until [`Self::resume`].
+    pub(super) fn paused() -> Self {
+        let kept = Self::default();
+        kept.pause();
+        kept
+    }
+
+    /// Empties the cache and keeps nothing until [`Self::resume`]: the writes it
+    /// would have to hear of may go unheard.
+    pub(super) fn pause(&self) {
+        let mut kept = self.lock();
+        kept.generation += 1;
+        kept.running = false;
+        kept.values.clear();
+    }
+
+    /// Keeps values again, starting empty: from here on every write is heard of.
+    pub(super) fn resume(&self) {
+        let mut kept = self.lock();
+        kept.generation += 1;
+        kept.running = true;
+        kept.values.clear();
+    }
+
+    /// Whether the cache keeps and answers values (not paused).
+    pub(super) fn running(&self) -> bool {
+        self.lock().running
+    }
+
+    /// Empties the cache: call after every write of what it keeps, whether it
+    /// succeeded or not.
+    pub(super) fn written(&self) {
+        let mut kept = self.lock();
+        kept.generation += 1;
+        kept.values.clear();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Values<V>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
 impl<V: Clone> Kept<V> {
     /// The value of `key`, if kept.
     pub(super) fn get(&self, key: &str) -> Option<V> {
-        self.lock().values.get(key).cloned()
+        let kept = self.lock();
+        if !kept.running {
+            return None;
+        }
+        kept.values.get(key).cloned()
     }
 
     /// Where the cache stands before a read: pass it to [`Self::fill`].
@@ -47,7 +101,7 @@ impl<V: Clone> Kept<V> {
     /// a write has emptied the cache since.
     pub(super) fn fill(&self, seen: u64, key: &str, value: &V) {
         let mut kept = self.lock();
-        if kept.generation != seen {
+        if kept.generation != seen || !kept.running {
             return;
         }
         if kept.values.len() >= MOST {
@@ -56,23 +110,11 @@ impl<V: Clone> Kept<V> {
         kept.values.insert(key.to_owned(), value.clone());
     }
 
-    /// Empties the cache: call after every write of what it keeps, whether it
-    /// succeeded or not.
-    pub(super) fn written(&self) {
-        let mut kept = self.lock();
-        kept.generation += 1;
-        kept.values.clear();
-    }
-
     /// Runs `write`, a write of what this cache keeps, then empties the cache.
     pub(super) async fn writing<T>(&self, write: impl std::future::Future<Output = T>) -> T {
         let written = write.await;
         self.written();
         written
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Values<V>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -110,6 +152,32 @@ mod tests {
         let seen = cache.generation();
         fill(&cache, seen, &app("a", "new"));
         assert_eq!(cache.get("a").and_then(|a| a.name).as_deref(), Some("new"));
+    }
+
+    #[test]
+    fn a_paused_cache_keeps_nothing_and_resumes_empty() {
+        let cache = Kept::default();
+        let seen = cache.generation();
+        fill(&cache, seen, &app("a", "old"));
+        // A read begins before the pause and ends after it.
+        let before_pause = cache.generation();
+        cache.pause();
+        assert!(cache.get("a").is_none(), "a pause empties the cache");
+        let seen = cache.generation();
+        fill(&cache, seen, &app("a", "paused"));
+        assert!(cache.get("a").is_none(), "a paused cache keeps nothing");
+
+        cache.resume();
+        fill(&cache, before_pause, &app("a", "old"));
+        fill(&cache, seen, &app("a", "paused"));
+        assert!(
+            cache.get("a").is_none(),
+            "reads begun before the cache resumed are not kept"
+        );
+        let seen = cache.generation();
+        fill(&cache, seen, &app("a", "new"));
+        assert_eq!(cache.get("a").and_then(|a| a.name).as_deref(), Some("new"));
+        assert!(Kept::<AppRecord>::paused().get("a").is_none());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 mod group_commit;
 mod kept;
+mod kept_postgres;
 mod last_seen;
 mod postgres;
 mod read_pool;

@@ -13,6 +13,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, QueryBuilder, Row, Transaction};
 
 use super::group_commit::{BatchFuture, GroupCommit};
+use super::kept_postgres::{self, Caches};
 use super::rows;
 use super::*;
 
@@ -23,6 +24,11 @@ pub struct PostgresStore {
     seal: Arc<Seal>,
     /// Device exchanges, written in batches by a thread of their own.
     exchanges: GroupCommit<Exchange, Option<QueuedCommand>, StoreError>,
+    /// Apps by id and certificate standings, kept while this replica hears of every
+    /// change (see `kept_postgres`).
+    kept: Caches,
+    /// Stops hearing of changes when the last clone of the store goes.
+    _listening: Arc<tokio_util::sync::DropGuard>,
 }
 
 /// Most device exchanges written in one transaction.
@@ -56,11 +62,87 @@ impl PostgresStore {
             || StoreError::Database(sqlx::Error::PoolClosed),
         )
         .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
+        let kept = Caches::paused();
+        let listening = Arc::new(kept_postgres::listen(&pool, kept.clone()));
         Ok(Self {
             pool,
             seal,
             exchanges,
+            kept,
+            _listening: listening,
         })
+    }
+
+    /// Whether this replica hears of every change of the apps and certificate standings
+    /// it keeps in memory, and so keeps them: false until it listens, and again while
+    /// its listening connection is lost.
+    pub fn hears_of_changes(&self) -> bool {
+        self.kept.running()
+    }
+
+    /// The writes of [`DeviceStore::delete_device`], in one transaction.
+    async fn delete_device_in(&self, udid: &Udid) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        for table in [
+            "group_devices",
+            "commands",
+            "installs",
+            "prompts",
+            "app_requests",
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE udid = $1"
+            )))
+            .bind(udid.as_str())
+            .execute(&mut *tx)
+            .await?;
+        }
+        let done = sqlx::query("DELETE FROM devices WHERE udid = $1")
+            .bind(udid.as_str())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The writes of [`VppStore::record_sync`], in one transaction.
+    async fn record_sync_in(&self, s: &SyncRecord) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE vpp_tokens SET location_name = $1, country = $2, location_uid = $3, last_sync_at = $4,
+                last_sync_error = NULL WHERE id = $5",
+        )
+        .bind(&s.location_name)
+        .bind(&s.country)
+        .bind(&s.location_uid)
+        .bind(s.now)
+        .bind(&s.token_id)
+        .execute(&mut *tx)
+        .await?;
+        for a in &s.apps {
+            sqlx::query(rows::UPSERT_APP)
+                .bind(&a.id)
+                .bind(&s.token_id)
+                .bind(a.adam_id.to_string())
+                .bind(&a.pricing_param)
+                .bind(&a.product_type)
+                .bind(&a.name)
+                .bind(&a.bundle_id)
+                .bind(&a.version)
+                .bind(a.platforms.join(","))
+                .bind(i64::from(a.device_assignable))
+                .bind(a.counts.total)
+                .bind(a.counts.assigned)
+                .bind(a.counts.available)
+                .bind(a.counts.retired)
+                .bind(s.now)
+                .bind(&a.store_url)
+                .bind(&a.minimum_os_version)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     /// The connection pool (the wake-up bus listens on it).
@@ -713,7 +795,7 @@ impl AdminStore for PostgresStore {
 #[async_trait]
 impl DeviceStore for PostgresStore {
     async fn upsert_enrollment(&self, d: &DeviceRecord) -> StoreResult<()> {
-        sqlx::query(
+        let upsert = sqlx::query(
             "INSERT INTO devices (udid, serial_number, product_name, os_version, cert_fingerprint, status,
                                   enrolled_at, last_seen_at, ownership, single_app_mode, platform, os_version_key)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
@@ -736,8 +818,8 @@ impl DeviceStore for PostgresStore {
         .bind(d.single_app_mode.map(i64::from))
         .bind(d.platform.as_str())
         .bind(d.os_version.as_deref().and_then(os_version_key))
-        .execute(&self.pool)
-        .await?;
+        .execute(&self.pool);
+        self.kept.standings.writing(upsert).await?;
         Ok(())
     }
 
@@ -750,13 +832,29 @@ impl DeviceStore for PostgresStore {
             .await
     }
 
+    async fn standing(&self, fingerprint: &str) -> StoreResult<Option<Standing>> {
+        let standings = &self.kept.standings;
+        if let Some(standing) = standings.get(fingerprint) {
+            return Ok(Some(standing));
+        }
+        let seen = standings.generation();
+        let standing = self
+            .device_by_fingerprint(fingerprint)
+            .await?
+            .map(|d| Standing::of(&d));
+        if let Some(standing) = &standing {
+            standings.fill(seen, fingerprint, standing);
+        }
+        Ok(standing)
+    }
+
     async fn record_authenticate(
         &self,
         udid: &Udid,
         f: &AuthenticateFacts,
         now: Timestamp,
     ) -> StoreResult<()> {
-        sqlx::query(
+        let write = sqlx::query(
             "UPDATE devices SET status = CASE WHEN status = 'active' THEN status ELSE 'authenticated' END,
                 serial_number = COALESCE($1, serial_number), product_name = COALESCE($2, product_name),
                 os_version = COALESCE($3, os_version), last_seen_at = $4, platform = COALESCE($6, platform),
@@ -769,8 +867,8 @@ impl DeviceStore for PostgresStore {
         .bind(udid.as_str())
         .bind(f.platform())
         .bind(f.os_version_key())
-        .execute(&self.pool)
-        .await?;
+        .execute(&self.pool);
+        self.kept.standings.writing(write).await?;
         Ok(())
     }
 
@@ -782,7 +880,7 @@ impl DeviceStore for PostgresStore {
         token: &[u8],
         now: Timestamp,
     ) -> StoreResult<()> {
-        sqlx::query(
+        let write = sqlx::query(
             "UPDATE devices SET status = 'active', topic = $1, push_magic = $2, push_token = $3, last_seen_at = $4
              WHERE udid = $5",
         )
@@ -791,17 +889,17 @@ impl DeviceStore for PostgresStore {
         .bind(token)
         .bind(now)
         .bind(udid.as_str())
-        .execute(&self.pool)
-        .await?;
+        .execute(&self.pool);
+        self.kept.standings.writing(write).await?;
         Ok(())
     }
 
     async fn record_check_out(&self, udid: &Udid, now: Timestamp) -> StoreResult<()> {
-        sqlx::query("UPDATE devices SET status = 'checked_out', push_magic = NULL, last_seen_at = $1 WHERE udid = $2")
+        let write = sqlx::query("UPDATE devices SET status = 'checked_out', push_magic = NULL, last_seen_at = $1 WHERE udid = $2")
             .bind(now)
             .bind(udid.as_str())
-            .execute(&self.pool)
-            .await?;
+            .execute(&self.pool);
+        self.kept.standings.writing(write).await?;
         Ok(())
     }
 
@@ -859,27 +957,10 @@ impl DeviceStore for PostgresStore {
     }
 
     async fn delete_device(&self, udid: &Udid) -> StoreResult<bool> {
-        let mut tx = self.pool.begin().await?;
-        for table in [
-            "group_devices",
-            "commands",
-            "installs",
-            "prompts",
-            "app_requests",
-        ] {
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DELETE FROM {table} WHERE udid = $1"
-            )))
-            .bind(udid.as_str())
-            .execute(&mut *tx)
-            .await?;
-        }
-        let done = sqlx::query("DELETE FROM devices WHERE udid = $1")
-            .bind(udid.as_str())
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(done.rows_affected() == 1)
+        self.kept
+            .standings
+            .writing(self.delete_device_in(udid))
+            .await
     }
 }
 
@@ -962,10 +1043,10 @@ impl EnrollmentStore for PostgresStore {
     }
 
     async fn release_device(&self, udid: &Udid) -> StoreResult<bool> {
-        let done = sqlx::query("UPDATE devices SET status = 'released' WHERE udid = $1")
+        let write = sqlx::query("UPDATE devices SET status = 'released' WHERE udid = $1")
             .bind(udid.as_str())
-            .execute(&self.pool)
-            .await?;
+            .execute(&self.pool);
+        let done = self.kept.standings.writing(write).await?;
         Ok(done.rows_affected() == 1)
     }
 }
@@ -1148,10 +1229,10 @@ impl VppStore for PostgresStore {
     }
 
     async fn delete_token(&self, id: &str) -> StoreResult<bool> {
-        let done = sqlx::query("DELETE FROM vpp_tokens WHERE id = $1")
+        let write = sqlx::query("DELETE FROM vpp_tokens WHERE id = $1")
             .bind(id)
-            .execute(&self.pool)
-            .await?;
+            .execute(&self.pool);
+        let done = self.kept.apps.writing(write).await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -1177,42 +1258,7 @@ impl VppStore for PostgresStore {
     }
 
     async fn record_sync(&self, s: &SyncRecord) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "UPDATE vpp_tokens SET location_name = $1, country = $2, location_uid = $3, last_sync_at = $4,
-                last_sync_error = NULL WHERE id = $5",
-        )
-        .bind(&s.location_name)
-        .bind(&s.country)
-        .bind(&s.location_uid)
-        .bind(s.now)
-        .bind(&s.token_id)
-        .execute(&mut *tx)
-        .await?;
-        for a in &s.apps {
-            sqlx::query(rows::UPSERT_APP)
-                .bind(&a.id)
-                .bind(&s.token_id)
-                .bind(a.adam_id.to_string())
-                .bind(&a.pricing_param)
-                .bind(&a.product_type)
-                .bind(&a.name)
-                .bind(&a.bundle_id)
-                .bind(&a.version)
-                .bind(a.platforms.join(","))
-                .bind(i64::from(a.device_assignable))
-                .bind(a.counts.total)
-                .bind(a.counts.assigned)
-                .bind(a.counts.available)
-                .bind(a.counts.retired)
-                .bind(s.now)
-                .bind(&a.store_url)
-                .bind(&a.minimum_os_version)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        self.kept.apps.writing(self.record_sync_in(s)).await
     }
 
     async fn record_sync_error(
@@ -1235,7 +1281,7 @@ impl VppStore for PostgresStore {
         c: &LicenseCounts,
         now: Timestamp,
     ) -> StoreResult<()> {
-        sqlx::query(
+        let write = sqlx::query(
             "UPDATE apps SET total_count = $1, assigned_count = $2, available_count = $3, retired_count = $4,
                 updated_at = $5 WHERE id = $6",
         )
@@ -1245,8 +1291,8 @@ impl VppStore for PostgresStore {
         .bind(c.retired)
         .bind(now)
         .bind(app_id)
-        .execute(&self.pool)
-        .await?;
+        .execute(&self.pool);
+        self.kept.apps.writing(write).await?;
         Ok(())
     }
 
@@ -1255,16 +1301,25 @@ impl VppStore for PostgresStore {
         app_id: &str,
         seconds: Option<i64>,
     ) -> StoreResult<bool> {
-        let done = sqlx::query("UPDATE apps SET install_timeout_seconds = $1 WHERE id = $2")
+        let write = sqlx::query("UPDATE apps SET install_timeout_seconds = $1 WHERE id = $2")
             .bind(seconds)
             .bind(app_id)
-            .execute(&self.pool)
-            .await?;
+            .execute(&self.pool);
+        let done = self.kept.apps.writing(write).await?;
         Ok(done.rows_affected() == 1)
     }
 
     async fn app(&self, id: &str) -> StoreResult<Option<AppRecord>> {
-        self.one("apps", "id", id, app_row).await
+        let apps = &self.kept.apps;
+        if let Some(app) = apps.get(id) {
+            return Ok(Some(app));
+        }
+        let seen = apps.generation();
+        let app = self.one("apps", "id", id, app_row).await?;
+        if let Some(app) = &app {
+            apps.fill(seen, &app.id, app);
+        }
+        Ok(app)
     }
 
     async fn apps(&self, page: &Page) -> StoreResult<Vec<AppRecord>> {
