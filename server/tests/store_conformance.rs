@@ -765,6 +765,21 @@ async fn command_queue_hands_out_in_order_and_applies_results_once() {
             "{}",
             b.name
         );
+        // Many devices in one batch, each with its own time.
+        s.upsert_enrollment(&device("U3", "fp3")).await.unwrap();
+        let later = ts("2026-11-25T15:00:00.000000Z");
+        s.touch_devices(&[("U1".into(), later), ("U3".into(), seen)])
+            .await
+            .unwrap();
+        let last_seen = |udid: &'static str| async move {
+            s.device(&udid.into()).await.unwrap().unwrap().last_seen_at
+        };
+        assert_eq!(
+            (last_seen("U1").await, last_seen("U3").await),
+            (later, seen),
+            "{}",
+            b.name
+        );
         b.finish().await;
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use orchard_protocol::command::ManagedAppStatus;
 use orchard_testbed::harness::{DEMO_LOCATION, TestbedBuilder, wait_for};
 use serde_json::json;
+use time::format_description::well_known::Rfc3339;
 
 const PAGES: u64 = 361309726;
 
@@ -47,6 +48,7 @@ async fn required_device_licensed_app_reaches_every_device_in_the_group(builder:
         .await
         .unwrap();
     assert_eq!(status, 201, "{body}");
+    let assigned_at = body["created_at"].as_str().unwrap().to_owned();
 
     let installs = bed
         .wait_installed(&app_id, 5, Duration::from_secs(30))
@@ -114,6 +116,34 @@ async fn required_device_licensed_app_reaches_every_device_in_the_group(builder:
             .all(|d| d["status"] == "active" && d["is_supervised"] == true),
         "{devices:?}"
     );
+
+    // Each device's sessions for the install are written as when it was last seen
+    // (with other devices' times, shortly after).
+    let assigned_at = time::OffsetDateTime::parse(&assigned_at, &Rfc3339).unwrap();
+    wait_for(
+        Duration::from_secs(10),
+        "every device seen after the assignment",
+        || async {
+            let (_, devices) = bed.admin.get("/v1/devices").await?;
+            let seen: Vec<String> = devices["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|d| d["last_seen_at"].as_str().unwrap_or_default().to_owned())
+                .collect();
+            let after = seen
+                .iter()
+                .filter(|t| time::OffsetDateTime::parse(t, &Rfc3339).is_ok_and(|t| t > assigned_at))
+                .count();
+            Ok(if after == 5 {
+                Ok(())
+            } else {
+                Err(format!("{seen:?}"))
+            })
+        },
+    )
+    .await
+    .unwrap();
 
     fleet.stop().await;
     bed.shutdown().await;

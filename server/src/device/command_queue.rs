@@ -19,6 +19,11 @@ pub async fn handle(
     let report = CommandReport::from_xml(body)?;
     identity::authorize(state.store.as_ref(), identity, &report.udid).await?;
     let now = state.clock.now();
+    if report.status == CommandStatus::Idle {
+        // Once a session: the time is written with other devices' shortly, outside
+        // the exchange's transaction.
+        state.last_seen.note(&report.udid, now);
+    }
     let mut outcome = None;
     let mut reconcile = false;
     if let (
@@ -44,15 +49,14 @@ pub async fn handle(
             }
         }
     }
-    // An Idle check-in with nothing to hand out: a read, no write transaction; the
-    // time the device was seen is written with others' shortly. A device woken here
-    // was woken for something queued: its exchange is written without asking first.
+    // An Idle check-in with nothing to hand out: a read, no write transaction. A
+    // device woken here was woken for something queued: its exchange is written
+    // without asking first.
     if outcome.is_none()
         && report.status == CommandStatus::Idle
         && !state.push.is_woken(&report.udid)
         && !state.store.has_due_commands(&report.udid, now).await?
     {
-        state.last_seen.note(&report.udid, now);
         state.push.session_ended(&report.udid);
         return Ok(None);
     }

@@ -11,13 +11,20 @@ use crate::state::ServerState;
 /// How often the times are written.
 pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
-/// Writes the noted times (one statement per batch).
+/// Writes the noted times (one statement per batch); times that could not be written
+/// are noted again for the next write.
 pub async fn flush(state: &ServerState) -> ServerResult<()> {
     let seen = state.last_seen.take();
-    if !seen.is_empty() {
-        state.store.touch_devices(&seen).await?;
+    if seen.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    let written = state.store.touch_devices(&seen).await;
+    if written.is_err() {
+        for (udid, at) in &seen {
+            state.last_seen.note(udid, *at);
+        }
+    }
+    Ok(written?)
 }
 
 /// Writes the noted times every [`FLUSH_EVERY`] until `shutdown`, then once more.

@@ -291,15 +291,6 @@ async fn exchange_all(
     let sessions: Vec<&Exchange> = exchanges.iter().filter(|x| x.new_session).collect();
     if !sessions.is_empty() {
         let udids: Vec<&str> = sessions.iter().map(|x| x.udid.as_str()).collect();
-        let nows: Vec<Timestamp> = sessions.iter().map(|x| x.now).collect();
-        sqlx::query(
-            "UPDATE devices d SET last_seen_at = s.now
-             FROM unnest($1::text[], $2::timestamptz[]) AS s(udid, now) WHERE d.udid = s.udid",
-        )
-        .bind(&udids)
-        .bind(&nows)
-        .execute(&mut **tx)
-        .await?;
         sqlx::query(
             "UPDATE commands SET status = 'queued' WHERE udid = ANY($1) AND status = 'not_now'",
         )
@@ -380,12 +371,7 @@ async fn exchange_in(
     x: &Exchange,
 ) -> StoreResult<Option<QueuedCommand>> {
     if x.new_session {
-        // Once per session, not per request: the device is seen, put-off commands return.
-        sqlx::query("UPDATE devices SET last_seen_at = $1 WHERE udid = $2")
-            .bind(x.now)
-            .bind(x.udid.as_str())
-            .execute(&mut **tx)
-            .await?;
+        // Once per session, not per request: put-off commands return.
         sqlx::query("UPDATE commands SET status = 'queued' WHERE udid = $1 AND status = 'not_now'")
             .bind(x.udid.as_str())
             .execute(&mut **tx)
@@ -1078,18 +1064,19 @@ impl CommandStore for PostgresStore {
     }
 
     async fn touch_devices(&self, seen: &[(Udid, Timestamp)]) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        for (udid, at) in seen {
-            // Never back in time: a write of the exchange may have gone further.
-            sqlx::query(
-                "UPDATE devices SET last_seen_at = $1 WHERE udid = $2 AND last_seen_at < $1",
-            )
-            .bind(*at)
-            .bind(udid.as_str())
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
+        // One statement for the batch (each device once in it). Never back in time: a
+        // write of the exchange may have gone further.
+        let udids: Vec<&str> = seen.iter().map(|(u, _)| u.as_str()).collect();
+        let times: Vec<Timestamp> = seen.iter().map(|(_, at)| *at).collect();
+        sqlx::query(
+            "UPDATE devices d SET last_seen_at = s.at
+             FROM unnest($1::text[], $2::timestamptz[]) AS s(udid, at)
+             WHERE d.udid = s.udid AND d.last_seen_at < s.at",
+        )
+        .bind(&udids)
+        .bind(&times)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 

@@ -647,7 +647,8 @@ pub struct CommandOutcome {
 pub struct Exchange {
     /// Device.
     pub udid: Udid,
-    /// The device started a session (reported Idle).
+    /// The device started a session (reported Idle): commands it put off are offered
+    /// again. (When it was seen is not written here but with others', see `LastSeen`.)
     pub new_session: bool,
     /// The result the device reported, if any.
     pub outcome: Option<CommandOutcome>,

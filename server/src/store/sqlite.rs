@@ -348,12 +348,8 @@ async fn exchange_in(
 ) -> StoreResult<Option<QueuedCommand>> {
     let mut q = QueryBuilder::<Sqlite>::new("");
     if x.new_session {
-        // Once per session, not per request: the device is seen, put-off commands return.
-        q.push("UPDATE devices SET last_seen_at = ")
-            .push_bind(x.now)
-            .push(" WHERE udid = ")
-            .push_bind(x.udid.as_str())
-            .push(";\nUPDATE commands SET status = 'queued' WHERE udid = ")
+        // Once per session, not per request: put-off commands return.
+        q.push("UPDATE commands SET status = 'queued' WHERE udid = ")
             .push_bind(x.udid.as_str())
             .push(" AND status = 'not_now';\n");
     }
