@@ -18,7 +18,7 @@ use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::kept::Kept;
-use super::{AppRecord, Standing};
+use super::records::{AppRecord, Standing};
 
 /// The PostgreSQL channel changes of kept values are told on.
 pub(super) const CHANNEL: &str = "orchard_kept";
