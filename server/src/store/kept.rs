@@ -83,8 +83,27 @@ impl<V> Kept<V> {
 }
 
 impl<V: Clone> Kept<V> {
+    /// The value of `key`: the kept one, or what `read` reads, which is kept unless a
+    /// write, a pause or a resumption came between the start of the read and its end
+    /// (nothing is kept of a key that names nothing).
+    pub(super) async fn get_or_read<E>(
+        &self,
+        key: &str,
+        read: impl std::future::Future<Output = Result<Option<V>, E>>,
+    ) -> Result<Option<V>, E> {
+        if let Some(value) = self.get(key) {
+            return Ok(Some(value));
+        }
+        let seen = self.generation();
+        let value = read.await?;
+        if let Some(value) = &value {
+            self.fill(seen, key, value);
+        }
+        Ok(value)
+    }
+
     /// The value of `key`, if kept.
-    pub(super) fn get(&self, key: &str) -> Option<V> {
+    fn get(&self, key: &str) -> Option<V> {
         let kept = self.lock();
         if !kept.running {
             return None;
@@ -93,13 +112,13 @@ impl<V: Clone> Kept<V> {
     }
 
     /// Where the cache stands before a read: pass it to [`Self::fill`].
-    pub(super) fn generation(&self) -> u64 {
+    fn generation(&self) -> u64 {
         self.lock().generation
     }
 
     /// Keeps `value` of `key`, read after [`Self::generation`] returned `seen`, unless
     /// a write has emptied the cache since.
-    pub(super) fn fill(&self, seen: u64, key: &str, value: &V) {
+    fn fill(&self, seen: u64, key: &str, value: &V) {
         let mut kept = self.lock();
         if kept.generation != seen || !kept.running {
             return;
@@ -152,6 +171,48 @@ mod tests {
         let seen = cache.generation();
         fill(&cache, seen, &app("a", "new"));
         assert_eq!(cache.get("a").and_then(|a| a.name).as_deref(), Some("new"));
+    }
+
+    #[tokio::test]
+    async fn a_value_read_is_kept_unless_a_write_came_between() {
+        let cache = Kept::default();
+        let reads = std::cell::Cell::new(0);
+        let read = |name: &'static str| {
+            reads.set(reads.get() + 1);
+            async move { Ok::<_, ()>(Some(app("a", name))) }
+        };
+        let name = |v: Result<Option<AppRecord>, ()>| v.ok().flatten().and_then(|a| a.name);
+        assert_eq!(
+            name(cache.get_or_read("a", read("one")).await).as_deref(),
+            Some("one")
+        );
+        assert_eq!(
+            name(cache.get_or_read("a", read("two")).await).as_deref(),
+            Some("one"),
+            "the kept value answers"
+        );
+        // A write lands while a read is under way: what the read saw is not kept.
+        cache.written();
+        let during = async {
+            let value = read("three").await;
+            cache.written();
+            value
+        };
+        assert_eq!(
+            name(cache.get_or_read("a", during).await).as_deref(),
+            Some("three")
+        );
+        assert!(
+            cache.get("a").is_none(),
+            "a read overtaken by a write is not kept"
+        );
+        let nothing = async { Ok::<Option<AppRecord>, ()>(None) };
+        assert!(matches!(cache.get_or_read("b", nothing).await, Ok(None)));
+        assert!(
+            cache.get("b").is_none(),
+            "nothing is kept of a key naming nothing"
+        );
+        assert_eq!(reads.get(), 3);
     }
 
     #[test]

@@ -107,42 +107,7 @@ impl PostgresStore {
 
     /// The writes of [`VppStore::record_sync`], in one transaction.
     async fn record_sync_in(&self, s: &SyncRecord) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "UPDATE vpp_tokens SET location_name = $1, country = $2, location_uid = $3, last_sync_at = $4,
-                last_sync_error = NULL WHERE id = $5",
-        )
-        .bind(&s.location_name)
-        .bind(&s.country)
-        .bind(&s.location_uid)
-        .bind(s.now)
-        .bind(&s.token_id)
-        .execute(&mut *tx)
-        .await?;
-        for a in &s.apps {
-            sqlx::query(rows::UPSERT_APP)
-                .bind(&a.id)
-                .bind(&s.token_id)
-                .bind(a.adam_id.to_string())
-                .bind(&a.pricing_param)
-                .bind(&a.product_type)
-                .bind(&a.name)
-                .bind(&a.bundle_id)
-                .bind(&a.version)
-                .bind(a.platforms.join(","))
-                .bind(i64::from(a.device_assignable))
-                .bind(a.counts.total)
-                .bind(a.counts.assigned)
-                .bind(a.counts.available)
-                .bind(a.counts.retired)
-                .bind(s.now)
-                .bind(&a.store_url)
-                .bind(&a.minimum_os_version)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        rows::record_sync!(self.pool, s)
     }
 
     /// The connection pool (the wake-up bus listens on it).
@@ -279,18 +244,22 @@ fn exchange_batch<'a>(
     })
 }
 
-/// A batch of exchanges of different devices in six statements whatever the number of
+/// A batch of exchanges of different devices in five statements whatever the number of
 /// devices (more only past [`BATCH`] installs or follow-ups): each exchange on its own
-/// is up to six round trips to PostgreSQL. Every statement
+/// is up to five round trips to PostgreSQL. Every statement
 /// touches each device's own rows, so taking them statement by statement across the
-/// batch keeps each device's order (seen, result, installs, follow-ups, next).
+/// batch keeps each device's order (put-off commands back, result, installs,
+/// follow-ups, next).
 async fn exchange_all(
     tx: &mut Transaction<'_, Postgres>,
     exchanges: &[Exchange],
 ) -> StoreResult<Vec<Option<QueuedCommand>>> {
-    let sessions: Vec<&Exchange> = exchanges.iter().filter(|x| x.new_session).collect();
-    if !sessions.is_empty() {
-        let udids: Vec<&str> = sessions.iter().map(|x| x.udid.as_str()).collect();
+    let udids: Vec<&str> = exchanges
+        .iter()
+        .filter(|x| x.new_session)
+        .map(|x| x.udid.as_str())
+        .collect();
+    if !udids.is_empty() {
         sqlx::query(
             "UPDATE commands SET status = 'queued' WHERE udid = ANY($1) AND status = 'not_now'",
         )
@@ -819,19 +788,11 @@ impl DeviceStore for PostgresStore {
     }
 
     async fn standing(&self, fingerprint: &str) -> StoreResult<Option<Standing>> {
-        let standings = &self.kept.standings;
-        if let Some(standing) = standings.get(fingerprint) {
-            return Ok(Some(standing));
-        }
-        let seen = standings.generation();
-        let standing = self
-            .device_by_fingerprint(fingerprint)
-            .await?
-            .map(|d| Standing::of(&d));
-        if let Some(standing) = &standing {
-            standings.fill(seen, fingerprint, standing);
-        }
-        Ok(standing)
+        let read = async {
+            let device = self.device_by_fingerprint(fingerprint).await?;
+            Ok(device.map(|d| Standing::of(&d)))
+        };
+        self.kept.standings.get_or_read(fingerprint, read).await
     }
 
     async fn record_authenticate(
@@ -1297,16 +1258,8 @@ impl VppStore for PostgresStore {
     }
 
     async fn app(&self, id: &str) -> StoreResult<Option<AppRecord>> {
-        let apps = &self.kept.apps;
-        if let Some(app) = apps.get(id) {
-            return Ok(Some(app));
-        }
-        let seen = apps.generation();
-        let app = self.one("apps", "id", id, app_row).await?;
-        if let Some(app) = &app {
-            apps.fill(seen, &app.id, app);
-        }
-        Ok(app)
+        let read = self.one("apps", "id", id, app_row);
+        self.kept.apps.get_or_read(id, read).await
     }
 
     async fn apps(&self, page: &Page) -> StoreResult<Vec<AppRecord>> {

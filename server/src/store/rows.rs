@@ -381,6 +381,53 @@ macro_rules! row_mappers {
 
 pub(super) use row_mappers;
 
+/// The writes of a sync (`$pool`: either backend's pool, `$s`: a `SyncRecord`) in one
+/// transaction: the token's location and sync time, then each app by [`UPSERT_APP`].
+/// Both backends take the same statements and binds, so both expand this.
+macro_rules! record_sync {
+    ($pool:expr, $s:expr) => {{
+        let s = $s;
+        let mut tx = $pool.begin().await?;
+        sqlx::query(
+            "UPDATE vpp_tokens SET location_name = $1, country = $2, location_uid = $3,
+                last_sync_at = $4, last_sync_error = NULL WHERE id = $5",
+        )
+        .bind(&s.location_name)
+        .bind(&s.country)
+        .bind(&s.location_uid)
+        .bind(s.now)
+        .bind(&s.token_id)
+        .execute(&mut *tx)
+        .await?;
+        for a in &s.apps {
+            sqlx::query($crate::store::rows::UPSERT_APP)
+                .bind(&a.id)
+                .bind(&s.token_id)
+                .bind(a.adam_id.to_string())
+                .bind(&a.pricing_param)
+                .bind(&a.product_type)
+                .bind(&a.name)
+                .bind(&a.bundle_id)
+                .bind(&a.version)
+                .bind(a.platforms.join(","))
+                .bind(i64::from(a.device_assignable))
+                .bind(a.counts.total)
+                .bind(a.counts.assigned)
+                .bind(a.counts.available)
+                .bind(a.counts.retired)
+                .bind(s.now)
+                .bind(&a.store_url)
+                .bind(&a.minimum_os_version)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }};
+}
+
+pub(super) use record_sync;
+
 /// An app as a sync reports it (17 parameters, `$1` to `$17`, which both backends take):
 /// a new one is inserted, a known one (same token, adamId and pricing) takes the new
 /// counts and keeps the store metadata the sync did not bring.

@@ -138,42 +138,7 @@ impl SqliteStore {
 
     /// The writes of [`VppStore::record_sync`], in one transaction.
     async fn record_sync_in(&self, s: &SyncRecord) -> StoreResult<()> {
-        let mut tx = self.writer.begin().await?;
-        sqlx::query(
-            "UPDATE vpp_tokens SET location_name = ?, country = ?, location_uid = ?, last_sync_at = ?,
-                last_sync_error = NULL WHERE id = ?",
-        )
-        .bind(&s.location_name)
-        .bind(&s.country)
-        .bind(&s.location_uid)
-        .bind(s.now)
-        .bind(&s.token_id)
-        .execute(&mut *tx)
-        .await?;
-        for a in &s.apps {
-            sqlx::query(rows::UPSERT_APP)
-                .bind(&a.id)
-                .bind(&s.token_id)
-                .bind(a.adam_id.to_string())
-                .bind(&a.pricing_param)
-                .bind(&a.product_type)
-                .bind(&a.name)
-                .bind(&a.bundle_id)
-                .bind(&a.version)
-                .bind(a.platforms.join(","))
-                .bind(i64::from(a.device_assignable))
-                .bind(a.counts.total)
-                .bind(a.counts.assigned)
-                .bind(a.counts.available)
-                .bind(a.counts.retired)
-                .bind(s.now)
-                .bind(&a.store_url)
-                .bind(&a.minimum_os_version)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        rows::record_sync!(self.writer, s)
     }
 
     /// Closes both pools.
@@ -784,18 +749,11 @@ impl DeviceStore for SqliteStore {
     }
 
     async fn standing(&self, fingerprint: &str) -> StoreResult<Option<Standing>> {
-        if let Some(standing) = self.standings.get(fingerprint) {
-            return Ok(Some(standing));
-        }
-        let seen = self.standings.generation();
-        let standing = self
-            .device_by_fingerprint(fingerprint)
-            .await?
-            .map(|d| Standing::of(&d));
-        if let Some(standing) = &standing {
-            self.standings.fill(seen, fingerprint, standing);
-        }
-        Ok(standing)
+        let read = async {
+            let device = self.device_by_fingerprint(fingerprint).await?;
+            Ok(device.map(|d| Standing::of(&d)))
+        };
+        self.standings.get_or_read(fingerprint, read).await
     }
 
     async fn record_authenticate(
@@ -1303,15 +1261,8 @@ impl VppStore for SqliteStore {
     }
 
     async fn app(&self, id: &str) -> StoreResult<Option<AppRecord>> {
-        if let Some(app) = self.apps.get(id) {
-            return Ok(Some(app));
-        }
-        let seen = self.apps.generation();
-        let app = self.one("apps", "id", id, app_row).await?;
-        if let Some(app) = &app {
-            self.apps.fill(seen, &app.id, app);
-        }
-        Ok(app)
+        let read = self.one("apps", "id", id, app_row);
+        self.apps.get_or_read(id, read).await
     }
 
     async fn apps(&self, page: &Page) -> StoreResult<Vec<AppRecord>> {
