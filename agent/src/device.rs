@@ -1044,6 +1044,8 @@ impl Device {
         response
     }
 
+    /// The apps on the device. Every app this model holds was installed by its server
+    /// (managed), so `ManagedAppsOnly` lists the same apps.
     fn installed_list(
         &self,
         command: &InstalledApplicationList,

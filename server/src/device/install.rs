@@ -1,14 +1,18 @@
 //! Install tracking past the acknowledgement: an acknowledged InstallApplication is not
-//! yet an installed app. The server follows up with ManagedApplicationList until the
-//! app is `Managed`, then InstalledApplicationList to read the installed version.
+//! yet an installed app. The server first looks at the device's managed apps
+//! (InstalledApplicationList, `ManagedAppsOnly`): the app listed, installed and at the
+//! expected version is verified with that one command. Otherwise ManagedApplicationList
+//! says why, and is asked again until the app is `Managed`; then InstalledApplicationList
+//! reads the installed version.
 
 use std::time::Duration;
 
 use orchard_protocol::Udid;
 use orchard_protocol::command::{
-    BookState, Command, InstallApplicationResponse, InstallMediaResponse, InstalledApplicationList,
-    InstalledApplicationListResponse, InvitationResult, ManagedAppStatus, ManagedApplicationList,
-    ManagedApplicationListResponse, ManagedMediaList, ManagedMediaListResponse,
+    BookState, Command, CommandEnvelope, InstallApplicationResponse, InstallMediaResponse,
+    InstalledApplication, InstalledApplicationList, InstalledApplicationListResponse,
+    InvitationResult, ManagedAppStatus, ManagedApplicationList, ManagedApplicationListResponse,
+    ManagedMediaList, ManagedMediaListResponse,
 };
 use orchard_protocol::report::{CommandReport, CommandStatus};
 
@@ -68,22 +72,59 @@ fn managed_list(bundle_id: &str) -> Command {
     })
 }
 
+/// The keys of an installed app the server reads.
+const INSTALLED_ITEMS: [&str; 5] = [
+    "Identifier",
+    "Name",
+    "ShortVersion",
+    "Version",
+    "Installing",
+];
+
 fn installed_list(bundle_id: &str) -> Command {
     Command::InstalledApplicationList(InstalledApplicationList {
         identifiers: Some(vec![bundle_id.to_owned()]),
         managed_apps_only: None,
-        items: Some(
-            [
-                "Identifier",
-                "Name",
-                "ShortVersion",
-                "Version",
-                "Installing",
-            ]
-            .map(String::from)
-            .to_vec(),
-        ),
+        items: Some(INSTALLED_ITEMS.map(String::from).to_vec()),
     })
+}
+
+/// The first look after an install: the app among the device's managed apps. Listed,
+/// installed and at the expected version, the install is verified; otherwise
+/// ManagedApplicationList follows at once to say why.
+fn first_look(bundle_id: &str) -> Command {
+    Command::InstalledApplicationList(InstalledApplicationList {
+        identifiers: Some(vec![bundle_id.to_owned()]),
+        managed_apps_only: Some(true),
+        items: Some(INSTALLED_ITEMS.map(String::from).to_vec()),
+    })
+}
+
+/// Whether a queued command is an install's first look ([`first_look`]): an
+/// InstalledApplicationList of managed apps only.
+pub fn is_first_look(command: &QueuedCommand) -> bool {
+    command.request_type == "InstalledApplicationList"
+        && matches!(
+            CommandEnvelope::from_xml(&command.payload).map(|e| e.command),
+            Ok(Command::InstalledApplicationList(
+                InstalledApplicationList {
+                    managed_apps_only: Some(true),
+                    ..
+                }
+            ))
+        )
+}
+
+/// Whether a listed app is at the version the App Store offers (any, when that is not
+/// known).
+fn at_expected_version(listed: &InstalledApplication, app: &AppRecord) -> bool {
+    let installed = listed
+        .short_version
+        .as_deref()
+        .or(listed.version.as_deref());
+    app.version
+        .as_deref()
+        .is_none_or(|expected| installed == Some(expected))
 }
 
 fn error_reason(report: &CommandReport) -> String {
@@ -153,9 +194,11 @@ fn book_progress(state: BookState, version: Option<String>, poll: Duration) -> I
     }
 }
 
-/// Reads a result for a command that concerns `app` (sans-IO).
+/// Reads a result for a command that concerns `app` (sans-IO); `first_look_asked`: the
+/// command was an install's first look ([`is_first_look`]).
 pub fn interpret(
     request_type: &str,
+    first_look_asked: bool,
     app: Option<&AppRecord>,
     report: &CommandReport,
     poll: Duration,
@@ -247,9 +290,16 @@ pub fn interpret(
                     install: Some(InstallUpdate::new(InstallStatus::Installing, Some(state))),
                     follow_up: follow(installed_list, Duration::ZERO, id),
                 },
+                // A prompt is not answered within a poll: its status is what to ask.
+                s if s.is_in_progress() && progress(s) == InstallStatus::Prompting => {
+                    Interpretation {
+                        install: Some(InstallUpdate::new(progress(s), Some(s))),
+                        follow_up: follow(managed_list, poll, id),
+                    }
+                }
                 s if s.is_in_progress() => Interpretation {
                     install: Some(InstallUpdate::new(progress(s), Some(s))),
-                    follow_up: follow(managed_list, poll, id),
+                    follow_up: follow(first_look, poll, id),
                 },
                 s => Interpretation {
                     install: Some(InstallUpdate::failed(
@@ -348,9 +398,25 @@ pub fn interpret(
                 .iter()
                 .find(|a| a.identifier.as_deref() == Some(bundle));
             match entry {
+                // Still installing: a first look is taken again, which verifies the
+                // app in one command once it is installed.
                 Some(a) if a.installing == Some(true) => Interpretation {
                     install: Some(InstallUpdate::new(InstallStatus::Installing, None)),
-                    follow_up: follow(managed_list, poll, None),
+                    follow_up: if first_look_asked {
+                        follow(first_look, poll, None)
+                    } else {
+                        follow(managed_list, poll, None)
+                    },
+                },
+                // Not listed among the managed apps, or at another version (an update
+                // under way, or declined): the device's status of the app says why.
+                Some(a) if first_look_asked && !at_expected_version(a, app) => Interpretation {
+                    install: None,
+                    follow_up: follow(managed_list, Duration::ZERO, None),
+                },
+                None if first_look_asked => Interpretation {
+                    install: None,
+                    follow_up: follow(managed_list, Duration::ZERO, None),
                 },
                 Some(a) => Interpretation {
                     install: Some(InstallUpdate {
@@ -429,6 +495,7 @@ pub async fn apply_result(
     };
     let mut reading = interpret(
         &command.request_type,
+        is_first_look(command),
         app.as_ref(),
         report,
         state.options.install_poll_interval,
@@ -624,20 +691,139 @@ mod tests {
             .unwrap()
     }
 
-    #[test]
-    fn acknowledged_install_in_progress_is_followed_by_a_managed_list_later() {
-        let r = report(CommandStatus::Acknowledged)
+    fn acknowledged(state: ManagedAppStatus) -> CommandReport {
+        report(CommandStatus::Acknowledged)
             .with_response(&InstallApplicationResponse {
                 identifier: Some("com.example.app".into()),
-                state: Some(ManagedAppStatus::Installing),
+                state: Some(state),
                 rejection_reason: None,
             })
+            .unwrap()
+    }
+
+    fn listed(short_version: &str, installing: bool) -> CommandReport {
+        let list = InstalledApplicationListResponse {
+            installed_application_list: vec![InstalledApplication {
+                identifier: Some("com.example.app".into()),
+                short_version: Some(short_version.into()),
+                installing: Some(installing),
+                ..Default::default()
+            }],
+        };
+        report(CommandStatus::Acknowledged)
+            .with_response(&list)
+            .unwrap()
+    }
+
+    /// A follow-up's request type, whether it is a first look, and its delay.
+    type FollowUp = (String, bool, Duration);
+
+    /// The follow-up of a reading.
+    fn follow_up(i: &Interpretation) -> Option<FollowUp> {
+        i.follow_up.as_ref().map(|(cmd, delay)| {
+            let queued = QueuedCommand {
+                uuid: "f".into(),
+                udid: "U".into(),
+                request_type: cmd.request_type().to_owned(),
+                app_id: Some("app-1".into()),
+                payload: NewCommand::new(&"U".into(), cmd.clone(), None, Timestamp::UNIX_EPOCH)
+                    .unwrap()
+                    .payload,
+                status: CommandState::Queued,
+                created_at: Timestamp::UNIX_EPOCH,
+            };
+            (
+                cmd.request_type().to_owned(),
+                is_first_look(&queued),
+                *delay,
+            )
+        })
+    }
+
+    #[test]
+    fn an_acknowledged_install_is_looked_at_among_the_managed_apps_after_a_poll() {
+        let i = interpret(
+            "InstallApplication",
+            false,
+            Some(&app()),
+            &acknowledged(ManagedAppStatus::Installing),
+            POLL,
+        );
+        assert_eq!(
+            i.install.as_ref().unwrap().status,
+            InstallStatus::Installing
+        );
+        assert_eq!(
+            follow_up(&i),
+            Some(("InstalledApplicationList".into(), true, POLL))
+        );
+        // A prompt is not answered within a poll: the device's status is asked.
+        let i = interpret(
+            "InstallApplication",
+            false,
+            Some(&app()),
+            &acknowledged(ManagedAppStatus::Prompting),
+            POLL,
+        );
+        assert_eq!(i.install.as_ref().unwrap().status, InstallStatus::Prompting);
+        assert_eq!(
+            follow_up(&i),
+            Some(("ManagedApplicationList".into(), false, POLL))
+        );
+    }
+
+    #[test]
+    fn first_look_table() {
+        let absent = report(CommandStatus::Acknowledged)
+            .with_response(&InstalledApplicationListResponse::default())
             .unwrap();
-        let i = interpret("InstallApplication", Some(&app()), &r, POLL);
-        assert_eq!(i.install.unwrap().status, InstallStatus::Installing);
-        let (cmd, delay) = i.follow_up.unwrap();
-        assert_eq!(cmd.request_type(), "ManagedApplicationList");
-        assert_eq!(delay, POLL);
+        // (the device's list, the install written, the follow-up).
+        let cases: [(CommandReport, Option<InstallStatus>, Option<FollowUp>); 4] = [
+            // Listed, installed, at the App Store's version: verified in one command.
+            (listed("2.0", false), Some(InstallStatus::Installed), None),
+            // Still installing: another first look after a poll.
+            (
+                listed("2.0", true),
+                Some(InstallStatus::Installing),
+                Some(("InstalledApplicationList".into(), true, POLL)),
+            ),
+            // Another version (an update under way or declined): the status says which.
+            (
+                listed("1.0", false),
+                None,
+                Some(("ManagedApplicationList".into(), false, Duration::ZERO)),
+            ),
+            // Not among the managed apps: the status says why, at once.
+            (
+                absent,
+                None,
+                Some(("ManagedApplicationList".into(), false, Duration::ZERO)),
+            ),
+        ];
+        for (i, (list, install, follow)) in cases.into_iter().enumerate() {
+            let reading = interpret("InstalledApplicationList", true, Some(&app()), &list, POLL);
+            assert_eq!(
+                reading.install.as_ref().map(|u| u.status),
+                install,
+                "case {i}"
+            );
+            assert_eq!(follow_up(&reading), follow, "case {i}");
+        }
+        // The look after the status said Managed is the last: another version is the
+        // installed one, and an app not listed is not installed.
+        let reading = interpret(
+            "InstalledApplicationList",
+            false,
+            Some(&app()),
+            &listed("1.0", false),
+            POLL,
+        );
+        let update = reading.install.unwrap();
+        assert_eq!(
+            (update.status, update.version.as_deref()),
+            (InstallStatus::Installed, Some("1.0"))
+        );
+        assert_eq!(reading.follow_up, None);
     }
 
     #[test]
@@ -696,6 +882,7 @@ mod tests {
         for (device, expected, follow) in cases {
             let i = interpret(
                 "ManagedApplicationList",
+                false,
                 Some(&app()),
                 &managed(device),
                 POLL,
@@ -726,7 +913,7 @@ mod tests {
         let r = report(CommandStatus::Acknowledged)
             .with_response(&list)
             .unwrap();
-        let update = interpret("InstalledApplicationList", Some(&app()), &r, POLL)
+        let update = interpret("InstalledApplicationList", false, Some(&app()), &r, POLL)
             .install
             .unwrap();
         assert_eq!(update.status, InstallStatus::Installed);
@@ -738,7 +925,7 @@ mod tests {
         let r = report(CommandStatus::Acknowledged)
             .with_response(&InstalledApplicationListResponse::default())
             .unwrap();
-        let update = interpret("InstalledApplicationList", Some(&app()), &r, POLL)
+        let update = interpret("InstalledApplicationList", false, Some(&app()), &r, POLL)
             .install
             .unwrap();
         assert_eq!(update.status, InstallStatus::Failed);
@@ -753,7 +940,7 @@ mod tests {
             localized_description: "App Store disabled".into(),
             us_english_description: Some("The App Store is disabled".into()),
         });
-        let update = interpret("InstallApplication", Some(&app()), &r, POLL)
+        let update = interpret("InstallApplication", false, Some(&app()), &r, POLL)
             .install
             .unwrap();
         assert_eq!(update.status, InstallStatus::Failed);
@@ -765,6 +952,7 @@ mod tests {
         assert_eq!(
             interpret(
                 "InstallApplication",
+                false,
                 Some(&app()),
                 &report(CommandStatus::NotNow),
                 POLL
