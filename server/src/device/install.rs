@@ -401,7 +401,10 @@ pub fn interpret(
                 // Still installing: a first look is taken again, which verifies the
                 // app in one command once it is installed.
                 Some(a) if a.installing == Some(true) => Interpretation {
-                    install: Some(InstallUpdate::new(InstallStatus::Installing, None)),
+                    install: Some(InstallUpdate::new(
+                        InstallStatus::Installing,
+                        Some(ManagedAppStatus::Installing),
+                    )),
                     follow_up: if first_look_asked {
                         follow(first_look, poll, None)
                     } else {
@@ -500,9 +503,13 @@ pub async fn apply_result(
         report,
         state.options.install_poll_interval,
     );
+    // An install still on its way may have outlived its timeout. Not looked at when the
+    // install is acknowledged (one read less for every install): its first look follows
+    // within a poll, and every look while it installs checks.
     if let (Some(app), Some(update)) = (&app, reading.install.as_mut())
         && update.status == InstallStatus::Installing
         && update.device_status != Some(ManagedAppStatus::Managed)
+        && command.request_type != "InstallApplication"
     {
         let timeout = app
             .install_timeout_seconds
