@@ -9,6 +9,9 @@ pub struct AgentMetrics {
     pub requests: AtomicU64,
     /// Command-channel sessions.
     pub sessions: AtomicU64,
+    /// HTTPS connections opened to the server by enrolled devices (check-ins, command
+    /// channel, prompt answers).
+    pub connections: AtomicU64,
     /// Wake-ups received over the push channel.
     pub wakes: AtomicU64,
     /// Devices whose push channel is registered now.

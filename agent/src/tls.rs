@@ -2,12 +2,14 @@
 //! roots, an optional client identity.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::error::AgentError;
+use crate::metrics::AgentMetrics;
 
 /// Which certificate authorities a client trusts.
 #[derive(Debug, Clone, Copy)]
@@ -101,7 +103,24 @@ pub fn tls_client(
 /// Builds an HTTPS client on a TLS configuration already made (a clone of one shares
 /// its remembered sessions). TCP_NODELAY is set on every connection.
 pub fn client_with(config: rustls::ClientConfig) -> Result<reqwest::Client, AgentError> {
-    Ok(reqwest::Client::builder()
+    Ok(builder(config).build()?)
+}
+
+/// [`client_with`], counting each connection it opens in `opened`.
+pub fn counted_client(
+    config: rustls::ClientConfig,
+    opened: Arc<AgentMetrics>,
+) -> Result<reqwest::Client, AgentError> {
+    Ok(builder(config)
+        .connector_layer(tower::util::MapRequestLayer::new(move |destination| {
+            opened.connections.fetch_add(1, Ordering::Relaxed);
+            destination
+        }))
+        .build()?)
+}
+
+fn builder(config: rustls::ClientConfig) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
         .tls_backend_preconfigured(config)
         .tcp_nodelay(true)
         // A device keeps its connection across back-to-back sessions and lets it go
@@ -109,7 +128,6 @@ pub fn client_with(config: rustls::ClientConfig) -> Result<reqwest::Client, Agen
         .pool_idle_timeout(IDLE_CONNECTION)
         .timeout(Duration::from_secs(30))
         .user_agent("MDM/1.0")
-        .build()?)
 }
 
 #[cfg(test)]

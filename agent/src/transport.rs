@@ -27,7 +27,7 @@ use crate::facts::{DeviceFacts, Platform};
 use crate::metrics::AgentMetrics;
 use crate::push::{self, PushTarget, Registration};
 use crate::store_lookup::{StoreConfig, StoreLookup};
-use crate::tls::{Trust, client_config, client_with, tls_client};
+use crate::tls::{Trust, client_config, counted_client, tls_client};
 
 /// First wait after a failed session.
 const SESSION_RETRY_START: Duration = Duration::from_secs(1);
@@ -105,13 +105,15 @@ struct Enrollment {
 struct ServerLink {
     tls: rustls::ClientConfig,
     client: Mutex<Option<reqwest::Client>>,
+    metrics: Arc<AgentMetrics>,
 }
 
 impl ServerLink {
-    fn new(tls: rustls::ClientConfig) -> Self {
+    fn new(tls: rustls::ClientConfig, metrics: Arc<AgentMetrics>) -> Self {
         Self {
             tls,
             client: Mutex::new(None),
+            metrics,
         }
     }
 
@@ -121,7 +123,7 @@ impl ServerLink {
         if let Some(c) = client.as_ref() {
             return Ok(c.clone());
         }
-        let made = client_with(self.tls.clone())?;
+        let made = counted_client(self.tls.clone(), self.metrics.clone())?;
         *client = Some(made.clone());
         Ok(made)
     }
@@ -344,7 +346,7 @@ impl Agent {
             Some((&enrollment.cert_pem, &enrollment.key_pem)),
         )?;
         Ok(Self {
-            http: Arc::new(ServerLink::new(tls)),
+            http: Arc::new(ServerLink::new(tls, config.metrics.clone())),
             enrollment: Arc::new(enrollment),
             store: match config.shared_store {
                 Some(store) => store,

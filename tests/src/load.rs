@@ -80,6 +80,8 @@ pub struct LoadReport {
     pub wakes: u64,
     /// Command-channel sessions the devices opened while converging.
     pub sessions: u64,
+    /// HTTPS connections the devices opened while converging.
+    pub connections: u64,
     /// Device requests while converging.
     pub requests: u64,
     /// Devices holding a push connection when the app was assigned.
@@ -311,6 +313,7 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
     let requests_before = metrics.requests.load(Ordering::Relaxed);
     let wakes_before = metrics.wakes.load(Ordering::Relaxed);
     let sessions_before = metrics.sessions.load(Ordering::Relaxed);
+    let connections_before = metrics.connections.load(Ordering::Relaxed);
     let server_cpu = || {
         servers
             .iter()
@@ -482,6 +485,7 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
         checkins_per_second: requests as f64 / converge_seconds,
         wakes: metrics.wakes.load(Ordering::Relaxed) - wakes_before,
         sessions: metrics.sessions.load(Ordering::Relaxed) - sessions_before,
+        connections: metrics.connections.load(Ordering::Relaxed) - connections_before,
         requests,
         push_connected,
         server_peak_rss_mib: mib(servers.iter().filter_map(ServerProcess::peak_rss).sum()),
@@ -601,10 +605,11 @@ fn print_report(r: &LoadReport) {
     );
     let per_device = |n: u64| n as f64 / r.devices.max(1) as f64;
     println!(
-        "  device requests while converging {:.0}/s ({:.1} per device in {:.1} sessions)",
+        "  device requests while converging {:.0}/s ({:.1} per device in {:.1} sessions over {:.1} connections)",
         r.checkins_per_second,
         per_device(r.requests),
-        per_device(r.sessions)
+        per_device(r.sessions),
+        per_device(r.connections)
     );
     println!(
         "  push wake-ups                    {} ({} of {} devices on the push channel at assignment)",

@@ -249,7 +249,8 @@ async fn fleet_done(bed: &Testbed, fleet: &Fleet) {
 /// InstallApplication, one (woken when the follow-up falls due) for the one
 /// InstalledApplicationList that finds the app among the managed ones at the App
 /// Store's version; no ManagedApplicationList is needed. The install finishing on the
-/// device is no check-in.
+/// device is no check-in. A session's requests share one connection, which the device
+/// lets go when the session ends.
 async fn an_install_costs_a_device_two_sessions(builder: TestbedBuilder) {
     let bed = builder
         .install_poll(Duration::from_secs(2))
@@ -261,6 +262,7 @@ async fn an_install_costs_a_device_two_sessions(builder: TestbedBuilder) {
     fleet_done(&bed, &fleet).await;
     bed.upload_and_sync_demo_token().await.unwrap();
     let sessions = fleet.metrics.sessions.load(Ordering::Relaxed);
+    let connections = fleet.metrics.connections.load(Ordering::Relaxed);
     let app_id = assign_to_all(&bed, &fleet, PAGES).await;
     wait_installed(&bed, &app_id, 4, Duration::from_secs(30)).await;
     fleet_done(&bed, &fleet).await;
@@ -268,6 +270,11 @@ async fn an_install_costs_a_device_two_sessions(builder: TestbedBuilder) {
         fleet.metrics.sessions.load(Ordering::Relaxed) - sessions,
         2 * 4,
         "sessions of 4 devices for one install each"
+    );
+    assert_eq!(
+        fleet.metrics.connections.load(Ordering::Relaxed) - connections,
+        2 * 4,
+        "connections of 4 devices for one install each"
     );
     for i in 0..4 {
         assert_eq!(handled(&fleet, i, "InstallApplication"), 1, "device {i}");
