@@ -69,6 +69,12 @@ impl<V> Kept<V> {
         self.lock().running
     }
 
+    /// Forgets the value of one key, which the caller alone writes (the others kept,
+    /// and values being read stay keepable).
+    pub(super) fn forget(&self, key: &str) {
+        self.lock().values.remove(key);
+    }
+
     /// Empties the cache: call after every write of what it keeps, whether it
     /// succeeded or not.
     pub(super) fn written(&self) {
@@ -103,7 +109,7 @@ impl<V: Clone> Kept<V> {
     }
 
     /// The value of `key`, if kept.
-    fn get(&self, key: &str) -> Option<V> {
+    pub(super) fn get(&self, key: &str) -> Option<V> {
         let kept = self.lock();
         if !kept.running {
             return None;
@@ -112,13 +118,13 @@ impl<V: Clone> Kept<V> {
     }
 
     /// Where the cache stands before a read: pass it to [`Self::fill`].
-    fn generation(&self) -> u64 {
+    pub(super) fn generation(&self) -> u64 {
         self.lock().generation
     }
 
     /// Keeps `value` of `key`, read after [`Self::generation`] returned `seen`, unless
     /// a write has emptied the cache since.
-    fn fill(&self, seen: u64, key: &str, value: &V) {
+    pub(super) fn fill(&self, seen: u64, key: &str, value: &V) {
         let mut kept = self.lock();
         if kept.generation != seen || !kept.running {
             return;
