@@ -784,68 +784,6 @@ async fn command_queue_hands_out_in_order_and_applies_results_once() {
     }
 }
 
-/// A command handed out reads as the hand-out left it (`sent`), and only with its own
-/// device's UDID; once the device answers it, or the device is deleted, reads see that.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_command_handed_out_reads_as_the_last_write_left_it() {
-    for b in backends().await {
-        let s = b.store.as_ref();
-        s.upsert_enrollment(&device("H1", "fph1")).await.unwrap();
-        s.enqueue(&[
-            command("h1", "H1", NOW, ts("2026-11-25T11:00:00.000000Z")),
-            command("h2", "H1", NOW, ts("2026-11-25T11:00:01.000000Z")),
-        ])
-        .await
-        .unwrap();
-        let read = |udid: &'static str, uuid: &'static str| async move {
-            s.command(&udid.into(), &CommandUuid::from(uuid))
-                .await
-                .unwrap()
-        };
-        let handed = s
-            .exchange(&exchange("H1", true, None, NOW))
-            .await
-            .unwrap()
-            .unwrap();
-        let h1 = read("H1", "h1").await.unwrap();
-        assert_eq!(
-            (h1.uuid.as_str(), h1.status, h1.payload.as_slice()),
-            (handed.uuid.as_str(), CommandState::Sent, b"h1".as_slice()),
-            "{}",
-            b.name
-        );
-        assert!(read("H2", "h1").await.is_none(), "{}: another UDID", b.name);
-        // The answer is what later reads see; the next command is handed out.
-        let next = s
-            .exchange(&exchange(
-                "H1",
-                false,
-                Some(outcome("H1", "h1", CommandState::Error, vec![])),
-                NOW,
-            ))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(next.uuid.as_str(), "h2");
-        assert_eq!(
-            read("H1", "h1").await.unwrap().status,
-            CommandState::Error,
-            "{}",
-            b.name
-        );
-        assert_eq!(
-            read("H1", "h2").await.unwrap().status,
-            CommandState::Sent,
-            "{}",
-            b.name
-        );
-        // A deleted device's commands are gone, the one handed out too.
-        assert!(s.delete_device(&"H1".into()).await.unwrap());
-        assert!(read("H1", "h2").await.is_none(), "{}: deleted", b.name);
-        b.finish().await;
-    }
-}
-
 /// Many devices' exchanges at once, which the store writes in batches: each device's
 /// result, install and follow-up land on its own rows, and each is handed its own next
 /// command, never another device's.

@@ -69,12 +69,6 @@ impl<V> Kept<V> {
         self.lock().running
     }
 
-    /// Forgets the value of one key, which the caller alone writes (the others kept,
-    /// and values being read stay keepable).
-    pub(super) fn forget(&self, key: &str) {
-        self.lock().values.remove(key);
-    }
-
     /// Empties the cache: call after every write of what it keeps, whether it
     /// succeeded or not.
     pub(super) fn written(&self) {
@@ -109,7 +103,7 @@ impl<V: Clone> Kept<V> {
     }
 
     /// The value of `key`, if kept.
-    pub(super) fn get(&self, key: &str) -> Option<V> {
+    fn get(&self, key: &str) -> Option<V> {
         let kept = self.lock();
         if !kept.running {
             return None;
@@ -118,13 +112,13 @@ impl<V: Clone> Kept<V> {
     }
 
     /// Where the cache stands before a read: pass it to [`Self::fill`].
-    pub(super) fn generation(&self) -> u64 {
+    fn generation(&self) -> u64 {
         self.lock().generation
     }
 
     /// Keeps `value` of `key`, read after [`Self::generation`] returned `seen`, unless
     /// a write has emptied the cache since.
-    pub(super) fn fill(&self, seen: u64, key: &str, value: &V) {
+    fn fill(&self, seen: u64, key: &str, value: &V) {
         let mut kept = self.lock();
         if kept.generation != seen || !kept.running {
             return;

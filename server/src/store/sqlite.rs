@@ -35,11 +35,6 @@ pub struct SqliteStore {
     /// What each bound certificate's enrollment is, by fingerprint (emptied by every
     /// write of a device's certificate, UDID or status).
     standings: Arc<Kept<Standing>>,
-    /// Commands handed out and not yet answered, by UUID, as the hand-out left them
-    /// (`sent`): a device's result finds its command here instead of reading it. Only
-    /// two writes change a command handed out: the device's own next exchange (which
-    /// forgets the command it answers) and the device's deletion (which empties this).
-    handed: Arc<Kept<QueuedCommand>>,
 }
 
 /// Read connections (reads run beside the one writer in WAL mode).
@@ -138,7 +133,6 @@ impl SqliteStore {
             exchanges,
             apps: Arc::default(),
             standings: Arc::default(),
-            handed: Arc::default(),
         })
     }
 
@@ -885,30 +879,31 @@ impl DeviceStore for SqliteStore {
     }
 
     async fn delete_device(&self, udid: &Udid) -> StoreResult<bool> {
-        let delete = self.standings.writing(async {
-            let mut tx = self.writer.begin().await?;
-            for table in [
-                "group_devices",
-                "commands",
-                "installs",
-                "prompts",
-                "app_requests",
-            ] {
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "DELETE FROM {table} WHERE udid = ?"
-                )))
-                .bind(udid.as_str())
-                .execute(&mut *tx)
-                .await?;
-            }
-            let done = sqlx::query("DELETE FROM devices WHERE udid = ?")
-                .bind(udid.as_str())
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            Ok(done.rows_affected() == 1)
-        });
-        self.handed.writing(delete).await
+        self.standings
+            .writing(async {
+                let mut tx = self.writer.begin().await?;
+                for table in [
+                    "group_devices",
+                    "commands",
+                    "installs",
+                    "prompts",
+                    "app_requests",
+                ] {
+                    sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DELETE FROM {table} WHERE udid = ?"
+                    )))
+                    .bind(udid.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                let done = sqlx::query("DELETE FROM devices WHERE udid = ?")
+                    .bind(udid.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(done.rows_affected() == 1)
+            })
+            .await
     }
 }
 
@@ -1013,16 +1008,7 @@ impl CommandStore for SqliteStore {
     }
 
     async fn exchange(&self, x: &Exchange) -> StoreResult<Option<QueuedCommand>> {
-        let seen = self.handed.generation();
-        let next = self.exchanges.submit(x.clone()).await;
-        // Written or not, the answered command is read from the database from now on.
-        if let Some(outcome) = &x.outcome {
-            self.handed.forget(outcome.uuid.as_str());
-        }
-        if let Ok(Some(command)) = &next {
-            self.handed.fill(seen, command.uuid.as_str(), command);
-        }
-        next
+        self.exchanges.submit(x.clone()).await
     }
 
     async fn has_due_commands(&self, udid: &Udid, now: Timestamp) -> StoreResult<bool> {
@@ -1055,9 +1041,6 @@ impl CommandStore for SqliteStore {
     }
 
     async fn command(&self, udid: &Udid, uuid: &CommandUuid) -> StoreResult<Option<QueuedCommand>> {
-        if let Some(handed) = self.handed.get(uuid.as_str()).filter(|c| c.udid == *udid) {
-            return Ok(Some(handed));
-        }
         let row = sqlx::query("SELECT * FROM commands WHERE uuid = ? AND udid = ?")
             .bind(uuid.as_str())
             .bind(udid.as_str())
