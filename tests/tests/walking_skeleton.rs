@@ -124,11 +124,11 @@ async fn required_device_licensed_app_reaches_every_device_in_the_group(builder:
         Duration::from_secs(10),
         "every device seen after the assignment",
         || async {
-            let (_, devices) = bed.admin.get("/v1/devices").await?;
-            let seen: Vec<String> = devices["items"]
-                .as_array()
-                .into_iter()
-                .flatten()
+            let seen: Vec<String> = bed
+                .admin
+                .list_all("/v1/devices")
+                .await?
+                .iter()
                 .map(|d| d["last_seen_at"].as_str().unwrap_or_default().to_owned())
                 .collect();
             let after = seen

@@ -72,31 +72,33 @@ fn managed_list(bundle_id: &str) -> Command {
     })
 }
 
-/// The keys of an installed app the server reads.
-const INSTALLED_ITEMS: [&str; 5] = [
-    "Identifier",
-    "Name",
-    "ShortVersion",
-    "Version",
-    "Installing",
-];
-
 fn installed_list(bundle_id: &str) -> Command {
-    Command::InstalledApplicationList(InstalledApplicationList {
-        identifiers: Some(vec![bundle_id.to_owned()]),
-        managed_apps_only: None,
-        items: Some(INSTALLED_ITEMS.map(String::from).to_vec()),
-    })
+    installed_apps(bundle_id, None)
 }
 
 /// The first look after an install: the app among the device's managed apps. Listed,
 /// installed and at the expected version, the install is verified; otherwise
 /// ManagedApplicationList follows at once to say why.
 fn first_look(bundle_id: &str) -> Command {
+    installed_apps(bundle_id, Some(true))
+}
+
+/// InstalledApplicationList of one app, with the keys the server reads.
+fn installed_apps(bundle_id: &str, managed_apps_only: Option<bool>) -> Command {
     Command::InstalledApplicationList(InstalledApplicationList {
         identifiers: Some(vec![bundle_id.to_owned()]),
-        managed_apps_only: Some(true),
-        items: Some(INSTALLED_ITEMS.map(String::from).to_vec()),
+        managed_apps_only,
+        items: Some(
+            [
+                "Identifier",
+                "Name",
+                "ShortVersion",
+                "Version",
+                "Installing",
+            ]
+            .map(String::from)
+            .to_vec(),
+        ),
     })
 }
 

@@ -1026,7 +1026,7 @@ impl CommandStore for PostgresStore {
 
     async fn touch_devices(&self, seen: &[(Udid, Timestamp)]) -> StoreResult<()> {
         // One statement for the batch (each device once in it). Never back in time: a
-        // write of the exchange may have gone further.
+        // check-in written since (Authenticate, TokenUpdate) may have gone further.
         let udids: Vec<&str> = seen.iter().map(|(u, _)| u.as_str()).collect();
         let times: Vec<Timestamp> = seen.iter().map(|(_, at)| *at).collect();
         sqlx::query(

@@ -1027,7 +1027,8 @@ impl CommandStore for SqliteStore {
     async fn touch_devices(&self, seen: &[(Udid, Timestamp)]) -> StoreResult<()> {
         let mut tx = self.writer.begin().await?;
         for (udid, at) in seen {
-            // Never back in time: a write of the exchange may have gone further.
+            // Never back in time: a check-in written since (Authenticate, TokenUpdate) may
+            // have gone further.
             sqlx::query(
                 "UPDATE devices SET last_seen_at = ?1 WHERE udid = ?2 AND last_seen_at < ?1",
             )
