@@ -819,13 +819,13 @@ async fn exchanges_of_many_devices_at_once_keep_to_each_device() {
             let mut set = tokio::task::JoinSet::new();
             for u in &udids {
                 let (s, x) = (s.clone(), make(u));
-                set.spawn(async move { (x.udid.clone(), s.exchange(&x).await.unwrap()) });
+                set.spawn(async move { (x.udid.clone(), s.exchange(&x).await) });
             }
             set.join_all()
         };
         // New sessions: each device is handed its own oldest command.
         for (udid, next) in all_at_once(|u| exchange(u, true, None, NOW)).await {
-            let next = next.unwrap();
+            let next = next.unwrap().unwrap();
             assert_eq!(
                 (next.udid.as_str(), next.uuid.as_str()),
                 (udid.as_str(), format!("{udid}-a").as_str()),
@@ -834,13 +834,15 @@ async fn exchanges_of_many_devices_at_once_keep_to_each_device() {
             );
         }
         // Results: each acknowledges its first command with an install and a follow-up
-        // due now, and is handed its second command (older than the follow-up).
-        let results = all_at_once(|u| {
+        // due now, and is handed its second command (older than the follow-up). M00's
+        // follow-up reuses another device's command id: its exchange fails alone, in
+        // whatever batch it lands, and nothing of it is written.
+        fn acknowledged(u: &str, follow_up: &str) -> Exchange {
             let mut o = outcome(
                 u,
                 &format!("{u}-a"),
                 CommandState::Acknowledged,
-                vec![command(&format!("{u}-c"), u, NOW, NOW)],
+                vec![command(follow_up, u, NOW, NOW)],
             );
             o.installs = vec![InstallRecord {
                 app_id: "a1".into(),
@@ -853,28 +855,69 @@ async fn exchanges_of_many_devices_at_once_keep_to_each_device() {
                 since: None,
             }];
             exchange(u, false, Some(o), NOW)
+        }
+        let results = all_at_once(|u| {
+            let follow_up = if u == "M00" {
+                "M01-a".to_owned()
+            } else {
+                format!("{u}-c")
+            };
+            acknowledged(u, &follow_up)
         })
         .await;
         for (udid, next) in results {
+            if udid.as_str() == "M00" {
+                assert!(next.is_err(), "{}: {next:?}", b.name);
+                continue;
+            }
             assert_eq!(
-                next.map(|c| c.uuid.to_string()),
+                next.unwrap().map(|c| c.uuid.to_string()),
                 Some(format!("{udid}-b")),
                 "{}",
                 b.name
             );
         }
+        let statuses = |udid: Udid| {
+            let s = s.clone();
+            async move {
+                let mut all: Vec<(String, CommandState)> = s
+                    .commands_of(&udid)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|c| (c.uuid.to_string(), c.status))
+                    .collect();
+                all.sort();
+                all
+            }
+        };
+        let failed: Udid = "M00".into();
+        assert_eq!(
+            statuses(failed.clone()).await,
+            [
+                ("M00-a".to_owned(), CommandState::Sent),
+                ("M00-b".to_owned(), CommandState::Queued),
+            ],
+            "{}: the failed exchange wrote nothing",
+            b.name
+        );
+        assert!(
+            s.installs_of_device(&failed).await.unwrap().is_empty(),
+            "{}",
+            b.name
+        );
+        // The store goes on: the device's result, sent again right, is written.
+        let next = s.exchange(&acknowledged("M00", "M00-c")).await;
+        assert_eq!(
+            next.unwrap().map(|c| c.uuid.to_string()),
+            Some("M00-b".to_owned()),
+            "{}",
+            b.name
+        );
         for u in &udids {
             let udid: Udid = u.as_str().into();
-            let mut commands: Vec<(String, CommandState)> = s
-                .commands_of(&udid)
-                .await
-                .unwrap()
-                .into_iter()
-                .map(|c| (c.uuid.to_string(), c.status))
-                .collect();
-            commands.sort();
             assert_eq!(
-                commands,
+                statuses(udid.clone()).await,
                 [
                     (format!("{u}-a"), CommandState::Acknowledged),
                     (format!("{u}-b"), CommandState::Sent),

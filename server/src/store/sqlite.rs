@@ -11,22 +11,22 @@ use std::time::Duration;
 use async_trait::async_trait;
 use orchard_protocol::{AdamId, CommandUuid, SerialNumber, Udid};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteRow, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteRow, SqliteSynchronous,
 };
 use sqlx::{Connection, QueryBuilder, Row, Sqlite, Transaction};
 
 use super::group_commit::{BatchFuture, GroupCommit};
 use super::kept::Kept;
-use super::read_pool::{Lease, ReadPool};
+use super::lending::{Lease, Lender};
 use super::rows;
 use super::*;
 
 /// Orchard's storage on a SQLite file.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    writer: SqlitePool,
-    reader: Arc<ReadPool<SqliteConnection>>,
+    /// The one writer connection.
+    writer: Arc<Lender<SqliteConnection>>,
+    reader: Arc<Lender<SqliteConnection>>,
     seal: Arc<Seal>,
     /// Device exchanges, written in batches by a thread of their own.
     exchanges: GroupCommit<Exchange, Option<QueuedCommand>, StoreError>,
@@ -39,6 +39,9 @@ pub struct SqliteStore {
 
 /// Read connections (reads run beside the one writer in WAL mode).
 const READERS: usize = 4;
+
+/// Statements the writer keeps prepared.
+const WRITER_STATEMENTS: usize = 400;
 
 /// Most device exchanges written in one transaction.
 const EXCHANGE_BATCH: usize = 256;
@@ -82,6 +85,14 @@ impl SqliteStore {
             .ok_or(StoreError::Database(sqlx::Error::PoolClosed))
     }
 
+    /// Borrows the writer connection (the only one: writes take turns).
+    async fn write(&self) -> StoreResult<Lease<'_, SqliteConnection>> {
+        self.writer
+            .get()
+            .await
+            .ok_or(StoreError::Database(sqlx::Error::PoolClosed))
+    }
+
     /// Every assignment reaching every active device, or only `udid`, in service order.
     async fn candidates(&self, udid: Option<&Udid>) -> StoreResult<Vec<Candidate>> {
         let sql = rows::candidates_sql("MAX", "?1", udid.is_some());
@@ -104,20 +115,23 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
         // A SQLite connection is a file handle in this process: nothing outside breaks it,
-        // so it is not pinged before each use (sqlx's default), which would cost a round
-        // trip to its thread per query.
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .test_before_acquire(false)
-            .connect_with(options.clone())
+        // so the writer and the readers are lent without sqlx's pings (see `lending`).
+        // The writer keeps more statements prepared than sqlx's default 100: an exchange
+        // comes in a few shapes, each with and without the batch's BEGIN and COMMIT.
+        let mut writer = SqliteConnection::connect_with(
+            &options.clone().statement_cache_capacity(WRITER_STATEMENTS),
+        )
+        .await?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&mut writer)
             .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
+        let writer = Arc::new(Lender::new(vec![writer]));
         let read_only = options.read_only(true);
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
             readers.push(SqliteConnection::connect_with(&read_only).await?);
         }
-        let reader = Arc::new(ReadPool::new(readers));
+        let reader = Arc::new(Lender::new(readers));
         let exchanges = GroupCommit::start(
             "orchard-sqlite-writer",
             writer.clone(),
@@ -138,15 +152,16 @@ impl SqliteStore {
 
     /// The writes of [`VppStore::record_sync`], in one transaction.
     async fn record_sync_in(&self, s: &SyncRecord) -> StoreResult<()> {
-        rows::record_sync!(self.writer, s)
+        let mut writer = self.write().await?;
+        rows::record_sync!(writer, s)
     }
 
-    /// Closes both pools.
+    /// Closes the writer and the readers, once each is given back.
     pub async fn close(&self) {
-        self.writer.close().await;
-        for connection in self.reader.close().await {
+        let writer = self.writer.close().await;
+        for connection in writer.into_iter().chain(self.reader.close().await) {
             if let Err(e) = connection.close().await {
-                tracing::debug!(error = %e, "closing a read connection failed");
+                tracing::debug!(error = %e, "closing a connection failed");
             }
         }
     }
@@ -227,6 +242,9 @@ fn cursor(page: &Page) -> String {
 /// Rows per multi-row statement (well under SQLite's 32,766 bound parameters).
 const BATCH: usize = 500;
 
+/// Devices in one last-seen statement (two parameters each, under SQLite's 32,766).
+const TOUCH_BATCH: usize = 8192;
+
 async fn insert_commands(
     tx: &mut Transaction<'_, Sqlite>,
     commands: &[NewCommand],
@@ -285,33 +303,50 @@ fn push_upsert_installs(q: &mut QueryBuilder<Sqlite>, installs: &[InstallRecord]
 }
 
 /// Writes device exchanges in one transaction (see [`GroupCommit`]): each applies the
-/// device's result and takes the next command due, marking it sent.
+/// device's result and takes the next command due, marking it sent. The transaction's
+/// `BEGIN` goes with the first exchange's statements and its `COMMIT` with the last's,
+/// so a batch of one exchange is one round trip to SQLite's thread, not three.
 fn exchange_batch<'a>(
-    pool: &'a SqlitePool,
+    writer: &'a Arc<Lender<SqliteConnection>>,
     exchanges: &'a [Exchange],
 ) -> BatchFuture<'a, Option<QueuedCommand>, StoreError> {
     Box::pin(async move {
-        let mut tx = pool.begin().await?;
+        let mut connection = writer
+            .get()
+            .await
+            .ok_or(StoreError::Database(sqlx::Error::PoolClosed))?;
+        let last = exchanges.len().saturating_sub(1);
         let mut handed_out = Vec::with_capacity(exchanges.len());
-        for x in exchanges {
-            handed_out.push(exchange_in(&mut tx, x).await?);
+        for (i, x) in exchanges.iter().enumerate() {
+            match exchange_in(&mut connection, x, i == 0, i == last).await {
+                Ok(next) => handed_out.push(next),
+                Err(e) => {
+                    // A list stops at its failed statement, inside the transaction:
+                    // nothing of the batch is kept. (An error that ended the
+                    // transaction already makes this ROLLBACK fail, harmlessly.)
+                    let _ = sqlx::query("ROLLBACK").execute(&mut *connection).await;
+                    return Err(e);
+                }
+            }
         }
-        tx.commit().await?;
         Ok(handed_out)
     })
 }
 
-/// One device exchange inside a transaction, sent to SQLite's thread as one list of
-/// statements (each statement sent on its own is a round trip to that thread and back).
-/// sqlx's SQLite driver prepares and runs every statement of a query string, binding
-/// `?` parameters in order across them; the other drivers do not, and sqlx calls the
-/// behaviour deprecated, so the store conformance tests (every exchange path) are what
-/// an upgrade of sqlx must pass.
+/// One device exchange, sent to SQLite's thread as one list of statements (each
+/// statement sent on its own is a round trip to that thread and back), opening the
+/// batch's transaction when `begin` and committing it when `commit`. sqlx's SQLite
+/// driver prepares and runs every statement of a query string, binding `?` parameters
+/// in order across them; the other drivers do not, and sqlx calls the behaviour
+/// deprecated, so the store conformance tests (every exchange path, and a batch that
+/// fails) are what an upgrade of sqlx must pass.
 async fn exchange_in(
-    tx: &mut Transaction<'_, Sqlite>,
+    connection: &mut SqliteConnection,
     x: &Exchange,
+    begin: bool,
+    commit: bool,
 ) -> StoreResult<Option<QueuedCommand>> {
-    let mut q = QueryBuilder::<Sqlite>::new("");
+    let mut q = QueryBuilder::<Sqlite>::new(if begin { "BEGIN;\n" } else { "" });
     if x.new_session {
         // Once per session, not per request: put-off commands return.
         q.push("UPDATE commands SET status = 'queued' WHERE udid = ")
@@ -348,7 +383,10 @@ async fn exchange_in(
         .push(" AND status IN ('queued', 'sent') AND not_before <= ")
         .push_bind(x.now)
         .push(" ORDER BY created_at, uuid LIMIT 1) RETURNING *");
-    let rows = q.build().fetch_all(&mut **tx).await?;
+    if commit {
+        q.push(";\nCOMMIT");
+    }
+    let rows = q.build().fetch_all(&mut *connection).await?;
     rows.first().map(command_row).transpose()
 }
 
@@ -398,12 +436,12 @@ impl AdminStore for SqliteStore {
         sqlx::query("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING")
             .bind(key)
             .bind(value)
-            .execute(&self.writer)
+            .execute(&mut *self.write().await?)
             .await?;
         Ok(
             sqlx::query_scalar("SELECT value FROM settings WHERE key = ?")
                 .bind(key)
-                .fetch_one(&self.writer)
+                .fetch_one(&mut *self.write().await?)
                 .await?,
         )
     }
@@ -415,7 +453,7 @@ impl AdminStore for SqliteStore {
                 .bind(self.seal.seal(&stored))
                 .bind(key)
                 .bind(&stored)
-                .execute(&self.writer)
+                .execute(&mut *self.write().await?)
                 .await?;
         }
         Ok(self.seal.open(&stored)?)
@@ -435,7 +473,7 @@ impl AdminStore for SqliteStore {
         )
         .bind(key)
         .bind(self.seal.seal(value))
-        .execute(&self.writer)
+        .execute(&mut *self.write().await?)
         .await?;
         Ok(())
     }
@@ -452,7 +490,7 @@ impl AdminStore for SqliteStore {
         .bind(t.expires_at)
         .bind(&t.created_by)
         .bind(t.created_at)
-        .execute(&self.writer)
+        .execute(&mut *self.write().await?)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -477,13 +515,14 @@ impl AdminStore for SqliteStore {
                 .bind(hash)
                 .bind(now)
                 .bind(id)
-                .execute(&self.writer)
+                .execute(&mut *self.write().await?)
                 .await?;
         Ok(done.rows_affected() == 1)
     }
 
     async fn delete_admin_token(&self, id: &str, now: Timestamp) -> StoreResult<AdminTokenRemoval> {
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.write().await?;
+        let mut tx = writer.begin().await?;
         // The admin rows are read (and, on PostgreSQL, locked) first, so two removals
         // at once cannot each leave the other as the last admin.
         let admins = sqlx::query("SELECT * FROM admin_tokens WHERE role = 'admin'")
@@ -514,7 +553,8 @@ impl AdminStore for SqliteStore {
         session: &ConsoleSession,
         now: Timestamp,
     ) -> StoreResult<()> {
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.write().await?;
+        let mut tx = writer.begin().await?;
         sqlx::query("DELETE FROM console_sessions WHERE expires_at < ?")
             .bind(now)
             .execute(&mut *tx)
@@ -547,7 +587,7 @@ impl AdminStore for SqliteStore {
     async fn delete_console_session(&self, id_hash: &str) -> StoreResult<()> {
         sqlx::query("DELETE FROM console_sessions WHERE id_hash = ?")
             .bind(id_hash)
-            .execute(&self.writer)
+            .execute(&mut *self.write().await?)
             .await?;
         Ok(())
     }
@@ -562,7 +602,7 @@ impl AdminStore for SqliteStore {
         .bind(&e.action)
         .bind(&e.target)
         .bind(&e.result)
-        .execute(&self.writer)
+        .execute(&mut *self.write().await?)
         .await?;
         Ok(())
     }
@@ -578,7 +618,8 @@ impl AdminStore for SqliteStore {
     }
 
     async fn insert_webhook(&self, w: &WebhookRecord) -> StoreResult<WebhookRecord> {
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.write().await?;
+        let mut tx = writer.begin().await?;
         let newest: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM events")
             .fetch_one(&mut *tx)
             .await?;
@@ -617,7 +658,8 @@ impl AdminStore for SqliteStore {
     }
 
     async fn delete_webhook(&self, id: &str) -> StoreResult<bool> {
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.write().await?;
+        let mut tx = writer.begin().await?;
         sqlx::query("DELETE FROM webhook_deliveries WHERE webhook_id = ?")
             .bind(id)
             .execute(&mut *tx)
@@ -636,7 +678,8 @@ impl AdminStore for SqliteStore {
         webhook_id: &str,
         through: Option<i64>,
     ) -> StoreResult<()> {
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.write().await?;
+        let mut tx = writer.begin().await?;
         if let Some(d) = delivery {
             sqlx::query(
                 "INSERT INTO webhook_deliveries (webhook_id, event_id, attempt, at, status_code, error, delivered) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -685,7 +728,7 @@ impl AdminStore for SqliteStore {
     async fn prune_events(&self, before: Timestamp) -> StoreResult<u64> {
         let done = sqlx::query("DELETE FROM events WHERE at < ?")
             .bind(before)
-            .execute(&self.writer)
+            .execute(&mut *self.write().await?)
             .await?;
         Ok(done.rows_affected())
     }
@@ -732,7 +775,7 @@ impl DeviceStore for SqliteStore {
                 .bind(d.single_app_mode.map(i64::from))
                 .bind(d.platform.as_str())
                 .bind(d.os_version.as_deref().and_then(os_version_key))
-                .execute(&self.writer)
+                .execute(&mut *self.write().await?)
                 .await?;
                 Ok(())
             })
@@ -778,7 +821,7 @@ impl DeviceStore for SqliteStore {
                 .bind(&f.os_version)
                 .bind(f.os_version_key())
                 .bind(udid.as_str())
-                .execute(&self.writer)
+                .execute(&mut *self.write().await?)
                 .await?;
                 Ok(())
             })
@@ -804,7 +847,7 @@ impl DeviceStore for SqliteStore {
                 .bind(token)
                 .bind(now)
                 .bind(udid.as_str())
-                .execute(&self.writer)
+                .execute(&mut *self.write().await?)
                 .await?;
                 Ok(())
             })
@@ -817,7 +860,7 @@ impl DeviceStore for SqliteStore {
                 sqlx::query("UPDATE devices SET status = 'checked_out', push_magic = NULL, last_seen_at = ? WHERE udid = ?")
                     .bind(now)
                     .bind(udid.as_str())
-                    .execute(&self.writer)
+                    .execute(&mut *self.write().await?)
                     .await?;
                 Ok(())
             })
@@ -846,7 +889,7 @@ impl DeviceStore for SqliteStore {
         .bind(&f.os_version)
         .bind(f.os_version_key())
         .bind(udid.as_str())
-        .execute(&self.writer)
+        .execute(&mut *self.write().await?)
         .await?;
         Ok(())
     }
@@ -862,7 +905,8 @@ impl DeviceStore for SqliteStore {
         )
         .fetch_all(&mut *self.read().await?)
         .await?;
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.write().await?;
+        let mut tx = writer.begin().await?;
         for row in &rows {
             let udid: String = row.try_get("udid")?;
             let product: Option<String> = row.try_get("product_name")?;
@@ -881,7 +925,8 @@ impl DeviceStore for SqliteStore {
     async fn delete_device(&self, udid: &Udid) -> StoreResult<bool> {
         self.standings
             .writing(async {
-                let mut tx = self.writer.begin().await?;
+                let mut writer = self.write().await?;
+                let mut tx = writer.begin().await?;
                 for table in [
                     "group_devices",
                     "commands",
@@ -923,7 +968,7 @@ impl EnrollmentStore for SqliteStore {
         .bind(t.udid.as_ref().map(Udid::as_str))
         .bind(i64::from(t.revoked))
         .bind(t.created_at)
-        .execute(&self.writer)
+        .execute(&mut *self.write().await?)
         .await?;
         Ok(())
     }
@@ -936,7 +981,7 @@ impl EnrollmentStore for SqliteStore {
     async fn revoke_enrollment_token(&self, id: &str) -> StoreResult<bool> {
         let done = sqlx::query("UPDATE enrollment_tokens SET revoked = 1 WHERE id = ?")
             .bind(id)
-            .execute(&self.writer)
+            .execute(&mut *self.write().await?)
             .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -958,7 +1003,7 @@ impl EnrollmentStore for SqliteStore {
         .bind(now)
         .bind(serial_number.as_str())
         .bind(udid.as_str())
-        .execute(&self.writer)
+        .execute(&mut *self.write().await?)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -990,7 +1035,7 @@ impl EnrollmentStore for SqliteStore {
             .writing(async {
                 let done = sqlx::query("UPDATE devices SET status = 'released' WHERE udid = ?")
                     .bind(udid.as_str())
-                    .execute(&self.writer)
+                    .execute(&mut *self.write().await?)
                     .await?;
                 Ok(done.rows_affected() == 1)
             })
@@ -1001,7 +1046,8 @@ impl EnrollmentStore for SqliteStore {
 #[async_trait]
 impl CommandStore for SqliteStore {
     async fn enqueue(&self, commands: &[NewCommand]) -> StoreResult<()> {
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.write().await?;
+        let mut tx = writer.begin().await?;
         insert_commands(&mut tx, commands).await?;
         tx.commit().await?;
         Ok(())
@@ -1025,17 +1071,22 @@ impl CommandStore for SqliteStore {
     }
 
     async fn touch_devices(&self, seen: &[(Udid, Timestamp)]) -> StoreResult<()> {
-        let mut tx = self.writer.begin().await?;
-        for (udid, at) in seen {
-            // Never back in time: a check-in written since (Authenticate, TokenUpdate) may
-            // have gone further.
-            sqlx::query(
-                "UPDATE devices SET last_seen_at = ?1 WHERE udid = ?2 AND last_seen_at < ?1",
-            )
-            .bind(*at)
-            .bind(udid.as_str())
-            .execute(&mut *tx)
-            .await?;
+        let mut writer = self.write().await?;
+        let mut tx = writer.begin().await?;
+        for chunk in seen.chunks(TOUCH_BATCH) {
+            // One statement for the chunk (each device once in it). Never back in time: a
+            // check-in written since (Authenticate, TokenUpdate) may have gone further.
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "UPDATE devices SET last_seen_at = seen.column2 FROM (",
+            );
+            q.push_values(chunk, |mut b, (udid, at)| {
+                b.push_bind(udid.as_str()).push_bind(*at);
+            });
+            q.push(
+                ") AS seen WHERE devices.udid = seen.column1 AND devices.last_seen_at < seen.column2",
+            );
+            // Its text changes with the chunk's length: not kept prepared.
+            q.build().persistent(false).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -1075,7 +1126,7 @@ impl VppStore for SqliteStore {
     async fn reseal_secrets(&self) -> StoreResult<u64> {
         let rows: Vec<(String, String, Option<String>)> =
             sqlx::query_as("SELECT id, secret, notification_secret FROM vpp_tokens")
-                .fetch_all(&self.writer)
+                .fetch_all(&mut *self.write().await?)
                 .await?;
         let mut sealed = 0;
         for (id, secret, notification) in rows {
@@ -1089,7 +1140,7 @@ impl VppStore for SqliteStore {
                 .bind(new_notification)
                 .bind(&id)
                 .bind(&secret)
-                .execute(&self.writer)
+                .execute(&mut *self.write().await?)
                 .await?;
                 sealed += 1;
             }
@@ -1117,7 +1168,7 @@ impl VppStore for SqliteStore {
         .bind(i64::from(t.automatic_updates))
         .bind(&t.store_country)
         .bind(t.notification_secret.as_deref().map(|n| self.seal.seal(n)))
-        .execute(&self.writer)
+        .execute(&mut *self.write().await?)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -1144,7 +1195,7 @@ impl VppStore for SqliteStore {
         .bind(t.notification_secret.as_deref().map(|n| self.seal.seal(n)))
         .bind(&t.notifications)
         .bind(&t.id)
-        .execute(&self.writer)
+        .execute(&mut *self.write().await?)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -1156,7 +1207,8 @@ impl VppStore for SqliteStore {
         notification_type: &str,
         now: Timestamp,
     ) -> StoreResult<bool> {
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.write().await?;
+        let mut tx = writer.begin().await?;
         let done = sqlx::query(
             "INSERT INTO apple_notifications (id, token_id, notification_type, received_at)
              VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
@@ -1183,7 +1235,7 @@ impl VppStore for SqliteStore {
             .writing(
                 sqlx::query("DELETE FROM vpp_tokens WHERE id = ?")
                     .bind(id)
-                    .execute(&self.writer),
+                    .execute(&mut *self.write().await?),
             )
             .await?;
         Ok(done.rows_affected() == 1)
@@ -1223,7 +1275,7 @@ impl VppStore for SqliteStore {
         sqlx::query("UPDATE vpp_tokens SET last_sync_error = ? WHERE id = ?")
             .bind(error)
             .bind(token_id)
-            .execute(&self.writer)
+            .execute(&mut *self.write().await?)
             .await?;
         Ok(())
     }
@@ -1234,6 +1286,7 @@ impl VppStore for SqliteStore {
         c: &LicenseCounts,
         now: Timestamp,
     ) -> StoreResult<()> {
+        let mut writer = self.write().await?;
         let update = sqlx::query(
             "UPDATE apps SET total_count = ?, assigned_count = ?, available_count = ?, retired_count = ?,
                 updated_at = ? WHERE id = ?",
@@ -1244,7 +1297,7 @@ impl VppStore for SqliteStore {
         .bind(c.retired)
         .bind(now)
         .bind(app_id)
-        .execute(&self.writer);
+        .execute(&mut *writer);
         self.apps.writing(update).await?;
         Ok(())
     }
@@ -1254,10 +1307,11 @@ impl VppStore for SqliteStore {
         app_id: &str,
         seconds: Option<i64>,
     ) -> StoreResult<bool> {
+        let mut writer = self.write().await?;
         let update = sqlx::query("UPDATE apps SET install_timeout_seconds = ? WHERE id = ?")
             .bind(seconds)
             .bind(app_id)
-            .execute(&self.writer);
+            .execute(&mut *writer);
         Ok(self.apps.writing(update).await?.rows_affected() == 1)
     }
 
@@ -1279,7 +1333,7 @@ impl DirectoryStore for SqliteStore {
             .bind(&g.name)
             .bind(g.kind.as_str())
             .bind(g.created_at)
-            .execute(&self.writer)
+            .execute(&mut *self.write().await?)
             .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -1288,7 +1342,7 @@ impl DirectoryStore for SqliteStore {
         // Memberships and assignments go with the group (foreign keys cascade).
         let done = sqlx::query("DELETE FROM groups WHERE id = ?")
             .bind(id)
-            .execute(&self.writer)
+            .execute(&mut *self.write().await?)
             .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -1307,7 +1361,8 @@ impl DirectoryStore for SqliteStore {
         udids: &[Udid],
         now: Timestamp,
     ) -> StoreResult<u64> {
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.write().await?;
+        let mut tx = writer.begin().await?;
         let mut added = 0;
         for udid in udids {
             added += sqlx::query("INSERT INTO group_devices (group_id, udid, joined_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")
@@ -1355,7 +1410,8 @@ impl DirectoryStore for SqliteStore {
     }
 
     async fn remove_group_devices(&self, group_id: &str, udids: &[Udid]) -> StoreResult<u64> {
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.write().await?;
+        let mut tx = writer.begin().await?;
         let mut removed = 0;
         for udid in udids {
             removed += sqlx::query("DELETE FROM group_devices WHERE group_id = ? AND udid = ?")
@@ -1387,7 +1443,7 @@ impl AssignmentStore for SqliteStore {
         .bind(i64::from(a.install))
         .bind(a.updated_at)
         .bind(i64::from(a.any_token))
-        .execute(&self.writer)
+        .execute(&mut *self.write().await?)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -1410,7 +1466,7 @@ impl AssignmentStore for SqliteStore {
         .bind(i64::from(a.install))
         .bind(a.updated_at)
         .bind(&a.id)
-        .execute(&self.writer)
+        .execute(&mut *self.write().await?)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -1418,7 +1474,7 @@ impl AssignmentStore for SqliteStore {
     async fn delete_assignment(&self, id: &str) -> StoreResult<bool> {
         let done = sqlx::query("DELETE FROM assignments WHERE id = ?")
             .bind(id)
-            .execute(&self.writer)
+            .execute(&mut *self.write().await?)
             .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -1455,7 +1511,7 @@ impl AssignmentStore for SqliteStore {
         .bind(app_id)
         .bind(udid.as_str())
         .bind(now)
-        .execute(&self.writer)
+        .execute(&mut *self.write().await?)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -1469,7 +1525,8 @@ impl AssignmentStore for SqliteStore {
     }
 
     async fn delete_licenses(&self, app_id: &str, udids: &[Udid]) -> StoreResult<()> {
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.write().await?;
+        let mut tx = writer.begin().await?;
         for udid in udids {
             sqlx::query("DELETE FROM licenses WHERE app_id = ? AND udid = ?")
                 .bind(app_id)
@@ -1489,7 +1546,8 @@ impl AssignmentStore for SqliteStore {
     }
 
     async fn reserve_licenses(&self, rows: &[LicenseRecord]) -> StoreResult<()> {
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.write().await?;
+        let mut tx = writer.begin().await?;
         for chunk in rows.chunks(BATCH) {
             let mut q = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO licenses (app_id, udid, serial_number, state, event_id, error, updated_at) ",
@@ -1539,7 +1597,8 @@ impl AssignmentStore for SqliteStore {
         event_id: Option<&str>,
         now: Timestamp,
     ) -> StoreResult<()> {
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.write().await?;
+        let mut tx = writer.begin().await?;
         set_license_state(&mut tx, app_id, udids, Some(state), event_id, None, now).await?;
         tx.commit().await?;
         Ok(())
@@ -1552,7 +1611,8 @@ impl AssignmentStore for SqliteStore {
         event_id: &str,
         now: Timestamp,
     ) -> StoreResult<()> {
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.write().await?;
+        let mut tx = writer.begin().await?;
         set_license_state(
             &mut tx,
             app_id,
@@ -1574,14 +1634,16 @@ impl AssignmentStore for SqliteStore {
         error: &str,
         now: Timestamp,
     ) -> StoreResult<()> {
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.write().await?;
+        let mut tx = writer.begin().await?;
         set_license_state(&mut tx, app_id, udids, None, None, Some(error), now).await?;
         tx.commit().await?;
         Ok(())
     }
 
     async fn finish_association(&self, o: &AssociationOutcome) -> StoreResult<()> {
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.write().await?;
+        let mut tx = writer.begin().await?;
         set_license_state(
             &mut tx,
             &o.app_id,
@@ -1651,7 +1713,8 @@ impl AssignmentStore for SqliteStore {
     }
 
     async fn set_installs(&self, installs: &[InstallRecord]) -> StoreResult<()> {
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.write().await?;
+        let mut tx = writer.begin().await?;
         upsert_installs(&mut tx, installs).await?;
         tx.commit().await?;
         Ok(())
@@ -1670,7 +1733,7 @@ impl UserStore for SqliteStore {
         .bind(&u.managed_apple_id)
         .bind(&u.name)
         .bind(u.created_at)
-        .execute(&self.writer)
+        .execute(&mut *self.write().await?)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -1689,7 +1752,8 @@ impl UserStore for SqliteStore {
     }
 
     async fn begin_user_deletion(&self, id: &str, now: Timestamp) -> StoreResult<bool> {
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.write().await?;
+        let mut tx = writer.begin().await?;
         let marked =
             sqlx::query("UPDATE users SET deleted_at = ? WHERE id = ? AND deleted_at IS NULL")
                 .bind(now)
@@ -1723,7 +1787,7 @@ impl UserStore for SqliteStore {
         // Registrations and licenses go with the user (foreign keys cascade).
         let done = sqlx::query("DELETE FROM users WHERE id = ?")
             .bind(id)
-            .execute(&self.writer)
+            .execute(&mut *self.write().await?)
             .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -1732,7 +1796,7 @@ impl UserStore for SqliteStore {
         sqlx::query("UPDATE devices SET user_id = ? WHERE udid = ?")
             .bind(user_id)
             .bind(udid.as_str())
-            .execute(&self.writer)
+            .execute(&mut *self.write().await?)
             .await?;
         Ok(())
     }
@@ -1752,7 +1816,8 @@ impl UserStore for SqliteStore {
         user_ids: &[String],
         now: Timestamp,
     ) -> StoreResult<u64> {
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.write().await?;
+        let mut tx = writer.begin().await?;
         let mut added = 0;
         for user_id in user_ids {
             added += sqlx::query(
@@ -1823,7 +1888,7 @@ impl UserStore for SqliteStore {
         .bind(u.answered_at)
         .bind(&u.error)
         .bind(u.updated_at)
-        .execute(&self.writer)
+        .execute(&mut *self.write().await?)
         .await?;
         Ok(())
     }
@@ -1836,7 +1901,8 @@ impl UserStore for SqliteStore {
     }
 
     async fn put_user_licenses(&self, rows: &[UserLicenseRecord]) -> StoreResult<()> {
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.write().await?;
+        let mut tx = writer.begin().await?;
         for l in rows {
             sqlx::query(
                 "INSERT INTO user_licenses (app_id, user_id, state, event_id, error, updated_at)
@@ -1859,7 +1925,8 @@ impl UserStore for SqliteStore {
     }
 
     async fn delete_user_licenses(&self, app_id: &str, user_ids: &[String]) -> StoreResult<()> {
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.write().await?;
+        let mut tx = writer.begin().await?;
         for user_id in user_ids {
             sqlx::query("DELETE FROM user_licenses WHERE app_id = ? AND user_id = ?")
                 .bind(app_id)
@@ -1872,7 +1939,8 @@ impl UserStore for SqliteStore {
     }
 
     async fn remove_group_users(&self, group_id: &str, user_ids: &[String]) -> StoreResult<u64> {
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.write().await?;
+        let mut tx = writer.begin().await?;
         let mut removed = 0;
         for user_id in user_ids {
             removed += sqlx::query("DELETE FROM group_users WHERE group_id = ? AND user_id = ?")
@@ -1887,7 +1955,8 @@ impl UserStore for SqliteStore {
     }
 
     async fn record_prompts(&self, prompts: &[PromptRecord]) -> StoreResult<()> {
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.write().await?;
+        let mut tx = writer.begin().await?;
         for p in prompts {
             sqlx::query(
                 "INSERT INTO prompts (udid, prompt_id, kind, bundle_id, adam_id, shown_at, answer,
@@ -1921,7 +1990,7 @@ impl UserStore for SqliteStore {
         sqlx::query("UPDATE devices SET app_store_allowed = ? WHERE udid = ?")
             .bind(i64::from(app_store_allowed))
             .bind(udid.as_str())
-            .execute(&self.writer)
+            .execute(&mut *self.write().await?)
             .await?;
         Ok(())
     }
@@ -1946,7 +2015,7 @@ impl LeaseStore for SqliteStore {
         .bind(holder)
         .bind(until)
         .bind(now)
-        .fetch_optional(&self.writer)
+        .fetch_optional(&mut *self.write().await?)
         .await?;
         Ok(row.is_some())
     }
@@ -1955,7 +2024,7 @@ impl LeaseStore for SqliteStore {
         sqlx::query("DELETE FROM leases WHERE name = ? AND holder = ?")
             .bind(name)
             .bind(holder)
-            .execute(&self.writer)
+            .execute(&mut *self.write().await?)
             .await?;
         Ok(())
     }
@@ -1963,7 +2032,7 @@ impl LeaseStore for SqliteStore {
     async fn release_leases_of(&self, holder: &str) -> StoreResult<u64> {
         let done = sqlx::query("DELETE FROM leases WHERE holder = ?")
             .bind(holder)
-            .execute(&self.writer)
+            .execute(&mut *self.write().await?)
             .await?;
         Ok(done.rows_affected())
     }

@@ -1,11 +1,15 @@
-//! Read connections to the SQLite file, lent out one request at a time.
+//! Connections to the SQLite file, lent out one borrower at a time: the readers, and
+//! the one writer.
 //!
 //! sqlx's pool pings a connection when it is taken and again when it is given back,
-//! each a round trip to the connection's thread: on the device path that tripled the
-//! cost of a read. A connection to a file in this process is not broken from outside,
-//! so these are lent without a ping. A read left unfinished (its request timed out)
-//! is harmless: sqlx's connection thread finishes one command before the next, and
-//! reads run outside transactions.
+//! each a round trip to the connection's thread (the one when given back also in a
+//! task of its own, during which the connection is lent to no one): on the device path
+//! that tripled the cost of a read, and added a round trip to every write. A
+//! connection to a file in this process is not broken from outside, so these are lent
+//! without a ping. A statement left unfinished (its request timed out) is harmless:
+//! sqlx's connection thread finishes one command before the next, and a transaction
+//! dropped unfinished queues its rollback on that thread before the next borrower's
+//! first command.
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
@@ -15,15 +19,15 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 
 /// A fixed set of connections; a borrower waits (first come, first served) while all
 /// are lent.
-pub(crate) struct ReadPool<C> {
+pub(crate) struct Lender<C> {
     idle: Mutex<Vec<C>>,
     permits: Semaphore,
     size: usize,
 }
 
-impl<C> fmt::Debug for ReadPool<C> {
+impl<C> fmt::Debug for Lender<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ReadPool")
+        f.debug_struct("Lender")
             .field("size", &self.size)
             .field("available", &self.permits.available_permits())
             .finish()
@@ -32,12 +36,12 @@ impl<C> fmt::Debug for ReadPool<C> {
 
 /// A lent connection; given back when dropped.
 pub(crate) struct Lease<'a, C> {
-    pool: &'a ReadPool<C>,
+    pool: &'a Lender<C>,
     connection: Option<C>,
     _permit: SemaphorePermit<'a>,
 }
 
-impl<C> ReadPool<C> {
+impl<C> Lender<C> {
     /// A pool of these connections.
     pub(crate) fn new(connections: Vec<C>) -> Self {
         let size = connections.len();
@@ -107,7 +111,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_borrower_waits_until_a_connection_is_given_back() {
-        let pool = ReadPool::new(vec![1_u32, 2]);
+        let pool = Lender::new(vec![1_u32, 2]);
         let a = pool.get().await.expect("open");
         let b = pool.get().await.expect("open");
         assert_ne!(*a, *b);
