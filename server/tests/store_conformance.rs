@@ -1544,6 +1544,22 @@ async fn users_registrations_user_licenses_and_prompts() {
             "{}",
             b.name
         );
+        // Read together (the hand-out check), the same candidates and licenses.
+        let standing = s.device_standing(&"U1".into()).await.unwrap();
+        assert_eq!(
+            (
+                standing.candidates,
+                standing.licenses,
+                standing.user_licenses
+            ),
+            (
+                s.device_candidates(&"U1".into()).await.unwrap(),
+                device,
+                user
+            ),
+            "{}",
+            b.name
+        );
         s.delete_licenses("a1", &["U1".into()]).await.unwrap();
 
         // Deleting a user: out of its groups and off its devices at once, removed later.

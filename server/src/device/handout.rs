@@ -101,9 +101,9 @@ pub async fn check(
             Withdrawal::NoAssignment,
         )));
     };
-    let candidates = store.device_candidates(&command.udid).await?;
+    let standing = store.device_standing(&command.udid).await?;
     let mut effective = Vec::new();
-    for e in crate::engine::precedence::resolve(&candidates) {
+    for e in crate::engine::precedence::resolve(&standing.candidates) {
         let adam = if e.winner.app_id == app.id {
             app.adam_id
         } else {
@@ -114,14 +114,13 @@ pub async fn check(
         };
         effective.push((e, adam));
     }
-    let (device_licenses, user_licenses) = store.device_licenses(&command.udid).await?;
     Ok(
         match decide(
             app_id,
             app.adam_id,
             &effective,
-            &device_licenses,
-            &user_licenses,
+            &standing.licenses,
+            &standing.user_licenses,
         ) {
             Ok(()) => None,
             Err(why) => Some(withdraw(state, command, app_id, why)),

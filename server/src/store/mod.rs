@@ -337,6 +337,18 @@ pub trait AssignmentStore: Send + Sync {
         &self,
         udid: &Udid,
     ) -> StoreResult<(Vec<LicenseRecord>, Vec<UserLicenseRecord>)>;
+    /// [`Self::device_candidates`] and [`Self::device_licenses`] of one device together
+    /// (what an install is checked against when it is handed out), read at once where
+    /// the backend can.
+    async fn device_standing(&self, udid: &Udid) -> StoreResult<DeviceStanding> {
+        let candidates = self.device_candidates(udid).await?;
+        let (licenses, user_licenses) = self.device_licenses(udid).await?;
+        Ok(DeviceStanding {
+            candidates,
+            licenses,
+            user_licenses,
+        })
+    }
     /// Records that a device's user asked for an app; false when already asked.
     async fn record_app_request(
         &self,

@@ -888,6 +888,18 @@ pub struct AssignmentRecord {
     pub updated_at: Option<Timestamp>,
 }
 
+/// What an install handed out to a device is checked against: the assignments reaching
+/// the device, and its and its user's licenses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceStanding {
+    /// The device's candidates, in service order.
+    pub candidates: Vec<Candidate>,
+    /// The device's licenses.
+    pub licenses: Vec<LicenseRecord>,
+    /// The user licenses of the device's user.
+    pub user_licenses: Vec<UserLicenseRecord>,
+}
+
 /// One assignment reaching one device, with what the engine needs to know about both.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Candidate {

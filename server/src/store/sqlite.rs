@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -1485,6 +1485,31 @@ impl AssignmentStore for SqliteStore {
 
     async fn device_candidates(&self, udid: &Udid) -> StoreResult<Vec<Candidate>> {
         self.candidates(Some(udid)).await
+    }
+
+    async fn device_standing(&self, udid: &Udid) -> StoreResult<DeviceStanding> {
+        // Both reads as one list of statements: one round trip to a reader's thread.
+        static BOTH: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "{};\n{}",
+                rows::candidates_sql("MAX", "?1", true),
+                rows::device_and_user_licenses("?1")
+            )
+        });
+        let rows = sqlx::query(sqlx::AssertSqlSafe(BOTH.as_str()))
+            .bind(udid.as_str())
+            .fetch_all(&mut *self.read().await?)
+            .await?;
+        // License rows say whose they are; candidate rows have no such column.
+        let (licenses, candidates): (Vec<SqliteRow>, Vec<SqliteRow>) = rows
+            .into_iter()
+            .partition(|row| row.try_column("owner_kind").is_ok());
+        let (licenses, user_licenses) = split_licenses(&licenses)?;
+        Ok(DeviceStanding {
+            candidates: collect(candidates, candidate_row)?,
+            licenses,
+            user_licenses,
+        })
     }
 
     async fn device_licenses(
