@@ -811,16 +811,45 @@ impl FreshDatabase {
     }
 
     /// Drops the database (closing whatever still uses it).
-    pub async fn drop_database(self) {
-        use sqlx::Connection;
-        if let Ok(mut admin) = sqlx::PgConnection::connect(&postgres_admin_url()).await {
-            let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
-            if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .execute(&mut admin)
-                .await
-            {
-                eprintln!("cannot drop test database {}: {e}", self.name);
-            }
+    pub async fn drop_database(mut self) {
+        drop_named(&std::mem::take(&mut self.name)).await;
+    }
+}
+
+/// A database dropped without [`FreshDatabase::drop_database`] (its testbed dropped
+/// without `shutdown`: a failed assertion, a test that ends early) is dropped here, on
+/// a thread of its own (this may run on the test's runtime, which cannot be blocked
+/// on from inside).
+impl Drop for FreshDatabase {
+    fn drop(&mut self) {
+        if self.name.is_empty() {
+            return;
+        }
+        let name = std::mem::take(&mut self.name);
+        let dropping =
+            std::thread::spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime.block_on(drop_named(&name)),
+                    Err(e) => eprintln!("cannot drop test database {name}: {e}"),
+                }
+            });
+        let _ = dropping.join();
+    }
+}
+
+/// Drops the test database `name` (closing whatever still uses it).
+async fn drop_named(name: &str) {
+    use sqlx::Connection;
+    if let Ok(mut admin) = sqlx::PgConnection::connect(&postgres_admin_url()).await {
+        let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+        if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&mut admin)
+            .await
+        {
+            eprintln!("cannot drop test database {name}: {e}");
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Several orchard-server replicas on one PostgreSQL: a command queued through one
 //! replica wakes devices whose push channel is on another; one replica at a time syncs a
-//! token; when the replica running the sync schedule dies, another takes over.
+//! token; when the replica running the sync schedule dies, another takes over. A
+//! testbed's database goes with the testbed, shut down or not.
 //! PostgreSQL is required in CI; elsewhere these tests are skipped with the reason printed.
 #![allow(clippy::unwrap_used)]
 
@@ -273,4 +274,39 @@ async fn killing_a_replica_moves_its_devices_to_the_survivor() {
     one.stop().await;
     two.stop().await;
     bed.shutdown().await;
+}
+
+/// A testbed dropped without `shutdown` (a test that fails or ends early) leaves no
+/// PostgreSQL database behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_testbed_dropped_without_shutdown_drops_its_database() {
+    use sqlx::Connection;
+    let Some(builder) = Testbed::builder().postgres().await else {
+        return;
+    };
+    let bed = builder.start().await.unwrap();
+    let url = bed.database_url().unwrap();
+    let (admin_url, name) = url.rsplit_once('/').unwrap();
+    let mut admin = sqlx::PgConnection::connect(&format!("{admin_url}/postgres"))
+        .await
+        .unwrap();
+    assert_eq!(
+        databases_named(&mut admin, name).await,
+        1,
+        "{name} made for the testbed"
+    );
+    drop(bed);
+    assert_eq!(
+        databases_named(&mut admin, name).await,
+        0,
+        "{name} dropped with the testbed"
+    );
+}
+
+async fn databases_named(admin: &mut sqlx::PgConnection, name: &str) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM pg_database WHERE datname = $1")
+        .bind(name)
+        .fetch_one(admin)
+        .await
+        .unwrap()
 }
