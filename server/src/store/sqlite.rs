@@ -76,21 +76,23 @@ fn private_files(path: &Path) -> StoreResult<()> {
     Ok(())
 }
 
+/// Borrows one of `connections`; an error once the store is closed.
+async fn lend(connections: &Lender<SqliteConnection>) -> StoreResult<Lease<'_, SqliteConnection>> {
+    connections
+        .get()
+        .await
+        .ok_or(StoreError::Database(sqlx::Error::PoolClosed))
+}
+
 impl SqliteStore {
     /// Borrows a read connection.
     async fn read(&self) -> StoreResult<Lease<'_, SqliteConnection>> {
-        self.reader
-            .get()
-            .await
-            .ok_or(StoreError::Database(sqlx::Error::PoolClosed))
+        lend(&self.reader).await
     }
 
     /// Borrows the writer connection (the only one: writes take turns).
     async fn write(&self) -> StoreResult<Lease<'_, SqliteConnection>> {
-        self.writer
-            .get()
-            .await
-            .ok_or(StoreError::Database(sqlx::Error::PoolClosed))
+        lend(&self.writer).await
     }
 
     /// Every assignment reaching every active device, or only `udid`, in service order.
@@ -311,10 +313,7 @@ fn exchange_batch<'a>(
     exchanges: &'a [Exchange],
 ) -> BatchFuture<'a, Option<QueuedCommand>, StoreError> {
     Box::pin(async move {
-        let mut connection = writer
-            .get()
-            .await
-            .ok_or(StoreError::Database(sqlx::Error::PoolClosed))?;
+        let mut connection = lend(writer).await?;
         let last = exchanges.len().saturating_sub(1);
         let mut handed_out = Vec::with_capacity(exchanges.len());
         for (i, x) in exchanges.iter().enumerate() {
@@ -433,15 +432,17 @@ impl AdminStore for SqliteStore {
     }
 
     async fn setting_or_insert(&self, key: &str, value: &str) -> StoreResult<String> {
+        // Both on one borrowing of the writer: no other write comes between.
+        let mut writer = self.write().await?;
         sqlx::query("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING")
             .bind(key)
             .bind(value)
-            .execute(&mut *self.write().await?)
+            .execute(&mut *writer)
             .await?;
         Ok(
             sqlx::query_scalar("SELECT value FROM settings WHERE key = ?")
                 .bind(key)
-                .fetch_one(&mut *self.write().await?)
+                .fetch_one(&mut *writer)
                 .await?,
         )
     }
